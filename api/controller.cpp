@@ -1,0 +1,142 @@
+// controller: the create/patch/delete sequences and the start-up replay.
+#include "api/controller.hpp"
+
+#include "api/forward_json.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace api {
+
+namespace {
+std::string describe(const relay::forward_spec& s) {
+  return std::string(relay::to_string(s.protocol)) + " " + relay::listen_endpoint(s) + " -> " +
+         relay::target_endpoint(s) + (s.enabled ? "" : " (disabled)");
+}
+
+reply not_found(std::int64_t id) {
+  return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
+}
+
+reply storage_failed(const std::exception& e) {
+  spdlog::error("store: {}", e.what());
+  return error_reply(500, "storage_error", "the change could not be saved; nothing was changed");
+}
+}  // namespace
+
+controller::controller(store::forward_store& store, relay::engine& engine) : store_(store), engine_(engine) {}
+
+json controller::render(const store::stored_forward& f) { return to_json(f, engine_.status(f.spec.id)); }
+
+std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::engine::prepared& out) {
+  auto p = engine_.prepare(next);
+  if (!p) {
+    const auto& e = p.error();
+    if (e.code == std::errc::address_in_use) {
+      return api_error{409, "address_in_use", "listen address " + relay::listen_endpoint(next) +
+                                                  " is already in use (" + e.message + ")"};
+    }
+    return api_error{400, "bind_failed", "cannot listen on " + relay::listen_endpoint(next) + ": " + e.message};
+  }
+  if (next.enabled) next.listen_port = p.value().port;
+  out = std::move(p.value());
+  return std::nullopt;
+}
+
+void controller::restore() {
+  std::lock_guard lock(mutex_);
+  for (auto& f : store_.list()) {
+    auto spec = f.spec;
+    relay::engine::prepared p;
+    if (auto e = prepare(spec, p)) {
+      spdlog::warn("forward {} failed to bind: {}", spec.id, e->message);
+      engine_.fail(f.spec, e->message);
+      continue;
+    }
+    if (spec.listen_port != f.spec.listen_port) store_.update(spec);
+    engine_.apply(spec, std::move(p));
+    spdlog::info("forward {} restored: {}", spec.id, describe(spec));
+  }
+}
+
+reply controller::list() {
+  std::lock_guard lock(mutex_);  // a forward half way through a change is not shown
+  json out = json::array();
+  for (const auto& f : store_.list()) out.push_back(render(f));
+  return {200, std::move(out), {}, {}};
+}
+
+reply controller::get(std::int64_t id) {
+  std::lock_guard lock(mutex_);
+  auto f = store_.get(id);
+  if (!f) return not_found(id);
+  return {200, render(*f), {}, {}};
+}
+
+bool controller::exists(std::int64_t id) { return store_.get(id).has_value(); }
+
+reply controller::create(const json& body) {
+  relay::forward_spec spec;
+  if (auto e = parse_create(body, spec)) return error_reply(*e);
+  std::lock_guard lock(mutex_);
+  relay::engine::prepared p;
+  if (auto e = prepare(spec, p)) return error_reply(*e);
+  store::stored_forward f;
+  try {
+    f = store_.insert(spec);
+  } catch (const std::exception& e) {
+    engine_.abandon(spec, std::move(p));
+    return storage_failed(e);
+  }
+  engine_.apply(f.spec, std::move(p));
+  spdlog::info("forward {} created: {}", f.spec.id, describe(f.spec));
+  return {201, render(f), "/api/v1/forwards/" + std::to_string(f.spec.id), {}};
+}
+
+reply controller::patch(std::int64_t id, const json& body) {
+  std::lock_guard lock(mutex_);
+  auto current = store_.get(id);
+  if (!current) return not_found(id);
+  relay::forward_spec next = current->spec;
+  if (auto e = apply_patch(body, next)) return error_reply(*e);
+  relay::engine::prepared p;
+  if (auto e = prepare(next, p)) return error_reply(*e);
+  std::optional<store::stored_forward> f;
+  try {
+    f = store_.update(next);
+  } catch (const std::exception& e) {
+    engine_.abandon(next, std::move(p));
+    return storage_failed(e);
+  }
+  if (!f) {
+    engine_.abandon(next, std::move(p));
+    return not_found(id);
+  }
+  engine_.apply(next, std::move(p));
+  spdlog::info("forward {} changed: {}", id, describe(next));
+  return {200, render(*f), {}, {}};
+}
+
+reply controller::remove(std::int64_t id) {
+  std::lock_guard lock(mutex_);
+  try {
+    if (!store_.remove(id)) return not_found(id);
+  } catch (const std::exception& e) {
+    return storage_failed(e);
+  }
+  engine_.remove(id);
+  spdlog::info("forward {} deleted", id);
+  return {204, nullptr, {}, {}};
+}
+
+std::pair<std::size_t, std::size_t> controller::counts() {
+  std::lock_guard lock(mutex_);
+  std::size_t active = 0, failed = 0;
+  for (const auto& f : store_.list()) {
+    const auto state = engine_.status(f.spec.id).state;
+    active += state == "active";
+    failed += state == "error";
+  }
+  return {active, failed};
+}
+
+}  // namespace api

@@ -1,0 +1,42 @@
+// controller: applies each API change to the store and the engine together, or to neither.
+#pragma once
+
+#include "api/errors.hpp"
+#include "relay/engine.hpp"
+#include "store/forward_store.hpp"
+
+#include <cstdint>
+#include <mutex>
+
+namespace api {
+
+// Changes are serialised: each one runs prepare (bind) -> commit (SQLite) -> apply (serve), and a
+// failure at any step undoes the steps before it, so disk and runtime never disagree.
+class controller {
+ public:
+  controller(store::forward_store& store, relay::engine& engine);
+
+  // Start-up: every stored forward comes back; one that cannot bind stays stored, in state "error".
+  void restore();
+
+  reply list();
+  reply get(std::int64_t id);
+  bool exists(std::int64_t id);
+  reply create(const json& body);
+  reply patch(std::int64_t id, const json& body);
+  reply remove(std::int64_t id);
+
+  // Forwards that are active and in error, for a start-up summary line.
+  std::pair<std::size_t, std::size_t> counts();
+
+ private:
+  json render(const store::stored_forward& f);
+  // Binds what `next` needs, or says why not: 409 when the address is taken, 400 otherwise.
+  std::optional<api_error> prepare(relay::forward_spec& next, relay::engine::prepared& out);
+
+  std::mutex mutex_;
+  store::forward_store& store_;
+  relay::engine& engine_;
+};
+
+}  // namespace api

@@ -1,0 +1,31 @@
+// errors: building error answers.
+#include "api/errors.hpp"
+
+namespace api {
+
+reply error_reply(const api_error& e) {
+  return reply{e.status, json{{"error", {{"code", e.code}, {"message", e.message}}}}, {}, {}};
+}
+
+reply error_reply(int status, std::string code, std::string message) {
+  return error_reply(api_error{status, std::move(code), std::move(message)});
+}
+
+json error_body_for_status(int status) {
+  auto make = [&](const char* code, const char* message) {
+    return error_reply(status, code, message).body;
+  };
+  switch (status) {
+    case 400: return make("bad_request", "The HTTP request is malformed.");
+    case 404: return make("not_found", "There is nothing at this path.");
+    case 405: return make("method_not_allowed", "This path does not support that method.");
+    case 413: return make("payload_too_large", "The request body is larger than 64 KiB.");
+    case 414: return make("uri_too_long", "The request URI is too long.");
+    case 416: return make("range_not_satisfiable", "Ranges are not supported.");
+    default:
+      if (status >= 500) return make("internal_error", "The server failed to handle the request; see its log.");
+      return make("error", "The request was refused.");
+  }
+}
+
+}  // namespace api

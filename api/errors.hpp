@@ -1,0 +1,33 @@
+// errors: the API's answer type and the one JSON shape every error answer has.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace api {
+
+using json = nlohmann::ordered_json;
+
+// What a route answers: a status, a JSON body (none for 204) and an optional Location.
+struct reply {
+  int status = 200;
+  json body;
+  std::string location;
+  std::string allow;  // for 405
+};
+
+// {"error": {"code": "<stable machine code>", "message": "<sentence>"}}
+struct api_error {
+  int status;
+  std::string code;
+  std::string message;
+};
+
+reply error_reply(const api_error& e);
+reply error_reply(int status, std::string code, std::string message);
+
+// The body for an error that arose outside a route (httplib's own 400, 413, ...).
+json error_body_for_status(int status);
+
+}  // namespace api

@@ -1,0 +1,209 @@
+// server: httplib wiring; every answer, including httplib's own errors, leaves as JSON.
+#include "api/server.hpp"
+
+#include "api/http_guard.hpp"
+#include "relay/forward_spec.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <optional>
+#include <stdexcept>
+
+namespace api {
+
+namespace {
+
+constexpr std::string_view forwards_path = "/api/v1/forwards";
+// Past this much of an over-long chunked body the connection is dropped rather than drained.
+constexpr std::size_t drain_limit = 8 * 1024 * 1024;
+
+std::optional<std::int64_t> forward_id(std::string_view path) {
+  if (path.size() <= forwards_path.size() + 1 || path.substr(0, forwards_path.size()) != forwards_path ||
+      path[forwards_path.size()] != '/') {
+    return std::nullopt;
+  }
+  auto digits = path.substr(forwards_path.size() + 1);
+  std::int64_t id = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), id);
+  if (ec != std::errc() || end != digits.data() + digits.size() || id <= 0 || digits[0] == '0') return std::nullopt;
+  return id;
+}
+
+bool is_json(const httplib::Request& req) {
+  std::string type = req.get_header_value("Content-Type");
+  type = type.substr(0, type.find(';'));
+  type.erase(std::remove_if(type.begin(), type.end(), [](unsigned char c) { return std::isspace(c); }), type.end());
+  std::transform(type.begin(), type.end(), type.begin(), [](unsigned char c) { return std::tolower(c); });
+  return type == "application/json";
+}
+
+reply method_not_allowed(std::string allow) {
+  auto r = error_reply(405, "method_not_allowed", "this path supports " + allow);
+  r.allow = std::move(allow);
+  return r;
+}
+
+// Reads the whole body, keeping at most max_body bytes. A body that is too long is drained (up to a
+// bound) so the client reads our 413 instead of a connection reset.
+struct body_result {
+  std::string text;
+  bool too_large = false;
+  bool failed = false;
+};
+
+body_result read_body(const httplib::ContentReader& reader, const httplib::Request& req) {
+  body_result out;
+  std::size_t seen = 0;
+  bool ok = reader([&](const char* data, std::size_t len) {
+    seen += len;
+    if (seen > server::max_body) {
+      out.too_large = true;
+      return seen <= drain_limit;
+    }
+    out.text.append(data, len);
+    return true;
+  });
+  // httplib refuses a Content-Length over the limit itself (and skips that body) before we see a byte.
+  if (!ok && !out.too_large) {
+    const auto length = req.get_header_value<std::uint64_t>("Content-Length");
+    out.too_large = length > server::max_body;
+    // No Content-Length and no chunking means no body (curl -X PUT), not a broken one.
+    out.failed = !out.too_large && (req.has_header("Content-Length") || req.has_header("Transfer-Encoding"));
+  }
+  return out;
+}
+
+void write(const reply& r, httplib::Response& res) {
+  res.status = r.status;
+  if (!r.location.empty()) res.set_header("Location", r.location);
+  if (!r.allow.empty()) res.set_header("Allow", r.allow);
+  if (r.status == 401) res.set_header("WWW-Authenticate", "Bearer realm=\"portrelay\"");
+  if (r.status != 204) {
+    res.set_content(r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", "application/json");
+  }
+}
+
+}  // namespace
+
+server::server(controller& ctl, server_options options) : ctl_(ctl), options_(std::move(options)) {
+  http_.set_payload_max_length(max_body);
+  http_.set_read_timeout(10, 0);
+  http_.set_write_timeout(10, 0);
+  http_.set_keep_alive_timeout(5);
+  // httplib's default adds SO_REUSEPORT, which would let a second daemon share the API port unnoticed.
+  http_.set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  http_.set_pre_routing_handler([this](const auto& req, auto& res) { return guard(req, res); });
+
+  auto plain = [this](const httplib::Request& req, httplib::Response& res) { write(route(req, nullptr), res); };
+  auto with_body = [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& body) {
+    write(route(req, &body), res);
+  };
+  http_.Get(".*", plain);
+  http_.Options(".*", plain);
+  http_.Post(".*", with_body);
+  http_.Put(".*", with_body);
+  http_.Patch(".*", with_body);
+  http_.Delete(".*", with_body);
+
+  http_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) res.set_content(error_body_for_status(res.status).dump() + "\n", "application/json");
+  });
+  http_.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown exception";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    spdlog::error("api: {} {}: {}", req.method, req.path, what);
+    write(error_reply(500, "internal_error", "the server failed to handle the request; see its log"), res);
+  });
+}
+
+server::~server() { stop(); }
+
+httplib::Server::HandlerResponse server::guard(const httplib::Request& req, httplib::Response& res) {
+  using hr = httplib::Server::HandlerResponse;
+  if (options_.token.empty()) {
+    // Without a token the API is on loopback; a foreign Host means a page that rebound its name to us.
+    if (req.has_header("Host") && !host_allowed(req.get_header_value("Host"), options_.host, options_.port)) {
+      write(error_reply(403, "host_not_allowed", "the Host header does not name this API"), res);
+      return hr::Handled;
+    }
+  } else if (req.path.rfind("/api/", 0) == 0 &&
+             !bearer_matches(req.get_header_value("Authorization"), options_.token)) {
+    write(error_reply(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required"), res);
+    return hr::Handled;
+  }
+  return hr::Unhandled;
+}
+
+reply server::route(const httplib::Request& req, const httplib::ContentReader* reader) {
+  const std::string& m = req.method;
+  body_result body;
+  if (reader) body = read_body(*reader, req);
+  if (body.failed) return error_reply(400, "bad_request", "the request body could not be read");
+
+  auto parse = [&](auto&& then) -> reply {
+    if (!is_json(req)) return error_reply(415, "unsupported_media_type", "Content-Type must be application/json");
+    if (body.too_large) return error_reply(413, "payload_too_large", "the request body is larger than 64 KiB");
+    auto doc = json::parse(body.text, nullptr, false);
+    if (doc.is_discarded()) return error_reply(400, "invalid_json", "the request body is not valid JSON");
+    return then(doc);
+  };
+
+  if (req.path == "/healthz") {
+    if (m == "GET" || m == "HEAD") return {200, json{{"status", "ok"}}, {}, {}};
+    return method_not_allowed("GET, HEAD");
+  }
+  if (req.path == forwards_path) {
+    if (m == "GET" || m == "HEAD") return ctl_.list();
+    if (m == "POST") return parse([&](const json& doc) { return ctl_.create(doc); });
+    return method_not_allowed("GET, HEAD, POST");
+  }
+  if (auto id = forward_id(req.path)) {
+    if (m == "GET" || m == "HEAD") return ctl_.get(*id);
+    if (m == "DELETE") return ctl_.remove(*id);
+    if (m == "PATCH") {
+      if (!ctl_.exists(*id)) return ctl_.get(*id);  // the 404, whatever the body
+      return parse([&](const json& doc) { return ctl_.patch(*id, doc); });
+    }
+    return method_not_allowed("GET, HEAD, PATCH, DELETE");
+  }
+  return error_reply(404, "not_found", "there is nothing at " + req.path);
+}
+
+void server::bind() {
+  const int family = options_.host.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+  http_.set_address_family(family);
+  if (options_.port == 0) {
+    const int port = http_.bind_to_any_port(options_.host);
+    if (port <= 0) throw std::runtime_error("cannot listen on " + relay::format_endpoint(options_.host, 0));
+    options_.port = static_cast<std::uint16_t>(port);
+  } else if (!http_.bind_to_port(options_.host, options_.port)) {
+    throw std::runtime_error("cannot listen on " + relay::format_endpoint(options_.host, options_.port) +
+                             ": address in use or not available");
+  }
+}
+
+void server::start() {
+  thread_ = std::thread([this] { http_.listen_after_bind(); });
+}
+
+void server::stop() {
+  http_.stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::string server::url() const { return "http://" + relay::format_endpoint(options_.host, options_.port) + "/"; }
+
+}  // namespace api

@@ -1,0 +1,48 @@
+// server: the HTTP front of the API: routing, body limits, content types, auth and error shaping.
+#pragma once
+
+#include "api/controller.hpp"
+
+#include <httplib.h>
+
+#include <cstdint>
+#include <string>
+#include <thread>
+
+namespace api {
+
+struct server_options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 7410;
+  std::string token;  // empty: no token (loopback only; main enforces that)
+};
+
+class server {
+ public:
+  static constexpr std::size_t max_body = 64 * 1024;
+
+  server(controller& ctl, server_options options);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  // Binds the listening socket; throws std::runtime_error naming the address when it cannot.
+  void bind();
+  // Serves on a thread of its own (plus httplib's pool) until stop().
+  void start();
+  void stop();
+
+  std::uint16_t port() const { return options_.port; }
+  std::string url() const;
+
+ private:
+  reply route(const httplib::Request& req, const httplib::ContentReader* body);
+  httplib::Server::HandlerResponse guard(const httplib::Request& req, httplib::Response& res);
+
+  controller& ctl_;
+  server_options options_;
+  httplib::Server http_;
+  std::thread thread_;
+};
+
+}  // namespace api

@@ -1,0 +1,55 @@
+// connection_set: the live connections of one forward on one worker, so they can all be closed at once.
+#pragma once
+
+#include <list>
+
+namespace relay {
+
+// Anything a forward can cut off: a TCP session today, a UDP session later.
+class stoppable {
+ public:
+  virtual void stop() = 0;
+
+ protected:
+  ~stoppable() = default;
+};
+
+// Touched only on its worker's thread, so it needs no lock.
+class connection_set {
+ public:
+  // Keeps a connection listed for as long as it lives (RAII); empty when the set was already closed.
+  class registration {
+   public:
+    registration() = default;
+    registration(connection_set* set, std::list<stoppable*>::iterator it) : set_(set), it_(it) {}
+    registration(registration&& o) noexcept : set_(o.set_), it_(o.it_) { o.set_ = nullptr; }
+    registration& operator=(registration&&) = delete;
+    ~registration() {
+      if (set_) set_->items_.erase(it_);
+    }
+    explicit operator bool() const { return set_ != nullptr; }
+
+   private:
+    connection_set* set_ = nullptr;
+    std::list<stoppable*>::iterator it_;
+  };
+
+  registration add(stoppable& c) {
+    if (closed_) return {};
+    return {this, items_.insert(items_.end(), &c)};
+  }
+
+  // Stops every listed connection and refuses new ones from now on.
+  void close() {
+    closed_ = true;
+    for (auto* c : items_) c->stop();  // stop() only cancels; nothing leaves the list during this loop
+  }
+
+  std::size_t size() const { return items_.size(); }
+
+ private:
+  std::list<stoppable*> items_;
+  bool closed_ = false;
+};
+
+}  // namespace relay

@@ -1,0 +1,79 @@
+// engine: the relay's facade for the control plane: binds, starts, changes and stops forwards by id.
+#pragma once
+
+#include "relay/engine_options.hpp"
+#include "relay/forward_spec.hpp"
+#include "relay/forward_stats.hpp"
+#include "relay/result.hpp"
+#include "relay/tcp_forward.hpp"
+#include "relay/worker_pool.hpp"
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace relay {
+
+// Status is kept apart from config: what a forward is doing right now and what it has moved.
+struct forward_status {
+  std::string state;  // "active", "disabled" or "error"
+  std::string error;  // why the state is "error"; empty otherwise
+  stats_snapshot stats;
+};
+
+// A change is made in two phases so that disk and runtime never disagree: prepare() does everything
+// that can fail (binding a listener) while clients see no difference, then the caller persists the
+// change and calls apply(), which cannot fail, or abandon(), which undoes prepare().
+// Thread-safe; never call from a worker thread.
+class engine {
+ public:
+  explicit engine(engine_options options);
+  ~engine();
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  struct prepared {
+    std::optional<std::size_t> home;  // the worker that owns the listener
+    acceptor_ptr acceptor;            // a newly bound listener, not yet accepting
+    std::uint16_t port = 0;           // the listen port `next` ends up with (the bound one for port 0)
+    bool released_old = false;        // the old listener was closed to make room for an overlapping one
+  };
+
+  // `next.id` is 0 for a forward that does not exist yet.
+  result<prepared> prepare(const forward_spec& next);
+  // `next` carries the id and the final listen port.
+  void apply(const forward_spec& next, prepared p);
+  void abandon(const forward_spec& next, prepared p);
+
+  // A stored forward that could not start: it is kept, in state "error" with the reason.
+  void fail(const forward_spec& spec, std::string reason);
+  // Listener and live connections closed before this returns.
+  void remove(std::int64_t id);
+  forward_status status(std::int64_t id) const;
+
+  std::size_t workers() const { return pool_.size(); }
+  // Closes every listener and connection and stops the workers. Idempotent.
+  void shutdown();
+
+ private:
+  struct entry {
+    forward_spec spec;
+    std::size_t home = 0;
+    std::shared_ptr<forward_stats> stats = std::make_shared<forward_stats>();
+    std::shared_ptr<tcp_forward> live;
+    std::string error;
+  };
+
+  result<acceptor_ptr> bind_on(std::size_t home, const std::string& host, std::uint16_t port);
+  void close_on(std::size_t home, const acceptor_ptr& acceptor);
+
+  const engine_options options_;
+  worker_pool pool_;
+  mutable std::mutex mutex_;
+  std::map<std::int64_t, entry> forwards_;
+  bool shut_down_ = false;
+};
+
+}  // namespace relay

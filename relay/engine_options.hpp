@@ -1,0 +1,18 @@
+// engine_options: the data-plane tunables, fixed for the life of an engine.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+
+namespace relay {
+
+struct engine_options {
+  std::size_t workers = 1;
+  // Per resolved address: a target that neither accepts nor refuses in this time counts as down.
+  std::chrono::milliseconds connect_timeout{10'000};
+  // A connection with one direction finished and no bytes moving for this long is closed
+  // (HAProxy's "timeout client-fin"); a peer that vanished entirely is found by TCP keepalive.
+  std::chrono::milliseconds half_close_timeout{60'000};
+};
+
+}  // namespace relay

@@ -1,0 +1,42 @@
+// forward_spec: the configuration of one forward, a pure value with no I/O.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace relay {
+
+enum class protocol { tcp, udp };
+
+std::string_view to_string(protocol p);
+std::optional<protocol> parse_protocol(std::string_view text);
+
+struct forward_spec {
+  std::int64_t id = 0;  // assigned by the store; 0 until then
+  std::string name;
+  relay::protocol protocol = protocol::tcp;
+  std::string listen_host = "0.0.0.0";
+  std::uint16_t listen_port = 0;  // 0 until bound: the kernel picks
+  std::string target_host;
+  std::uint16_t target_port = 0;
+  bool enabled = true;
+
+  bool operator==(const forward_spec&) const = default;
+};
+
+// "host:port", with brackets around IPv6 literals.
+std::string format_endpoint(std::string_view host, std::uint16_t port);
+std::string listen_endpoint(const forward_spec& s);
+std::string target_endpoint(const forward_spec& s);
+
+// Field checks shared by every way a spec is built. Each returns why the value is bad, or nothing.
+std::optional<std::string> check_name(std::string_view name);
+std::optional<std::string> check_listen_host(std::string_view host);
+std::optional<std::string> check_target_host(std::string_view host);
+
+// The canonical text of an IP literal ("::0001" -> "::1"); the input when it is not one.
+std::string canonical_address(std::string_view host);
+
+}  // namespace relay

@@ -1,0 +1,49 @@
+// tcp_forward: a running TCP forward: its listener, its current target and its live connections.
+#pragma once
+
+#include "relay/connection_set.hpp"
+#include "relay/engine_options.hpp"
+#include "relay/forward_stats.hpp"
+#include "relay/tcp_listener.hpp"
+#include "relay/tcp_session.hpp"
+#include "relay/worker_pool.hpp"
+
+#include <memory>
+#include <vector>
+
+namespace relay {
+
+// The listener and the target belong to the home worker; connection set k belongs to worker k.
+// Every public method is for the control plane: it posts to the owning workers and waits.
+class tcp_forward : public std::enable_shared_from_this<tcp_forward> {
+ public:
+  tcp_forward(worker_pool& pool, std::size_t home, tcp_route route, std::shared_ptr<forward_stats> stats,
+              const engine_options& options);
+
+  std::size_t home() const { return home_; }
+
+  // Starts accepting on `acceptor` (bound on the home worker); a previous listener is closed first.
+  void listen(acceptor_ptr acceptor);
+  // Closes the listener only; live connections carry on.
+  void close_listener();
+  // New connections go to the new target; live ones keep theirs.
+  void set_target(tcp_route route);
+  // Listener closed and every live connection closed before this returns.
+  void stop();
+
+ private:
+  void on_accept(asio::ip::tcp::socket socket, std::size_t worker);
+  // Static, with the forward by value: the coroutine starts later, on another thread, and must own it.
+  static asio::awaitable<void> serve(std::shared_ptr<tcp_forward> self, asio::ip::tcp::socket socket,
+                                     std::size_t worker, tcp_route route);
+
+  worker_pool& pool_;
+  const std::size_t home_;
+  const engine_options& options_;
+  std::shared_ptr<forward_stats> stats_;
+  tcp_route route_;         // home worker only
+  acceptor_ptr acceptor_;   // home worker only
+  std::vector<connection_set> connections_;  // [k] on worker k only
+};
+
+}  // namespace relay

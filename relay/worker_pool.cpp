@@ -1,0 +1,41 @@
+// worker_pool: starts and joins the data-plane threads.
+#include "relay/worker_pool.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace relay {
+
+worker_pool::worker_pool(std::size_t workers) {
+  if (workers == 0) workers = 1;
+  for (std::size_t i = 0; i < workers; ++i) {
+    auto w = std::make_unique<worker>();
+    w->guard.emplace(w->io.get_executor());
+    workers_.push_back(std::move(w));
+  }
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    workers_[i]->thread = std::thread([this, i] {
+      for (;;) {
+        try {
+          workers_[i]->io.run();
+          return;
+        } catch (const std::exception& e) {
+          spdlog::error("worker {}: unexpected exception: {}", i, e.what());
+        }
+      }
+    });
+  }
+}
+
+worker_pool::~worker_pool() { stop(); }
+
+void worker_pool::stop() {
+  for (auto& w : workers_) {
+    w->guard.reset();
+    w->io.stop();
+  }
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+}
+
+}  // namespace relay

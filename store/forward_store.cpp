@@ -1,0 +1,154 @@
+// forward_store: SQL for the forwards table and the numbered schema migrations.
+#include "store/forward_store.hpp"
+
+#include <chrono>
+#include <ctime>
+
+namespace store {
+
+namespace {
+
+// Migration N brings the schema from user_version N-1 to N. Append only; never edit a shipped one.
+const char* const migrations[] = {
+    R"sql(
+    CREATE TABLE forwards (
+      id          INTEGER PRIMARY KEY AUTOINCREMENT,
+      name        TEXT    NOT NULL DEFAULT '',
+      protocol    TEXT    NOT NULL CHECK (protocol IN ('tcp', 'udp')),
+      listen_host TEXT    NOT NULL,
+      listen_port INTEGER NOT NULL CHECK (listen_port BETWEEN 0 AND 65535),
+      target_host TEXT    NOT NULL,
+      target_port INTEGER NOT NULL CHECK (target_port BETWEEN 1 AND 65535),
+      enabled     INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+      created_at  TEXT    NOT NULL,
+      updated_at  TEXT    NOT NULL
+    );
+    )sql",
+};
+
+constexpr const char* columns =
+    "id, name, protocol, listen_host, listen_port, target_host, target_port, enabled, created_at, updated_at";
+
+stored_forward read_row(const statement& s) {
+  stored_forward f;
+  f.spec.id = s.column_int(0);
+  f.spec.name = s.column_text(1);
+  f.spec.protocol = relay::parse_protocol(s.column_text(2)).value_or(relay::protocol::tcp);
+  f.spec.listen_host = s.column_text(3);
+  f.spec.listen_port = static_cast<std::uint16_t>(s.column_int(4));
+  f.spec.target_host = s.column_text(5);
+  f.spec.target_port = static_cast<std::uint16_t>(s.column_int(6));
+  f.spec.enabled = s.column_int(7) != 0;
+  f.created_at = s.column_text(8);
+  f.updated_at = s.column_text(9);
+  return f;
+}
+
+// Binds the writable fields as parameters 1..7, in the order of the columns after id.
+void bind_spec(statement& s, const relay::forward_spec& spec) {
+  s.bind(1, spec.name)
+      .bind(2, relay::to_string(spec.protocol))
+      .bind(3, spec.listen_host)
+      .bind(4, std::int64_t{spec.listen_port})
+      .bind(5, spec.target_host)
+      .bind(6, std::int64_t{spec.target_port})
+      .bind(7, std::int64_t{spec.enabled ? 1 : 0});
+}
+
+}  // namespace
+
+std::string rfc3339_now() {
+  std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+forward_store::forward_store(const std::string& path) : db_(path) {
+  db_.exec("PRAGMA journal_mode=WAL");
+  db_.exec("PRAGMA synchronous=FULL");  // an acknowledged change survives a crash of the host too
+  migrate();
+}
+
+int forward_store::latest_schema_version() { return static_cast<int>(std::size(migrations)); }
+
+int forward_store::schema_version() {
+  std::lock_guard lock(mutex_);
+  statement s(db_.handle(), "PRAGMA user_version");
+  s.step();
+  return static_cast<int>(s.column_int(0));
+}
+
+void forward_store::migrate() {
+  statement version(db_.handle(), "PRAGMA user_version");
+  version.step();
+  const auto current = version.column_int(0);
+  if (current > latest_schema_version()) {
+    throw store_error("database schema version " + std::to_string(current) + " is newer than this portrelay (" +
+                      std::to_string(latest_schema_version()) + "); upgrade portrelay");
+  }
+  for (auto v = current; v < latest_schema_version(); ++v) {
+    transaction tx(db_);
+    db_.exec(migrations[v]);
+    db_.exec("PRAGMA user_version = " + std::to_string(v + 1));
+    tx.commit();
+  }
+}
+
+std::vector<stored_forward> forward_store::list() {
+  std::lock_guard lock(mutex_);
+  statement s(db_.handle(), std::string("SELECT ") + columns + " FROM forwards ORDER BY id");
+  std::vector<stored_forward> out;
+  while (s.step()) out.push_back(read_row(s));
+  return out;
+}
+
+std::optional<stored_forward> forward_store::select_one(std::int64_t id) {
+  statement s(db_.handle(), std::string("SELECT ") + columns + " FROM forwards WHERE id = ?1");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return read_row(s);
+}
+
+std::optional<stored_forward> forward_store::get(std::int64_t id) {
+  std::lock_guard lock(mutex_);
+  return select_one(id);
+}
+
+stored_forward forward_store::insert(const relay::forward_spec& spec) {
+  std::lock_guard lock(mutex_);
+  const auto now = rfc3339_now();
+  statement s(db_.handle(),
+              "INSERT INTO forwards (name, protocol, listen_host, listen_port, target_host, target_port, enabled, "
+              "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)");
+  bind_spec(s, spec);
+  s.bind(8, now);
+  s.step();
+  stored_forward f{spec, now, now};
+  f.spec.id = db_.last_insert_id();
+  return f;
+}
+
+std::optional<stored_forward> forward_store::update(const relay::forward_spec& spec) {
+  std::lock_guard lock(mutex_);
+  statement s(db_.handle(),
+              "UPDATE forwards SET name = ?1, protocol = ?2, listen_host = ?3, listen_port = ?4, target_host = ?5, "
+              "target_port = ?6, enabled = ?7, updated_at = ?8 WHERE id = ?9");
+  bind_spec(s, spec);
+  s.bind(8, rfc3339_now()).bind(9, spec.id);
+  s.step();
+  if (db_.changes() == 0) return std::nullopt;
+  return select_one(spec.id);
+}
+
+bool forward_store::remove(std::int64_t id) {
+  std::lock_guard lock(mutex_);
+  statement s(db_.handle(), "DELETE FROM forwards WHERE id = ?1");
+  s.bind(1, id);
+  s.step();
+  return db_.changes() > 0;
+}
+
+}  // namespace store

@@ -1,0 +1,49 @@
+// forward_store: the desired state, every forward's spec, persisted in SQLite (WAL) with migrations.
+#pragma once
+
+#include "relay/forward_spec.hpp"
+#include "store/database.hpp"
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace store {
+
+struct stored_forward {
+  relay::forward_spec spec;
+  std::string created_at;  // RFC 3339, UTC
+  std::string updated_at;
+};
+
+// Every write is committed (and synced) before the call returns. Thread-safe. Throws store_error.
+class forward_store {
+ public:
+  // Opens or creates the file and brings its schema up to date.
+  explicit forward_store(const std::string& path);
+
+  std::vector<stored_forward> list();
+  std::optional<stored_forward> get(std::int64_t id);
+  // Assigns the id (never reused, even after a delete) and the timestamps.
+  stored_forward insert(const relay::forward_spec& spec);
+  // Replaces the writable fields of spec.id; nothing when there is no such forward.
+  std::optional<stored_forward> update(const relay::forward_spec& spec);
+  bool remove(std::int64_t id);
+
+  int schema_version();
+  static int latest_schema_version();
+
+ private:
+  void migrate();
+  std::optional<stored_forward> select_one(std::int64_t id);
+
+  std::mutex mutex_;
+  database db_;
+};
+
+// The current time as RFC 3339 UTC ("2026-11-27T21:28:09Z").
+std::string rfc3339_now();
+
+}  // namespace store
