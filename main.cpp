@@ -27,7 +27,7 @@ bool is_loopback(const std::string& host) {
 std::optional<std::string> read_token(const std::string& path, std::string& error) {
   std::ifstream in(path);
   if (!in) {
-    error = "cannot read token file " + path;
+    error = "--token-file: cannot read " + path;
     return std::nullopt;
   }
   std::stringstream ss;
@@ -37,7 +37,7 @@ std::optional<std::string> read_token(const std::string& path, std::string& erro
   token.erase(0, token.find_first_not_of(space));
   token.erase(token.find_last_not_of(space) + 1);
   if (token.empty()) {
-    error = "token file " + path + " is empty";
+    error = "--token-file: " + path + " is empty";
     return std::nullopt;
   }
   return token;

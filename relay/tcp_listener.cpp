@@ -30,7 +30,11 @@ result<acceptor_ptr> bind_tcp(asio::io_context& io, const std::string& host, std
   if (ec) return op_error{ec, "address " + host + ": " + ec.message()};
   asio::ip::tcp::endpoint endpoint(address, port);
   auto acceptor = std::make_shared<asio::ip::tcp::acceptor>(io);
-  auto failed = [&](const char* step) { return op_error{ec, std::string(step) + " " + where + ": " + ec.message()}; };
+  // As a std::system_category code, so callers can compare it with std::errc values.
+  auto failed = [&](const char* step) {
+    return op_error{std::error_code(ec.value(), std::system_category()),
+                    std::string(step) + " " + where + ": " + ec.message()};
+  };
   acceptor->open(endpoint.protocol(), ec);
   if (ec) return failed("open");
   if (address.is_v6()) {

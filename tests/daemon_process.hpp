@@ -1,0 +1,100 @@
+// daemon_process: runs the real portrelay binary for end-to-end tests and reads its log.
+#pragma once
+
+#include "test_support.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <optional>
+#include <regex>
+
+extern char** environ;
+
+namespace test {
+
+class daemon_process {
+ public:
+  explicit daemon_process(std::vector<std::string> args) {
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+    args.insert(args.begin(), PORTRELAY_BINARY);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, PORTRELAY_BINARY, &fa, nullptr, argv.data(), environ) != 0) {
+      throw std::runtime_error("cannot start " PORTRELAY_BINARY);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(pipefd[1]);
+    reader_ = std::thread([this, rd = pipefd[0]] {
+      char buf[4096];
+      for (;;) {
+        auto n = ::read(rd, buf, sizeof buf);
+        if (n <= 0) break;
+        std::lock_guard lock(mutex_);
+        log_.append(buf, static_cast<std::size_t>(n));
+      }
+      ::close(rd);
+      log_complete_ = true;
+    });
+  }
+
+  ~daemon_process() {
+    if (!status_) {
+      ::kill(pid_, SIGKILL);
+      wait_exit();
+    }
+    reader_.join();
+  }
+
+  std::string log() const {
+    std::lock_guard lock(mutex_);
+    return log_;
+  }
+
+  // The API port from the start-up line, or 0 when the daemon exited (or stayed silent) instead.
+  std::uint16_t wait_ready() {
+    static const std::regex line(R"(listening on http://[^ ]*:(\d+)/)");
+    std::smatch m;
+    eventually([&] {
+      auto text = log();
+      return std::regex_search(text, m, line) || exited();
+    }, 20s);
+    auto text = log();
+    if (!std::regex_search(text, m, line)) return 0;
+    return static_cast<std::uint16_t>(std::stoi(m[1]));
+  }
+
+  void signal(int sig) { ::kill(pid_, sig); }
+
+  bool exited() {
+    if (status_) return true;
+    int st = 0;
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) status_ = st;
+    return status_.has_value();
+  }
+
+  // The wait status once the process has ended and its whole log is read (bounded), or nothing
+  // when it is still running.
+  std::optional<int> wait_exit(std::chrono::milliseconds limit = 10s) {
+    if (!eventually([&] { return exited() && log_complete_; }, limit)) return std::nullopt;
+    return status_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  mutable std::mutex mutex_;
+  std::string log_;
+  std::atomic<bool> log_complete_{false};
+  std::thread reader_;
+};
+
+}  // namespace test

@@ -1,0 +1,47 @@
+// cli_options: flags, defaults and the errors for bad ones.
+#include "cli_options.hpp"
+
+#include <catch2/catch.hpp>
+
+TEST_CASE("defaults") {
+  auto r = parse_cli({});
+  REQUIRE(r.options);
+  CHECK(r.options->db == "portrelay.db");
+  CHECK(r.options->api_host == "127.0.0.1");
+  CHECK(r.options->api_port == 7410);
+  CHECK(r.options->log_level == "info");
+  CHECK(r.options->workers == 0);
+}
+
+TEST_CASE("every flag, in both spellings") {
+  auto r = parse_cli({"--db", "x.db", "--api=[::1]:0", "--token-file", "t", "--workers=3", "--log-level", "debug",
+                      "--connect-timeout", "2.5", "--half-close-timeout=30"});
+  REQUIRE(r.options);
+  CHECK(r.options->db == "x.db");
+  CHECK(r.options->api_host == "::1");
+  CHECK(r.options->api_port == 0);
+  CHECK(r.options->token_file == "t");
+  CHECK(r.options->workers == 3);
+  CHECK(r.options->log_level == "debug");
+  CHECK(r.options->connect_timeout_s == 2.5);
+  CHECK(r.options->half_close_timeout_s == 30);
+}
+
+TEST_CASE("bad flags and values name themselves") {
+  CHECK(parse_cli({"--bogus"}).error == "unknown option: --bogus");
+  CHECK(parse_cli({"--db"}).error == "option --db needs a value");
+  for (auto args : std::vector<std::vector<std::string>>{{"--api", "localhost:80"},
+                                                         {"--api", "127.0.0.1"},
+                                                         {"--api", "::1:80"},
+                                                         {"--api", "127.0.0.1:70000"},
+                                                         {"--workers", "0"},
+                                                         {"--workers", "two"},
+                                                         {"--log-level", "loud"},
+                                                         {"--connect-timeout", "-1"},
+                                                         {"--half-close-timeout", "nan"}}) {
+    auto r = parse_cli(args);
+    INFO(args[0] << " " << args[1]);
+    CHECK_FALSE(r.options);
+    CHECK(r.error.find("invalid value for " + args[0]) == 0);
+  }
+}

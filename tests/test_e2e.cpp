@@ -1,0 +1,236 @@
+// End to end against the built binary: CRUD, restarts, kill -9, conflicts, auth, flags, signals.
+#include "api_fixture.hpp"
+#include "daemon_process.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+using namespace test;
+using nlohmann::json;
+
+namespace {
+
+struct running {
+  daemon_process proc;
+  std::uint16_t port;
+  httplib::Client client;
+  explicit running(std::vector<std::string> args)
+      : proc(std::move(args)), port(proc.wait_ready()), client("127.0.0.1", port) {
+    INFO(proc.log());
+    REQUIRE(port != 0);
+    client.set_read_timeout(10);
+  }
+};
+
+std::vector<std::string> args_for(const temp_dir& dir, std::vector<std::string> extra = {}) {
+  std::vector<std::string> a{"--db", (dir.path / "e2e.db").string(), "--api", "127.0.0.1:0", "--workers", "2"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+json create(httplib::Client& c, std::uint16_t target_port, bool enabled = true, std::uint16_t listen_port = 0) {
+  auto r = c.Post("/api/v1/forwards",
+                  json{{"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", listen_port},
+                       {"target_host", "127.0.0.1"}, {"target_port", target_port}, {"enabled", enabled}}
+                      .dump(),
+                  "application/json");
+  REQUIRE(r);
+  INFO(r->body);
+  REQUIRE(r->status == 201);
+  return json::parse(r->body);
+}
+
+std::string echo_once(std::uint16_t port, const std::string& text) {
+  auto c = connect_to(port);
+  if (!c) return "<refused>";
+  send_all(c.get(), text);
+  ::shutdown(c.get(), SHUT_WR);
+  return recv_all(c.get());
+}
+
+bool exited_cleanly(daemon_process& p) {
+  auto st = p.wait_exit();
+  return st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("e2e: full CRUD with traffic, and lifecycle lines in the log") {
+  target_server target(target_server::echo);
+  temp_dir dir;
+  running d(args_for(dir));
+  auto fwd = create(d.client, target.port());
+  const int port = fwd["listen_port"];
+  CHECK(echo_once(port, "hello") == "hello");
+  CHECK(eventually([&] {
+    auto j = json::parse(d.client.Get("/api/v1/forwards/1")->body);
+    return j["stats"]["connections_total"] == 1 && j["stats"]["bytes_down"] == 5 &&
+           j["stats"]["connections_active"] == 0;
+  }));
+
+  auto patched = d.client.Patch("/api/v1/forwards/1", R"({"name":"renamed"})", "application/json");
+  REQUIRE(patched);
+  CHECK(patched->status == 200);
+  CHECK(json::parse(patched->body)["name"] == "renamed");
+
+  auto list = json::parse(d.client.Get("/api/v1/forwards")->body);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0]["name"] == "renamed");
+
+  CHECK(d.client.Delete("/api/v1/forwards/1")->status == 204);
+  CHECK(echo_once(port, "gone") == "<refused>");
+  d.proc.signal(SIGTERM);
+  CHECK(exited_cleanly(d.proc));
+  auto log = d.proc.log();
+  CHECK(log.find("forward 1 created") != std::string::npos);
+  CHECK(log.find("forward 1 changed") != std::string::npos);
+  CHECK(log.find("forward 1 deleted") != std::string::npos);
+  // Ordinary traffic and changes never log at warning or error level.
+  CHECK(log.find("Z error ") == std::string::npos);
+  CHECK(log.find("Z warning ") == std::string::npos);
+}
+
+TEST_CASE("e2e: a restart restores every forward with its id and port - disabled ones stay closed") {
+  target_server target(target_server::echo);
+  temp_dir dir;
+  int active_port = 0, disabled_id = 0;
+  {
+    running d(args_for(dir));
+    active_port = create(d.client, target.port())["listen_port"];
+    disabled_id = create(d.client, target.port(), false)["id"];
+    d.proc.signal(SIGTERM);
+    REQUIRE(exited_cleanly(d.proc));
+  }
+  running d(args_for(dir));
+  auto list = json::parse(d.client.Get("/api/v1/forwards")->body);
+  REQUIRE(list.size() == 2);
+  CHECK(list[0]["id"] == 1);
+  CHECK(list[0]["listen_port"] == active_port);
+  CHECK(list[0]["state"] == "active");
+  CHECK(list[1]["id"] == disabled_id);
+  CHECK(list[1]["state"] == "disabled");
+  CHECK(echo_once(active_port, "back") == "back");
+  // Ids are never reused across restarts either.
+  CHECK(create(d.client, target.port())["id"] == 3);
+}
+
+TEST_CASE("e2e: kill -9 right after a 201 loses nothing") {
+  target_server target(target_server::echo);
+  temp_dir dir;
+  int port = 0;
+  {
+    running d(args_for(dir));
+    port = create(d.client, target.port())["listen_port"];
+    d.proc.signal(SIGKILL);
+    REQUIRE(d.proc.wait_exit());
+  }
+  running d(args_for(dir));
+  auto list = json::parse(d.client.Get("/api/v1/forwards")->body);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0]["listen_port"] == port);
+  CHECK(echo_once(port, "durable") == "durable");
+}
+
+TEST_CASE("e2e: a port conflict is a 409 and nothing is persisted") {
+  temp_dir dir;
+  std::uint16_t taken = 0;
+  auto other = listen_on(taken);
+  {
+    running d(args_for(dir));
+    auto r = d.client.Post("/api/v1/forwards",
+                           json{{"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", taken},
+                                {"target_host", "127.0.0.1"}, {"target_port", 9}}
+                               .dump(),
+                           "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 409);
+    CHECK(json::parse(r->body)["error"]["code"] == "address_in_use");
+    d.proc.signal(SIGKILL);
+    REQUIRE(d.proc.wait_exit());
+  }
+  running d(args_for(dir));
+  CHECK(json::parse(d.client.Get("/api/v1/forwards")->body).empty());
+}
+
+TEST_CASE("e2e: a stored forward whose port is taken at start is in error - the daemon serves the rest") {
+  target_server target(target_server::echo);
+  temp_dir dir;
+  int blocked_port = 0, fine_port = 0;
+  {
+    running d(args_for(dir));
+    blocked_port = create(d.client, target.port())["listen_port"];
+    fine_port = create(d.client, target.port())["listen_port"];
+    d.proc.signal(SIGTERM);
+    REQUIRE(exited_cleanly(d.proc));
+  }
+  std::uint16_t p = static_cast<std::uint16_t>(blocked_port);
+  auto squatter = listen_on(p);
+  running d(args_for(dir));
+  auto list = json::parse(d.client.Get("/api/v1/forwards")->body);
+  CHECK(list[0]["state"] == "error");
+  CHECK(list[0]["error"].get<std::string>().find("in use") != std::string::npos);
+  CHECK(list[1]["state"] == "active");
+  CHECK(echo_once(fine_port, "alive") == "alive");
+  CHECK(d.proc.log().find("forward 1 failed to bind") != std::string::npos);
+}
+
+TEST_CASE("e2e: token auth from a file, surrounding whitespace ignored") {
+  temp_dir dir;
+  const auto token_file = (dir.path / "token").string();
+  std::ofstream(token_file) << "  tok-123 \n";
+  running d(args_for(dir, {"--token-file", token_file}));
+  CHECK(d.client.Get("/healthz")->status == 200);
+  CHECK(d.client.Get("/api/v1/forwards")->status == 401);
+  CHECK(d.client.Get("/api/v1/forwards", {{"Authorization", "Bearer tok-123"}})->status == 200);
+  CHECK(d.client.Get("/api/v1/forwards", {{"Authorization", "Bearer  tok-123 "}})->status == 401);
+}
+
+TEST_CASE("e2e: an API off loopback without a token is refused at start") {
+  temp_dir dir;
+  daemon_process d({"--db", (dir.path / "x.db").string(), "--api", "0.0.0.0:0"});
+  auto st = d.wait_exit();
+  REQUIRE(st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) != 0);
+  CHECK(d.log().find("refusing to serve the API on 0.0.0.0") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir.path / "x.db"));
+}
+
+TEST_CASE("e2e: bad flags give one line and exit 2 - --help and --version exit 0") {
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"--frobnicate"}, {"--workers", "zero"}, {"--api", "nowhere"}, {"--log-level", "chatty"},
+           {"--token-file", "/nonexistent/token"}}) {
+    daemon_process d(args);
+    auto st = d.wait_exit();
+    REQUIRE(st);
+    const auto log = d.log();
+    INFO(log);
+    CHECK(WEXITSTATUS(*st) == 2);
+    CHECK(std::count(log.begin(), log.end(), '\n') == 1);
+    CHECK(log.find(args[0]) != std::string::npos);
+  }
+  daemon_process help({"--help"});
+  CHECK(help.wait_exit() == 0);
+  CHECK(help.log().find("usage: portrelay") != std::string::npos);
+  daemon_process version({"--version"});
+  CHECK(version.wait_exit() == 0);
+  CHECK(version.log().find("portrelay ") == 0);
+}
+
+TEST_CASE("e2e: SIGTERM closes live connections and exits 0 promptly") {
+  target_server target(target_server::echo);
+  temp_dir dir;
+  running d(args_for(dir));
+  const int port = create(d.client, target.port())["listen_port"];
+  auto c = connect_to(port);
+  REQUIRE(c);
+  send_all(c.get(), std::string("x"));
+  CHECK(recv_exact(c.get(), 1) == "x");
+  const auto t0 = std::chrono::steady_clock::now();
+  d.proc.signal(SIGTERM);
+  CHECK(closed_by_peer(c.get()));
+  CHECK(exited_cleanly(d.proc));
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+  CHECK(d.proc.log().find("received SIGTERM") != std::string::npos);
+}

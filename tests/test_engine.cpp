@@ -1,0 +1,337 @@
+// Engine tests over real loopback sockets: relaying, half-close, lifecycle, PATCH, scale.
+#include "relay/engine.hpp"
+#include "test_support.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace test;
+
+namespace {
+
+relay::engine_options fast_options() {
+  relay::engine_options o;
+  o.workers = 2;
+  o.connect_timeout = 300ms;
+  o.half_close_timeout = 300ms;
+  return o;
+}
+
+relay::forward_spec spec_for(std::int64_t id, std::uint16_t target_port, std::uint16_t listen_port = 0) {
+  relay::forward_spec s;
+  s.id = id;
+  s.listen_host = "127.0.0.1";
+  s.listen_port = listen_port;
+  s.target_host = "127.0.0.1";
+  s.target_port = target_port;
+  return s;
+}
+
+// prepare + apply, as the controller does; returns the spec with its bound port.
+relay::forward_spec start(relay::engine& e, relay::forward_spec s) {
+  auto p = e.prepare(s);
+  REQUIRE(p);
+  s.listen_port = p.value().port;
+  e.apply(s, std::move(p.value()));
+  return s;
+}
+
+std::string echo_once(std::uint16_t port, const std::string& text) {
+  auto c = connect_to(port);
+  if (!c) return "<refused>";
+  send_all(c.get(), text);
+  ::shutdown(c.get(), SHUT_WR);
+  return recv_all(c.get());
+}
+
+// Sends `text` and reads as many bytes back, leaving the connection open.
+std::string exchange(int s, const std::string& text) {
+  send_all(s, text);
+  return recv_exact(s, text.size());
+}
+
+}  // namespace
+
+TEST_CASE("a forward relays bytes both ways and counts them") {
+  target_server target(target_server::echo);
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  CHECK(s.listen_port != 0);
+  CHECK(echo_once(s.listen_port, "hello through the relay") == "hello through the relay");
+  REQUIRE(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+  auto st = engine.status(1);
+  CHECK(st.state == "active");
+  CHECK(st.stats.connections_total == 1);
+  CHECK(st.stats.bytes_up == 23);
+  CHECK(st.stats.bytes_down == 23);
+  CHECK(st.stats.connect_errors == 0);
+}
+
+TEST_CASE("a forward listens only on its listen_host") {
+  target_server target(target_server::echo);
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  CHECK(echo_once(s.listen_port, "x") == "x");
+  CHECK_FALSE(connect_to(s.listen_port, "127.0.0.2"));
+}
+
+TEST_CASE("32 MiB pass intact with half-close, and the counters are exact") {
+  target_server target(target_server::echo);
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  const auto data = random_bytes(32 << 20, 42);
+  auto c = connect_to(s.listen_port);
+  REQUIRE(c);
+  std::string back;
+  bool eof = false;
+  std::thread reader([&] { back = recv_all(c.get(), &eof); });
+  CHECK(send_all(c.get(), data));
+  ::shutdown(c.get(), SHUT_WR);  // the target replies in full only after it sees this EOF
+  reader.join();
+  CHECK(eof);
+  CHECK(back.size() == data.size());
+  CHECK(digest(back) == digest(data));
+  REQUIRE(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+  CHECK(engine.status(1).stats.bytes_up == data.size());
+  CHECK(engine.status(1).stats.bytes_down == data.size());
+}
+
+TEST_CASE("half-close from the target: the client keeps sending after the reply ended") {
+  std::atomic<std::size_t> received{0};
+  target_server target([&](int fd) {
+    send_all(fd, std::string("banner"));
+    ::shutdown(fd, SHUT_WR);
+    received = recv_all(fd).size();
+  });
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  auto c = connect_to(s.listen_port);
+  REQUIRE(c);
+  bool eof = false;
+  CHECK(recv_all(c.get(), &eof) == "banner");
+  CHECK(eof);
+  const auto data = random_bytes(1 << 20, 7);
+  CHECK(send_all(c.get(), data));
+  ::shutdown(c.get(), SHUT_WR);
+  CHECK(eventually([&] { return received == data.size(); }));
+}
+
+TEST_CASE("a slow reader holds back a fast sender: memory stays bounded") {
+  // The target never reads. The relay may hold one small buffer per direction; everything else
+  // must stay in kernel buffers, so the client's sends stop long before 64 MiB.
+  std::atomic<bool> release{false};
+  target_server target([&](int) { eventually([&] { return release.load(); }, 10s); });
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  auto c = connect_to(s.listen_port);
+  REQUIRE(c);
+  timeval tv{0, 300000};
+  setsockopt(c.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  const std::string chunk(64 * 1024, 'x');
+  std::size_t sent = 0;
+  while (sent < (64u << 20)) {
+    auto w = ::send(c.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    if (w <= 0) break;  // blocked: backpressure reached the client
+    sent += static_cast<std::size_t>(w);
+  }
+  CHECK(sent < (64u << 20));
+  // What the relay moved is what the target's kernel buffers could take, never what the client sent.
+  CHECK(engine.status(1).stats.bytes_up < sent);
+  release = true;
+}
+
+TEST_CASE("a refused target closes the client promptly and counts a connect error") {
+  const auto dead_port = free_port();
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, dead_port));
+  auto c = connect_to(s.listen_port);
+  REQUIRE(c);
+  CHECK(closed_by_peer(c.get()));
+  CHECK(eventually([&] { return engine.status(1).stats.connect_errors == 1; }));
+  CHECK(engine.status(1).stats.connections_active == 0);
+}
+
+TEST_CASE("a target that never answers the handshake times out") {
+  // A listener whose accept queue is full drops further SYNs, so connecting to it hangs.
+  std::uint16_t port = 0;
+  auto full = listen_on(port, "127.0.0.1", 0);
+  std::vector<fd> fillers;
+  for (int i = 0; i < 4; ++i) {
+    socklen_t len;
+    auto ss = make_addr("127.0.0.1", port, len);
+    fd f(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    ::connect(f.get(), reinterpret_cast<sockaddr*>(&ss), len);
+    fillers.push_back(std::move(f));
+  }
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, port));
+  auto c = connect_to(s.listen_port);
+  REQUIRE(c);
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(closed_by_peer(c.get()));
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+  CHECK(eventually([&] { return engine.status(1).stats.connect_errors == 1; }));
+}
+
+TEST_CASE("a half-closed connection that goes idle is closed") {
+  std::atomic<bool> release{false};
+  target_server target([&](int fd) {
+    recv_all(fd);  // sees the client's EOF, then neither writes nor closes
+    eventually([&] { return release.load(); }, 10s);
+  });
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  auto c = connect_to(s.listen_port);
+  REQUIRE(c);
+  ::shutdown(c.get(), SHUT_WR);
+  CHECK(closed_by_peer(c.get()));
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+  release = true;
+}
+
+TEST_CASE("removing or disabling a forward closes its listener and live connections at once") {
+  target_server target(target_server::echo);
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  auto c = connect_to(s.listen_port);
+  REQUIRE(c);
+  CHECK(exchange(c.get(), "ping") == "ping");
+
+  SECTION("delete") {
+    engine.remove(1);
+    CHECK(engine.status(1).state == "error");
+  }
+  SECTION("disable") {
+    auto off = s;
+    off.enabled = false;
+    auto p = engine.prepare(off);
+    REQUIRE(p);
+    engine.apply(off, std::move(p.value()));
+    CHECK(engine.status(1).state == "disabled");
+  }
+  CHECK(closed_by_peer(c.get()));
+  CHECK_FALSE(connect_to(s.listen_port));
+}
+
+TEST_CASE("re-enabling a disabled forward serves again on its port") {
+  target_server target(target_server::echo);
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  s.enabled = false;
+  start(engine, s);
+  CHECK_FALSE(connect_to(s.listen_port));
+  s.enabled = true;
+  start(engine, s);
+  CHECK(echo_once(s.listen_port, "again") == "again");
+}
+
+TEST_CASE("changing the target: new connections go to the new one, live ones stay") {
+  auto tagged = [](char tag) {
+    return [tag](int fd) {
+      send_all(fd, std::string(1, tag));
+      target_server::echo(fd);
+    };
+  };
+  target_server a(tagged('A')), b(tagged('B'));
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, a.port()));
+  auto live = connect_to(s.listen_port);
+  REQUIRE(live);
+  CHECK(recv_exact(live.get(), 1) == "A");
+
+  s.target_port = b.port();
+  start(engine, s);
+  auto fresh = connect_to(s.listen_port);
+  REQUIRE(fresh);
+  CHECK(recv_exact(fresh.get(), 1) == "B");
+  CHECK(exchange(live.get(), "still here") == "still here");
+  CHECK(exchange(fresh.get(), "new") == "new");
+}
+
+TEST_CASE("changing the listen port binds the new one before releasing the old") {
+  target_server target(target_server::echo);
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  const auto old_port = s.listen_port;
+  auto live = connect_to(old_port);
+  REQUIRE(live);
+
+  SECTION("to a free port: the new port serves, the old one is closed, live connections carry on") {
+    s.listen_port = 0;
+    s = start(engine, s);
+    CHECK(s.listen_port != old_port);
+    CHECK(echo_once(s.listen_port, "moved") == "moved");
+    CHECK_FALSE(connect_to(old_port));
+    CHECK(exchange(live.get(), "live") == "live");
+  }
+  SECTION("to a port in use: the change fails and the old address keeps serving") {
+    std::uint16_t taken = 0;
+    auto other = listen_on(taken);
+    auto next = s;
+    next.listen_port = taken;
+    auto p = engine.prepare(next);
+    REQUIRE_FALSE(p);
+    CHECK(p.error().code == std::errc::address_in_use);
+    CHECK(p.error().message.find("bind 127.0.0.1:" + std::to_string(taken)) == 0);
+    CHECK(echo_once(old_port, "still") == "still");
+    CHECK(engine.status(1).state == "active");
+  }
+}
+
+TEST_CASE("two forwards cannot share a listen address") {
+  target_server target(target_server::echo);
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  auto dup = spec_for(0, target.port(), s.listen_port);
+  auto p = engine.prepare(dup);
+  REQUIRE_FALSE(p);
+  CHECK(p.error().code == std::errc::address_in_use);
+}
+
+TEST_CASE("IPv6 listeners and targets") {
+  target_server target(target_server::echo, "::1");
+  relay::engine engine(fast_options());
+  auto spec = spec_for(1, target.port());
+  spec.listen_host = "::1";
+  spec.target_host = "::1";
+  auto s = start(engine, spec);
+  auto c = connect_to(s.listen_port, "::1");
+  REQUIRE(c);
+  send_all(c.get(), std::string("six"));
+  ::shutdown(c.get(), SHUT_WR);
+  CHECK(recv_all(c.get()) == "six");
+}
+
+TEST_CASE("a host name target is resolved for each connection") {
+  target_server target(target_server::echo);
+  relay::engine engine(fast_options());
+  auto spec = spec_for(1, target.port());
+  spec.target_host = "localhost";  // may resolve to ::1 first; each address is tried in turn
+  auto s = start(engine, spec);
+  CHECK(echo_once(s.listen_port, "by name") == "by name");
+}
+
+TEST_CASE("200 concurrent connections each get their own bytes back") {
+  target_server target(target_server::echo);
+  relay::engine engine(fast_options());
+  auto s = start(engine, spec_for(1, target.port()));
+  std::vector<fd> clients;
+  for (int i = 0; i < 200; ++i) {
+    clients.push_back(connect_to(s.listen_port));
+    REQUIRE(clients.back());
+  }
+  for (int i = 0; i < 200; ++i) REQUIRE(send_all(clients[i].get(), random_bytes(1000, i)));
+  for (int i = 0; i < 200; ++i) CHECK(recv_exact(clients[i].get(), 1000) == random_bytes(1000, i));
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 200; }));
+  clients.clear();
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+  CHECK(engine.status(1).stats.connections_total == 200);
+}
+
+TEST_CASE("a forward that could not start is reported with its reason") {
+  relay::engine engine(fast_options());
+  auto s = spec_for(5, 80, 1);
+  engine.fail(s, "bind 127.0.0.1:1: Permission denied");
+  auto st = engine.status(5);
+  CHECK(st.state == "error");
+  CHECK(st.error == "bind 127.0.0.1:1: Permission denied");
+}

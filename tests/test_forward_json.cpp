@@ -1,0 +1,127 @@
+// forward_json: every field's validation and the JSON shape of a forward.
+#include "api/forward_json.hpp"
+
+#include <catch2/catch.hpp>
+
+using api::json;
+
+namespace {
+json valid() { return json{{"protocol", "tcp"}, {"listen_port", 8080}, {"target_host", "example.com"}, {"target_port", 80}}; }
+
+std::string create_error(const json& body) {
+  relay::forward_spec s;
+  auto e = api::parse_create(body, s);
+  return e ? e->code + ": " + e->message : "";
+}
+}  // namespace
+
+TEST_CASE("a minimal body takes the defaults") {
+  relay::forward_spec s;
+  REQUIRE_FALSE(api::parse_create(valid(), s));
+  CHECK(s.name.empty());
+  CHECK(s.protocol == relay::protocol::tcp);
+  CHECK(s.listen_host == "0.0.0.0");
+  CHECK(s.listen_port == 8080);
+  CHECK(s.target_host == "example.com");
+  CHECK(s.target_port == 80);
+  CHECK(s.enabled);
+}
+
+TEST_CASE("all writable fields are read") {
+  auto body = valid();
+  body["name"] = "db";
+  body["listen_host"] = "::0001";
+  body["enabled"] = false;
+  relay::forward_spec s;
+  REQUIRE_FALSE(api::parse_create(body, s));
+  CHECK(s.name == "db");
+  CHECK(s.listen_host == "::1");
+  CHECK_FALSE(s.enabled);
+}
+
+TEST_CASE("each bad value class is a 400 naming the field") {
+  struct bad_case {
+    const char* field;
+    json value;
+    const char* code;
+  };
+  const bad_case cases[] = {
+      {"listen_port", "80", "invalid_field"},      {"listen_port", 80.5, "invalid_field"},
+      {"listen_port", -1, "invalid_field"},        {"listen_port", 65536, "invalid_field"},
+      {"listen_port", true, "invalid_field"},      {"listen_port", nullptr, "invalid_field"},
+      {"listen_port", 18446744073709551615ull, "invalid_field"},
+      {"target_port", 0, "invalid_field"},         {"target_port", 70000, "invalid_field"},
+      {"target_port", json::array(), "invalid_field"},
+      {"target_host", "", "invalid_field"},        {"target_host", 5, "invalid_field"},
+      {"target_host", "bad host", "invalid_field"}, {"target_host", std::string(254, 'a'), "invalid_field"},
+      {"listen_host", "localhost", "invalid_field"}, {"listen_host", 1, "invalid_field"},
+      {"name", std::string(65, 'n'), "invalid_field"}, {"name", "a\nb", "invalid_field"},
+      {"name", 3, "invalid_field"},                {"enabled", "true", "invalid_field"},
+      {"enabled", 1, "invalid_field"},             {"protocol", "sctp", "invalid_field"},
+      {"protocol", "udp", "unsupported_protocol"}, {"id", 7, "read_only_field"},
+      {"state", "active", "read_only_field"},      {"stats", json::object(), "read_only_field"},
+      {"colour", "blue", "unknown_field"},
+  };
+  for (const auto& c : cases) {
+    auto body = valid();
+    body[c.field] = c.value;
+    INFO(c.field << " = " << c.value.dump());
+    const auto err = create_error(body);
+    CHECK(err.rfind(c.code, 0) == 0);
+    if (std::string(c.code) != "unknown_field") CHECK(err.find(c.field) != std::string::npos);
+  }
+}
+
+TEST_CASE("missing required fields and non-object bodies") {
+  for (const char* field : {"protocol", "listen_port", "target_host", "target_port"}) {
+    auto body = valid();
+    body.erase(field);
+    INFO(field);
+    CHECK(create_error(body) == std::string("missing_field: field '") + field + "' is required");
+  }
+  CHECK(create_error(json::array()).rfind("invalid_body", 0) == 0);
+  CHECK(create_error(json("text")).rfind("invalid_body", 0) == 0);
+  CHECK(create_error(json(nullptr)).rfind("invalid_body", 0) == 0);
+}
+
+TEST_CASE("a patch changes only what it names and nothing on error") {
+  relay::forward_spec s;
+  REQUIRE_FALSE(api::parse_create(valid(), s));
+  REQUIRE_FALSE(api::apply_patch(json{{"target_port", 81}, {"name", "x"}}, s));
+  CHECK(s.target_port == 81);
+  CHECK(s.name == "x");
+  CHECK(s.listen_port == 8080);
+  auto before = s;
+  auto e = api::apply_patch(json{{"target_port", 82}, {"listen_port", "bad"}}, s);
+  REQUIRE(e);
+  CHECK(e->status == 400);
+  CHECK(s == before);
+  REQUIRE_FALSE(api::apply_patch(json::object(), s));
+  CHECK(s == before);
+}
+
+TEST_CASE("a forward renders with its status and stats") {
+  store::stored_forward f;
+  f.spec.id = 3;
+  f.spec.name = "n";
+  f.spec.listen_host = "127.0.0.1";
+  f.spec.listen_port = 1000;
+  f.spec.target_host = "t";
+  f.spec.target_port = 2000;
+  f.created_at = "2026-01-01T00:00:00Z";
+  f.updated_at = "2026-01-02T00:00:00Z";
+  relay::forward_status st{"error", "bind failed", {1, 2, 3, 4, 5}};
+  auto j = api::to_json(f, st);
+  CHECK(j["id"] == 3);
+  CHECK(j["protocol"] == "tcp");
+  CHECK(j["state"] == "error");
+  CHECK(j["error"] == "bind failed");
+  CHECK(j["created_at"] == "2026-01-01T00:00:00Z");
+  CHECK(j["stats"]["connections_active"] == 1);
+  CHECK(j["stats"]["connections_total"] == 2);
+  CHECK(j["stats"]["bytes_up"] == 3);
+  CHECK(j["stats"]["bytes_down"] == 4);
+  CHECK(j["stats"]["connect_errors"] == 5);
+  st.error.clear();
+  CHECK(api::to_json(f, st)["error"].is_null());
+}

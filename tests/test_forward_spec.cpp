@@ -1,0 +1,63 @@
+// forward_spec: field checks and printing.
+#include "relay/forward_spec.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace relay;
+
+TEST_CASE("names: up to 64 printable characters, UTF-8 counted by character") {
+  CHECK_FALSE(check_name(""));
+  CHECK_FALSE(check_name("web frontend #1"));
+  CHECK_FALSE(check_name(std::string(64, 'a')));
+  CHECK(check_name(std::string(65, 'a')));
+  std::string accents;
+  for (int i = 0; i < 64; ++i) accents += "\xC3\xA9";  // 64 x "é": 128 bytes, 64 characters
+  CHECK_FALSE(check_name(accents));
+  CHECK(check_name(accents + "e"));
+  CHECK(check_name("tab\there"));
+  CHECK(check_name("new\nline"));
+  CHECK(check_name(std::string("nul\0x", 5)));
+  CHECK(check_name("del\x7f"));
+  CHECK(check_name("\xC2\x85"));      // C1 control (NEL)
+  CHECK(check_name("\xC3"));          // truncated sequence
+  CHECK(check_name("\xFF\xFE"));      // not UTF-8
+}
+
+TEST_CASE("listen_host: IP literals only") {
+  CHECK_FALSE(check_listen_host("0.0.0.0"));
+  CHECK_FALSE(check_listen_host("127.0.0.1"));
+  CHECK_FALSE(check_listen_host("::"));
+  CHECK_FALSE(check_listen_host("::1"));
+  CHECK(check_listen_host("localhost"));
+  CHECK(check_listen_host(""));
+  CHECK(check_listen_host("[::1]"));
+  CHECK(check_listen_host("256.0.0.1"));
+  CHECK(check_listen_host("127.0.0.1:80"));
+  CHECK(canonical_address("::0001") == "::1");
+}
+
+TEST_CASE("target_host: host names and IP literals, 1 to 253 characters") {
+  for (const char* ok : {"example.com", "db-1.internal", "localhost", "10.0.0.1", "::1", "fe80::1", "my_service",
+                         "a.b.c.", "xn--bcher-kva.example"}) {
+    INFO(ok);
+    CHECK_FALSE(check_target_host(ok));
+  }
+  for (const char* bad : {"", ".", "-bad.com", "bad-.com", "a..b", "[::1]", "host:80", "spa ce", "ex!ample.com",
+                          "http://example.com", "a/b", ".leading"}) {
+    INFO(bad);
+    CHECK(check_target_host(bad));
+  }
+  CHECK(check_target_host(std::string(64, 'a') + ".com"));  // label over 63
+  std::string long_name;
+  while (long_name.size() < 252) long_name += "abcdefghi.";
+  CHECK(check_target_host(long_name.substr(0, 254)));
+  CHECK_FALSE(check_target_host(long_name.substr(0, 249) + "abc"));
+}
+
+TEST_CASE("endpoints print with brackets around IPv6") {
+  CHECK(format_endpoint("127.0.0.1", 80) == "127.0.0.1:80");
+  CHECK(format_endpoint("::1", 443) == "[::1]:443");
+  CHECK(parse_protocol("tcp") == protocol::tcp);
+  CHECK(parse_protocol("udp") == protocol::udp);
+  CHECK_FALSE(parse_protocol("TCP"));
+}

@@ -1,0 +1,124 @@
+// forward_store: CRUD, id assignment, migrations and reopening.
+#include "store/forward_store.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <sqlite3.h>
+
+namespace {
+struct temp_db {
+  std::filesystem::path dir;
+  temp_db() {
+    char tmpl[] = "/tmp/portrelay-store-XXXXXX";
+    dir = mkdtemp(tmpl);
+  }
+  ~temp_db() { std::filesystem::remove_all(dir); }
+  std::string path() const { return (dir / "test.db").string(); }
+};
+
+relay::forward_spec sample(std::uint16_t port) {
+  relay::forward_spec s;
+  s.name = "sample";
+  s.listen_host = "127.0.0.1";
+  s.listen_port = port;
+  s.target_host = "example.com";
+  s.target_port = 443;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("insert, get, list, update and remove") {
+  temp_db tmp;
+  store::forward_store db(tmp.path());
+  auto a = db.insert(sample(1001));
+  auto b = db.insert(sample(1002));
+  CHECK(a.spec.id == 1);
+  CHECK(b.spec.id == 2);
+  CHECK(a.created_at.size() == 20);
+  CHECK(a.created_at.back() == 'Z');
+
+  auto got = db.get(1);
+  REQUIRE(got);
+  CHECK(got->spec == a.spec);
+  CHECK_FALSE(db.get(99));
+
+  auto list = db.list();
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].spec.id == 1);
+  CHECK(list[1].spec.id == 2);
+
+  auto changed = a.spec;
+  changed.target_port = 8443;
+  changed.enabled = false;
+  auto updated = db.update(changed);
+  REQUIRE(updated);
+  CHECK(updated->spec == changed);
+  CHECK(updated->created_at == a.created_at);
+  auto missing = changed;
+  missing.id = 42;
+  CHECK_FALSE(db.update(missing));
+
+  CHECK(db.remove(1));
+  CHECK_FALSE(db.remove(1));
+  CHECK(db.list().size() == 1);
+}
+
+TEST_CASE("ids are never reused, even after deleting the newest") {
+  temp_db tmp;
+  store::forward_store db(tmp.path());
+  db.insert(sample(1));
+  auto second = db.insert(sample(2));
+  db.remove(second.spec.id);
+  CHECK(db.insert(sample(3)).spec.id == 3);
+}
+
+TEST_CASE("a reopened database has everything, in WAL mode, at the latest schema") {
+  temp_db tmp;
+  {
+    store::forward_store db(tmp.path());
+    db.insert(sample(1));
+    auto s = sample(2);
+    s.enabled = false;
+    db.insert(s);
+  }
+  store::forward_store db(tmp.path());
+  auto list = db.list();
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].spec.enabled);
+  CHECK_FALSE(list[1].spec.enabled);
+  CHECK(db.schema_version() == store::forward_store::latest_schema_version());
+
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(tmp.path().c_str(), &raw) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(raw, "PRAGMA journal_mode", -1, &st, nullptr);
+  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+  CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0))) == "wal");
+  sqlite3_finalize(st);
+  sqlite3_close(raw);
+}
+
+TEST_CASE("migrations: a new file is created at the latest version - a newer one is refused") {
+  temp_db tmp;
+  { store::forward_store db(tmp.path()); }
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(tmp.path().c_str(), &raw) == SQLITE_OK);
+  const auto newer = "PRAGMA user_version = " + std::to_string(store::forward_store::latest_schema_version() + 1);
+  REQUIRE(sqlite3_exec(raw, newer.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(raw);
+  CHECK_THROWS_WITH(store::forward_store(tmp.path()), Catch::Contains("newer than this portrelay"));
+}
+
+TEST_CASE("the schema refuses out-of-range values even if a caller slips") {
+  temp_db tmp;
+  store::forward_store db(tmp.path());
+  auto s = sample(1);
+  s.target_port = 0;
+  CHECK_THROWS_AS(db.insert(s), store::store_error);
+  CHECK(db.list().empty());
+}
+
+TEST_CASE("an unopenable path is a clear error") {
+  CHECK_THROWS_WITH(store::forward_store("/nonexistent-dir/x/portrelay.db"), Catch::Contains("cannot open database"));
+}

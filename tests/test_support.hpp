@@ -1,0 +1,235 @@
+// test_support: loopback sockets with timeouts, scripted target servers and bounded waiting for tests.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace test {
+
+using namespace std::chrono_literals;
+
+// Every blocking step in a test is bounded by this.
+constexpr auto io_timeout = 10s;
+
+// Polls `pred` until it holds or `limit` passes; the answer is the last evaluation.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::milliseconds(5000)) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return pred();
+}
+
+// An owned socket descriptor with send/receive timeouts.
+class fd {
+ public:
+  fd() = default;
+  explicit fd(int v) : v_(v) {}
+  fd(fd&& o) noexcept : v_(o.v_) { o.v_ = -1; }
+  fd& operator=(fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      v_ = o.v_;
+      o.v_ = -1;
+    }
+    return *this;
+  }
+  ~fd() { reset(); }
+  int get() const { return v_; }
+  explicit operator bool() const { return v_ >= 0; }
+  void reset() {
+    if (v_ >= 0) ::close(v_);
+    v_ = -1;
+  }
+
+ private:
+  int v_ = -1;
+};
+
+inline void set_timeouts(int s) {
+  timeval tv{static_cast<time_t>(std::chrono::seconds(io_timeout).count()), 0};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+inline sockaddr_storage make_addr(const std::string& host, std::uint16_t port, socklen_t& len) {
+  sockaddr_storage ss{};
+  if (host.find(':') != std::string::npos) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    inet_pton(AF_INET6, host.c_str(), &a->sin6_addr);
+    len = sizeof(sockaddr_in6);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    inet_pton(AF_INET, host.c_str(), &a->sin_addr);
+    len = sizeof(sockaddr_in);
+  }
+  return ss;
+}
+
+// Connects or returns an empty fd (refused, or nothing listening).
+inline fd connect_to(std::uint16_t port, const std::string& host = "127.0.0.1") {
+  socklen_t len;
+  auto ss = make_addr(host, port, len);
+  fd s(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  set_timeouts(s.get());
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return fd();
+  return s;
+}
+
+// A listening socket on a kernel-chosen port (or `port`), with the port it got.
+inline fd listen_on(std::uint16_t& port, const std::string& host = "127.0.0.1", int backlog = 128) {
+  socklen_t len;
+  auto ss = make_addr(host, port, len);
+  fd s(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int yes = 1;
+  setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(s.get(), backlog) != 0) {
+    throw std::runtime_error("test listener bind failed");
+  }
+  getsockname(s.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  return s;
+}
+
+inline std::uint16_t free_port() {
+  std::uint16_t port = 0;
+  listen_on(port);  // closed again at once: the port is free, though nothing reserves it
+  return port;
+}
+
+inline bool send_all(int s, const void* data, std::size_t n) {
+  auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    auto w = ::send(s, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+inline bool send_all(int s, const std::string& text) { return send_all(s, text.data(), text.size()); }
+
+// Reads exactly n bytes, or fewer when the peer closes or the timeout passes.
+inline std::string recv_exact(int s, std::size_t n) {
+  std::string out;
+  char buf[65536];
+  while (out.size() < n) {
+    auto r = ::recv(s, buf, std::min(sizeof buf, n - out.size()), 0);
+    if (r <= 0) break;
+    out.append(buf, static_cast<std::size_t>(r));
+  }
+  return out;
+}
+
+// Reads until EOF (or error/timeout); `eof` tells which.
+inline std::string recv_all(int s, bool* eof = nullptr) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    auto r = ::recv(s, buf, sizeof buf, 0);
+    if (r <= 0) {
+      if (eof) *eof = r == 0;
+      return out;
+    }
+    out.append(buf, static_cast<std::size_t>(r));
+  }
+}
+
+// True when the peer ended the connection (EOF or reset) within the timeout.
+inline bool closed_by_peer(int s) {
+  char c;
+  auto r = ::recv(s, &c, 1, 0);
+  return r == 0 || (r < 0 && (errno == ECONNRESET || errno == EPIPE));
+}
+
+inline std::string random_bytes(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; i += 8) {
+    auto v = rng();
+    for (std::size_t k = 0; k < 8 && i + k < n; ++k) s[i + k] = static_cast<char>(v >> (8 * k));
+  }
+  return s;
+}
+
+inline std::uint64_t digest(const std::string& s) {  // FNV-1a: enough to tell any corruption apart
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// A target server on 127.0.0.1: each connection runs `handler` on its own thread.
+class target_server {
+ public:
+  using handler = std::function<void(int fd)>;
+  explicit target_server(handler h, const std::string& host = "127.0.0.1") : handler_(std::move(h)) {
+    listener_ = listen_on(port_, host);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~target_server() {
+    stop_ = true;
+    thread_.join();
+    for (auto& t : workers_) t.join();
+  }
+  std::uint16_t port() const { return port_; }
+  int accepted() const { return accepted_; }
+
+  // Echoes until EOF, then closes its write side: a request/reply that needs half-close.
+  static void echo(int s) {
+    char buf[65536];
+    for (;;) {
+      auto r = ::recv(s, buf, sizeof buf, 0);
+      if (r <= 0) break;
+      if (!send_all(s, buf, static_cast<std::size_t>(r))) return;
+    }
+    ::shutdown(s, SHUT_WR);
+  }
+
+ private:
+  void run() {
+    while (!stop_) {
+      pollfd p{listener_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      int c = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      ++accepted_;
+      set_timeouts(c);
+      workers_.emplace_back([this, c] {
+        fd owned(c);
+        handler_(c);
+      });
+    }
+  }
+
+  handler handler_;
+  std::uint16_t port_ = 0;
+  fd listener_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace test
