@@ -8,18 +8,8 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
-#include <filesystem>
 
 namespace test {
-
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    char tmpl[] = "/tmp/portrelay-test-XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~temp_dir() { std::filesystem::remove_all(path); }
-};
 
 inline relay::engine_options test_engine_options() {
   relay::engine_options o;

@@ -41,14 +41,6 @@ json create(httplib::Client& c, std::uint16_t target_port, bool enabled = true, 
   return json::parse(r->body);
 }
 
-std::string echo_once(std::uint16_t port, const std::string& text) {
-  auto c = connect_to(port);
-  if (!c) return "<refused>";
-  send_all(c.get(), text);
-  ::shutdown(c.get(), SHUT_WR);
-  return recv_all(c.get());
-}
-
 bool exited_cleanly(daemon_process& p) {
   auto st = p.wait_exit();
   return st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0;

@@ -35,14 +35,6 @@ relay::forward_spec start(relay::engine& e, relay::forward_spec s) {
   return s;
 }
 
-std::string echo_once(std::uint16_t port, const std::string& text) {
-  auto c = connect_to(port);
-  if (!c) return "<refused>";
-  send_all(c.get(), text);
-  ::shutdown(c.get(), SHUT_WR);
-  return recv_all(c.get());
-}
-
 // Sends `text` and reads as many bytes back, leaving the connection open.
 std::string exchange(int s, const std::string& text) {
   send_all(s, text);

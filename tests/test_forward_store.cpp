@@ -1,5 +1,6 @@
 // forward_store: CRUD, id assignment, migrations and reopening.
 #include "store/forward_store.hpp"
+#include "test_support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -8,13 +9,8 @@
 
 namespace {
 struct temp_db {
-  std::filesystem::path dir;
-  temp_db() {
-    char tmpl[] = "/tmp/portrelay-store-XXXXXX";
-    dir = mkdtemp(tmpl);
-  }
-  ~temp_db() { std::filesystem::remove_all(dir); }
-  std::string path() const { return (dir / "test.db").string(); }
+  test::temp_dir dir;
+  std::string path() const { return (dir.path / "test.db").string(); }
 };
 
 relay::forward_spec sample(std::uint16_t port) {

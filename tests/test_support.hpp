@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -179,6 +180,25 @@ inline std::uint64_t digest(const std::string& s) {  // FNV-1a: enough to tell a
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
   return h;
 }
+
+// Connects, sends `text`, half-closes and reads the reply to the end; "<refused>" when nothing listens.
+inline std::string echo_once(std::uint16_t port, const std::string& text) {
+  auto c = connect_to(port);
+  if (!c) return "<refused>";
+  send_all(c.get(), text);
+  ::shutdown(c.get(), SHUT_WR);
+  return recv_all(c.get());
+}
+
+// A directory of its own under /tmp, removed with everything in it.
+struct temp_dir {
+  std::filesystem::path path;
+  temp_dir() {
+    char tmpl[] = "/tmp/portrelay-test-XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~temp_dir() { std::filesystem::remove_all(path); }
+};
 
 // A target server on 127.0.0.1: each connection runs `handler` on its own thread.
 class target_server {
