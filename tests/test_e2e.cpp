@@ -6,6 +6,8 @@
 
 #include <fstream>
 
+#include <sys/resource.h>
+
 using namespace test;
 using nlohmann::json;
 
@@ -225,4 +227,25 @@ TEST_CASE("e2e: SIGTERM closes live connections and exits 0 promptly") {
   CHECK(exited_cleanly(d.proc));
   CHECK(std::chrono::steady_clock::now() - t0 < 5s);
   CHECK(d.proc.log().find("received SIGTERM") != std::string::npos);
+}
+
+TEST_CASE("e2e: the accept loop survives running out of file descriptors") {
+  target_server target(target_server::echo);
+  temp_dir dir;
+  // The daemon inherits a small descriptor limit, so a burst of clients exhausts it.
+  rlimit saved{};
+  getrlimit(RLIMIT_NOFILE, &saved);
+  rlimit low{64, saved.rlim_max};
+  setrlimit(RLIMIT_NOFILE, &low);
+  running d(args_for(dir));
+  setrlimit(RLIMIT_NOFILE, &saved);
+  const int port = create(d.client, target.port())["listen_port"];
+
+  std::vector<fd> burst;
+  for (int i = 0; i < 60; ++i) burst.push_back(connect_to(port));  // queued by the kernel even when not accepted
+  CHECK(eventually([&] { return d.proc.log().find("accept: Too many open files; retrying") != std::string::npos; }));
+  burst.clear();
+  // Once descriptors are free again, the same listener serves new clients.
+  CHECK(eventually([&] { return echo_once(port, "recovered") == "recovered"; }, 15s));
+  CHECK_FALSE(d.proc.exited());
 }

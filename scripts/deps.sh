@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# deps.sh: installs, from Debian's packages, whichever of the named packages are missing.
+# Sourced by run.sh and test.sh; needs root (or sudo) only when something is missing.
+install_missing() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+BUILD_PACKAGES=(build-essential cmake pkg-config libasio-dev libcpp-httplib-dev nlohmann-json3-dev
+  libsqlite3-dev libspdlog-dev)
+TEST_PACKAGES=(catch2)

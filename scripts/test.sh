@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# test.sh: installs what is missing, builds, and runs every test: the normal build, then the whole
+# suite under ASan+UBSan, then the engine and API tests under TSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+install_missing "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+jobs=$(nproc)
+
+build_and_test() {  # name, cmake args..., then "--" and ctest args
+  local dir=build/$1; shift
+  local cmake_args=() ctest_args=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do cmake_args+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  ctest_args=("$@")
+  echo "=== $dir"
+  cmake -S . -B "$dir" -DBUILD_TESTING=ON "${cmake_args[@]}" >/dev/null
+  cmake --build "$dir" -j"$jobs"
+  (cd "$dir" && ctest -j"$jobs" --output-on-failure "${ctest_args[@]}")
+}
+
+build_and_test debug -DCMAKE_BUILD_TYPE=RelWithDebInfo
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+build_and_test asan -DCMAKE_BUILD_TYPE=Debug -DPORTRELAY_SANITIZE=address
+# TSan needs the non-randomised address layout that setarch -R gives on kernels with wide mmap ASLR.
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+build_and_test tsan -DCMAKE_BUILD_TYPE=Debug -DPORTRELAY_SANITIZE=thread -- -R "engine_tests|api_tests"
