@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <functional>
 
 #include <sys/resource.h>
 
@@ -245,7 +246,68 @@ TEST_CASE("e2e: the accept loop survives running out of file descriptors") {
   for (int i = 0; i < 60; ++i) burst.push_back(connect_to(port));  // queued by the kernel even when not accepted
   CHECK(eventually([&] { return d.proc.log().find("accept: Too many open files; retrying") != std::string::npos; }));
   burst.clear();
+  INFO(d.proc.log());
   // Once descriptors are free again, the same listener serves new clients.
   CHECK(eventually([&] { return echo_once(port, "recovered") == "recovered"; }, 15s));
+  CHECK_FALSE(d.proc.exited());
+}
+
+TEST_CASE("e2e: every failure class gets its status and JSON error from the binary") {
+  temp_dir dir;
+  running d(args_for(dir));
+  std::uint16_t taken = 0;
+  auto other = listen_on(taken);
+  const auto body = [](json j) { return j.dump(); };
+  const json good{{"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                  {"target_host", "127.0.0.1"}, {"target_port", 9}};
+  struct probe {
+    const char* what;
+    std::function<httplib::Result()> send;
+    int status;
+    const char* code;
+  };
+  auto with = [&](const char* key, json value) {
+    auto j = good;
+    j[key] = std::move(value);
+    return body(j);
+  };
+  const probe probes[] = {
+      {"malformed JSON", [&] { return d.client.Post("/api/v1/forwards", "{", "application/json"); }, 400,
+       "invalid_json"},
+      {"not an object", [&] { return d.client.Post("/api/v1/forwards", "[]", "application/json"); }, 400,
+       "invalid_body"},
+      {"unknown field", [&] { return d.client.Post("/api/v1/forwards", with("x", 1), "application/json"); }, 400,
+       "unknown_field"},
+      {"wrong type", [&] { return d.client.Post("/api/v1/forwards", with("listen_port", "80"), "application/json"); },
+       400, "invalid_field"},
+      {"out of range", [&] { return d.client.Post("/api/v1/forwards", with("target_port", 0), "application/json"); },
+       400, "invalid_field"},
+      {"udp", [&] { return d.client.Post("/api/v1/forwards", with("protocol", "udp"), "application/json"); }, 400,
+       "unsupported_protocol"},
+      {"unknown id", [&] { return d.client.Get("/api/v1/forwards/77"); }, 404, "not_found"},
+      {"unknown path", [&] { return d.client.Get("/nowhere"); }, 404, "not_found"},
+      {"bad method", [&] { return d.client.Put("/api/v1/forwards", "{}", "application/json"); }, 405,
+       "method_not_allowed"},
+      {"port in use", [&] { return d.client.Post("/api/v1/forwards", with("listen_port", taken), "application/json"); },
+       409, "address_in_use"},
+      {"too large",
+       [&] { return d.client.Post("/api/v1/forwards", std::string(200 * 1024, ' '), "application/json"); }, 413,
+       "payload_too_large"},
+      {"not JSON", [&] { return d.client.Post("/api/v1/forwards", body(good), "text/plain"); }, 415,
+       "unsupported_media_type"},
+      {"foreign Host", [&] { return d.client.Get("/api/v1/forwards", {{"Host", "rebind.example"}}); }, 403,
+       "host_not_allowed"},
+  };
+  for (const auto& p : probes) {
+    INFO(p.what);
+    auto r = p.send();
+    REQUIRE(r);
+    CHECK(r->status == p.status);
+    auto j = json::parse(r->body, nullptr, false);
+    REQUIRE(j.is_object());
+    CHECK(j["error"]["code"] == p.code);
+    CHECK_FALSE(j["error"]["message"].get<std::string>().empty());
+  }
+  CHECK(json::parse(d.client.Get("/api/v1/forwards")->body).empty());
   CHECK_FALSE(d.proc.exited());
 }
