@@ -205,7 +205,7 @@ class target_server {
  public:
   using handler = std::function<void(int fd)>;
   explicit target_server(handler h, const std::string& host = "127.0.0.1") : handler_(std::move(h)) {
-    listener_ = listen_on(port_, host);
+    listener_ = listen_on(port_, host, SOMAXCONN);  // a burst of connects must not be dropped
     thread_ = std::thread([this] { run(); });
   }
   ~target_server() {
