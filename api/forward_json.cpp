@@ -13,15 +13,17 @@ constexpr std::array required_on_create{"protocol", "listen_port", "target_host"
 
 api_error invalid(std::string message) { return {400, "invalid_field", std::move(message)}; }
 
-std::optional<api_error> read_port(const json& v, const char* field, std::int64_t min, std::uint16_t& out) {
-  const std::string range = " from " + std::to_string(min) + " to 65535";
+template <class T>
+std::optional<api_error> read_integer(const json& v, const char* field, std::int64_t min, std::int64_t max, T& out) {
+  const std::string range = " from " + std::to_string(min) + " to " + std::to_string(max);
   if (!v.is_number_integer()) return invalid(std::string(field) + " must be an integer" + range);
   // Huge values parse as unsigned; compare in the type they were parsed as so none wraps.
-  const bool in_range = v.is_number_unsigned()
-                            ? v.get<std::uint64_t>() >= static_cast<std::uint64_t>(min) && v.get<std::uint64_t>() <= 65535
-                            : v.get<std::int64_t>() >= min && v.get<std::int64_t>() <= 65535;
+  const bool in_range =
+      v.is_number_unsigned()
+          ? v.get<std::uint64_t>() >= static_cast<std::uint64_t>(min) && v.get<std::uint64_t>() <= static_cast<std::uint64_t>(max)
+          : v.get<std::int64_t>() >= min && v.get<std::int64_t>() <= max;
   if (!in_range) return invalid(std::string(field) + " must be" + range);
-  out = static_cast<std::uint16_t>(v.get<std::int64_t>());
+  out = static_cast<T>(v.get<std::int64_t>());
   return std::nullopt;
 }
 
@@ -47,24 +49,23 @@ std::optional<api_error> apply_field(const std::string& key, const json& v, rela
     if (auto e = read_string(v, "protocol", text)) return e;
     auto p = relay::parse_protocol(text);
     if (!p) return invalid("protocol must be \"tcp\" or \"udp\"");
-    if (*p == relay::protocol::udp) {
-      return api_error{400, "unsupported_protocol", "UDP forwards are not supported yet; use \"tcp\""};
-    }
     spec.protocol = *p;
     return std::nullopt;
   }
+  if (key == "udp_idle_timeout_s") return read_integer(v, "udp_idle_timeout_s", 1, 86400, spec.udp_idle_timeout_s);
+  if (key == "udp_max_sessions") return read_integer(v, "udp_max_sessions", 1, 1000000, spec.udp_max_sessions);
   if (key == "listen_host") {
     if (auto e = read_string(v, "listen_host", spec.listen_host)) return e;
     if (auto e = checked(relay::check_listen_host(spec.listen_host))) return e;
     spec.listen_host = relay::canonical_address(spec.listen_host);
     return std::nullopt;
   }
-  if (key == "listen_port") return read_port(v, "listen_port", 0, spec.listen_port);
+  if (key == "listen_port") return read_integer(v, "listen_port", 0, 65535, spec.listen_port);
   if (key == "target_host") {
     if (auto e = read_string(v, "target_host", spec.target_host)) return e;
     return checked(relay::check_target_host(spec.target_host));
   }
-  if (key == "target_port") return read_port(v, "target_port", 1, spec.target_port);
+  if (key == "target_port") return read_integer(v, "target_port", 1, 65535, spec.target_port);
   if (key == "enabled") {
     if (!v.is_boolean()) return invalid("enabled must be true or false");
     spec.enabled = v.get<bool>();
@@ -105,6 +106,19 @@ std::optional<api_error> apply_patch(const json& body, relay::forward_spec& spec
 
 json to_json(const store::stored_forward& f, const relay::forward_status& status) {
   const auto& s = f.spec;
+  const bool udp = s.protocol == relay::protocol::udp;
+  const auto& st = status.stats;
+  json stats{{"connections_active", st.connections_active},
+             {"connections_total", st.connections_total},
+             {"bytes_up", st.bytes_up},
+             {"bytes_down", st.bytes_down},
+             {"connect_errors", st.connect_errors}};
+  if (udp) {
+    stats["datagrams_up"] = st.datagrams_up;
+    stats["datagrams_down"] = st.datagrams_down;
+    stats["datagrams_dropped"] = st.datagrams_dropped;
+    stats["sessions_evicted"] = st.sessions_evicted;
+  }
   return json{
       {"id", s.id},
       {"name", s.name},
@@ -114,16 +128,13 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
       {"target_host", s.target_host},
       {"target_port", s.target_port},
       {"enabled", s.enabled},
+      {"udp_idle_timeout_s", udp ? json(s.udp_idle_timeout_s) : json(nullptr)},
+      {"udp_max_sessions", udp ? json(s.udp_max_sessions) : json(nullptr)},
       {"state", status.state},
       {"error", status.error.empty() ? json(nullptr) : json(status.error)},
       {"created_at", f.created_at},
       {"updated_at", f.updated_at},
-      {"stats",
-       {{"connections_active", status.stats.connections_active},
-        {"connections_total", status.stats.connections_total},
-        {"bytes_up", status.stats.bytes_up},
-        {"bytes_down", status.stats.bytes_down},
-        {"connect_errors", status.stats.connect_errors}}},
+      {"stats", std::move(stats)},
   };
 }
 

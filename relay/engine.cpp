@@ -1,6 +1,9 @@
 // engine: keeps the running forwards by id and moves each change through prepare/apply/abandon.
 #include "relay/engine.hpp"
 
+#include "relay/tcp_forward.hpp"
+#include "relay/udp_forward.hpp"
+
 #include <spdlog/spdlog.h>
 
 namespace relay {
@@ -9,56 +12,60 @@ namespace {
 bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
 
 bool same_listen(const forward_spec& a, const forward_spec& b) {
-  return b.listen_port != 0 && a.listen_port == b.listen_port && a.listen_host == b.listen_host;
+  return b.listen_port != 0 && a.protocol == b.protocol && a.listen_port == b.listen_port &&
+         a.listen_host == b.listen_host;
 }
 
 // Two listen addresses that the kernel would refuse to bind side by side.
 bool overlaps(const forward_spec& a, const forward_spec& b) {
-  return a.listen_port == b.listen_port &&
+  return a.protocol == b.protocol && a.listen_port == b.listen_port &&
          (a.listen_host == b.listen_host || is_wildcard(a.listen_host) || is_wildcard(b.listen_host));
 }
 
-tcp_route route_of(const forward_spec& s) { return {s.id, s.target_host, s.target_port}; }
+// What a running forward must be told about: where new traffic goes and the UDP settings.
+bool config_differs(const forward_spec& a, const forward_spec& b) {
+  return a.target_host != b.target_host || a.target_port != b.target_port ||
+         a.udp_idle_timeout_s != b.udp_idle_timeout_s || a.udp_max_sessions != b.udp_max_sessions;
+}
 }  // namespace
 
 engine::engine(engine_options options) : options_(options), pool_(options.workers) {}
 
 engine::~engine() { shutdown(); }
 
-result<acceptor_ptr> engine::bind_on(std::size_t home, const std::string& host, std::uint16_t port) {
-  return pool_.run_on(home, [&] { return bind_tcp(pool_.context(home), host, port); });
+result<bound_socket> engine::bind_on(std::size_t home, const forward_spec& spec) {
+  return pool_.run_on(home, [&] { return bind_listener(pool_.context(home), spec); });
 }
 
-void engine::close_on(std::size_t home, const acceptor_ptr& acceptor) {
-  pool_.run_on(home, [&] {
-    std::error_code ignored;
-    acceptor->close(ignored);
-  });
+void engine::close_on(std::size_t home, const bound_socket& socket) {
+  pool_.run_on(home, [&] { close_socket(socket); });
+}
+
+std::shared_ptr<running_forward> engine::make_forward(const entry& e, const forward_spec& spec) {
+  if (spec.protocol == protocol::udp) return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats);
+  return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, options_);
 }
 
 result<engine::prepared> engine::prepare(const forward_spec& next) {
   std::lock_guard lock(mutex_);
   if (shut_down_) return op_error{std::make_error_code(std::errc::operation_canceled), "the relay is shutting down"};
-  if (next.protocol != protocol::tcp) {
-    return op_error{std::make_error_code(std::errc::protocol_not_supported), "only TCP forwards are supported"};
-  }
   auto it = forwards_.find(next.id);
   entry* current = it == forwards_.end() ? nullptr : &it->second;
   if (!next.enabled) return prepared{};
   if (current && current->live && same_listen(current->spec, next)) {
-    return prepared{current->home, nullptr, next.listen_port, false};
+    return prepared{current->home, std::nullopt, next.listen_port, false};
   }
   const std::size_t home = current ? current->home : pool_.next();
-  auto bound = bind_on(home, next.listen_host, next.listen_port);
+  auto bound = bind_on(home, next);
   bool released_old = false;
   if (!bound && bound.error().code == std::errc::address_in_use && current && current->live &&
       overlaps(current->spec, next)) {
     // The new address overlaps the one this forward holds (0.0.0.0:80 -> 127.0.0.1:80): the old
     // listener has to go first. If the new bind still fails, the old address is taken back.
     current->live->close_listener();
-    bound = bind_on(home, next.listen_host, next.listen_port);
+    bound = bind_on(home, next);
     if (!bound) {
-      auto again = bind_on(home, current->spec.listen_host, current->spec.listen_port);
+      auto again = bind_on(home, current->spec);
       if (again) {
         current->live->listen(again.value());
       } else {
@@ -72,9 +79,9 @@ result<engine::prepared> engine::prepare(const forward_spec& next) {
     released_old = true;
   }
   if (!bound) return bound.error();
-  auto acceptor = bound.value();
-  auto port = pool_.run_on(home, [&] { return acceptor->local_endpoint().port(); });
-  return prepared{home, acceptor, port, released_old};
+  const auto socket = bound.value();
+  const auto port = pool_.run_on(home, [&] { return local_port(socket); });
+  return prepared{home, socket, port, released_old};
 }
 
 void engine::apply(const forward_spec& next, prepared p) {
@@ -82,18 +89,19 @@ void engine::apply(const forward_spec& next, prepared p) {
   auto [it, created] = forwards_.try_emplace(next.id);
   entry& e = it->second;
   if (created) e.home = p.home.value_or(pool_.next());
-  if (!next.enabled) {
-    if (e.live) e.live->stop();
+  if (e.live && (!next.enabled || e.spec.protocol != next.protocol)) {
+    e.live->stop();
     e.live.reset();
-  } else if (p.acceptor) {
+  }
+  if (next.enabled && p.socket) {
     if (e.live) {
-      e.live->set_target(route_of(next));
+      e.live->configure(next);
     } else {
-      e.live = std::make_shared<tcp_forward>(pool_, e.home, route_of(next), e.stats, options_);
+      e.live = make_forward(e, next);
     }
-    e.live->listen(std::move(p.acceptor));
-  } else if (e.live && (e.spec.target_host != next.target_host || e.spec.target_port != next.target_port)) {
-    e.live->set_target(route_of(next));
+    e.live->listen(std::move(*p.socket));
+  } else if (e.live && config_differs(e.spec, next)) {
+    e.live->configure(next);
   }
   e.spec = next;
   e.error.clear();
@@ -101,12 +109,12 @@ void engine::apply(const forward_spec& next, prepared p) {
 
 void engine::abandon(const forward_spec& next, prepared p) {
   std::lock_guard lock(mutex_);
-  if (p.acceptor) close_on(*p.home, p.acceptor);
+  if (p.socket) close_on(*p.home, *p.socket);
   if (!p.released_old) return;
   auto it = forwards_.find(next.id);
   if (it == forwards_.end() || !it->second.live) return;
   entry& e = it->second;
-  auto again = bind_on(e.home, e.spec.listen_host, e.spec.listen_port);
+  auto again = bind_on(e.home, e.spec);
   if (again) {
     e.live->listen(again.value());
   } else {

@@ -5,7 +5,7 @@
 #include "relay/forward_spec.hpp"
 #include "relay/forward_stats.hpp"
 #include "relay/result.hpp"
-#include "relay/tcp_forward.hpp"
+#include "relay/running_forward.hpp"
 #include "relay/worker_pool.hpp"
 
 #include <map>
@@ -35,8 +35,8 @@ class engine {
   engine& operator=(const engine&) = delete;
 
   struct prepared {
-    std::optional<std::size_t> home;  // the worker that owns the listener
-    acceptor_ptr acceptor;            // a newly bound listener, not yet accepting
+    std::optional<std::size_t> home;     // the worker that owns the listener
+    std::optional<bound_socket> socket;  // a newly bound listener, not yet serving
     std::uint16_t port = 0;           // the listen port `next` ends up with (the bound one for port 0)
     bool released_old = false;        // the old listener was closed to make room for an overlapping one
   };
@@ -62,12 +62,13 @@ class engine {
     forward_spec spec;
     std::size_t home = 0;
     std::shared_ptr<forward_stats> stats = std::make_shared<forward_stats>();
-    std::shared_ptr<tcp_forward> live;
+    std::shared_ptr<running_forward> live;
     std::string error;
   };
 
-  result<acceptor_ptr> bind_on(std::size_t home, const std::string& host, std::uint16_t port);
-  void close_on(std::size_t home, const acceptor_ptr& acceptor);
+  result<bound_socket> bind_on(std::size_t home, const forward_spec& spec);
+  void close_on(std::size_t home, const bound_socket& socket);
+  std::shared_ptr<running_forward> make_forward(const entry& e, const forward_spec& spec);
 
   const engine_options options_;
   worker_pool pool_;

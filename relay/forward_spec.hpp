@@ -22,6 +22,9 @@ struct forward_spec {
   std::string target_host;
   std::uint16_t target_port = 0;
   bool enabled = true;
+  // UDP only: a session idle this long either way is closed; past this many the least recent goes.
+  std::uint32_t udp_idle_timeout_s = 60;
+  std::uint32_t udp_max_sessions = 4096;
 
   bool operator==(const forward_spec&) const = default;
 };

@@ -6,31 +6,19 @@
 
 namespace relay {
 
-namespace {
-// co_spawn completion: a coroutine that ends by exception is a bug worth a loud line, never silence.
-void log_exception(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("unexpected exception in a relay coroutine: {}", ex.what());
-  }
-}
-}  // namespace
-
-tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, tcp_route route, std::shared_ptr<forward_stats> stats,
-                         const engine_options& options)
+tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
+                         std::shared_ptr<forward_stats> stats, const engine_options& options)
     : pool_(pool),
       home_(home),
       options_(options),
       stats_(std::move(stats)),
-      route_(std::move(route)),
+      route_{spec.id, spec.target_host, spec.target_port},
       connections_(pool.size()) {}
 
-void tcp_forward::listen(acceptor_ptr acceptor) {
+void tcp_forward::listen(bound_socket socket) {
   pool_.run_on(home_, [&] {
     if (acceptor_) acceptor_->close();
-    acceptor_ = std::move(acceptor);
+    acceptor_ = std::get<acceptor_ptr>(std::move(socket));
     auto label = "forward " + std::to_string(route_.forward_id);
     auto self = shared_from_this();
     asio::co_spawn(
@@ -38,7 +26,7 @@ void tcp_forward::listen(acceptor_ptr acceptor) {
         accept_loop(acceptor_, pool_,
                     [self](asio::ip::tcp::socket s, std::size_t worker) { self->on_accept(std::move(s), worker); },
                     std::move(label)),
-        log_exception);
+        log_coroutine_exception);
   });
 }
 
@@ -49,8 +37,8 @@ void tcp_forward::close_listener() {
   });
 }
 
-void tcp_forward::set_target(tcp_route route) {
-  pool_.run_on(home_, [&] { route_ = std::move(route); });
+void tcp_forward::configure(const forward_spec& spec) {
+  pool_.run_on(home_, [&] { route_ = {spec.id, spec.target_host, spec.target_port}; });
 }
 
 void tcp_forward::stop() {
@@ -61,7 +49,8 @@ void tcp_forward::stop() {
 }
 
 void tcp_forward::on_accept(asio::ip::tcp::socket socket, std::size_t worker) {
-  asio::co_spawn(pool_.context(worker), serve(shared_from_this(), std::move(socket), worker, route_), log_exception);
+  asio::co_spawn(pool_.context(worker), serve(shared_from_this(), std::move(socket), worker, route_),
+                 log_coroutine_exception);
 }
 
 asio::awaitable<void> tcp_forward::serve(std::shared_ptr<tcp_forward> self, asio::ip::tcp::socket socket,

@@ -4,6 +4,7 @@
 #include "relay/connection_set.hpp"
 #include "relay/engine_options.hpp"
 #include "relay/forward_stats.hpp"
+#include "relay/running_forward.hpp"
 #include "relay/tcp_listener.hpp"
 #include "relay/tcp_session.hpp"
 #include "relay/worker_pool.hpp"
@@ -15,21 +16,19 @@ namespace relay {
 
 // The listener and the target belong to the home worker; connection set k belongs to worker k.
 // Every public method is for the control plane: it posts to the owning workers and waits.
-class tcp_forward : public std::enable_shared_from_this<tcp_forward> {
+class tcp_forward final : public running_forward, public std::enable_shared_from_this<tcp_forward> {
  public:
-  tcp_forward(worker_pool& pool, std::size_t home, tcp_route route, std::shared_ptr<forward_stats> stats,
+  tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats,
               const engine_options& options);
 
-  std::size_t home() const { return home_; }
-
-  // Starts accepting on `acceptor` (bound on the home worker); a previous listener is closed first.
-  void listen(acceptor_ptr acceptor);
+  // Starts accepting on the acceptor; live connections carry on through a listener change.
+  void listen(bound_socket socket) override;
   // Closes the listener only; live connections carry on.
-  void close_listener();
+  void close_listener() override;
   // New connections go to the new target; live ones keep theirs.
-  void set_target(tcp_route route);
-  // Listener closed and every live connection closed before this returns.
-  void stop();
+  void configure(const forward_spec& spec) override;
+  // Listener and every live connection closed before this returns.
+  void stop() override;
 
  private:
   void on_accept(asio::ip::tcp::socket socket, std::size_t worker);

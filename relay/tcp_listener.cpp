@@ -1,10 +1,10 @@
 // tcp_listener: step-named binding and the accept loop with back-off on resource exhaustion.
 #include "relay/tcp_listener.hpp"
 
+#include "relay/bind_steps.hpp"
 #include "relay/forward_spec.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/ip/v6_only.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
@@ -24,29 +24,14 @@ bool is_resource_error(const std::error_code& ec) {
 }  // namespace
 
 result<acceptor_ptr> bind_tcp(asio::io_context& io, const std::string& host, std::uint16_t port) {
-  const std::string where = format_endpoint(host, port);
-  std::error_code ec;
-  auto address = asio::ip::make_address(host, ec);
-  if (ec) return op_error{ec, "address " + host + ": " + ec.message()};
-  asio::ip::tcp::endpoint endpoint(address, port);
   auto acceptor = std::make_shared<asio::ip::tcp::acceptor>(io);
-  // As a std::system_category code, so callers can compare it with std::errc values.
-  auto failed = [&](const char* step) {
-    return op_error{std::error_code(ec.value(), std::system_category()),
-                    std::string(step) + " " + where + ": " + ec.message()};
-  };
-  acceptor->open(endpoint.protocol(), ec);
-  if (ec) return failed("open");
-  if (address.is_v6()) {
-    acceptor->set_option(asio::ip::v6_only(true), ec);  // "::" means IPv6 only; 0.0.0.0 is its own forward
-    if (ec) return failed("set IPV6_V6ONLY on");
-  }
-  acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-  if (ec) return failed("set SO_REUSEADDR on");
-  acceptor->bind(endpoint, ec);
-  if (ec) return failed("bind");
+  if (auto e = open_and_bind(*acceptor, host, port, true)) return *e;
+  std::error_code ec;
   acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return failed("listen on");
+  if (ec) {
+    return op_error{std::error_code(ec.value(), std::system_category()),
+                    "listen on " + format_endpoint(host, port) + ": " + ec.message()};
+  }
   return acceptor;
 }
 

@@ -53,7 +53,7 @@ asio::awaitable<void> tcp_session::run() {
   bump(stats_.connections_total);
   bump(stats_.connections_active);
   co_await (proxy() && watchdog());
-  stats_.connections_active.fetch_sub(1, std::memory_order_relaxed);
+  lower(stats_.connections_active);
   spdlog::debug("forward {}: {} closed", route_.forward_id, peer_);
 }
 

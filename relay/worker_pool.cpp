@@ -5,6 +5,15 @@
 
 namespace relay {
 
+void log_coroutine_exception(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    spdlog::error("unexpected exception in a relay coroutine: {}", ex.what());
+  }
+}
+
 worker_pool::worker_pool(std::size_t workers) {
   if (workers == 0) workers = 1;
   for (std::size_t i = 0; i < workers; ++i) {

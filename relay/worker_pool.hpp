@@ -14,6 +14,10 @@
 
 namespace relay {
 
+// The completion handler for co_spawn on a worker: a coroutine that ends by exception is a bug
+// worth a loud line, never silence.
+void log_coroutine_exception(std::exception_ptr e);
+
 class worker_pool {
  public:
   explicit worker_pool(std::size_t workers);

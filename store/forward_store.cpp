@@ -24,10 +24,17 @@ const char* const migrations[] = {
       updated_at  TEXT    NOT NULL
     );
     )sql",
+    R"sql(
+    ALTER TABLE forwards ADD COLUMN udp_idle_timeout_s INTEGER NOT NULL DEFAULT 60
+      CHECK (udp_idle_timeout_s BETWEEN 1 AND 86400);
+    ALTER TABLE forwards ADD COLUMN udp_max_sessions INTEGER NOT NULL DEFAULT 4096
+      CHECK (udp_max_sessions BETWEEN 1 AND 1000000);
+    )sql",
 };
 
 constexpr const char* columns =
-    "id, name, protocol, listen_host, listen_port, target_host, target_port, enabled, created_at, updated_at";
+    "id, name, protocol, listen_host, listen_port, target_host, target_port, enabled, udp_idle_timeout_s, "
+    "udp_max_sessions, created_at, updated_at";
 
 stored_forward read_row(const statement& s) {
   stored_forward f;
@@ -39,12 +46,14 @@ stored_forward read_row(const statement& s) {
   f.spec.target_host = s.column_text(5);
   f.spec.target_port = static_cast<std::uint16_t>(s.column_int(6));
   f.spec.enabled = s.column_int(7) != 0;
-  f.created_at = s.column_text(8);
-  f.updated_at = s.column_text(9);
+  f.spec.udp_idle_timeout_s = static_cast<std::uint32_t>(s.column_int(8));
+  f.spec.udp_max_sessions = static_cast<std::uint32_t>(s.column_int(9));
+  f.created_at = s.column_text(10);
+  f.updated_at = s.column_text(11);
   return f;
 }
 
-// Binds the writable fields as parameters 1..7, in the order of the columns after id.
+// Binds the writable fields as parameters 1..9, in the order of the columns after id.
 void bind_spec(statement& s, const relay::forward_spec& spec) {
   s.bind(1, spec.name)
       .bind(2, relay::to_string(spec.protocol))
@@ -52,7 +61,9 @@ void bind_spec(statement& s, const relay::forward_spec& spec) {
       .bind(4, std::int64_t{spec.listen_port})
       .bind(5, spec.target_host)
       .bind(6, std::int64_t{spec.target_port})
-      .bind(7, std::int64_t{spec.enabled ? 1 : 0});
+      .bind(7, std::int64_t{spec.enabled ? 1 : 0})
+      .bind(8, std::int64_t{spec.udp_idle_timeout_s})
+      .bind(9, std::int64_t{spec.udp_max_sessions});
 }
 
 }  // namespace
@@ -122,9 +133,10 @@ stored_forward forward_store::insert(const relay::forward_spec& spec) {
   const auto now = rfc3339_now();
   statement s(db_.handle(),
               "INSERT INTO forwards (name, protocol, listen_host, listen_port, target_host, target_port, enabled, "
-              "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)");
+              "udp_idle_timeout_s, udp_max_sessions, created_at, updated_at) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)");
   bind_spec(s, spec);
-  s.bind(8, now);
+  s.bind(10, now);
   s.step();
   stored_forward f{spec, now, now};
   f.spec.id = db_.last_insert_id();
@@ -135,9 +147,10 @@ std::optional<stored_forward> forward_store::update(const relay::forward_spec& s
   std::lock_guard lock(mutex_);
   statement s(db_.handle(),
               "UPDATE forwards SET name = ?1, protocol = ?2, listen_host = ?3, listen_port = ?4, target_host = ?5, "
-              "target_port = ?6, enabled = ?7, updated_at = ?8 WHERE id = ?9");
+              "target_port = ?6, enabled = ?7, udp_idle_timeout_s = ?8, udp_max_sessions = ?9, updated_at = ?10 "
+              "WHERE id = ?11");
   bind_spec(s, spec);
-  s.bind(8, rfc3339_now()).bind(9, spec.id);
+  s.bind(10, rfc3339_now()).bind(11, spec.id);
   s.step();
   if (db_.changes() == 0) return std::nullopt;
   return select_one(spec.id);

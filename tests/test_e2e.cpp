@@ -282,8 +282,9 @@ TEST_CASE("e2e: every failure class gets its status and JSON error from the bina
        400, "invalid_field"},
       {"out of range", [&] { return d.client.Post("/api/v1/forwards", with("target_port", 0), "application/json"); },
        400, "invalid_field"},
-      {"udp", [&] { return d.client.Post("/api/v1/forwards", with("protocol", "udp"), "application/json"); }, 400,
-       "unsupported_protocol"},
+      {"bad UDP setting",
+       [&] { return d.client.Post("/api/v1/forwards", with("udp_idle_timeout_s", 0), "application/json"); }, 400,
+       "invalid_field"},
       {"unknown id", [&] { return d.client.Get("/api/v1/forwards/77"); }, 404, "not_found"},
       {"unknown path", [&] { return d.client.Get("/nowhere"); }, 404, "not_found"},
       {"bad method", [&] { return d.client.Put("/api/v1/forwards", "{}", "application/json"); }, 405,
@@ -310,4 +311,63 @@ TEST_CASE("e2e: every failure class gets its status and JSON error from the bina
   }
   CHECK(json::parse(d.client.Get("/api/v1/forwards")->body).empty());
   CHECK_FALSE(d.proc.exited());
+}
+
+TEST_CASE("e2e: a UDP forward relays, and a restart restores it with its settings") {
+  udp_echo_server target;
+  temp_dir dir;
+  const json udp{{"protocol", "udp"},         {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                 {"target_host", "127.0.0.1"}, {"target_port", target.port()}, {"udp_idle_timeout_s", 30},
+                 {"udp_max_sessions", 7}};
+  int port = 0;
+  {
+    running d(args_for(dir));
+    auto r = d.client.Post("/api/v1/forwards", udp.dump(), "application/json");
+    REQUIRE(r);
+    INFO(r->body);
+    REQUIRE(r->status == 201);
+    auto fwd = json::parse(r->body);
+    CHECK(fwd["udp_idle_timeout_s"] == 30);
+    CHECK(fwd["udp_max_sessions"] == 7);
+    port = fwd["listen_port"];
+    auto c = udp_client(static_cast<std::uint16_t>(port));
+    send_all(c.get(), std::string("dns?"));
+    CHECK(recv_datagram(c.get()) == "dns?");
+    CHECK(eventually([&] {
+      auto stats = json::parse(d.client.Get("/api/v1/forwards/1")->body)["stats"];
+      return stats["datagrams_up"] == 1 && stats["datagrams_down"] == 1 && stats["connections_active"] == 1;
+    }));
+    auto bad = d.client.Patch("/api/v1/forwards/1", R"({"udp_max_sessions":0})", "application/json");
+    CHECK(bad->status == 400);
+    d.proc.signal(SIGTERM);
+    REQUIRE(exited_cleanly(d.proc));
+  }
+  running d(args_for(dir));
+  auto fwd = json::parse(d.client.Get("/api/v1/forwards/1")->body);
+  CHECK(fwd["protocol"] == "udp");
+  CHECK(fwd["listen_port"] == port);
+  CHECK(fwd["udp_idle_timeout_s"] == 30);
+  CHECK(fwd["udp_max_sessions"] == 7);
+  CHECK(fwd["state"] == "active");
+  auto c = udp_client(static_cast<std::uint16_t>(port));
+  send_all(c.get(), std::string("again"));
+  CHECK(recv_datagram(c.get()) == "again");
+  // And a TCP forward on the same port number (another test's client may hold that number for TCP;
+  // then a fresh UDP port is tried).
+  bool paired = false;
+  for (int attempt = 0; attempt < 20 && !paired; ++attempt) {
+    auto tcp = d.client.Post("/api/v1/forwards",
+                             json{{"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", port},
+                                  {"target_host", "127.0.0.1"}, {"target_port", 9}}
+                                 .dump(),
+                             "application/json");
+    REQUIRE(tcp);
+    paired = tcp->status == 201;
+    if (!paired) {
+      auto next = d.client.Post("/api/v1/forwards", udp.dump(), "application/json");
+      REQUIRE(next);
+      port = json::parse(next->body)["listen_port"];
+    }
+  }
+  CHECK(paired);
 }

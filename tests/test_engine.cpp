@@ -1,4 +1,5 @@
 // Engine tests over real loopback sockets: relaying, half-close, lifecycle, PATCH, scale.
+#include "engine_helpers.hpp"
 #include "relay/engine.hpp"
 #include "test_support.hpp"
 
@@ -25,15 +26,6 @@ relay::forward_spec spec_for(std::int64_t id, std::uint16_t target_port, std::ui
   s.listen_port = listen_port;
   s.target_host = "127.0.0.1";
   s.target_port = target_port;
-  return s;
-}
-
-// prepare + apply, as the controller does; returns the spec with its bound port.
-relay::forward_spec start(relay::engine& e, relay::forward_spec s) {
-  auto p = e.prepare(s);
-  REQUIRE(p);
-  s.listen_port = p.value().port;
-  e.apply(s, std::move(p.value()));
   return s;
 }
 

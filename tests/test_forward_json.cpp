@@ -58,7 +58,10 @@ TEST_CASE("each bad value class is a 400 naming the field") {
       {"name", std::string(65, 'n'), "invalid_field"}, {"name", "a\nb", "invalid_field"},
       {"name", 3, "invalid_field"},                {"enabled", "true", "invalid_field"},
       {"enabled", 1, "invalid_field"},             {"protocol", "sctp", "invalid_field"},
-      {"protocol", "udp", "unsupported_protocol"}, {"id", 7, "read_only_field"},
+      {"udp_idle_timeout_s", 0, "invalid_field"},  {"udp_idle_timeout_s", 86401, "invalid_field"},
+      {"udp_idle_timeout_s", "60", "invalid_field"}, {"udp_max_sessions", 0, "invalid_field"},
+      {"udp_max_sessions", 1000001, "invalid_field"}, {"udp_max_sessions", 1.5, "invalid_field"},
+      {"udp_max_sessions", -5, "invalid_field"},   {"id", 7, "read_only_field"},
       {"state", "active", "read_only_field"},      {"stats", json::object(), "read_only_field"},
       {"colour", "blue", "unknown_field"},
   };
@@ -70,6 +73,36 @@ TEST_CASE("each bad value class is a 400 naming the field") {
     CHECK(err.rfind(c.code, 0) == 0);
     if (std::string(c.code) != "unknown_field") CHECK(err.find(c.field) != std::string::npos);
   }
+}
+
+TEST_CASE("UDP settings: defaults, limits, and null for TCP forwards") {
+  auto body = valid();
+  body["protocol"] = "udp";
+  relay::forward_spec s;
+  REQUIRE_FALSE(api::parse_create(body, s));
+  CHECK(s.protocol == relay::protocol::udp);
+  CHECK(s.udp_idle_timeout_s == 60);
+  CHECK(s.udp_max_sessions == 4096);
+  body["udp_idle_timeout_s"] = 86400;
+  body["udp_max_sessions"] = 1000000;
+  REQUIRE_FALSE(api::parse_create(body, s));
+  CHECK(s.udp_idle_timeout_s == 86400);
+  CHECK(s.udp_max_sessions == 1000000);
+
+  store::stored_forward f{s, "t", "t"};
+  relay::forward_status st{"active", "", {1, 2, 3, 4, 0, 5, 6, 7, 8}};
+  auto j = api::to_json(f, st);
+  CHECK(j["udp_idle_timeout_s"] == 86400);
+  CHECK(j["udp_max_sessions"] == 1000000);
+  CHECK(j["stats"]["datagrams_up"] == 5);
+  CHECK(j["stats"]["datagrams_down"] == 6);
+  CHECK(j["stats"]["datagrams_dropped"] == 7);
+  CHECK(j["stats"]["sessions_evicted"] == 8);
+  f.spec.protocol = relay::protocol::tcp;
+  j = api::to_json(f, st);
+  CHECK(j["udp_idle_timeout_s"].is_null());
+  CHECK(j["udp_max_sessions"].is_null());
+  CHECK_FALSE(j["stats"].contains("datagrams_up"));
 }
 
 TEST_CASE("missing required fields and non-object bodies") {

@@ -118,3 +118,47 @@ TEST_CASE("the schema refuses out-of-range values even if a caller slips") {
 TEST_CASE("an unopenable path is a clear error") {
   CHECK_THROWS_WITH(store::forward_store("/nonexistent-dir/x/portrelay.db"), Catch::Contains("cannot open database"));
 }
+
+TEST_CASE("UDP settings round-trip") {
+  temp_db tmp;
+  store::forward_store db(tmp.path());
+  auto s = sample(53);
+  s.protocol = relay::protocol::udp;
+  s.udp_idle_timeout_s = 5;
+  s.udp_max_sessions = 10;
+  auto f = db.insert(s);
+  auto got = db.get(f.spec.id);
+  REQUIRE(got);
+  CHECK(got->spec == f.spec);
+  CHECK(got->spec.udp_max_sessions == 10);
+}
+
+TEST_CASE("migration 2 adds the UDP settings to a version 1 database, keeping its rows") {
+  temp_db tmp;
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(tmp.path().c_str(), &raw) == SQLITE_OK);
+  // The schema exactly as migration 1 left it.
+  const char* v1 = R"sql(
+    CREATE TABLE forwards (
+      id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL DEFAULT '',
+      protocol TEXT NOT NULL CHECK (protocol IN ('tcp', 'udp')), listen_host TEXT NOT NULL,
+      listen_port INTEGER NOT NULL CHECK (listen_port BETWEEN 0 AND 65535), target_host TEXT NOT NULL,
+      target_port INTEGER NOT NULL CHECK (target_port BETWEEN 1 AND 65535),
+      enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)), created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    INSERT INTO forwards (name, protocol, listen_host, listen_port, target_host, target_port, enabled, created_at,
+      updated_at) VALUES ('old', 'tcp', '127.0.0.1', 1234, 'example.com', 80, 1, '2026-01-01T00:00:00Z',
+      '2026-01-01T00:00:00Z');
+    PRAGMA user_version = 1;
+  )sql";
+  REQUIRE(sqlite3_exec(raw, v1, nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(raw);
+
+  store::forward_store db(tmp.path());
+  CHECK(db.schema_version() == 2);
+  auto list = db.list();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].spec.name == "old");
+  CHECK(list[0].spec.listen_port == 1234);
+  CHECK(list[0].spec.udp_idle_timeout_s == 60);
+  CHECK(list[0].spec.udp_max_sessions == 4096);
+}

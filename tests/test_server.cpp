@@ -115,7 +115,8 @@ TEST_CASE("malformed, non-object, unknown-field and out-of-range bodies are 400s
       {"[1,2]", "invalid_body"},
       {R"({"protocol":"tcp","listen_port":"80","target_host":"a","target_port":1})", "invalid_field"},
       {R"({"protocol":"tcp","listen_port":80,"target_host":"a","target_port":1,"extra":1})", "unknown_field"},
-      {R"({"protocol":"udp","listen_port":80,"target_host":"a","target_port":1})", "unsupported_protocol"},
+      {R"({"protocol":"udp","listen_port":80,"target_host":"a","target_port":1,"udp_max_sessions":0})",
+       "invalid_field"},
       {R"({"protocol":"tcp","listen_port":80,"target_host":"a"})", "missing_field"},
       {std::string(100000, '[') , "payload_too_large"},
   };

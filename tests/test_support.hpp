@@ -15,6 +15,7 @@
 #include <functional>
 #include <mutex>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -250,6 +251,88 @@ class target_server {
   std::atomic<int> accepted_{0};
   std::thread thread_;
   std::vector<std::thread> workers_;
+};
+
+}  // namespace test
+
+namespace test {
+
+// A UDP socket "connected" to 127.0.0.1:port (or [::1]), so it has its own source port.
+inline fd udp_client(std::uint16_t port, const std::string& host = "127.0.0.1") {
+  socklen_t len;
+  auto ss = make_addr(host, port, len);
+  fd s(::socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  set_timeouts(s.get());
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) throw std::runtime_error("udp connect");
+  return s;
+}
+
+// One datagram, or "" after the receive timeout.
+inline std::string recv_datagram(int s, std::chrono::milliseconds timeout = std::chrono::seconds(io_timeout)) {
+  timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string buf(65536, '\0');
+  auto n = ::recv(s, buf.data(), buf.size(), 0);
+  buf.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return buf;
+}
+
+inline std::size_t open_fds() {
+  return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                                                std::filesystem::directory_iterator{}));
+}
+
+// A UDP target on loopback: each datagram goes back unchanged to the address it came from, and the
+// distinct source ports it saw are counted (one per relay session).
+class udp_echo_server {
+ public:
+  explicit udp_echo_server(const std::string& host = "127.0.0.1") {
+    socklen_t len;
+    auto ss = make_addr(host, 0, len);
+    sock_ = fd(::socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    int big = 4 << 20;
+    setsockopt(sock_.get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+    if (::bind(sock_.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) throw std::runtime_error("udp bind");
+    getsockname(sock_.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    port_ = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                           : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~udp_echo_server() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::uint16_t port() const { return port_; }
+  std::size_t distinct_peers() {
+    std::lock_guard lock(mutex_);
+    return peers_.size();
+  }
+
+ private:
+  void run() {
+    std::string buf(65536, '\0');
+    while (!stop_) {
+      pollfd p{sock_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      sockaddr_storage from{};
+      socklen_t len = sizeof from;
+      auto n = ::recvfrom(sock_.get(), buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &len);
+      if (n < 0) continue;
+      const auto peer_port = ntohs(from.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&from)->sin6_port
+                                                              : reinterpret_cast<sockaddr_in*>(&from)->sin_port);
+      {
+        std::lock_guard lock(mutex_);
+        peers_.insert(peer_port);
+      }
+      ::sendto(sock_.get(), buf.data(), static_cast<std::size_t>(n), 0, reinterpret_cast<sockaddr*>(&from), len);
+    }
+  }
+  fd sock_;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::set<std::uint16_t> peers_;
+  std::thread thread_;
 };
 
 }  // namespace test

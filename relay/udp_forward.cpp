@@ -1,0 +1,288 @@
+// udp_forward: per-client UDP sessions with connected upstream sockets, LRU eviction and one sweep timer.
+#include "relay/udp_forward.hpp"
+
+#include "relay/bind_steps.hpp"
+#include "relay/forward_spec.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include <sys/socket.h>
+
+#include <functional>
+
+namespace relay {
+
+namespace {
+constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::size_t max_datagram = 65536;        // larger than any UDP payload, so none is truncated
+constexpr int batch = 64;                          // datagrams per wake-up, so one forward cannot starve a worker
+constexpr std::size_t max_pending = 8;             // per session while its target's name resolves
+constexpr int socket_buffer = 4 * 1024 * 1024;     // bursts wait in the kernel, not in the relay
+
+// Room for bursts: SO_RCVBUFFORCE passes the sysctl cap when we may (root or CAP_NET_ADMIN).
+void size_buffers(int fd) {
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &socket_buffer, sizeof socket_buffer) != 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &socket_buffer, sizeof socket_buffer);
+  }
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &socket_buffer, sizeof socket_buffer) != 0) {
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &socket_buffer, sizeof socket_buffer);
+  }
+}
+}  // namespace
+
+struct udp_forward::session {
+  session(const asio::any_io_executor& ex, asio::ip::udp::endpoint c) : client(c), upstream(ex), resolver(ex) {}
+  asio::ip::udp::endpoint client;
+  asio::ip::udp::socket upstream;  // connected to the target: it sees one peer per client
+  asio::ip::udp::resolver resolver;
+  clock::time_point last_active;
+  std::list<session*>::iterator lru_pos;
+  bool open = true;
+  bool ready = false;                // upstream connected
+  std::vector<std::string> pending;  // what arrived while the target's name resolved
+};
+
+std::size_t endpoint_hash::operator()(const asio::ip::udp::endpoint& e) const noexcept {
+  std::size_t h = std::hash<unsigned short>()(e.port());
+  if (e.address().is_v4()) {
+    h ^= std::hash<std::uint32_t>()(e.address().to_v4().to_uint()) * 0x9E3779B97F4A7C15ull;
+  } else {
+    for (auto b : e.address().to_v6().to_bytes()) h = h * 131 + b;
+  }
+  return h;
+}
+
+result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port) {
+  auto socket = std::make_shared<asio::ip::udp::socket>(io);
+  if (auto e = open_and_bind(*socket, host, port, false)) return *e;
+  size_buffers(socket->native_handle());
+  std::error_code ignored;
+  socket->non_blocking(true, ignored);
+  return socket;
+}
+
+udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
+                         std::shared_ptr<forward_stats> stats)
+    : pool_(pool),
+      home_(home),
+      stats_(std::move(stats)),
+      id_(spec.id),
+      target_host_(spec.target_host),
+      target_port_(spec.target_port),
+      idle_(spec.udp_idle_timeout_s),
+      max_sessions_(spec.udp_max_sessions),
+      sweep_timer_(pool.context(home)),
+      buffer_(max_datagram) {}
+
+udp_forward::~udp_forward() = default;
+
+void udp_forward::listen(bound_socket socket) {
+  pool_.run_on(home_, [&] {
+    if (socket_) socket_->close();
+    close_all_sessions();
+    socket_ = std::get<udp_socket_ptr>(std::move(socket));
+    auto self = shared_from_this();
+    asio::co_spawn(pool_.context(home_), [self, s = socket_] { return self->receive_from_clients(s); },
+                   log_coroutine_exception);
+    if (!sweeping_) {
+      sweeping_ = true;
+      asio::co_spawn(pool_.context(home_), [self] { return self->sweep(); }, log_coroutine_exception);
+    }
+  });
+}
+
+void udp_forward::close_listener() {
+  pool_.run_on(home_, [&] {
+    if (socket_) socket_->close();
+    socket_.reset();
+    close_all_sessions();
+  });
+}
+
+void udp_forward::configure(const forward_spec& spec) {
+  pool_.run_on(home_, [&] {
+    target_host_ = spec.target_host;
+    target_port_ = spec.target_port;
+    idle_ = std::chrono::seconds(spec.udp_idle_timeout_s);
+    max_sessions_ = spec.udp_max_sessions;
+    enforce_cap();
+    sweep_timer_.cancel();  // the sweep re-arms for the new idle timeout
+  });
+}
+
+void udp_forward::stop() {
+  pool_.run_on(home_, [&] {
+    stopped_ = true;
+    if (socket_) socket_->close();
+    socket_.reset();
+    close_all_sessions();
+    sweep_timer_.cancel();
+  });
+}
+
+asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
+  while (socket->is_open()) {
+    auto [ec] = co_await socket->async_wait(asio::ip::udp::socket::wait_read, use_tuple);
+    if (!socket->is_open() || ec == asio::error::operation_aborted) break;
+    for (int i = 0; i < batch; ++i) {
+      asio::ip::udp::endpoint from;
+      std::error_code rec;
+      const std::size_t n = socket->receive_from(asio::buffer(buffer_), from, 0, rec);
+      if (rec == asio::error::would_block || rec == asio::error::try_again) break;
+      if (rec) continue;  // an error queued on the socket (ICMP); it is consumed, nothing else is hurt
+      on_client_datagram(from, n);
+    }
+  }
+}
+
+void udp_forward::on_client_datagram(const asio::ip::udp::endpoint& from, std::size_t n) {
+  auto it = sessions_.find(from);
+  session* s = it != sessions_.end() ? it->second.get() : open_session(from);
+  if (!s) {
+    bump(stats_->datagrams_dropped);
+    return;
+  }
+  touch(*s);
+  if (s->ready) {
+    send_upstream(*s, buffer_.data(), n);
+  } else if (s->pending.size() < max_pending) {
+    s->pending.emplace_back(buffer_.data(), n);
+  } else {
+    bump(stats_->datagrams_dropped);
+  }
+}
+
+udp_forward::session* udp_forward::open_session(const asio::ip::udp::endpoint& client) {
+  if (sessions_.size() >= max_sessions_ && !lru_.empty()) close_session(*lru_.back(), true);
+  auto s = std::make_shared<session>(pool_.context(home_).get_executor(), client);
+  s->last_active = clock::now();
+  lru_.push_front(s.get());
+  s->lru_pos = lru_.begin();
+  sessions_.emplace(client, s);
+  bump(stats_->connections_total);
+  bump(stats_->connections_active);
+  // The lambda owns the forward for as long as the coroutine runs (co_spawn keeps it in its frame).
+  asio::co_spawn(pool_.context(home_), [self = shared_from_this(), s] { return self->start_session(s); },
+                 log_coroutine_exception);
+  return s.get();
+}
+
+asio::awaitable<void> udp_forward::start_session(session_ptr s) {
+  const std::string host = target_host_;  // taken now: a later PATCH affects only later sessions
+  const std::uint16_t port = target_port_;
+  std::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  asio::ip::udp::endpoint target(address, port);
+  if (ec) {
+    auto [rec, results] = co_await s->resolver.async_resolve(host, std::to_string(port),
+                                                             asio::ip::udp::resolver::numeric_service, use_tuple);
+    if (!s->open) co_return;
+    if (rec || results.empty()) {
+      spdlog::debug("forward {}: resolve {}: {}", id_, host, rec ? rec.message() : "no address");
+      close_session(*s, false);
+      co_return;
+    }
+    target = results.begin()->endpoint();
+  }
+  const bool connected = connect_upstream(*s, target);
+  if (!connected) {
+    close_session(*s, false);
+    co_return;
+  }
+  for (const auto& d : s->pending) send_upstream(*s, d.data(), d.size());
+  s->pending.clear();
+  co_await receive_from_target(s);
+}
+
+bool udp_forward::connect_upstream(session& s, const asio::ip::udp::endpoint& target) {
+  std::error_code ec;
+  s.upstream.open(target.protocol(), ec);
+  if (!ec) s.upstream.non_blocking(true, ec);
+  if (!ec) s.upstream.connect(target, ec);
+  if (ec) {
+    spdlog::debug("forward {}: connect {}: {}", id_, format_endpoint(target.address().to_string(), target.port()),
+                  ec.message());
+    return false;
+  }
+  s.ready = true;
+  spdlog::debug("forward {}: session {} -> {}", id_, format_endpoint(s.client.address().to_string(), s.client.port()),
+                format_endpoint(target.address().to_string(), target.port()));
+  return true;
+}
+
+void udp_forward::send_upstream(session& s, const char* data, std::size_t n) {
+  std::error_code ec;
+  s.upstream.send(asio::buffer(data, n), 0, ec);
+  if (ec) {
+    bump(stats_->datagrams_dropped);  // buffer full, or the target's port is unreachable
+    return;
+  }
+  bump(stats_->datagrams_up);
+  bump(stats_->bytes_up, n);
+}
+
+asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
+  while (s->open) {
+    auto [ec] = co_await s->upstream.async_wait(asio::ip::udp::socket::wait_read, use_tuple);
+    if (!s->open || ec == asio::error::operation_aborted) break;
+    for (int i = 0; i < batch; ++i) {
+      std::error_code rec;
+      const std::size_t n = s->upstream.receive(asio::buffer(buffer_), 0, rec);
+      if (rec == asio::error::would_block || rec == asio::error::try_again) break;
+      if (rec) continue;  // ICMP port unreachable and the like: this session's alone, and consumed
+      touch(*s);
+      std::error_code sec;
+      if (socket_) socket_->send_to(asio::buffer(buffer_.data(), n), s->client, 0, sec);
+      if (!socket_ || sec) {
+        bump(stats_->datagrams_dropped);
+        continue;
+      }
+      bump(stats_->datagrams_down);
+      bump(stats_->bytes_down, n);
+    }
+  }
+}
+
+asio::awaitable<void> udp_forward::sweep() {
+  while (!stopped_) {
+    const auto now = clock::now();
+    while (!lru_.empty() && lru_.back()->last_active + idle_ <= now) close_session(*lru_.back(), false);
+    sweep_timer_.expires_at(lru_.empty() ? now + idle_ : lru_.back()->last_active + idle_);
+    co_await sweep_timer_.async_wait(use_tuple);
+  }
+  sweeping_ = false;
+}
+
+void udp_forward::touch(session& s) {
+  s.last_active = clock::now();
+  lru_.splice(lru_.begin(), lru_, s.lru_pos);
+}
+
+void udp_forward::close_session(session& s, bool evicted) {
+  auto it = sessions_.find(s.client);
+  if (it == sessions_.end()) return;
+  session_ptr keep = it->second;  // the session's own coroutine may hold the last other reference
+  s.open = false;
+  lru_.erase(s.lru_pos);
+  std::error_code ignored;
+  s.upstream.close(ignored);
+  s.resolver.cancel();
+  for (std::size_t i = 0; i < s.pending.size(); ++i) bump(stats_->datagrams_dropped);
+  s.pending.clear();
+  sessions_.erase(it);
+  lower(stats_->connections_active);
+  if (evicted) bump(stats_->sessions_evicted);
+}
+
+void udp_forward::close_all_sessions() {
+  while (!lru_.empty()) close_session(*lru_.back(), false);
+}
+
+void udp_forward::enforce_cap() {
+  while (sessions_.size() > max_sessions_ && !lru_.empty()) close_session(*lru_.back(), true);
+}
+
+}  // namespace relay

@@ -1,0 +1,82 @@
+// udp_forward: a running UDP forward: one listening socket and a session per client address, on one worker.
+#pragma once
+
+#include "relay/forward_stats.hpp"
+#include "relay/running_forward.hpp"
+#include "relay/worker_pool.hpp"
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/udp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <chrono>
+#include <list>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+namespace relay {
+
+// open, bind: each failure names its step. No SO_REUSEADDR: on UDP it would let two sockets share
+// a port silently. Call on the worker that will own the socket.
+result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port);
+
+struct endpoint_hash {
+  std::size_t operator()(const asio::ip::udp::endpoint& e) const noexcept;
+};
+
+// Everything lives on the home worker: the socket, the session table, the LRU list and the one
+// sweep timer, so nothing here needs a lock. Sessions are found in O(1) by client IP:port; the LRU
+// list (front = most recent) gives eviction and idle expiry in O(1) with a single timer.
+// Datagrams are never queued: one that cannot be sent at once is dropped and counted.
+class udp_forward final : public running_forward, public std::enable_shared_from_this<udp_forward> {
+ public:
+  udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats);
+  ~udp_forward() override;
+
+  // A new listening socket ends the sessions of the old one: their replies would leave from an
+  // address the clients never sent to.
+  void listen(bound_socket socket) override;
+  void close_listener() override;
+  // New sessions go to the new target; idle timeout and cap apply to all sessions at once.
+  void configure(const forward_spec& spec) override;
+  void stop() override;
+
+ private:
+  using clock = std::chrono::steady_clock;
+  struct session;
+  using session_ptr = std::shared_ptr<session>;
+
+  asio::awaitable<void> receive_from_clients(udp_socket_ptr socket);
+  asio::awaitable<void> start_session(session_ptr s);
+  asio::awaitable<void> receive_from_target(session_ptr s);
+  asio::awaitable<void> sweep();
+
+  void on_client_datagram(const asio::ip::udp::endpoint& from, std::size_t n);
+  session* open_session(const asio::ip::udp::endpoint& client);
+  bool connect_upstream(session& s, const asio::ip::udp::endpoint& target);
+  void send_upstream(session& s, const char* data, std::size_t n);
+  void close_session(session& s, bool evicted);
+  void close_all_sessions();
+  void enforce_cap();
+  void touch(session& s);
+
+  worker_pool& pool_;
+  const std::size_t home_;
+  std::shared_ptr<forward_stats> stats_;
+  // Home worker only, from here on.
+  std::int64_t id_;
+  std::string target_host_;
+  std::uint16_t target_port_;
+  std::chrono::seconds idle_;
+  std::size_t max_sessions_;
+  udp_socket_ptr socket_;
+  std::unordered_map<asio::ip::udp::endpoint, session_ptr, endpoint_hash> sessions_;
+  std::list<session*> lru_;
+  asio::steady_timer sweep_timer_;
+  bool sweeping_ = false;
+  bool stopped_ = false;
+  std::vector<char> buffer_;  // one 64 KiB datagram buffer for the whole forward, used between waits
+};
+
+}  // namespace relay

@@ -1,0 +1,260 @@
+// UDP forwards over real loopback sockets: sessions per client, whole datagrams, expiry, eviction, fds.
+#include "engine_helpers.hpp"
+#include "relay/engine.hpp"
+#include "test_support.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace test;
+
+namespace {
+
+relay::forward_spec udp_spec(std::int64_t id, std::uint16_t target_port, const std::string& host = "127.0.0.1") {
+  relay::forward_spec s;
+  s.id = id;
+  s.protocol = relay::protocol::udp;
+  s.listen_host = host;
+  s.target_host = host;
+  s.target_port = target_port;
+  return s;
+}
+
+relay::engine_options options() {
+  relay::engine_options o;
+  o.workers = 2;
+  return o;
+}
+
+std::string ask(int s, const std::string& text) {
+  send_all(s, text);
+  return recv_datagram(s);
+}
+
+}  // namespace
+
+TEST_CASE("udp: a datagram goes to the target and the reply comes back from the listening address") {
+  udp_echo_server target;
+  relay::engine engine(options());
+  auto s = start(engine, udp_spec(1, target.port()));
+  auto c = udp_client(s.listen_port);  // connected: the kernel drops replies from any other source
+  CHECK(ask(c.get(), "query") == "query");
+  CHECK(ask(c.get(), "second") == "second");
+  // The reply can reach the client a moment before the worker counts it.
+  REQUIRE(eventually([&] { return engine.status(1).stats.datagrams_down == 2; }));
+  auto st = engine.status(1).stats;
+  CHECK(st.connections_total == 1);
+  CHECK(st.connections_active == 1);
+  CHECK(st.datagrams_up == 2);
+  CHECK(st.datagrams_down == 2);
+  CHECK(st.bytes_up == 11);
+  CHECK(st.bytes_down == 11);
+  CHECK(st.datagrams_dropped == 0);
+  CHECK(target.distinct_peers() == 1);
+}
+
+TEST_CASE("udp: 500 clients at once, each with its own session, each getting only its own replies") {
+  udp_echo_server target;
+  relay::engine engine(options());
+  auto s = start(engine, udp_spec(1, target.port()));
+  std::vector<fd> clients;
+  for (int i = 0; i < 500; ++i) clients.push_back(udp_client(s.listen_port));
+  for (int round = 0; round < 2; ++round) {
+    // In waves, so no socket buffer on the way overflows; every session stays open throughout.
+    for (int wave = 0; wave < 500; wave += 50) {
+      for (int i = wave; i < wave + 50; ++i) send_all(clients[i].get(), "client " + std::to_string(i) + " round " + std::to_string(round));
+      for (int i = wave; i < wave + 50; ++i) {
+        INFO("client " << i);
+        CHECK(recv_datagram(clients[i].get()) == "client " + std::to_string(i) + " round " + std::to_string(round));
+      }
+    }
+  }
+  REQUIRE(eventually([&] { return engine.status(1).stats.datagrams_down == 1000; }));
+  auto st = engine.status(1).stats;
+  CHECK(st.connections_active == 500);
+  CHECK(st.connections_total == 500);
+  CHECK(st.datagrams_up == 1000);
+  CHECK(st.datagrams_down == 1000);
+  CHECK(target.distinct_peers() == 500);
+}
+
+TEST_CASE("udp: 60,000-byte datagrams pass intact, never truncated or merged") {
+  udp_echo_server target;
+  relay::engine engine(options());
+  auto s = start(engine, udp_spec(1, target.port()));
+  auto c = udp_client(s.listen_port);
+  for (int i = 0; i < 5; ++i) {
+    const auto payload = random_bytes(60000, i);
+    CHECK(ask(c.get(), payload) == payload);
+  }
+  const auto small = std::string("tiny");
+  CHECK(ask(c.get(), small) == small);
+  CHECK(eventually([&] { return engine.status(1).stats.bytes_down == 5 * 60000 + 4; }));
+}
+
+TEST_CASE("udp: idle sessions expire and their descriptors come back") {
+  udp_echo_server target;
+  relay::engine engine(options());
+  auto spec = udp_spec(1, target.port());
+  spec.udp_idle_timeout_s = 1;
+  auto s = start(engine, spec);
+  const auto baseline = open_fds();
+  std::vector<fd> clients;
+  for (int i = 0; i < 100; ++i) {
+    clients.push_back(udp_client(s.listen_port));
+    REQUIRE(ask(clients.back().get(), "x") == "x");
+  }
+  CHECK(engine.status(1).stats.connections_active == 100);
+  CHECK(open_fds() >= baseline + 200);  // our 100 clients plus the relay's 100 upstream sockets
+  clients.clear();
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }, 5000ms));
+  CHECK(eventually([&] { return open_fds() == baseline; }));
+  CHECK(engine.status(1).stats.connections_total == 100);
+  CHECK(engine.status(1).stats.sessions_evicted == 0);
+}
+
+TEST_CASE("udp: at the cap the least recently active session is evicted and counted") {
+  udp_echo_server target;
+  relay::engine engine(options());
+  auto spec = udp_spec(1, target.port());
+  spec.udp_max_sessions = 3;
+  auto s = start(engine, spec);
+  auto a = udp_client(s.listen_port), b = udp_client(s.listen_port), c = udp_client(s.listen_port);
+  REQUIRE(ask(a.get(), "a") == "a");
+  REQUIRE(ask(b.get(), "b") == "b");
+  REQUIRE(ask(c.get(), "c") == "c");
+  REQUIRE(ask(a.get(), "a again") == "a again");  // b is now the least recently active
+  auto d = udp_client(s.listen_port);
+  CHECK(ask(d.get(), "d") == "d");
+  auto st = engine.status(1).stats;
+  CHECK(st.connections_active == 3);
+  CHECK(st.sessions_evicted == 1);
+  CHECK(st.connections_total == 4);
+  // b comes back as a new session, evicting c, the least recent by then.
+  CHECK(ask(b.get(), "b back") == "b back");
+  CHECK(engine.status(1).stats.connections_total == 5);
+  CHECK(engine.status(1).stats.sessions_evicted == 2);
+  CHECK(target.distinct_peers() == 5);  // every session had its own upstream source port
+
+  SECTION("lowering the cap evicts at once") {
+    auto lower = s;
+    lower.udp_max_sessions = 1;
+    start(engine, lower);
+    CHECK(engine.status(1).stats.connections_active == 1);
+    CHECK(engine.status(1).stats.sessions_evicted == 4);
+  }
+}
+
+TEST_CASE("udp: delete and disable close every session at once") {
+  udp_echo_server target;
+  relay::engine engine(options());
+  auto s = start(engine, udp_spec(1, target.port()));
+  const auto baseline = open_fds();
+  std::vector<fd> clients;
+  for (int i = 0; i < 20; ++i) {
+    clients.push_back(udp_client(s.listen_port));
+    REQUIRE(ask(clients.back().get(), "hi") == "hi");
+  }
+  SECTION("delete") { engine.remove(1); }
+  SECTION("disable") {
+    s.enabled = false;
+    start(engine, s);
+    CHECK(engine.status(1).stats.connections_active == 0);
+  }
+  clients.clear();
+  CHECK(open_fds() + 1 == baseline);  // the relay's listening socket is gone too
+  auto late = udp_client(s.listen_port);
+  send_all(late.get(), std::string("anyone?"));
+  CHECK(recv_datagram(late.get(), 300ms).empty());
+}
+
+TEST_CASE("udp: a target that is down costs only that session's datagrams") {
+  udp_echo_server target;
+  std::uint16_t dead_port = 0;
+  {
+    udp_echo_server gone;
+    dead_port = gone.port();
+  }
+  relay::engine engine(options());
+  auto dead = start(engine, udp_spec(1, dead_port));
+  auto live = start(engine, udp_spec(2, target.port()));
+  auto c = udp_client(dead.listen_port);
+  for (int i = 0; i < 5; ++i) send_all(c.get(), std::string("into the void"));
+  auto ok = udp_client(live.listen_port);
+  CHECK(ask(ok.get(), "fine") == "fine");
+  // ICMP port unreachable makes the next send fail: counted as dropped, the listener lives on.
+  CHECK(eventually([&] { return engine.status(1).stats.datagrams_dropped > 0; }));
+  CHECK(engine.status(1).state == "active");
+  CHECK(engine.status(1).stats.connections_active == 1);
+}
+
+TEST_CASE("udp: a TCP and a UDP forward share a port number") {
+  udp_echo_server udp_target;
+  target_server tcp_target(target_server::echo);
+  relay::engine engine(options());
+  relay::forward_spec t;
+  t.id = 2;
+  t.listen_host = "127.0.0.1";
+  t.target_host = "127.0.0.1";
+  t.target_port = tcp_target.port();
+  // The kernel picks the TCP port; a client socket of another test may hold that number for UDP,
+  // so a few fresh tries are allowed. What must never happen is the TCP forward blocking the UDP one.
+  relay::forward_spec u;
+  bool paired = false;
+  for (int attempt = 0; attempt < 20 && !paired; ++attempt) {
+    t.listen_port = 0;
+    t = start(engine, t);
+    u = udp_spec(1, udp_target.port());
+    u.listen_port = t.listen_port;
+    auto p = engine.prepare(u);
+    if (p) {
+      engine.apply(u, std::move(p.value()));
+      paired = true;
+    } else {
+      engine.remove(2);
+    }
+  }
+  REQUIRE(paired);
+  CHECK(echo_once(u.listen_port, "over tcp") == "over tcp");
+  auto c = udp_client(u.listen_port);
+  CHECK(ask(c.get(), "over udp") == "over udp");
+  // But two UDP forwards cannot.
+  auto clash = udp_spec(3, udp_target.port());
+  clash.listen_port = u.listen_port;
+  auto p = engine.prepare(clash);
+  REQUIRE_FALSE(p);
+  CHECK(p.error().code == std::errc::address_in_use);
+}
+
+TEST_CASE("udp: IPv6 and host-name targets") {
+  udp_echo_server target6("::1");
+  relay::engine engine(options());
+  auto s = start(engine, udp_spec(1, target6.port(), "::1"));
+  auto c = udp_client(s.listen_port, "::1");
+  CHECK(ask(c.get(), "v6") == "v6");
+
+  udp_echo_server target4;
+  auto named = udp_spec(2, target4.port());
+  named.target_host = "localhost";  // from /etc/hosts; resolved when the session starts
+  auto n = start(engine, named);
+  auto e = udp_client(n.listen_port);
+  // localhost may resolve to ::1 first, where nothing listens; either way the forward stays up.
+  send_all(e.get(), std::string("by name"));
+  CHECK(eventually([&] { return engine.status(2).stats.connections_total == 1; }));
+  CHECK(eventually([&] { return engine.status(2).stats.datagrams_up + engine.status(2).stats.datagrams_dropped == 1; }));
+  CHECK(engine.status(2).state == "active");
+}
+
+TEST_CASE("udp: changing the target moves new sessions only") {
+  udp_echo_server a, b;
+  relay::engine engine(options());
+  auto s = start(engine, udp_spec(1, a.port()));
+  auto old_client = udp_client(s.listen_port);
+  REQUIRE(ask(old_client.get(), "1") == "1");
+  s.target_port = b.port();
+  start(engine, s);
+  auto new_client = udp_client(s.listen_port);
+  REQUIRE(ask(new_client.get(), "2") == "2");
+  REQUIRE(ask(old_client.get(), "3") == "3");
+  CHECK(a.distinct_peers() == 1);
+  CHECK(b.distinct_peers() == 1);
+}
