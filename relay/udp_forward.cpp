@@ -182,6 +182,7 @@ asio::awaitable<void> udp_forward::start_session(session_ptr s) {
     if (!s->open) co_return;
     if (rec || results.empty()) {
       spdlog::debug("forward {}: resolve {}: {}", id_, host, rec ? rec.message() : "no address");
+      bump(stats_->connect_errors);
       close_session(*s, false);
       co_return;
     }
@@ -189,6 +190,7 @@ asio::awaitable<void> udp_forward::start_session(session_ptr s) {
   }
   const bool connected = connect_upstream(*s, target);
   if (!connected) {
+    bump(stats_->connect_errors);
     close_session(*s, false);
     co_return;
   }

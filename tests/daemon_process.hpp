@@ -73,6 +73,7 @@ class daemon_process {
   }
 
   void signal(int sig) { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
 
   bool exited() {
     if (status_) return true;

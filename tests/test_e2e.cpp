@@ -371,3 +371,34 @@ TEST_CASE("e2e: a UDP forward relays, and a restart restores it with its setting
   }
   CHECK(paired);
 }
+
+TEST_CASE("e2e: UDP sessions expire and the daemon's descriptor count returns to its baseline") {
+  udp_echo_server target;
+  temp_dir dir;
+  running d(args_for(dir));
+  auto r = d.client.Post("/api/v1/forwards",
+                         json{{"protocol", "udp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                              {"target_host", "127.0.0.1"}, {"target_port", target.port()}, {"udp_idle_timeout_s", 1}}
+                             .dump(),
+                         "application/json");
+  REQUIRE(r);
+  REQUIRE(r->status == 201);
+  const std::uint16_t port = json::parse(r->body)["listen_port"];
+  const auto fd_dir = "/proc/" + std::to_string(d.proc.pid()) + "/fd";
+  auto daemon_fds = [&] {
+    return std::distance(std::filesystem::directory_iterator(fd_dir), std::filesystem::directory_iterator{});
+  };
+  const auto baseline = daemon_fds();
+  {
+    std::vector<fd> clients;
+    for (int i = 0; i < 50; ++i) {
+      clients.push_back(udp_client(port));
+      send_all(clients.back().get(), std::string("ping"));
+      REQUIRE(recv_datagram(clients.back().get()) == "ping");
+    }
+    CHECK(daemon_fds() >= baseline + 50);  // one upstream socket per session
+  }
+  // At most the baseline: the API client's keep-alive connection may have closed meanwhile.
+  CHECK(eventually([&] { return daemon_fds() <= baseline; }, 5000ms));
+  CHECK(json::parse(d.client.Get("/api/v1/forwards/1")->body)["stats"]["connections_active"] == 0);
+}
