@@ -65,15 +65,7 @@ result<engine::prepared> engine::prepare(const forward_spec& next) {
     current->live->close_listener();
     bound = bind_on(home, next);
     if (!bound) {
-      auto again = bind_on(home, current->spec);
-      if (again) {
-        current->live->listen(again.value());
-      } else {
-        current->live->stop();
-        current->live.reset();
-        current->error = again.error().message;
-        spdlog::error("forward {}: lost its listener: {}", next.id, again.error().message);
-      }
+      take_back_listener(*current);
       return bound.error();
     }
     released_old = true;
@@ -112,17 +104,20 @@ void engine::abandon(const forward_spec& next, prepared p) {
   if (p.socket) close_on(*p.home, *p.socket);
   if (!p.released_old) return;
   auto it = forwards_.find(next.id);
-  if (it == forwards_.end() || !it->second.live) return;
-  entry& e = it->second;
+  if (it != forwards_.end() && it->second.live) take_back_listener(it->second);
+}
+
+void engine::take_back_listener(entry& e) {
   auto again = bind_on(e.home, e.spec);
   if (again) {
     e.live->listen(again.value());
-  } else {
-    e.live->stop();
-    e.live.reset();
-    e.error = again.error().message;
-    spdlog::error("forward {}: lost its listener: {}", next.id, e.error);
+    return;
   }
+  // Someone took the address in the moment it was free: the forward is in error, not silently gone.
+  e.live->stop();
+  e.live.reset();
+  e.error = again.error().message;
+  spdlog::error("forward {}: lost its listener: {}", e.spec.id, e.error);
 }
 
 void engine::fail(const forward_spec& spec, std::string reason) {

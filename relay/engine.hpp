@@ -69,6 +69,8 @@ class engine {
   result<bound_socket> bind_on(std::size_t home, const forward_spec& spec);
   void close_on(std::size_t home, const bound_socket& socket);
   std::shared_ptr<running_forward> make_forward(const entry& e, const forward_spec& spec);
+  // Binds e's own address again after prepare() released it for an overlapping one that failed.
+  void take_back_listener(entry& e);
 
   const engine_options options_;
   worker_pool pool_;
