@@ -292,9 +292,19 @@ TEST_CASE("a stored forward that cannot bind at start is kept in state error - t
   CHECK(list[0]["state"] == "error");
   CHECK(list[0]["error"].get<std::string>().find("Address already in use") != std::string::npos);
   CHECK(list[1]["state"] == "active");
+  // While the port is taken it can still be renamed; it stays in error, with the reason.
+  auto renamed = ctl.patch(1, json{{"name", "blocked"}});
+  CHECK(renamed.status == 200);
+  CHECK(renamed.body["name"] == "blocked");
+  CHECK(renamed.body["state"] == "error");
+  CHECK(renamed.body["error"].get<std::string>().find("in use") != std::string::npos);
+  CHECK(s.get(1)->spec.name == "blocked");
+  // Moving it onto another taken port is refused outright.
+  CHECK(ctl.patch(1, json{{"listen_port", list[1]["listen_port"]}}).status == 409);
   other.reset();
   // Once the port is free, re-enabling retries the bind.
   auto fixed = ctl.patch(1, json{{"enabled", true}});
   CHECK(fixed.status == 200);
   CHECK(fixed.body["state"] == "active");
+  CHECK(fixed.body["name"] == "blocked");
 }
