@@ -32,10 +32,12 @@ std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::e
   if (!p) {
     const auto& e = p.error();
     if (e.code == std::errc::address_in_use) {
-      return api_error{409, "address_in_use", "listen address " + relay::listen_endpoint(next) +
-                                                  " is already in use (" + e.message + ")"};
+      return api_error{409, "address_in_use",
+                       "listen address " + relay::listen_endpoint(next) + " is already in use (" + e.message + ")",
+                       "listen_port"};
     }
-    return api_error{400, "bind_failed", "cannot listen on " + relay::listen_endpoint(next) + ": " + e.message};
+    return api_error{400, "bind_failed", "cannot listen on " + relay::listen_endpoint(next) + ": " + e.message,
+                     "listen_host"};
   }
   if (next.enabled) next.listen_port = p.value().port;
   out = std::move(p.value());

@@ -4,7 +4,9 @@
 namespace api {
 
 reply error_reply(const api_error& e) {
-  return reply{e.status, json{{"error", {{"code", e.code}, {"message", e.message}}}}, {}, {}};
+  json error{{"code", e.code}, {"message", e.message}};
+  if (!e.field.empty()) error["field"] = e.field;
+  return reply{e.status, json{{"error", std::move(error)}}, {}, {}};
 }
 
 reply error_reply(int status, std::string code, std::string message) {

@@ -17,11 +17,13 @@ struct reply {
   std::string allow;  // for 405
 };
 
-// {"error": {"code": "<stable machine code>", "message": "<sentence>"}}
+// {"error": {"code": "<stable machine code>", "message": "<sentence>", "field": "<name>"}}; "field"
+// only when one field of the request is at fault, so a form can show the message beside it.
 struct api_error {
   int status;
   std::string code;
   std::string message;
+  std::string field = {};
 };
 
 reply error_reply(const api_error& e);

@@ -11,30 +11,32 @@ namespace {
 constexpr std::array read_only_fields{"id", "state", "error", "created_at", "updated_at", "stats"};
 constexpr std::array required_on_create{"protocol", "listen_port", "target_host", "target_port"};
 
-api_error invalid(std::string message) { return {400, "invalid_field", std::move(message)}; }
+api_error invalid(std::string field, std::string message) {
+  return {400, "invalid_field", std::move(message), std::move(field)};
+}
 
 template <class T>
 std::optional<api_error> read_integer(const json& v, const char* field, std::int64_t min, std::int64_t max, T& out) {
   const std::string range = " from " + std::to_string(min) + " to " + std::to_string(max);
-  if (!v.is_number_integer()) return invalid(std::string(field) + " must be an integer" + range);
+  if (!v.is_number_integer()) return invalid(field, std::string(field) + " must be an integer" + range);
   // Huge values parse as unsigned; compare in the type they were parsed as so none wraps.
   const bool in_range =
       v.is_number_unsigned()
           ? v.get<std::uint64_t>() >= static_cast<std::uint64_t>(min) && v.get<std::uint64_t>() <= static_cast<std::uint64_t>(max)
           : v.get<std::int64_t>() >= min && v.get<std::int64_t>() <= max;
-  if (!in_range) return invalid(std::string(field) + " must be" + range);
+  if (!in_range) return invalid(field, std::string(field) + " must be" + range);
   out = static_cast<T>(v.get<std::int64_t>());
   return std::nullopt;
 }
 
 std::optional<api_error> read_string(const json& v, const char* field, std::string& out) {
-  if (!v.is_string()) return invalid(std::string(field) + " must be a string");
+  if (!v.is_string()) return invalid(field, std::string(field) + " must be a string");
   out = v.get<std::string>();
   return std::nullopt;
 }
 
-std::optional<api_error> checked(std::optional<std::string> problem) {
-  if (problem) return invalid(*problem);
+std::optional<api_error> checked(const char* field, std::optional<std::string> problem) {
+  if (problem) return invalid(field, *problem);
   return std::nullopt;
 }
 
@@ -42,13 +44,13 @@ std::optional<api_error> checked(std::optional<std::string> problem) {
 std::optional<api_error> apply_field(const std::string& key, const json& v, relay::forward_spec& spec) {
   if (key == "name") {
     if (auto e = read_string(v, "name", spec.name)) return e;
-    return checked(relay::check_name(spec.name));
+    return checked("name", relay::check_name(spec.name));
   }
   if (key == "protocol") {
     std::string text;
     if (auto e = read_string(v, "protocol", text)) return e;
     auto p = relay::parse_protocol(text);
-    if (!p) return invalid("protocol must be \"tcp\" or \"udp\"");
+    if (!p) return invalid("protocol", "protocol must be \"tcp\" or \"udp\"");
     spec.protocol = *p;
     return std::nullopt;
   }
@@ -56,25 +58,25 @@ std::optional<api_error> apply_field(const std::string& key, const json& v, rela
   if (key == "udp_max_sessions") return read_integer(v, "udp_max_sessions", 1, 1000000, spec.udp_max_sessions);
   if (key == "listen_host") {
     if (auto e = read_string(v, "listen_host", spec.listen_host)) return e;
-    if (auto e = checked(relay::check_listen_host(spec.listen_host))) return e;
+    if (auto e = checked("listen_host", relay::check_listen_host(spec.listen_host))) return e;
     spec.listen_host = relay::canonical_address(spec.listen_host);
     return std::nullopt;
   }
   if (key == "listen_port") return read_integer(v, "listen_port", 0, 65535, spec.listen_port);
   if (key == "target_host") {
     if (auto e = read_string(v, "target_host", spec.target_host)) return e;
-    return checked(relay::check_target_host(spec.target_host));
+    return checked("target_host", relay::check_target_host(spec.target_host));
   }
   if (key == "target_port") return read_integer(v, "target_port", 1, 65535, spec.target_port);
   if (key == "enabled") {
-    if (!v.is_boolean()) return invalid("enabled must be true or false");
+    if (!v.is_boolean()) return invalid("enabled", "enabled must be true or false");
     spec.enabled = v.get<bool>();
     return std::nullopt;
   }
   for (const char* ro : read_only_fields) {
-    if (key == ro) return api_error{400, "read_only_field", "field '" + key + "' is read-only"};
+    if (key == ro) return api_error{400, "read_only_field", "field '" + key + "' is read-only", key};
   }
-  return api_error{400, "unknown_field", "unknown field '" + key + "'"};
+  return api_error{400, "unknown_field", "unknown field '" + key + "'", key};
 }
 
 std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spec) {
@@ -91,7 +93,9 @@ std::optional<api_error> parse_create(const json& body, relay::forward_spec& out
   relay::forward_spec spec;
   if (auto e = apply_fields(body, spec)) return e;
   for (const char* field : required_on_create) {
-    if (!body.contains(field)) return api_error{400, "missing_field", std::string("field '") + field + "' is required"};
+    if (!body.contains(field)) {
+      return api_error{400, "missing_field", std::string("field '") + field + "' is required", field};
+    }
   }
   out = std::move(spec);
   return std::nullopt;

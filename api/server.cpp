@@ -3,6 +3,7 @@
 
 #include "api/http_guard.hpp"
 #include "relay/forward_spec.hpp"
+#include "web/assets.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -78,6 +79,18 @@ body_result read_body(const httplib::ContentReader& reader, const httplib::Reque
   return out;
 }
 
+// The admin page: revalidated on every load (no-cache) and answered 304 when the ETag still matches.
+void serve_asset(const web::asset& a, const httplib::Request& req, httplib::Response& res) {
+  res.set_header("ETag", std::string(a.etag));
+  res.set_header("Cache-Control", "no-cache");
+  if (req.get_header_value("If-None-Match") == a.etag) {
+    res.status = 304;
+    return;
+  }
+  res.status = 200;
+  res.set_content(std::string(a.body), std::string(a.content_type) + "; charset=utf-8");
+}
+
 void write(const reply& r, httplib::Response& res) {
   res.status = r.status;
   if (!r.location.empty()) res.set_header("Location", r.location);
@@ -100,9 +113,21 @@ server::server(controller& ctl, server_options options) : ctl_(ctl), options_(st
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
+  // An admin page: no inline script, nothing from elsewhere, never framed, never sniffed.
+  http_.set_default_headers({
+      {"Content-Security-Policy",
+       "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"},
+      {"X-Content-Type-Options", "nosniff"},
+      {"X-Frame-Options", "DENY"},
+      {"Referrer-Policy", "no-referrer"},
+  });
   http_.set_pre_routing_handler([this](const auto& req, auto& res) { return guard(req, res); });
 
-  auto plain = [this](const httplib::Request& req, httplib::Response& res) { write(route(req, nullptr), res); };
+  auto plain = [this](const httplib::Request& req, httplib::Response& res) {
+    if (const auto* a = web::find_asset(req.path); a && req.method != "OPTIONS") return serve_asset(*a, req, res);
+    write(route(req, nullptr), res);
+  };
   auto with_body = [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& body) {
     write(route(req, &body), res);
   };

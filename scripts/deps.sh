@@ -16,4 +16,12 @@ install_missing() {
 
 BUILD_PACKAGES=(build-essential cmake pkg-config libasio-dev libcpp-httplib-dev nlohmann-json3-dev
   libsqlite3-dev libspdlog-dev)
-TEST_PACKAGES=(catch2)
+TEST_PACKAGES=(catch2 chromium)
+
+# playwright-core drives Debian's chromium; it never downloads a browser of its own.
+install_browser_test_deps() {
+  command -v node >/dev/null || install_missing nodejs npm
+  if [ ! -d tests/web/node_modules/playwright-core ]; then
+    (cd tests/web && npm ci --no-audit --no-fund)
+  fi
+}

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# test.sh: installs what is missing, builds, and runs every test: the normal build, then the whole
-# suite under ASan+UBSan, then the engine and API tests under TSan.
+# test.sh: installs what is missing, builds, and runs every test: the normal build (with the browser
+# test of the admin page), then the C++ suite under ASan+UBSan, then the engine and API tests under TSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 install_missing "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+install_browser_test_deps
 jobs=$(nproc)
 
 build_and_test() {  # name, cmake args..., then "--" and ctest args
@@ -21,7 +22,7 @@ build_and_test() {  # name, cmake args..., then "--" and ctest args
 
 build_and_test debug -DCMAKE_BUILD_TYPE=RelWithDebInfo
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-build_and_test asan -DCMAKE_BUILD_TYPE=Debug -DPORTRELAY_SANITIZE=address
-# TSan needs the non-randomised address layout that setarch -R gives on kernels with wide mmap ASLR.
+build_and_test asan -DCMAKE_BUILD_TYPE=Debug -DPORTRELAY_SANITIZE=address -DPORTRELAY_BROWSER_TESTS=OFF
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-build_and_test tsan -DCMAKE_BUILD_TYPE=Debug -DPORTRELAY_SANITIZE=thread -- -R "engine_tests|api_tests"
+build_and_test tsan -DCMAKE_BUILD_TYPE=Debug -DPORTRELAY_SANITIZE=thread -DPORTRELAY_BROWSER_TESTS=OFF \
+  -- -R "engine_tests|api_tests"

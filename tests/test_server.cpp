@@ -308,3 +308,33 @@ TEST_CASE("a stored forward that cannot bind at start is kept in state error - t
   CHECK(fixed.body["state"] == "active");
   CHECK(fixed.body["name"] == "blocked");
 }
+
+TEST_CASE("the admin page is served from the binary with its content types, ETag and security headers") {
+  api_fixture f("tok");  // the page itself needs no token; only /api/ does
+  const std::pair<const char*, const char*> files[] = {
+      {"/", "text/html; charset=utf-8"}, {"/app.js", "text/javascript; charset=utf-8"},
+      {"/style.css", "text/css; charset=utf-8"}};
+  for (const auto& [path, type] : files) {
+    INFO(path);
+    auto r = f.client.Get(path);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(r->get_header_value("Content-Type") == type);
+    CHECK(r->get_header_value("X-Content-Type-Options") == "nosniff");
+    CHECK(r->get_header_value("X-Frame-Options") == "DENY");
+    const auto csp = r->get_header_value("Content-Security-Policy");
+    CHECK(csp.find("script-src 'self'") != std::string::npos);
+    CHECK(csp.find("frame-ancestors 'none'") != std::string::npos);
+    CHECK(csp.find("unsafe-inline") == std::string::npos);
+    const auto etag = r->get_header_value("ETag");
+    REQUIRE(etag.size() > 2);
+    auto again = f.client.Get(path, {{"If-None-Match", etag}});
+    REQUIRE(again);
+    CHECK(again->status == 304);
+    CHECK(again->body.empty());
+  }
+  auto page = f.client.Get("/");
+  CHECK(page->body.find("<script src=\"/app.js\"") != std::string::npos);
+  CHECK(page->body.find("<script>") == std::string::npos);  // no inline script anywhere
+  check_error(f.client.Get("/index.html"), 404, "not_found");
+}

@@ -1,0 +1,169 @@
+// The admin page in a real browser: Debian's chromium driven by playwright-core, against the real
+// binary. Usage: node admin_page.test.mjs PORTRELAY_BINARY [SCREENSHOT.png]
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const binary = process.argv[2];
+const screenshot = process.argv[3];
+const dir = mkdtempSync(join(tmpdir(), 'portrelay-web-'));
+const cleanups = [];
+after(async () => { for (const c of cleanups.reverse()) await c(); rmSync(dir, { recursive: true, force: true }); });
+
+// Starts the daemon and resolves with its API URL from the start-up log line.
+function startDaemon(name, extra = []) {
+  const proc = spawn(binary, ['--db', join(dir, name + '.db'), '--api', '127.0.0.1:0', '--workers', '2', ...extra]);
+  cleanups.push(() => new Promise((done) => { proc.once('exit', done); proc.kill('SIGTERM'); }));
+  return new Promise((resolve, reject) => {
+    let log = '';
+    const timer = setTimeout(() => reject(new Error('daemon did not start: ' + log)), 15000);
+    proc.stderr.on('data', (d) => {
+      log += d;
+      const m = log.match(/listening on (http:\/\/[^ ]+\/)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    proc.once('exit', () => reject(new Error('daemon exited: ' + log)));
+  });
+}
+
+function echoServer() {
+  const server = net.createServer((s) => s.pipe(s));
+  cleanups.push(() => new Promise((done) => server.close(done)));
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
+}
+
+// Sends `bytes` through the forward and waits for all of them to come back.
+function traffic(port, bytes) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.end(Buffer.alloc(bytes, 'x')));
+    let got = 0;
+    s.on('data', (d) => { got += d.length; });
+    s.on('end', () => (got === bytes ? resolve() : reject(new Error(`got ${got} of ${bytes}`))));
+    s.on('error', reject);
+    s.setTimeout(10000, () => reject(new Error('traffic timed out')));
+  });
+}
+
+async function browser() {
+  const b = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  cleanups.push(() => b.close());
+  return b;
+}
+
+const row = (page, text) => page.locator('#forwards tbody tr', { hasText: text });
+
+test('create, watch, reject, edit, toggle and delete through the page', { timeout: 90000 }, async () => {
+  const url = await startDaemon('main');
+  const target = await echoServer();
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(10000);
+  const response = await page.goto(url);
+  assert.equal(response.headers()['x-frame-options'], 'DENY');
+  assert.match(response.headers()['content-security-policy'], /script-src 'self'/);
+  await page.getByText('No forwards yet').waitFor();
+
+  // A value the API refuses: its message appears beside the field, and nothing is created.
+  await page.getByLabel('Name').fill('web');
+  await page.getByLabel('Listen address').fill('127.0.0.1');
+  await page.getByLabel('Listen port (0 = any free port)').fill('http');
+  await page.getByLabel('Target host').fill('127.0.0.1');
+  await page.getByLabel('Target port').fill(String(target));
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  await page.locator('#err-listen_port').getByText('listen_port must be an integer').waitFor();
+  assert.equal(await page.locator('#f-listen_port').getAttribute('aria-invalid'), 'true');
+  assert.equal(await page.locator('#forwards tbody tr').count(), 0);
+
+  // Fixed, it is created and listed.
+  await page.getByLabel('Listen port (0 = any free port)').fill('0');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  const r = row(page, 'web');
+  await r.waitFor();
+  assert.equal(await page.locator('#err-listen_port').isHidden(), true);
+  const listen = await r.locator('td').nth(2).textContent();
+  const port = Number(listen.split(':').pop());
+  assert.ok(port > 0);
+  await r.locator('.state-active').waitFor();
+
+  // Traffic moves the counters on the next refresh.
+  await traffic(port, 100000);
+  await page.waitForFunction(() => {
+    const cells = document.querySelectorAll('#forwards tbody tr td');
+    return cells[7]?.textContent === '1' && cells[8]?.textContent === '97.7 KiB';
+  }, null, { timeout: 10000 });
+
+  // Edit in the form.
+  await r.getByRole('button', { name: 'Edit web' }).click();
+  await page.getByLabel('Name').fill('web-renamed');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await row(page, 'web-renamed').waitFor();
+
+  // Off and on again.
+  const toggle = page.getByRole('checkbox', { name: 'Enabled: web-renamed' });
+  await toggle.uncheck();
+  await row(page, 'web-renamed').locator('.state-disabled').waitFor();
+  await toggle.check();
+  await row(page, 'web-renamed').locator('.state-active').waitFor();
+
+  // Delete, after confirming.
+  page.once('dialog', (d) => { assert.match(d.message(), /Delete forward "web-renamed"/); d.accept(); });
+  await row(page, 'web-renamed').getByRole('button', { name: 'Delete web-renamed' }).click();
+  await page.getByText('No forwards yet').waitFor();
+
+  if (screenshot) {
+    for (const [name, proto, tport] of [['web', 'tcp', target], ['ssh-jump', 'tcp', 22], ['dns', 'udp', 53]]) {
+      await page.getByLabel('Name').fill(name);
+      await page.getByLabel('Protocol').selectOption(proto);
+      await page.getByLabel('Listen address').fill('127.0.0.1');
+      await page.getByLabel('Listen port (0 = any free port)').fill('0');
+      await page.getByLabel('Target host').fill('127.0.0.1');
+      await page.getByLabel('Target port').fill(String(tport));
+      await page.getByRole('button', { name: 'Create forward' }).click();
+      await row(page, name).first().waitFor();
+    }
+    const first = Number((await row(page, 'web').first().locator('td').nth(2).textContent()).split(':').pop());
+    await traffic(first, 3000000);
+    await page.waitForTimeout(2500);  // a screenshot only: two refreshes so the throughput shows
+    await page.setViewportSize({ width: 1280, height: 760 });
+    await page.screenshot({ path: screenshot, fullPage: true });
+  }
+});
+
+test('UDP settings appear only for UDP, and the token prompt leads to the list', { timeout: 60000 }, async () => {
+  writeFileSync(join(dir, 'token'), 's3cret\n');
+  const url = await startDaemon('token', ['--token-file', join(dir, 'token')]);
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(10000);
+  await page.goto(url);
+  const dialog = page.getByRole('dialog', { name: 'API token' });
+  await dialog.waitFor();
+  await page.getByLabel('Token', { exact: true }).fill('wrong');
+  await page.getByRole('button', { name: 'Use token' }).click();
+  await dialog.getByText('That token was refused').waitFor();
+  await page.getByLabel('Token', { exact: true }).fill('s3cret');
+  await page.getByRole('button', { name: 'Use token' }).click();
+  await page.getByText('No forwards yet').waitFor();
+  assert.equal(await dialog.isHidden(), true);
+  assert.equal(await page.evaluate(() => document.cookie), '');
+
+  assert.equal(await page.getByLabel('UDP max sessions').isHidden(), true);
+  await page.getByLabel('Protocol').selectOption('udp');
+  await page.getByLabel('UDP max sessions').fill('0');
+  await page.getByLabel('Listen address').fill('127.0.0.1');
+  await page.getByLabel('Listen port (0 = any free port)').fill('0');
+  await page.getByLabel('Target host').fill('127.0.0.1');
+  await page.getByLabel('Target port').fill('53');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  await page.locator('#err-udp_max_sessions').getByText('udp_max_sessions must be from 1').waitFor();
+  await page.getByLabel('UDP max sessions').fill('100');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  await page.locator('#forwards tbody tr', { hasText: 'UDP' }).waitFor();
+});

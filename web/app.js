@@ -1,0 +1,273 @@
+// portrelay admin page: lists forwards with live stats and changes them through the REST API.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const FIELDS = ['name', 'protocol', 'listen_host', 'listen_port', 'target_host', 'target_port',
+  'udp_idle_timeout_s', 'udp_max_sessions'];
+let token = sessionStorage.getItem('portrelay-token') || '';
+let editing = null;           // the forward being edited, or null when the form creates
+const samples = new Map();    // id -> {t, bytes}: the last reading, for throughput
+let tokenPrompt = null;       // one prompt shared by every request that met a 401
+
+class ApiError extends Error {
+  constructor(message, field) { super(message); this.field = field; }
+}
+
+// One request; on 401 it asks for the token (once for all waiting callers) and tries again.
+async function api(method, path, body) {
+  for (;;) {
+    const headers = {};
+    if (token) headers.Authorization = 'Bearer ' + token;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    if (res.status === 401) {
+      await askToken(token !== '');
+      continue;
+    }
+    const data = res.status === 204 ? null : await res.json().catch(() => null);
+    if (!res.ok) throw new ApiError(data?.error?.message || `The API answered ${res.status}.`, data?.error?.field);
+    return data;
+  }
+}
+
+function askToken(wasRefused) {
+  if (tokenPrompt) return tokenPrompt;
+  const dialog = $('token-dialog');
+  $('token-error').hidden = !wasRefused;
+  $('token-error').textContent = wasRefused ? 'That token was refused. Try again.' : '';
+  tokenPrompt = new Promise((resolve) => {
+    $('token-form').onsubmit = (ev) => {
+      ev.preventDefault();
+      token = $('token-input').value.trim();
+      sessionStorage.setItem('portrelay-token', token);  // this tab only; never a cookie or a URL
+      $('token-input').value = '';
+      dialog.close();
+      tokenPrompt = null;
+      resolve();
+    };
+  });
+  dialog.showModal();
+  $('token-input').focus();
+  return tokenPrompt;
+}
+
+function humanBytes(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i === 0 ? String(n) : n.toFixed(1)) + ' ' + units[i];
+}
+
+const endpoint = (host, port) => (host.includes(':') ? `[${host}]` : host) + ':' + port;
+
+function throughput(f) {
+  const now = performance.now();
+  const bytes = f.stats.bytes_up + f.stats.bytes_down;
+  const last = samples.get(f.id);
+  samples.set(f.id, { t: now, bytes });
+  if (!last || now - last.t < 100) return last?.text ?? '–';
+  const text = humanBytes(Math.max(0, (bytes - last.bytes) * 1000 / (now - last.t))) + '/s';
+  samples.get(f.id).text = text;
+  return text;
+}
+
+function cell(row, i) { return row.children[i]; }
+
+function makeRow(f) {
+  const row = document.createElement('tr');
+  row.dataset.id = f.id;
+  for (let i = 0; i < 12; i++) row.appendChild(document.createElement('td'));
+  [6, 7, 8, 9, 10].forEach((i) => cell(row, i).classList.add('num'));
+  const toggle = document.createElement('input');
+  toggle.type = 'checkbox';
+  toggle.addEventListener('change', () => setEnabled(Number(row.dataset.id), toggle));
+  cell(row, 5).appendChild(toggle);
+  const actions = document.createElement('div');
+  actions.className = 'actions';
+  const edit = document.createElement('button');
+  edit.type = 'button';
+  edit.textContent = 'Edit';
+  edit.addEventListener('click', () => startEdit(row.forward));
+  const del = document.createElement('button');
+  del.type = 'button';
+  del.className = 'danger';
+  del.textContent = 'Delete';
+  del.addEventListener('click', () => remove(row.forward));
+  actions.append(edit, del);
+  cell(row, 11).appendChild(actions);
+  return row;
+}
+
+function fillRow(row, f) {
+  row.forward = f;
+  const label = f.name || `forward ${f.id}`;
+  cell(row, 0).textContent = f.name || '—';
+  cell(row, 1).textContent = f.protocol.toUpperCase();
+  cell(row, 2).textContent = endpoint(f.listen_host, f.listen_port);
+  cell(row, 3).textContent = endpoint(f.target_host, f.target_port);
+  const state = cell(row, 4);
+  state.className = 'state-' + f.state;
+  state.textContent = f.state;
+  if (f.error) {
+    const reason = document.createElement('span');
+    reason.className = 'reason';
+    reason.textContent = f.error;
+    state.appendChild(reason);
+  }
+  const toggle = cell(row, 5).firstChild;
+  if (document.activeElement !== toggle) toggle.checked = f.enabled;
+  toggle.setAttribute('aria-label', `Enabled: ${label}`);
+  cell(row, 6).textContent = f.stats.connections_active;
+  cell(row, 7).textContent = f.stats.connections_total;
+  cell(row, 8).textContent = humanBytes(f.stats.bytes_up);
+  cell(row, 9).textContent = humanBytes(f.stats.bytes_down);
+  cell(row, 10).textContent = throughput(f);
+  const [edit, del] = cell(row, 11).firstChild.children;
+  edit.setAttribute('aria-label', `Edit ${label}`);
+  del.setAttribute('aria-label', `Delete ${label}`);
+}
+
+// Rows are updated in place, so focus and keyboard position survive each refresh.
+function render(list) {
+  $('empty').hidden = list.length > 0;
+  $('forwards').hidden = list.length === 0;
+  const body = $('forwards').tBodies[0];
+  const rows = new Map([...body.rows].map((r) => [Number(r.dataset.id), r]));
+  for (const f of list) {
+    let row = rows.get(f.id);
+    if (!row) row = makeRow(f);
+    rows.delete(f.id);
+    fillRow(row, f);
+    body.appendChild(row);  // keeps id order; moving an existing node keeps its focus
+  }
+  for (const [id, row] of rows) { row.remove(); samples.delete(id); }
+}
+
+async function refresh() {
+  try {
+    const list = await api('GET', '/api/v1/forwards');
+    render(list);
+    $('status').textContent = `${list.length} forward${list.length === 1 ? '' : 's'} · updated ${new Date().toLocaleTimeString()}`;
+  } catch (e) {
+    $('status').textContent = 'Cannot reach the API: ' + e.message;
+  }
+}
+
+function showActionError(message) {
+  $('action-error').textContent = message;
+  $('action-error').hidden = !message;
+}
+
+async function setEnabled(id, toggle) {
+  showActionError('');
+  try {
+    await api('PATCH', `/api/v1/forwards/${id}`, { enabled: toggle.checked });
+  } catch (e) {
+    toggle.checked = !toggle.checked;  // nothing the API refused may look as if it worked
+    showActionError(e.message);
+  }
+  refresh();
+}
+
+async function remove(f) {
+  showActionError('');
+  const label = f.name ? `"${f.name}"` : `#${f.id}`;
+  if (!confirm(`Delete forward ${label} (${endpoint(f.listen_host, f.listen_port)})? Its live connections close at once.`)) return;
+  try {
+    await api('DELETE', `/api/v1/forwards/${f.id}`);
+    if (editing && editing.id === f.id) stopEdit();
+  } catch (e) {
+    showActionError(e.message);
+  }
+  refresh();
+}
+
+function clearErrors() {
+  for (const k of [...FIELDS, 'form']) {
+    const p = $('err-' + k);
+    p.hidden = true;
+    p.textContent = '';
+    $('f-' + k)?.removeAttribute('aria-invalid');
+  }
+}
+
+function showUdp() {
+  const udp = $('f-protocol').value === 'udp';
+  document.querySelectorAll('.udp-only').forEach((el) => { el.hidden = !udp; });
+}
+
+// Numbers go as numbers; anything else goes as typed, so the API's message names the problem.
+function formBody() {
+  const text = (k) => $('f-' + k).value.trim();
+  const number = (k) => (/^-?\d+$/.test(text(k)) ? Number(text(k)) : text(k));
+  const body = {
+    name: text('name'), protocol: text('protocol'), listen_host: text('listen_host'),
+    listen_port: number('listen_port'), target_host: text('target_host'), target_port: number('target_port'),
+    enabled: $('f-enabled').checked,
+  };
+  if (body.protocol === 'udp') {
+    body.udp_idle_timeout_s = number('udp_idle_timeout_s');
+    body.udp_max_sessions = number('udp_max_sessions');
+  }
+  return body;
+}
+
+function startEdit(f) {
+  editing = f;
+  clearErrors();
+  for (const k of FIELDS) {
+    const value = f[k];
+    if (value !== null && value !== undefined) $('f-' + k).value = value;
+  }
+  $('f-enabled').checked = f.enabled;
+  showUdp();
+  $('form-heading').textContent = `Edit forward ${f.name ? `"${f.name}"` : '#' + f.id}`;
+  $('submit').textContent = 'Save changes';
+  $('cancel-edit').hidden = false;
+  $('f-name').focus();
+}
+
+function stopEdit() {
+  editing = null;
+  $('forward-form').reset();
+  clearErrors();
+  showUdp();
+  $('form-heading').textContent = 'New forward';
+  $('submit').textContent = 'Create forward';
+  $('cancel-edit').hidden = true;
+}
+
+async function submit(ev) {
+  ev.preventDefault();
+  clearErrors();
+  const button = $('submit');
+  button.disabled = true;
+  try {
+    if (editing) await api('PATCH', `/api/v1/forwards/${editing.id}`, formBody());
+    else await api('POST', '/api/v1/forwards', formBody());
+    stopEdit();
+    await refresh();
+  } catch (e) {
+    const where = e.field && $('err-' + e.field) ? e.field : 'form';
+    $('err-' + where).textContent = e.message;
+    $('err-' + where).hidden = false;
+    const input = $('f-' + where);
+    if (input) {
+      input.setAttribute('aria-invalid', 'true');
+      input.setAttribute('aria-describedby', 'err-' + where);
+      input.closest('.field').hidden = false;
+      input.focus();
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('forward-form').addEventListener('submit', submit);
+  $('f-protocol').addEventListener('change', showUdp);
+  $('cancel-edit').addEventListener('click', stopEdit);
+  $('token-dialog').addEventListener('cancel', (ev) => ev.preventDefault());  // a token is needed to go on
+  refresh();
+  setInterval(refresh, 2000);
+});
