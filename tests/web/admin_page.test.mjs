@@ -166,4 +166,13 @@ test('UDP settings appear only for UDP, and the token prompt leads to the list',
   await page.getByLabel('UDP max sessions').fill('100');
   await page.getByRole('button', { name: 'Create forward' }).click();
   await page.locator('#forwards tbody tr', { hasText: 'UDP' }).waitFor();
+
+  // A phone-sized window: the page itself never scrolls sideways (only the table inside it may).
+  await page.setViewportSize({ width: 375, height: 700 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `page is ${overflow}px wider than the window`);
+  // And the form works from the keyboard alone: Tab reaches the fields in order.
+  await page.getByLabel('Name').focus();
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'f-protocol');
 });
