@@ -101,22 +101,14 @@ reply controller::patch(std::int64_t id, const json& body) {
   relay::forward_spec next = current->spec;
   if (auto e = apply_patch(body, next)) return error_reply(*e);
   relay::engine::prepared p;
-  if (auto e = prepare(next, p)) {
+  auto bind_error = prepare(next, p);
+  if (bind_error) {
     // A forward already in error that keeps its address can still be renamed or retargeted: the
     // change is saved and it stays in error with the fresh reason. A new address that fails is a 4xx.
     const auto& was = current->spec;
     const bool same_address = next.protocol == was.protocol && next.listen_host == was.listen_host &&
                               next.listen_port == was.listen_port;
-    if (!same_address || engine_.status(id).state != "error") return error_reply(*e);
-    std::optional<store::stored_forward> f;
-    try {
-      f = store_.update(next);
-    } catch (const std::exception& ex) {
-      return storage_failed(ex);
-    }
-    engine_.fail(next, e->message);
-    spdlog::info("forward {} changed, still not listening: {}", id, describe(next));
-    return {200, render(*f), {}, {}};
+    if (!same_address || engine_.status(id).state != "error") return error_reply(*bind_error);
   }
   std::optional<store::stored_forward> f;
   try {
@@ -129,8 +121,13 @@ reply controller::patch(std::int64_t id, const json& body) {
     engine_.abandon(next, std::move(p));
     return not_found(id);
   }
-  engine_.apply(next, std::move(p));
-  spdlog::info("forward {} changed: {}", id, describe(next));
+  if (bind_error) {
+    engine_.fail(next, bind_error->message);
+    spdlog::info("forward {} changed, still not listening: {}", id, describe(next));
+  } else {
+    engine_.apply(next, std::move(p));
+    spdlog::info("forward {} changed: {}", id, describe(next));
+  }
   return {200, render(*f), {}, {}};
 }
 

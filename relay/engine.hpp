@@ -37,8 +37,8 @@ class engine {
   struct prepared {
     std::optional<std::size_t> home;     // the worker that owns the listener
     std::optional<bound_socket> socket;  // a newly bound listener, not yet serving
-    std::uint16_t port = 0;           // the listen port `next` ends up with (the bound one for port 0)
-    bool released_old = false;        // the old listener was closed to make room for an overlapping one
+    std::uint16_t port = 0;              // the listen port `next` ends up with (the bound one for port 0)
+    bool released_old = false;           // the old listener was closed to make room for an overlapping one
   };
 
   // `next.id` is 0 for a forward that does not exist yet.

@@ -6,13 +6,17 @@
 
 namespace relay {
 
+namespace {
+tcp_route route_of(const forward_spec& spec) { return {spec.id, spec.target_host, spec.target_port}; }
+}  // namespace
+
 tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
                          std::shared_ptr<forward_stats> stats, const engine_options& options)
     : pool_(pool),
       home_(home),
       options_(options),
       stats_(std::move(stats)),
-      route_{spec.id, spec.target_host, spec.target_port},
+      route_(route_of(spec)),
       connections_(pool.size()) {}
 
 void tcp_forward::listen(bound_socket socket) {
@@ -38,7 +42,7 @@ void tcp_forward::close_listener() {
 }
 
 void tcp_forward::configure(const forward_spec& spec) {
-  pool_.run_on(home_, [&] { route_ = {spec.id, spec.target_host, spec.target_port}; });
+  pool_.run_on(home_, [&] { route_ = route_of(spec); });
 }
 
 void tcp_forward::stop() {
