@@ -48,7 +48,7 @@ std::shared_ptr<running_forward> engine::make_forward(const entry& e, const forw
 
 result<engine::prepared> engine::prepare(const forward_spec& next) {
   std::lock_guard lock(mutex_);
-  if (shut_down_) return op_error{std::make_error_code(std::errc::operation_canceled), "the relay is shutting down"};
+  if (shut_down_ || draining_) return op_error{std::make_error_code(std::errc::operation_canceled), "the relay is shutting down"};
   auto it = forwards_.find(next.id);
   entry* current = it == forwards_.end() ? nullptr : &it->second;
   if (!next.enabled) return prepared{};
@@ -138,11 +138,7 @@ void engine::remove(std::int64_t id) {
   forwards_.erase(it);
 }
 
-forward_status engine::status(std::int64_t id) const {
-  std::lock_guard lock(mutex_);
-  auto it = forwards_.find(id);
-  if (it == forwards_.end()) return {"error", "not loaded", {}};
-  const entry& e = it->second;
+forward_status engine::status_of(const entry& e) {
   forward_status s{"active", "", e.stats->read()};
   if (!e.spec.enabled) {
     s.state = "disabled";
@@ -151,6 +147,42 @@ forward_status engine::status(std::int64_t id) const {
     s.error = e.error.empty() ? "not listening" : e.error;
   }
   return s;
+}
+
+forward_status engine::status(std::int64_t id) const {
+  std::lock_guard lock(mutex_);
+  auto it = forwards_.find(id);
+  if (it == forwards_.end()) return {"error", "not loaded", {}};
+  return status_of(it->second);
+}
+
+std::vector<engine::view> engine::snapshot() const {
+  std::lock_guard lock(mutex_);
+  std::vector<view> out;
+  out.reserve(forwards_.size());
+  for (const auto& [id, e] : forwards_) out.push_back({e.spec, status_of(e)});
+  return out;
+}
+
+engine::census engine::count() const {
+  std::lock_guard lock(mutex_);
+  census c;
+  for (const auto& [id, e] : forwards_) {
+    const auto s = status_of(e);
+    c.active += s.state == "active";
+    c.disabled += s.state == "disabled";
+    c.error += s.state == "error";
+    c.live += s.stats.connections_active;
+  }
+  return c;
+}
+
+void engine::drain() {
+  std::lock_guard lock(mutex_);
+  draining_ = true;
+  for (auto& [id, e] : forwards_) {
+    if (e.live) e.live->drain();
+  }
 }
 
 void engine::shutdown() {

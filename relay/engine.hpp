@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace relay {
 
@@ -53,7 +54,27 @@ class engine {
   void remove(std::int64_t id);
   forward_status status(std::int64_t id) const;
 
+  // Every forward the engine holds, in id order, with its state and counters (for /metrics).
+  struct view {
+    forward_spec spec;
+    forward_status status;
+  };
+  std::vector<view> snapshot() const;
+
+  struct census {
+    std::size_t active = 0, disabled = 0, error = 0;
+    std::uint64_t live = 0;  // open TCP connections and UDP sessions, over all forwards
+  };
+  census count() const;
+
+  // The first half of a graceful stop: every forward stops taking new clients while live connections
+  // and sessions carry on, and no change is accepted any more. shutdown() is the second half.
+  void drain();
+
   std::size_t workers() const { return pool_.size(); }
+  // Worker liveness for the watchdog (see worker_pool::ping).
+  worker_pool::clock::time_point ping() { return pool_.ping(); }
+  bool answered(worker_pool::clock::time_point since) const { return pool_.answered(since); }
   // Closes every listener and connection and stops the workers. Idempotent.
   void shutdown();
 
@@ -71,12 +92,14 @@ class engine {
   std::shared_ptr<running_forward> make_forward(const entry& e, const forward_spec& spec);
   // Binds e's own address again after prepare() released it for an overlapping one that failed.
   void take_back_listener(entry& e);
+  static forward_status status_of(const entry& e);
 
   const engine_options options_;
   worker_pool pool_;
   mutable std::mutex mutex_;
   std::map<std::int64_t, entry> forwards_;
   bool shut_down_ = false;
+  bool draining_ = false;
 };
 
 }  // namespace relay

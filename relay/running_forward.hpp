@@ -32,6 +32,9 @@ class running_forward {
   virtual void listen(bound_socket socket) = 0;
   // Closes the listener; what happens to live traffic is the protocol's business.
   virtual void close_listener() = 0;
+  // Takes no new clients (a TCP listener closes, so connections are refused) while live connections
+  // and sessions carry on: the first half of a graceful stop.
+  virtual void drain() = 0;
   // Target and settings for what comes next; live connections keep their target.
   virtual void configure(const forward_spec& spec) = 0;
   // Listener and all live traffic closed before this returns.

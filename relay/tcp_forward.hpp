@@ -25,6 +25,8 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   void listen(bound_socket socket) override;
   // Closes the listener only; live connections carry on.
   void close_listener() override;
+  // The listener closes; live connections carry on.
+  void drain() override { close_listener(); }
   // New connections go to the new target; live ones keep theirs.
   void configure(const forward_spec& spec) override;
   // Listener and every live connection closed before this returns.

@@ -102,6 +102,10 @@ void udp_forward::close_listener() {
   });
 }
 
+void udp_forward::drain() {
+  pool_.run_on(home_, [&] { draining_ = true; });
+}
+
 void udp_forward::configure(const forward_spec& spec) {
   pool_.run_on(home_, [&] {
     target_host_ = spec.target_host;
@@ -140,7 +144,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
 
 void udp_forward::on_client_datagram(const asio::ip::udp::endpoint& from, std::size_t n) {
   auto it = sessions_.find(from);
-  session* s = it != sessions_.end() ? it->second.get() : open_session(from);
+  session* s = it != sessions_.end() ? it->second.get() : draining_ ? nullptr : open_session(from);
   if (!s) {
     bump(stats_->datagrams_dropped);
     return;

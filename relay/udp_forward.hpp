@@ -38,6 +38,9 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // address the clients never sent to.
   void listen(bound_socket socket) override;
   void close_listener() override;
+  // The socket stays open, since live sessions' replies leave through it; datagrams from clients
+  // without a session are dropped and counted.
+  void drain() override;
   // New sessions go to the new target; idle timeout and cap apply to all sessions at once.
   void configure(const forward_spec& spec) override;
   void stop() override;
@@ -76,6 +79,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   asio::steady_timer sweep_timer_;
   bool sweeping_ = false;
   bool stopped_ = false;
+  bool draining_ = false;
   std::vector<char> buffer_;  // one 64 KiB datagram buffer for the whole forward, used between waits
 };
 

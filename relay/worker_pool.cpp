@@ -37,6 +37,23 @@ worker_pool::worker_pool(std::size_t workers) {
 
 worker_pool::~worker_pool() { stop(); }
 
+worker_pool::clock::time_point worker_pool::ping() {
+  const auto now = clock::now();
+  for (auto& w : workers_) {
+    asio::post(w->io, [w = w.get(), stamp = now.time_since_epoch().count()] {
+      w->last_stamp.store(stamp, std::memory_order_relaxed);
+    });
+  }
+  return now;
+}
+
+bool worker_pool::answered(clock::time_point since) const {
+  for (const auto& w : workers_) {
+    if (w->last_stamp.load(std::memory_order_relaxed) < since.time_since_epoch().count()) return false;
+  }
+  return true;
+}
+
 void worker_pool::stop() {
   for (auto& w : workers_) {
     w->guard.reset();

@@ -5,6 +5,7 @@
 #include <asio/post.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <future>
 #include <memory>
@@ -43,6 +44,13 @@ class worker_pool {
     return done.get();
   }
 
+  // Liveness, for the service manager's watchdog: ping() queues a stamp on every worker and returns
+  // at once; answered(since) is true when every worker has run a stamp queued at or after `since`,
+  // which only a loop that is still turning can do.
+  using clock = std::chrono::steady_clock;
+  clock::time_point ping();
+  bool answered(clock::time_point since) const;
+
   // Stops the workers (what is still queued is dropped) and joins them. Idempotent.
   void stop();
 
@@ -51,6 +59,7 @@ class worker_pool {
     asio::io_context io{1};
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
     std::thread thread;
+    std::atomic<clock::rep> last_stamp{0};  // when the stamp this worker ran last was queued
   };
   std::vector<std::unique_ptr<worker>> workers_;
   std::atomic<std::size_t> next_{0};

@@ -321,3 +321,21 @@ TEST_CASE("a forward that could not start is reported with its reason") {
   CHECK(st.state == "error");
   CHECK(st.error == "bind 127.0.0.1:1: Permission denied");
 }
+
+TEST_CASE("worker liveness: a stuck worker leaves the watchdog's ping unanswered until it runs again") {
+  relay::worker_pool pool(2);
+  const auto first = pool.ping();
+  CHECK(eventually([&] { return pool.answered(first); }));
+
+  std::promise<void> entered, release;
+  auto released = release.get_future();
+  asio::post(pool.context(1), [&] {
+    entered.set_value();
+    released.wait();  // worker 1 is busy: a handler that never returns, as a bug would be
+  });
+  entered.get_future().wait();
+  const auto second = pool.ping();
+  CHECK_FALSE(eventually([&] { return pool.answered(second); }, 300ms));
+  release.set_value();
+  CHECK(eventually([&] { return pool.answered(second); }));
+}
