@@ -16,11 +16,11 @@ bool parse_number(const std::string& text, T& out) {
   return ec == std::errc() && end == text.data() + text.size();
 }
 
-bool parse_seconds(const std::string& text, double& out) {
+bool parse_seconds(const std::string& text, double& out, bool zero_ok = false) {
   try {
     std::size_t used = 0;
     out = std::stod(text, &used);
-    return used == text.size() && std::isfinite(out) && out > 0 && out <= 86400;
+    return used == text.size() && std::isfinite(out) && (out > 0 || (zero_ok && out == 0)) && out <= 86400;
   } catch (const std::exception&) {
     return false;
   }
@@ -44,16 +44,20 @@ bool parse_host_port(const std::string& text, std::string& host, std::uint16_t& 
 std::string usage() {
   return "usage: portrelay [--db FILE] [--api HOST:PORT] [--token-file FILE] [--workers N]\n"
          "                 [--log-level LEVEL] [--connect-timeout SECONDS] [--half-close-timeout SECONDS]\n"
+         "                 [--drain-timeout SECONDS]\n"
          "\n"
-         "Forwards local TCP ports to remote host:port targets, managed over a REST API.\n"
+         "Forwards local TCP and UDP ports to remote host:port targets, managed over a REST API.\n"
          "\n"
          "  --db FILE                 SQLite database (default portrelay.db; created when missing)\n"
          "  --api HOST:PORT           API address (default 127.0.0.1:7410; port 0 = any free port)\n"
-         "  --token-file FILE         require 'Authorization: Bearer <token>' on /api/ (needed off loopback)\n"
+         "  --token-file FILE         require 'Authorization: Bearer <token>' on /api/ and /metrics (needed\n"
+         "                            off loopback; default: $CREDENTIALS_DIRECTORY/token when systemd passes one)\n"
          "  --workers N               data-plane threads (default: one per CPU)\n"
          "  --log-level LEVEL         trace, debug, info (default), warn, error\n"
          "  --connect-timeout S       per-address connect timeout to targets (default 10)\n"
          "  --half-close-timeout S    idle time before a half-closed connection is closed (default 60)\n"
+         "  --drain-timeout S         on SIGTERM, how long live connections may finish (default 30; 0 = close\n"
+         "                            at once); a second SIGTERM or SIGINT closes them at once\n"
          "  --help, --version\n";
 }
 
@@ -76,7 +80,8 @@ cli_parse parse_cli(const std::vector<std::string>& args) {
       continue;
     }
     const bool takes_value = flag == "--db" || flag == "--api" || flag == "--token-file" || flag == "--workers" ||
-                             flag == "--log-level" || flag == "--connect-timeout" || flag == "--half-close-timeout";
+                             flag == "--log-level" || flag == "--connect-timeout" || flag == "--half-close-timeout" ||
+                             flag == "--drain-timeout";
     if (!takes_value) return {std::nullopt, "unknown option: " + args[i]};
     if (!has_value) {
       if (i + 1 >= args.size()) return {std::nullopt, "option " + flag + " needs a value"};
@@ -102,6 +107,8 @@ cli_parse parse_cli(const std::vector<std::string>& args) {
       if (!parse_seconds(value, o.connect_timeout_s)) return bad("seconds, more than 0 and at most 86400");
     } else if (flag == "--half-close-timeout") {
       if (!parse_seconds(value, o.half_close_timeout_s)) return bad("seconds, more than 0 and at most 86400");
+    } else if (flag == "--drain-timeout") {
+      if (!parse_seconds(value, o.drain_timeout_s, true)) return bad("seconds, from 0 to 86400");
     }
   }
   return {o, {}};

@@ -15,6 +15,7 @@ struct cli_options {
   std::string log_level = "info";
   double connect_timeout_s = 10;
   double half_close_timeout_s = 60;
+  double drain_timeout_s = 30;
   bool help = false;
   bool version = false;
 };

@@ -3,20 +3,21 @@
 #include "api/server.hpp"
 #include "cli_options.hpp"
 #include "relay/engine.hpp"
+#include "service.hpp"
 #include "store/forward_store.hpp"
 
 #include <asio/ip/address.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <csignal>
-#include <cstdio>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
 namespace {
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
 
 bool is_loopback(const std::string& host) {
   std::error_code ec;
@@ -24,30 +25,87 @@ bool is_loopback(const std::string& host) {
   return !ec && addr.is_loopback();
 }
 
-std::optional<std::string> read_token(const std::string& path, std::string& error) {
-  std::ifstream in(path);
-  if (!in) {
-    error = "--token-file: cannot read " + path;
-    return std::nullopt;
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string token = ss.str();
-  const char* space = " \t\r\n";
-  token.erase(0, token.find_first_not_of(space));
-  token.erase(token.find_last_not_of(space) + 1);
-  if (token.empty()) {
-    error = "--token-file: " + path + " is empty";
-    return std::nullopt;
-  }
-  return token;
+// Waits at most `limit` for one of `signals`; the signal, or 0 when none came.
+int wait_signal(const sigset_t& signals, steady::duration limit) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::max(limit, steady::duration::zero()));
+  timespec ts{static_cast<time_t>(ns.count() / 1'000'000'000), static_cast<long>(ns.count() % 1'000'000'000)};
+  const int sig = sigtimedwait(&signals, nullptr, &ts);
+  return sig > 0 ? sig : 0;
 }
 
-void setup_logging(const std::string& level) {
-  auto logger = spdlog::stderr_color_mt("portrelay");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(level));
+const char* signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : "SIGINT"; }
+
+std::string summary(const relay::engine::census& c) {
+  return std::to_string(c.active) + " forwards active, " + std::to_string(c.error) + " in error, " +
+         std::to_string(c.disabled) + " disabled, " + std::to_string(c.live) + " connections";
+}
+
+// The watchdog is fed only when every worker ran the stamp queued at the previous feed: a stuck
+// data plane stops the feeding and systemd restarts the service. There is no timer thread for it.
+class watchdog_feeder {
+ public:
+  watchdog_feeder(service::notifier& notify, relay::engine& engine) : notify_(notify), engine_(engine) {
+    if (notify_.watchdog_interval()) pinged_ = engine_.ping();
+  }
+  // How long the main loop may sleep before feed() is due again.
+  steady::duration tick() const {
+    return notify_.watchdog_interval() ? std::min<steady::duration>(*notify_.watchdog_interval(), 1s) : 1s;
+  }
+  void feed() {
+    if (!notify_.watchdog_interval()) return;
+    if (engine_.answered(pinged_)) {
+      notify_.watchdog();
+      stalled_ = false;
+    } else if (!stalled_) {
+      spdlog::error("a data-plane worker has not answered for {} ms; the watchdog is not fed",
+                    std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - pinged_).count());
+      stalled_ = true;
+    }
+    if (!stalled_) pinged_ = engine_.ping();
+  }
+
+ private:
+  service::notifier& notify_;
+  relay::engine& engine_;
+  steady::time_point pinged_{};
+  bool stalled_ = false;
+};
+
+// Serves until SIGTERM or SIGINT, keeping STATUS= current and the watchdog fed; returns the signal.
+int serve(const sigset_t& signals, service::notifier& notify, relay::engine& engine, watchdog_feeder& feeder) {
+  for (;;) {
+    if (const int sig = wait_signal(signals, feeder.tick())) return sig;
+    feeder.feed();
+    notify.status(summary(engine.count()));
+  }
+}
+
+// Live connections and sessions get until the deadline to finish; a second signal ends the wait.
+void drain(const sigset_t& signals, service::notifier& notify, relay::engine& engine, watchdog_feeder& feeder,
+           std::chrono::milliseconds timeout) {
+  const auto deadline = steady::now() + timeout;
+  auto last_feed = steady::now();
+  for (;;) {
+    const auto live = engine.count().live;
+    if (live == 0) {
+      spdlog::info("drained: no live connections left");
+      return;
+    }
+    const auto left = deadline - steady::now();
+    if (left <= steady::duration::zero()) {
+      spdlog::info("drain timeout reached: closing {} live connections", live);
+      return;
+    }
+    notify.status("draining: " + std::to_string(live) + " connections left");
+    if (const int sig = wait_signal(signals, std::min<steady::duration>(left, 50ms))) {
+      spdlog::info("received {} while draining: closing {} live connections now", signal_name(sig), live);
+      return;
+    }
+    if (steady::now() - last_feed >= feeder.tick()) {
+      feeder.feed();
+      last_feed = steady::now();
+    }
+  }
 }
 
 }  // namespace
@@ -71,12 +129,14 @@ int main(int argc, char** argv) {
   api::server_options api_options{o.api_host, o.api_port, {}};
   if (!o.token_file.empty()) {
     std::string error;
-    auto token = read_token(o.token_file, error);
+    auto token = service::read_token_file(o.token_file, error);
     if (!token) {
       std::cerr << "portrelay: " << error << "\n";
       return 2;
     }
     api_options.token = *token;
+  } else if (auto token = service::credential_token()) {
+    api_options.token = *token;  // LoadCredential=token:... in the systemd unit
   }
   if (!is_loopback(o.api_host) && api_options.token.empty()) {
     std::cerr << "portrelay: refusing to serve the API on " << o.api_host
@@ -92,7 +152,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  setup_logging(o.log_level);
+  service::setup_logging(o.log_level);
   try {
     store::forward_store store(o.db);
     relay::engine_options engine_options;
@@ -103,17 +163,27 @@ int main(int argc, char** argv) {
     api::controller controller(store, engine);
     api::server server(controller, api_options);
 
+    service::notifier notify;
     server.bind();
     controller.restore();
     server.start();
-    auto [active, failed] = controller.counts();
+    const auto census = engine.count();
     spdlog::info("portrelay {} listening on {} ({} workers, {} forwards active, {} in error, database {})",
-                 PORTRELAY_VERSION, server.url(), engine.workers(), active, failed, o.db);
+                 PORTRELAY_VERSION, server.url(), engine.workers(), census.active, census.error, o.db);
+    notify.ready(summary(census) + "; API on " + server.url());
 
-    int signal = 0;
-    sigwait(&stop_signals, &signal);
-    spdlog::info("received {}, stopping", signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    watchdog_feeder feeder(notify, engine);
+    const int sig = serve(stop_signals, notify, engine, feeder);
+    // Stop taking new work everywhere at once, then let what is live finish.
+    const auto live = engine.count().live;
+    notify.stopping("stopping: draining " + std::to_string(live) + " connections");
+    spdlog::info("received {}, stopping: draining {} live connections for up to {} s", signal_name(sig), live,
+                 o.drain_timeout_s);
     server.stop();
+    engine.drain();
+    spdlog::info("listeners closed, no new connections are accepted");
+    drain(stop_signals, notify, engine, feeder,
+          std::chrono::milliseconds(static_cast<long>(o.drain_timeout_s * 1000)));
     engine.shutdown();
     spdlog::info("stopped");
   } catch (const std::exception& e) {

@@ -143,15 +143,4 @@ reply controller::remove(std::int64_t id) {
   return {204, nullptr, {}, {}};
 }
 
-std::pair<std::size_t, std::size_t> controller::counts() {
-  std::lock_guard lock(mutex_);
-  std::size_t active = 0, failed = 0;
-  for (const auto& f : store_.list()) {
-    const auto state = engine_.status(f.spec.id).state;
-    active += state == "active";
-    failed += state == "error";
-  }
-  return {active, failed};
-}
-
 }  // namespace api

@@ -26,8 +26,8 @@ class controller {
   reply patch(std::int64_t id, const json& body);
   reply remove(std::int64_t id);
 
-  // Forwards that are active and in error, for a start-up summary line.
-  std::pair<std::size_t, std::size_t> counts();
+  // For reads that need no serialising (metrics): the engine is thread-safe on its own.
+  const relay::engine& engine() const { return engine_; }
 
  private:
   json render(const store::stored_forward& f);

@@ -2,6 +2,7 @@
 #include "api/server.hpp"
 
 #include "api/http_guard.hpp"
+#include "api/metrics.hpp"
 #include "relay/forward_spec.hpp"
 #include "web/assets.hpp"
 
@@ -20,6 +21,10 @@ namespace api {
 namespace {
 
 constexpr std::string_view forwards_path = "/api/v1/forwards";
+constexpr std::string_view metrics_path = "/metrics";
+
+// What a token guards: the API and the metrics. The admin page itself and /healthz stay open.
+bool needs_token(const std::string& path) { return path.rfind("/api/", 0) == 0 || path == metrics_path; }
 // Past this much of an over-long chunked body the connection is dropped rather than drained.
 constexpr std::size_t drain_limit = 8 * 1024 * 1024;
 
@@ -126,6 +131,10 @@ server::server(controller& ctl, server_options options) : ctl_(ctl), options_(st
 
   auto plain = [this](const httplib::Request& req, httplib::Response& res) {
     if (const auto* a = web::find_asset(req.path); a && req.method != "OPTIONS") return serve_asset(*a, req, res);
+    if (req.path == metrics_path && (req.method == "GET" || req.method == "HEAD")) {
+      res.set_content(render_metrics(ctl_.engine()), metrics_content_type);
+      return;
+    }
     write(route(req, nullptr), res);
   };
   auto with_body = [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& body) {
@@ -164,7 +173,7 @@ httplib::Server::HandlerResponse server::guard(const httplib::Request& req, http
       write(error_reply(403, "host_not_allowed", "the Host header does not name this API"), res);
       return hr::Handled;
     }
-  } else if (req.path.rfind("/api/", 0) == 0 &&
+  } else if (needs_token(req.path) &&
              !bearer_matches(req.get_header_value("Authorization"), options_.token)) {
     write(error_reply(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required"), res);
     return hr::Handled;
@@ -190,6 +199,7 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
     if (m == "GET" || m == "HEAD") return {200, json{{"status", "ok"}}, {}, {}};
     return method_not_allowed("GET, HEAD");
   }
+  if (req.path == metrics_path) return method_not_allowed("GET, HEAD");
   if (req.path == forwards_path) {
     if (m == "GET" || m == "HEAD") return ctl_.list();
     if (m == "POST") return parse([&](const json& doc) { return ctl_.create(doc); });

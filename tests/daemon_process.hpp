@@ -6,7 +6,10 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+
+#include <algorithm>
 
 #include <optional>
 #include <regex>
@@ -15,11 +18,36 @@ extern char** environ;
 
 namespace test {
 
+struct daemon_env {
+  std::vector<std::string> vars;  // "NAME=value", added to (or replacing in) the test's environment
+  bool journal = false;           // JOURNAL_STREAM names the log pipe, as when systemd runs it
+};
+
 class daemon_process {
  public:
-  explicit daemon_process(std::vector<std::string> args) {
+  explicit daemon_process(std::vector<std::string> args, daemon_env env = {}) {
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    if (env.journal) {
+      struct stat st {};
+      fstat(pipefd[1], &st);
+      env.vars.push_back("JOURNAL_STREAM=" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino));
+    }
+    std::vector<std::string> vars;
+    for (char** e = environ; *e; ++e) {
+      const std::string var(*e);
+      const auto name = var.substr(0, var.find('=') + 1);
+      const bool replaced = std::any_of(env.vars.begin(), env.vars.end(), [&](const std::string& v) { return v.rfind(name, 0) == 0; });
+      // What a service manager around the test run may have set is never passed on by accident.
+      static const std::vector<std::string> service_vars{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=",
+                                                         "CREDENTIALS_DIRECTORY=", "JOURNAL_STREAM="};
+      const bool service = std::find(service_vars.begin(), service_vars.end(), name) != service_vars.end();
+      if (!replaced && !service) vars.push_back(var);
+    }
+    vars.insert(vars.end(), env.vars.begin(), env.vars.end());
+    std::vector<char*> envp;
+    for (auto& v : vars) envp.push_back(v.data());
+    envp.push_back(nullptr);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
@@ -28,7 +56,7 @@ class daemon_process {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    if (posix_spawn(&pid_, PORTRELAY_BINARY, &fa, nullptr, argv.data(), environ) != 0) {
+    if (posix_spawn(&pid_, PORTRELAY_BINARY, &fa, nullptr, argv.data(), envp.data()) != 0) {
       throw std::runtime_error("cannot start " PORTRELAY_BINARY);
     }
     posix_spawn_file_actions_destroy(&fa);

@@ -11,11 +11,12 @@ TEST_CASE("defaults") {
   CHECK(r.options->api_port == 7410);
   CHECK(r.options->log_level == "info");
   CHECK(r.options->workers == 0);
+  CHECK(r.options->drain_timeout_s == 30);
 }
 
 TEST_CASE("every flag, in both spellings") {
   auto r = parse_cli({"--db", "x.db", "--api=[::1]:0", "--token-file", "t", "--workers=3", "--log-level", "debug",
-                      "--connect-timeout", "2.5", "--half-close-timeout=30"});
+                      "--connect-timeout", "2.5", "--half-close-timeout=30", "--drain-timeout", "0"});
   REQUIRE(r.options);
   CHECK(r.options->db == "x.db");
   CHECK(r.options->api_host == "::1");
@@ -25,6 +26,7 @@ TEST_CASE("every flag, in both spellings") {
   CHECK(r.options->log_level == "debug");
   CHECK(r.options->connect_timeout_s == 2.5);
   CHECK(r.options->half_close_timeout_s == 30);
+  CHECK(r.options->drain_timeout_s == 0);  // 0: close at once
 }
 
 TEST_CASE("bad flags and values name themselves") {
@@ -38,7 +40,11 @@ TEST_CASE("bad flags and values name themselves") {
                                                          {"--workers", "two"},
                                                          {"--log-level", "loud"},
                                                          {"--connect-timeout", "-1"},
-                                                         {"--half-close-timeout", "nan"}}) {
+                                                         {"--half-close-timeout", "nan"},
+                                                         {"--half-close-timeout", "0"},
+                                                         {"--drain-timeout", "-1"},
+                                                         {"--drain-timeout", "86401"},
+                                                         {"--drain-timeout", "soon"}}) {
     auto r = parse_cli(args);
     INFO(args[0] << " " << args[1]);
     CHECK_FALSE(r.options);

@@ -1,6 +1,5 @@
 // End to end against the built binary: CRUD, restarts, kill -9, conflicts, auth, flags, signals.
-#include "api_fixture.hpp"
-#include "daemon_process.hpp"
+#include "e2e_support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -12,44 +11,6 @@
 using namespace test;
 using nlohmann::json;
 
-namespace {
-
-struct running {
-  daemon_process proc;
-  std::uint16_t port;
-  httplib::Client client;
-  explicit running(std::vector<std::string> args)
-      : proc(std::move(args)), port(proc.wait_ready()), client("127.0.0.1", port) {
-    INFO(proc.log());
-    REQUIRE(port != 0);
-    client.set_read_timeout(10);
-  }
-};
-
-std::vector<std::string> args_for(const temp_dir& dir, std::vector<std::string> extra = {}) {
-  std::vector<std::string> a{"--db", (dir.path / "e2e.db").string(), "--api", "127.0.0.1:0", "--workers", "2"};
-  a.insert(a.end(), extra.begin(), extra.end());
-  return a;
-}
-
-json create(httplib::Client& c, std::uint16_t target_port, bool enabled = true, std::uint16_t listen_port = 0) {
-  auto r = c.Post("/api/v1/forwards",
-                  json{{"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", listen_port},
-                       {"target_host", "127.0.0.1"}, {"target_port", target_port}, {"enabled", enabled}}
-                      .dump(),
-                  "application/json");
-  REQUIRE(r);
-  INFO(r->body);
-  REQUIRE(r->status == 201);
-  return json::parse(r->body);
-}
-
-bool exited_cleanly(daemon_process& p) {
-  auto st = p.wait_exit();
-  return st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0;
-}
-
-}  // namespace
 
 TEST_CASE("e2e: full CRUD with traffic, and lifecycle lines in the log") {
   target_server target(target_server::echo);
@@ -213,23 +174,6 @@ TEST_CASE("e2e: bad flags give one line and exit 2 - --help and --version exit 0
   CHECK(version.log().find("portrelay ") == 0);
 }
 
-TEST_CASE("e2e: SIGTERM closes live connections and exits 0 promptly") {
-  target_server target(target_server::echo);
-  temp_dir dir;
-  running d(args_for(dir));
-  const int port = create(d.client, target.port())["listen_port"];
-  auto c = connect_to(port);
-  REQUIRE(c);
-  send_all(c.get(), std::string("x"));
-  CHECK(recv_exact(c.get(), 1) == "x");
-  const auto t0 = std::chrono::steady_clock::now();
-  d.proc.signal(SIGTERM);
-  CHECK(closed_by_peer(c.get()));
-  CHECK(exited_cleanly(d.proc));
-  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
-  CHECK(d.proc.log().find("received SIGTERM") != std::string::npos);
-}
-
 TEST_CASE("e2e: the accept loop survives running out of file descriptors") {
   target_server target(target_server::echo);
   temp_dir dir;
@@ -321,7 +265,7 @@ TEST_CASE("e2e: a UDP forward relays, and a restart restores it with its setting
                  {"udp_max_sessions", 7}};
   int port = 0;
   {
-    running d(args_for(dir));
+    running d(args_for(dir, {"--drain-timeout", "0"}));  // the live session would hold a drain open
     auto r = d.client.Post("/api/v1/forwards", udp.dump(), "application/json");
     REQUIRE(r);
     INFO(r->body);

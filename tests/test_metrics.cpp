@@ -1,0 +1,192 @@
+// /metrics over HTTP: checked by Prometheus's own parser (promtool), then read back as numbers that
+// must move with real traffic through real forwards.
+#include "api/metrics.hpp"
+#include "api_fixture.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+using namespace test;
+using nlohmann::json;
+
+namespace {
+
+struct promtool_result {
+  int status = -1;
+  std::string output;
+};
+
+// `promtool check metrics` parses the exposition format strictly and lints names, types and help.
+promtool_result promtool_check(const std::string& text, const temp_dir& dir) {
+  const auto file = dir.path / "scrape.txt";
+  std::ofstream(file) << text;
+  const std::string cmd = std::string(PROMTOOL) + " check metrics < " + file.string() + " 2>&1";
+  promtool_result r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  while (auto n = std::fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// sample line -> value, e.g. `portrelay_forward_bytes_total{id="1",...,direction="up"}` -> 5.
+std::map<std::string, double> samples(const std::string& text) {
+  std::map<std::string, double> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto space = line.rfind(' ');
+    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+json create(httplib::Client& c, json body) {
+  auto r = c.Post("/api/v1/forwards", body.dump(), "application/json");
+  REQUIRE(r);
+  INFO(r->body);
+  REQUIRE(r->status == 201);
+  return json::parse(r->body);
+}
+
+}  // namespace
+
+TEST_CASE("metrics: promtool accepts the scrape, and the numbers move with traffic") {
+  target_server tcp_target(target_server::echo);
+  udp_echo_server udp_target;
+  api_fixture f;
+  // A hostile name: quotes, a backslash and non-ASCII must come out escaped and still parse.
+  auto tcp = create(f.client, {{"name", "we\"b \\ café"}, {"protocol", "tcp"}, {"listen_host", "127.0.0.1"},
+                               {"listen_port", 0}, {"target_host", "127.0.0.1"}, {"target_port", tcp_target.port()}});
+  auto udp = create(f.client, {{"name", "dns"}, {"protocol", "udp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                               {"target_host", "127.0.0.1"}, {"target_port", udp_target.port()}});
+  create(f.client, {{"name", "off"}, {"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                    {"target_host", "127.0.0.1"}, {"target_port", 9}, {"enabled", false}});
+
+  auto scrape = [&] {
+    auto r = f.client.Get("/metrics");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    CHECK(r->get_header_value("Content-Type") == "text/plain; version=0.0.4; charset=utf-8");
+    return r->body;
+  };
+  const auto before = scrape();
+  auto check = promtool_check(before, f.dir);
+  INFO(before);
+  INFO(check.output);
+  REQUIRE(check.status == 0);
+  CHECK(check.output.find("problem") == std::string::npos);  // no lint findings either
+
+  // Every family has HELP and TYPE, counters end in _total.
+  std::regex type_line(R"(# TYPE (\S+) (counter|gauge))");
+  std::set<std::string> families;
+  for (std::sregex_iterator it(before.begin(), before.end(), type_line), end; it != end; ++it) {
+    const std::string name = (*it)[1];
+    families.insert(name);
+    CHECK(before.find("# HELP " + name + " ") != std::string::npos);
+    if ((*it)[2] == "counter") CHECK(name.size() > 6);
+    if ((*it)[2] == "counter") CHECK(name.substr(name.size() - 6) == "_total");
+  }
+  for (const char* name : {"portrelay_build_info", "portrelay_workers", "portrelay_forwards",
+                           "portrelay_forward_state", "portrelay_forward_connections_active",
+                           "portrelay_forward_connections_total", "portrelay_forward_sessions_active",
+                           "portrelay_forward_bytes_total", "portrelay_forward_datagrams_total",
+                           "portrelay_forward_dropped_datagrams_total", "portrelay_forward_connect_errors_total",
+                           "process_open_fds", "process_resident_memory_bytes"}) {
+    CHECK(families.count(name) == 1);
+  }
+
+  auto m = samples(before);
+  const std::string t = R"({id="1",name="we\"b \\ café",protocol="tcp"})";
+  const std::string u = R"({id="2",name="dns",protocol="udp"})";
+  CHECK(m.at(std::string("portrelay_build_info{version=\"") + PORTRELAY_VERSION + "\"}") == 1);
+  CHECK(m.at("portrelay_workers") == 2);
+  CHECK(m.at(R"(portrelay_forwards{state="active"})") == 2);
+  CHECK(m.at(R"(portrelay_forwards{state="disabled"})") == 1);
+  CHECK(m.at(R"(portrelay_forwards{state="error"})") == 0);
+  CHECK(m.at(R"(portrelay_forward_state{id="3",name="off",protocol="tcp",state="disabled"})") == 1);
+  CHECK(m.at(R"(portrelay_forward_state{id="3",name="off",protocol="tcp",state="active"})") == 0);
+  CHECK(m.at("portrelay_forward_bytes_total" + t.substr(0, t.size() - 1) + R"(,direction="up"})") == 0);
+  CHECK(m.at("process_open_fds") > 5);
+  CHECK(m.at("process_resident_memory_bytes") > 1e6);
+
+  // Traffic: 1000 bytes each way over TCP, 3 datagrams of 4 bytes over UDP, a refused connection.
+  const std::string payload(1000, 'x');
+  CHECK(echo_once(tcp["listen_port"].get<std::uint16_t>(), payload) == payload);
+  auto c = udp_client(udp["listen_port"].get<std::uint16_t>());
+  for (int i = 0; i < 3; ++i) {
+    send_all(c.get(), std::string("ping"));
+    REQUIRE(recv_datagram(c.get()) == "ping");
+  }
+  auto refused_target = create(f.client, {{"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                                          {"target_host", "127.0.0.1"}, {"target_port", free_port()}});
+  CHECK(echo_once(refused_target["listen_port"].get<std::uint16_t>(), "x").empty());
+
+  auto with = [](const std::string& labels, const std::string& extra) {
+    return labels.substr(0, labels.size() - 1) + "," + extra + "}";
+  };
+  std::string after;
+  const bool moved = eventually([&] {
+    after = scrape();
+    m = samples(after);
+    return m.at("portrelay_forward_bytes_total" + with(t, R"(direction="up")")) == 1000 &&
+           m.at("portrelay_forward_bytes_total" + with(t, R"(direction="down")")) == 1000 &&
+           m.at("portrelay_forward_connections_total" + t) == 1 &&
+           m.at("portrelay_forward_connections_active" + t) == 0 &&
+           m.at("portrelay_forward_datagrams_total" + with(u, R"(direction="up")")) == 3 &&
+           m.at("portrelay_forward_datagrams_total" + with(u, R"(direction="down")")) == 3 &&
+           m.at("portrelay_forward_bytes_total" + with(u, R"(direction="up")")) == 12 &&
+           m.at("portrelay_forward_sessions_active" + u) == 1 &&
+           m.at("portrelay_forward_sessions_total" + u) == 1 &&
+           m.at(R"(portrelay_forward_connect_errors_total{id="4",name="",protocol="tcp"})") == 1;
+  });
+  INFO(after);
+  CHECK(moved);
+  CHECK(promtool_check(after, f.dir).status == 0);
+  // Per-protocol families: no session counters for TCP, no connection counters for UDP.
+  CHECK(after.find(R"(portrelay_forward_sessions_active{id="1")") == std::string::npos);
+  CHECK(after.find(R"(portrelay_forward_connections_active{id="2")") == std::string::npos);
+}
+
+TEST_CASE("metrics: the token rule of /api/ applies, and only GET and HEAD are allowed") {
+  SECTION("with a token") {
+    api_fixture f("s3cret-token");
+    auto r = f.client.Get("/metrics");
+    REQUIRE(r);
+    CHECK(r->status == 401);
+    CHECK(r->get_header_value("WWW-Authenticate").find("Bearer") == 0);
+    CHECK(body_of(r)["error"]["code"] == "unauthorized");
+    auto wrong = f.client.Get("/metrics", {{"Authorization", "Bearer nope"}});
+    CHECK(wrong->status == 401);
+    auto ok = f.client.Get("/metrics", {{"Authorization", "Bearer s3cret-token"}});
+    REQUIRE(ok);
+    CHECK(ok->status == 200);
+    CHECK(ok->body.find("portrelay_build_info") != std::string::npos);
+  }
+  SECTION("without a token, a foreign Host is refused as everywhere") {
+    api_fixture f;
+    auto r = f.client.Get("/metrics", {{"Host", "evil.example:80"}});
+    REQUIRE(r);
+    CHECK(r->status == 403);
+    CHECK(f.client.Head("/metrics")->status == 200);
+    auto post = f.client.Post("/metrics", "{}", "application/json");
+    REQUIRE(post);
+    CHECK(post->status == 405);
+    CHECK(post->get_header_value("Allow") == "GET, HEAD");
+  }
+}
+
+TEST_CASE("metrics: label values are escaped as the format requires") {
+  CHECK(api::escape_label_value("plain") == "plain");
+  CHECK(api::escape_label_value("a\"b") == "a\\\"b");
+  CHECK(api::escape_label_value("a\\b") == "a\\\\b");
+  CHECK(api::escape_label_value("a\nb") == "a\\nb");
+}
