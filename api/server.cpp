@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cctype>
 #include <charconv>
 #include <optional>
@@ -231,7 +232,11 @@ void server::bind() {
 }
 
 void server::start() {
-  thread_ = std::thread([this] { http_.listen_after_bind(); });
+  thread_ = std::thread([this] {
+    http_.listen_after_bind();
+    listen_returned_ = true;
+  });
+  while (!http_.is_running() && !listen_returned_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 void server::stop() {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <atomic>
 #include <thread>
 
 namespace api {
@@ -28,7 +29,8 @@ class server {
 
   // Binds the listening socket; throws std::runtime_error naming the address when it cannot.
   void bind();
-  // Serves on a thread of its own (plus httplib's pool) until stop().
+  // Serves on a thread of its own (plus httplib's pool) until stop(). Returns once the accept loop
+  // runs: httplib's stop() does nothing to a server whose loop has not started yet.
   void start();
   void stop();
 
@@ -43,6 +45,7 @@ class server {
   server_options options_;
   httplib::Server http_;
   std::thread thread_;
+  std::atomic<bool> listen_returned_{false};
 };
 
 }  // namespace api

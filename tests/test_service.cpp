@@ -120,7 +120,12 @@ TEST_CASE("service: without WATCHDOG_USEC no watchdog messages are sent") {
   CHECK(ns.next().find("READY=1") != std::string::npos);
   d.proc.signal(SIGTERM);
   CHECK(ns.wait_for("STOPPING=1"));
-  CHECK(exited_cleanly(d.proc));
+  const auto st = d.proc.wait_exit();
+  INFO(d.proc.log());
+  REQUIRE(st);
+  INFO("wait status " << *st);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 0);
   for (const auto& m : ns.messages()) CHECK(m.find("WATCHDOG") == std::string::npos);
 }
 
