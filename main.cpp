@@ -35,9 +35,10 @@ int wait_signal(const sigset_t& signals, steady::duration limit) {
 
 const char* signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : "SIGINT"; }
 
-std::string summary(const relay::engine::census& c) {
+// The STATUS= line systemctl status shows.
+std::string summary(const relay::engine::census& c, const std::string& api_url) {
   return std::to_string(c.active) + " forwards active, " + std::to_string(c.error) + " in error, " +
-         std::to_string(c.disabled) + " disabled, " + std::to_string(c.live) + " connections";
+         std::to_string(c.disabled) + " disabled, " + std::to_string(c.live) + " connections; API on " + api_url;
 }
 
 // The watchdog is fed only when every worker ran the stamp queued at the previous feed: a stuck
@@ -72,11 +73,12 @@ class watchdog_feeder {
 };
 
 // Serves until SIGTERM or SIGINT, keeping STATUS= current and the watchdog fed; returns the signal.
-int serve(const sigset_t& signals, service::notifier& notify, relay::engine& engine, watchdog_feeder& feeder) {
+int serve(const sigset_t& signals, service::notifier& notify, relay::engine& engine, watchdog_feeder& feeder,
+          const std::string& api_url) {
   for (;;) {
     if (const int sig = wait_signal(signals, feeder.tick())) return sig;
     feeder.feed();
-    notify.status(summary(engine.count()));
+    notify.status(summary(engine.count(), api_url));
   }
 }
 
@@ -144,7 +146,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Signals are taken by sigwait below; every thread started from here on inherits the block.
+  // Signals are taken by sigtimedwait in the serve and drain loops; every thread started from here
+  // on inherits the block, so none of them is interrupted.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
@@ -170,10 +173,10 @@ int main(int argc, char** argv) {
     const auto census = engine.count();
     spdlog::info("portrelay {} listening on {} ({} workers, {} forwards active, {} in error, database {})",
                  PORTRELAY_VERSION, server.url(), engine.workers(), census.active, census.error, o.db);
-    notify.ready(summary(census) + "; API on " + server.url());
+    notify.ready(summary(census, server.url()));
 
     watchdog_feeder feeder(notify, engine);
-    const int sig = serve(stop_signals, notify, engine, feeder);
+    const int sig = serve(stop_signals, notify, engine, feeder, server.url());
     // Stop taking new work everywhere at once, then let what is live finish.
     const auto live = engine.count().live;
     notify.stopping("stopping: draining " + std::to_string(live) + " connections");
