@@ -323,12 +323,12 @@ TEST_CASE("a forward that could not start is reported with its reason") {
 }
 
 TEST_CASE("worker liveness: a stuck worker leaves the watchdog's ping unanswered until it runs again") {
+  std::promise<void> entered, release;  // declared first: they outlive the pool, which joins its threads
+  auto released = release.get_future();
   relay::worker_pool pool(2);
   const auto first = pool.ping();
   CHECK(eventually([&] { return pool.answered(first); }));
 
-  std::promise<void> entered, release;
-  auto released = release.get_future();
   asio::post(pool.context(1), [&] {
     entered.set_value();
     released.wait();  // worker 1 is busy: a handler that never returns, as a bug would be
