@@ -100,6 +100,11 @@ TEST_CASE("service: READY, STATUS, WATCHDOG and STOPPING reach NOTIFY_SOCKET in 
     CHECK(echo_once(static_cast<std::uint16_t>(port), "up") == "up");
     // WatchdogSec=0.2 s: fed every 100 ms while the workers answer.
     for (int i = 0; i < 3; ++i) CHECK(ns.wait_for("WATCHDOG=1", 2s));
+    // STATUS= follows changes made through the API.
+    d.client.Patch("/api/v1/forwards/1", R"({"enabled":false})", "application/json");
+    CHECK(ns.wait_for("STATUS=0 forwards active, 0 in error, 1 disabled", 5s));
+    d.client.Patch("/api/v1/forwards/1", R"({"enabled":true})", "application/json");
+    CHECK(ns.wait_for("STATUS=1 forwards active, 0 in error, 0 disabled", 5s));
     d.proc.signal(SIGTERM);
     CHECK(ns.wait_for("STOPPING=1"));
     CHECK(exited_cleanly(d.proc));
