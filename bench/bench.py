@@ -1,0 +1,705 @@
+#!/usr/bin/env python3
+"""portrelay side by side with the relays an operator would pick instead, in one run, as ratios.
+
+Runs each measure against: direct (no relay), portrelay, HAProxy, nginx stream, rinetd and socat.
+Every relay is started fresh for every repetition, on loopback, in its own process group, so its
+CPU time (utime+stime of the group, plus reaped children) and memory (PSS) are read from /proc.
+Prints one markdown table of medians with portrelay's ratio to the best peer, and writes it with
+the machine and versions to bench/results/. Called by bench/run.sh, which installs the tools.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOOPBACK = "127.0.0.1"
+PINNED_CPU = "0"
+
+
+# ---------------------------------------------------------------- processes and /proc
+
+def group_pids(pgid):
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5, pgrp
+            pids.append(int(entry))
+    return pids
+
+
+def stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def group_cpu_seconds(pgid):
+    """utime+stime of every live process of the group, plus cutime+cstime: what each has reaped from
+    its children (socat's per-connection processes). A process is either live or reaped, never both."""
+    total = 0
+    for pid in group_pids(pgid):
+        try:
+            fields = stat_fields(pid)
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return total / CLK_TCK
+
+
+def group_pss_kb(pgid):
+    total = 0
+    for pid in group_pids(pgid):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def wait_port(port, proto="tcp", timeout=10.0):
+    """Until something listens on 127.0.0.1:port (TCP: accepts a connect; UDP: a bound socket)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proto == "tcp":
+            try:
+                socket.create_connection((LOOPBACK, port), timeout=0.2).close()
+                return True
+            except OSError:
+                pass
+        else:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                return True  # taken: the relay has it
+            finally:
+                probe.close()
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {proto} {port}")
+
+
+def free_port():
+    """A port free for both TCP and UDP on loopback."""
+    for _ in range(100):
+        t = socket.socket()
+        t.bind((LOOPBACK, 0))
+        port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind((LOOPBACK, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+    raise RuntimeError("no free port")
+
+
+class Group:
+    """A process started in a session of its own; stop() ends the whole group."""
+
+    def __init__(self, argv, pinned=False, cwd=None, log=None):
+        if pinned:
+            argv = ["taskset", "-c", PINNED_CPU] + argv
+        self.log = log or subprocess.DEVNULL
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=cwd)
+        self.pgid = self.proc.pid
+
+    def cpu(self):
+        return group_cpu_seconds(self.pgid)
+
+    def pss_kb(self):
+        return group_pss_kb(self.pgid)
+
+    def stop(self):
+        try:
+            os.killpg(self.pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.pgid, signal.SIGKILL)
+            self.proc.wait()
+        # Forked children (socat) may outlive the leader by a moment.
+        deadline = time.time() + 5
+        while group_pids(self.pgid) and time.time() < deadline:
+            time.sleep(0.02)
+        for pid in group_pids(self.pgid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# ---------------------------------------------------------------- relays
+
+class Relay:
+    """Forwards 127.0.0.1:listen to 127.0.0.1:target, TCP (and UDP where the relay has it)."""
+    name = ""
+    udp = True
+    settings = ""
+
+    def __init__(self, work):
+        self.work = work
+
+    def start(self, listen, target, pinned, udp):
+        raise NotImplementedError
+
+
+class Direct(Relay):
+    name = "direct"
+    settings = "no relay: the client talks to the server"
+
+
+class Portrelay(Relay):
+    name = "portrelay"
+
+    def __init__(self, work, binary):
+        super().__init__(work)
+        self.binary = binary
+        self.settings = "release build, --workers 2 (one per CPU), defaults otherwise"
+
+    def start(self, listen, target, pinned, udp):
+        api = free_port()
+        db = os.path.join(self.work, f"portrelay-{listen}.db")
+        g = Group([self.binary, "--db", db, "--api", f"{LOOPBACK}:{api}", "--workers", "2", "--log-level", "warn",
+                   "--drain-timeout", "0"], pinned)
+        wait_port(api)
+        for proto in (["tcp", "udp"] if udp else ["tcp"]):
+            body = json.dumps({"protocol": proto, "listen_host": LOOPBACK, "listen_port": listen,
+                               "target_host": LOOPBACK, "target_port": target}).encode()
+            req = urllib.request.Request(f"http://{LOOPBACK}:{api}/api/v1/forwards", body,
+                                         {"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=5).read()
+        return g
+
+
+class Haproxy(Relay):
+    name = "haproxy"
+    udp = False
+    settings = "nbthread 2, mode tcp, option splice-auto, maxconn 7000 (the descriptor limit here is 20000)"
+
+    def start(self, listen, target, pinned, udp):
+        cfg = os.path.join(self.work, f"haproxy-{listen}.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+    nbthread 2
+    maxconn 7000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+    option splice-auto
+listen relay
+    bind {LOOPBACK}:{listen}
+    server target {LOOPBACK}:{target}
+""")
+        g = Group(["haproxy", "-db", "-f", cfg], pinned)
+        wait_port(listen)
+        return g
+
+
+class Nginx(Relay):
+    name = "nginx"
+    settings = "stream module, worker_processes 2, worker_connections 16000, reuseport, multi_accept"
+
+    def start(self, listen, target, pinned, udp):
+        prefix = os.path.join(self.work, f"nginx-{listen}")
+        os.makedirs(prefix, exist_ok=True)
+        udp_server = f"""    server {{
+        listen {LOOPBACK}:{listen} udp reuseport;
+        proxy_pass {LOOPBACK}:{target};
+        proxy_timeout 60s;
+    }}
+""" if udp else ""
+        cfg = os.path.join(prefix, "nginx.conf")
+        with open(cfg, "w") as f:
+            f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 2;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log crit;
+events {{ worker_connections 16000; multi_accept on; }}
+stream {{
+    server {{
+        listen {LOOPBACK}:{listen} reuseport backlog=4096;
+        proxy_pass {LOOPBACK}:{target};
+    }}
+{udp_server}}}
+""")
+        g = Group(["nginx", "-p", prefix, "-c", cfg, "-g", "daemon off;"], pinned)
+        wait_port(listen)
+        return g
+
+
+class Rinetd(Relay):
+    name = "rinetd"
+    settings = "one rule per protocol"
+
+    def start(self, listen, target, pinned, udp):
+        cfg = os.path.join(self.work, f"rinetd-{listen}.conf")
+        with open(cfg, "w") as f:
+            f.write(f"{LOOPBACK} {listen} {LOOPBACK} {target}\n")
+            if udp:
+                f.write(f"{LOOPBACK} {listen}/udp {LOOPBACK} {target}/udp\n")
+        g = Group(["rinetd", "-f", "-c", cfg], pinned)
+        wait_port(listen)
+        return g
+
+
+class Socat(Relay):
+    name = "socat"
+    settings = "TCP-LISTEN,fork,reuseaddr,backlog=4096 (a process per connection); UDP-LISTEN,fork"
+
+    def start(self, listen, target, pinned, udp):
+        script = (f"socat TCP4-LISTEN:{listen},bind={LOOPBACK},fork,reuseaddr,backlog=4096 TCP4:{LOOPBACK}:{target} &")
+        if udp:
+            script += f" socat UDP4-LISTEN:{listen},bind={LOOPBACK},fork,reuseaddr UDP4:{LOOPBACK}:{target} &"
+        script += " wait"
+        g = Group(["sh", "-c", script], pinned)
+        wait_port(listen)
+        return g
+
+
+# ---------------------------------------------------------------- servers the clients talk to
+
+class Servers:
+    """Backends on loopback, started once and shared by every relay."""
+
+    def __init__(self, work, pinned=False):
+        self.work = work
+        self.groups = []
+
+    def start(self, argv, port, proto="tcp", pinned=False):
+        g = Group(argv, pinned)
+        self.groups.append(g)
+        wait_port(port, proto)
+        return g
+
+    def stop(self):
+        for g in self.groups:
+            g.stop()
+        self.groups = []
+
+
+def http_backend(work, port):
+    prefix = os.path.join(work, "backend")
+    os.makedirs(prefix, exist_ok=True)
+    cfg = os.path.join(prefix, "nginx.conf")
+    with open(cfg, "w") as f:
+        f.write(f"""worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log crit;
+events {{ worker_connections 16000; }}
+http {{
+    access_log off;
+    server {{
+        listen {LOOPBACK}:{port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+    return ["nginx", "-p", prefix, "-c", cfg, "-g", "daemon off;"]
+
+
+# ---------------------------------------------------------------- measures
+
+def run(argv, timeout=60, pinned=False):
+    if pinned:
+        argv = ["taskset", "-c", PINNED_CPU] + argv
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def through(relay, target, pinned=False, udp=False):
+    """(port the client uses, relay group or None)."""
+    if isinstance(relay, Direct):
+        return target, None
+    listen = free_port()
+    return listen, relay.start(listen, target, pinned, udp)
+
+
+def iperf_tcp(relay, streams, seconds):
+    port = free_port()
+    server = Group(["iperf3", "-s", "-p", str(port), "-B", LOOPBACK])
+    try:
+        wait_port(port)
+        listen, g = through(relay, port)
+        try:
+            cpu0 = g.cpu() if g else 0
+            out = run(["iperf3", "-c", LOOPBACK, "-p", str(listen), "-t", str(seconds), "-P", str(streams), "-J"],
+                      timeout=seconds + 30)
+            cpu = (g.cpu() - cpu0) if g else None
+            result = json.loads(out.stdout)
+            end = result["end"]
+            bps = end["sum_received"]["bits_per_second"]
+            received = end["sum_received"]["bytes"]
+            return {"gbps": bps / 1e9, "cpu_s_per_gb": (cpu / (received / 1e9)) if cpu is not None else None}
+        finally:
+            if g:
+                g.stop()
+    finally:
+        server.stop()
+
+
+def wrk_connections(relay, backend_port, seconds):
+    listen, g = through(relay, backend_port)
+    try:
+        cpu0 = g.cpu() if g else 0
+        out = run(["wrk", "-t", "2", "-c", "64", "-d", f"{seconds}s", "-H", "Connection: close",
+                   f"http://{LOOPBACK}:{listen}/"], timeout=seconds + 30)
+        cpu = (g.cpu() - cpu0) if g else None
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+        total = re.search(r"(\d+) requests in", out.stdout)
+        errors = re.search(r"Socket errors: (.*)", out.stdout)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
+        if not m:
+            raise RuntimeError("wrk: " + out.stdout + out.stderr)
+        rate = float(m.group(1))
+        n = int(total.group(1))
+        return {"conn_per_s": rate, "cpu_us_per_conn": (cpu / n * 1e6) if cpu is not None and n else None,
+                "errors": (errors.group(1) if errors else "") + (f" non-2xx {non2xx.group(1)}" if non2xx else "")}
+    finally:
+        if g:
+            g.stop()
+
+
+def sockperf_rtt(relay, tcp, seconds):
+    port = free_port()
+    proto = ["--tcp"] if tcp else []
+    server = Group(["sockperf", "sr", "-i", LOOPBACK, "-p", str(port)] + proto, pinned=True)
+    try:
+        wait_port(port, "tcp" if tcp else "udp")
+        if not tcp and not relay.udp:
+            return None
+        listen, g = through(relay, port, pinned=True, udp=not tcp)
+        try:
+            out = run(["sockperf", "pp", "-i", LOOPBACK, "-p", str(listen), "-t", str(seconds), "-m", "64"] + proto,
+                      timeout=seconds + 30, pinned=True)
+            m = re.search(r"avg-latency=\s*([\d.]+)", out.stdout + out.stderr)
+            if not m:
+                raise RuntimeError("sockperf: " + out.stdout + out.stderr)
+            return {"rtt_us": 2 * float(m.group(1))}  # sockperf reports half the round trip
+        finally:
+            if g:
+                g.stop()
+    finally:
+        server.stop()
+
+
+def iperf_udp_loss(relay, seconds):
+    if not relay.udp:
+        return None
+    port = free_port()
+    server = Group(["iperf3", "-s", "-p", str(port), "-B", LOOPBACK])
+    try:
+        wait_port(port)
+        listen, g = through(relay, port, udp=True)
+        try:
+            out = run(["iperf3", "-c", LOOPBACK, "-p", str(listen), "-u", "-b", "1G", "-l", "1400", "-t", str(seconds),
+                       "-J"], timeout=seconds + 30)
+            result = json.loads(out.stdout)
+            if "error" in result:
+                raise RuntimeError("iperf3: " + result["error"])
+            s = result["end"]["sum"]
+            if not 0 <= s["lost_percent"] <= 100:
+                raise RuntimeError(f"iperf3 reports {s['lost_percent']:.1f}% loss: the relay mangles the UDP stream")
+            return {"loss_pct": s["lost_percent"]}
+        finally:
+            if g:
+                g.stop()
+    finally:
+        server.stop()
+
+
+def idle_memory(relay, connections):
+    """Memory (PSS, KB) the relay gains per idle TCP connection, with `connections` held open."""
+    if isinstance(relay, Direct):
+        return None
+    backend = socket.socket()
+    backend.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    backend.bind((LOOPBACK, 0))
+    backend.listen(8192)
+    accepted = []
+    stop = threading.Event()
+
+    def accept_loop():
+        backend.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(backend.accept()[0])
+            except socket.timeout:
+                pass
+            except OSError:
+                return
+
+    t = threading.Thread(target=accept_loop, daemon=True)
+    t.start()
+    listen, g = through(relay, backend.getsockname()[1])
+    clients = []
+    try:
+        warm = socket.create_connection((LOOPBACK, listen), timeout=5)  # the relay's own first-use costs
+        deadline = time.time() + 5
+        while len(accepted) < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        before = g.pss_kb()
+        for _ in range(connections):
+            clients.append(socket.create_connection((LOOPBACK, listen), timeout=10))
+        deadline = time.time() + 60
+        while len(accepted) < connections + 1 and time.time() < deadline:
+            time.sleep(0.05)
+        if len(accepted) < connections + 1:
+            raise RuntimeError(f"only {len(accepted) - 1} of {connections} connections reached the backend")
+        time.sleep(0.5)
+        after = g.pss_kb()
+        warm.close()
+        return {"kb_per_conn": (after - before) / connections}
+    finally:
+        for c in clients:
+            c.close()
+        g.stop()
+        stop.set()
+        t.join()
+        for c in accepted:
+            c.close()
+        backend.close()
+
+
+def control_plane(binary, work, forwards):
+    api = free_port()
+    g = Group([binary, "--db", os.path.join(work, "scale.db"), "--api", f"{LOOPBACK}:{api}", "--workers", "2",
+               "--log-level", "warn"])
+    try:
+        wait_port(api)
+        base = f"http://{LOOPBACK}:{api}/api/v1/forwards"
+        times = []
+        for i in range(forwards):
+            body = json.dumps({"name": f"f{i}", "protocol": "tcp" if i % 2 == 0 else "udp", "listen_host": LOOPBACK,
+                               "listen_port": 0, "target_host": LOOPBACK, "target_port": 9}).encode()
+            req = urllib.request.Request(base, body, {"Content-Type": "application/json"})
+            t0 = time.perf_counter()
+            urllib.request.urlopen(req, timeout=10).read()
+            times.append(time.perf_counter() - t0)
+        listed = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            n = len(json.loads(urllib.request.urlopen(base, timeout=10).read()))
+            listed.append(time.perf_counter() - t0)
+        with open(f"/proc/{g.pgid}/status") as f:
+            rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        fds = len(os.listdir(f"/proc/{g.pgid}/fd"))
+        return {"forwards": n, "create_ms_median": statistics.median(times) * 1e3,
+                "create_ms_p99": sorted(times)[int(len(times) * 0.99) - 1] * 1e3,
+                "list_ms_median": statistics.median(listed) * 1e3, "rss_mb": rss / 1024, "fds": fds}
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- the table
+
+MEASURES = [
+    # key, label, unit of the cell, higher is better, target as (ratio, "against")
+    ("tcp1", "1 TCP stream, Gbit/s", "gbps", True, (1.2, "haproxy")),
+    ("tcp4", "4 TCP streams, Gbit/s", "gbps", True, (1.1, "haproxy")),
+    ("cpu_gb", "relay CPU seconds per GB (1 stream)", "cpu_s_per_gb", False, (0.5, "haproxy")),
+    ("conn", "new connections/s (wrk, Connection: close)", "conn_per_s", True, (1.2, "best")),
+    ("cpu_conn", "relay CPU µs per new connection", "cpu_us_per_conn", False, (0.8, "best")),
+    ("tcp_rtt", "TCP ping-pong RTT avg, µs, all pinned to one CPU (64 B)", "rtt_us", False, None),
+    ("udp_rtt", "UDP ping-pong RTT avg, µs, pinned likewise", "rtt_us", False, None),
+    ("udp_loss", "UDP at 1 Gbit/s offered: loss %", "loss_pct", False, (0.5, "nginx")),
+    ("idle_kb", "memory (PSS) per idle TCP connection, KB", "kb_per_conn", False, (0.5, "haproxy")),
+]
+
+
+def fmt(v, key):
+    if v is None:
+        return "–"
+    if key in ("conn",):
+        return f"{v / 1000:.1f}k"
+    if key in ("tcp1", "tcp4"):
+        return f"{v:.1f}"
+    if key in ("cpu_gb",):
+        return f"{v:.2f}"
+    if key in ("udp_loss",):
+        return f"{v:.1f}"
+    return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--binary", required=True, help="portrelay release binary")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--idle", type=int, default=5000, help="idle connections held for the memory measure")
+    ap.add_argument("--forwards", type=int, default=1000, help="forwards created for the control-plane measure")
+    ap.add_argument("--only", default="", help="comma-separated relays (default: all)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    args = ap.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    work = tempfile.mkdtemp(prefix="portrelay-bench-")
+    relays = [Direct(work), Portrelay(work, args.binary), Haproxy(work), Nginx(work), Rinetd(work), Socat(work)]
+    if args.only:
+        wanted = args.only.split(",")
+        relays = [r for r in relays if r.name in wanted]
+    names = [r.name for r in relays]
+    results = {r.name: {m[0]: [] for m in MEASURES} for r in relays}
+    failures = []
+    backend_port = free_port()
+    backend = Group(http_backend(work, backend_port))
+    started = time.time()
+    try:
+        wait_port(backend_port)
+        for rep in range(args.reps):
+            for relay in relays:
+                print(f"[{time.time() - started:5.0f}s] rep {rep + 1}/{args.reps}: {relay.name}", file=sys.stderr, flush=True)
+                r = results[relay.name]
+                one = iperf_tcp(relay, 1, args.seconds)
+                r["tcp1"].append(one["gbps"])
+                r["cpu_gb"].append(one["cpu_s_per_gb"])
+                r["tcp4"].append(iperf_tcp(relay, 4, args.seconds)["gbps"])
+                c = wrk_connections(relay, backend_port, args.seconds)
+                r["conn"].append(c["conn_per_s"])
+                r["cpu_conn"].append(c["cpu_us_per_conn"])
+                if c["errors"]:
+                    print(f"    wrk errors through {relay.name}: {c['errors']}", file=sys.stderr)
+                r["tcp_rtt"].append(sockperf_rtt(relay, True, args.seconds)["rtt_us"])
+                u = sockperf_rtt(relay, False, args.seconds)
+                r["udp_rtt"].append(u["rtt_us"] if u else None)
+                try:
+                    loss = iperf_udp_loss(relay, args.seconds)
+                except (RuntimeError, KeyError, ValueError) as e:
+                    failures.append(f"{relay.name}, UDP loss: {e}")
+                    loss = None
+                r["udp_loss"].append(loss["loss_pct"] if loss else None)
+        for relay in relays:
+            print(f"[{time.time() - started:5.0f}s] idle connections: {relay.name}", file=sys.stderr, flush=True)
+            try:
+                m = idle_memory(relay, args.idle)
+            except Exception as e:  # noqa: BLE001 - a relay that cannot hold them all is reported, not fatal
+                print(f"    {relay.name}: {e}", file=sys.stderr)
+                failures.append(f"{relay.name} could not hold {args.idle} idle connections: {e}")
+                m = None
+            results[relay.name]["idle_kb"].append(m["kb_per_conn"] if m else None)
+        scale = None
+        if "portrelay" in names:
+            print(f"[{time.time() - started:5.0f}s] control plane: {args.forwards} forwards", file=sys.stderr, flush=True)
+            scale = control_plane(args.binary, work, args.forwards)
+    finally:
+        backend.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    peers = [n for n in names if n not in ("direct", "portrelay")]
+    lines = ["| measure | " + " | ".join(names) + " | portrelay ÷ best peer | target |",
+             "|---|" + "---:|" * len(names) + "---:|---|"]
+    verdicts = []
+    for key, label, _, higher, target in MEASURES:
+        med = {n: median(results[n][key]) for n in names}
+        peer_values = {p: med[p] for p in peers if med[p] is not None}
+        ratio_cell, target_cell = "–", "–"
+        if med.get("portrelay") is not None and peer_values:
+            best_name = (max if higher else min)(peer_values, key=lambda p: peer_values[p])
+            best = peer_values[best_name]
+            if best:
+                ratio = med["portrelay"] / best
+                ratio_cell = f"{ratio:.2f} (vs {best_name})"
+            if target:
+                against, limit = target[1], target[0]
+                ref_name = best_name if against == "best" else against
+                ref = peer_values.get(ref_name)
+                if ref:
+                    r = med["portrelay"] / ref
+                    ok = r >= limit if higher else r <= limit
+                    target_cell = f"{'≥' if higher else '≤'} {limit}× {ref_name}: {r:.2f} {'met' if ok else 'NOT met'}"
+                    verdicts.append((label, ok))
+        if key in ("tcp_rtt", "udp_rtt") and med.get("portrelay") is not None and med.get("direct") is not None:
+            added = med["portrelay"] - med["direct"]
+            ok = added <= 20
+            target_cell = f"≤ 20 µs added: {added:.0f} {'met' if ok else 'NOT met'}"
+            verdicts.append((label, ok))
+        lines.append(f"| {label} | " + " | ".join(fmt(med[n], key) for n in names) + f" | {ratio_cell} | {target_cell} |")
+    table = "\n".join(lines)
+
+    def version(argv):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except Exception:  # noqa: BLE001 - a missing tool shows as such
+            return "not installed"
+
+    cpu_model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    report = [f"# portrelay benchmark, {now:%Y-%m-%d %H:%M} UTC", "",
+              f"Machine: {cpu_model}, {os.cpu_count()} CPUs, Linux {platform.release()}. Loopback only.",
+              f"portrelay {version([args.binary, '--version'])} (commit {commit}); {version(['haproxy', '-v'])}; "
+              f"{version(['nginx', '-v'])}; {version(['rinetd', '-v'])}; {version(['socat', '-V'])[:40]}; "
+              f"{version(['iperf3', '-v'])}; {version(['wrk', '-v'])}; {version(['sockperf', '-v'])}.",
+              f"Medians of {args.reps} runs of {args.seconds} s each; idle memory with {args.idle} connections held.",
+              "Every relay is started fresh for each measure; relay CPU is utime+stime from /proc.", "",
+              table, ""]
+    if scale:
+        report += [f"Control plane: {scale['forwards']} forwards (TCP and UDP, half each) created through the API: "
+                   f"median {scale['create_ms_median']:.2f} ms per create (p99 {scale['create_ms_p99']:.2f} ms), "
+                   f"GET of the whole list {scale['list_ms_median']:.1f} ms, daemon RSS {scale['rss_mb']:.1f} MB, "
+                   f"{scale['fds']} descriptors.", ""]
+    report += ["Settings:", ""] + [f"- {r.name}: {r.settings}" for r in relays] + [
+        "- clients: iperf3 (TCP; UDP -b 1G -l 1400), wrk -t2 -c64 against an nginx HTTP backend answering 2 bytes, "
+        "sockperf ping-pong with client, relay and server pinned to CPU 0, RTT = 2 × sockperf's avg-lat.", ""]
+    if failures:
+        report += ["Failures:", ""] + [f"- {f}" for f in failures] + [""]
+    if verdicts:
+        report += ["Targets: " + ", ".join(f"{label}: {'met' if ok else 'not met'}" for label, ok in verdicts), ""]
+    text = "\n".join(report)
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"{now:%Y-%m-%d-%H%M}")
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    with open(stem + ".json", "w") as f:
+        json.dump({"results": results, "control_plane": scale}, f, indent=1)
+    print(f"written to {stem}.md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
