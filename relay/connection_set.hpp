@@ -23,9 +23,19 @@ class connection_set {
     registration() = default;
     registration(connection_set* set, std::list<stoppable*>::iterator it) : set_(set), it_(it) {}
     registration(registration&& o) noexcept : set_(o.set_), it_(o.it_) { o.set_ = nullptr; }
-    registration& operator=(registration&&) = delete;
-    ~registration() {
+    registration& operator=(registration&& o) noexcept {
+      if (this != &o) {
+        reset();
+        set_ = o.set_;
+        it_ = o.it_;
+        o.set_ = nullptr;
+      }
+      return *this;
+    }
+    ~registration() { reset(); }
+    void reset() {
       if (set_) set_->items_.erase(it_);
+      set_ = nullptr;
     }
     explicit operator bool() const { return set_ != nullptr; }
 

@@ -6,6 +6,10 @@
 
 namespace relay {
 
+// How TCP bytes move: splice(2) through a pipe (kernel to kernel, no copy into the relay), or
+// recv/send through the worker's buffer. splice falls back to copying when no pipe can be had.
+enum class datapath { splice, copy };
+
 struct engine_options {
   std::size_t workers = 1;
   // Per resolved address: a target that neither accepts nor refuses in this time counts as down.
@@ -13,6 +17,7 @@ struct engine_options {
   // A connection with one direction finished and no bytes moving for this long is closed
   // (HAProxy's "timeout client-fin"); a peer that vanished entirely is found by TCP keepalive.
   std::chrono::milliseconds half_close_timeout{60'000};
+  relay::datapath datapath = relay::datapath::splice;
 };
 
 }  // namespace relay

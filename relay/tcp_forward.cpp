@@ -2,6 +2,7 @@
 #include "relay/tcp_forward.hpp"
 
 #include <asio/co_spawn.hpp>
+#include <asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 namespace relay {
@@ -53,16 +54,15 @@ void tcp_forward::stop() {
 }
 
 void tcp_forward::on_accept(asio::ip::tcp::socket socket, std::size_t worker) {
-  asio::co_spawn(pool_.context(worker), serve(shared_from_this(), std::move(socket), worker, route_),
-                 log_coroutine_exception);
-}
-
-asio::awaitable<void> tcp_forward::serve(std::shared_ptr<tcp_forward> self, asio::ip::tcp::socket socket,
-                                         std::size_t worker, tcp_route route) {
-  tcp_session session(std::move(socket), std::move(route), *self->stats_, self->options_);
-  auto listed = self->connections_[worker].add(session);
-  if (!listed) co_return;  // the forward was stopped before this session began
-  co_await session.run();
+  // The socket already belongs to worker `worker`; its session is made and started there.
+  asio::post(pool_.context(worker), [self = shared_from_this(), socket = std::move(socket), worker,
+                                     route = route_]() mutable {
+    auto session = std::make_shared<tcp_session>(std::move(socket), std::move(route), *self->stats_,
+                                                 self->options_, self);
+    auto listed = self->connections_[worker].add(*session);
+    if (!listed) return;  // the forward was stopped before this connection began
+    session->start(std::move(listed));
+  });
 }
 
 }  // namespace relay

@@ -34,9 +34,6 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
 
  private:
   void on_accept(asio::ip::tcp::socket socket, std::size_t worker);
-  // Static, with the forward by value: the coroutine starts later, on another thread, and must own it.
-  static asio::awaitable<void> serve(std::shared_ptr<tcp_forward> self, asio::ip::tcp::socket socket,
-                                     std::size_t worker, tcp_route route);
 
   worker_pool& pool_;
   const std::size_t home_;

@@ -3,6 +3,7 @@
 
 #include "relay/bind_steps.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/tcp_session.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
@@ -26,6 +27,7 @@ bool is_resource_error(const std::error_code& ec) {
 result<acceptor_ptr> bind_tcp(asio::io_context& io, const std::string& host, std::uint16_t port) {
   auto acceptor = std::make_shared<asio::ip::tcp::acceptor>(io);
   if (auto e = open_and_bind(*acceptor, host, port, true)) return *e;
+  set_connection_options(acceptor->native_handle());  // inherited by every accepted connection
   std::error_code ec;
   acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {

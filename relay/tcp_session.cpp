@@ -1,168 +1,390 @@
-// tcp_session: connect-then-relay with half-close, backpressure and a watchdog on one shared deadline.
+// tcp_session: connect, then a readiness-driven relay: splice through a pooled pipe, or copy through
+// the worker's buffer; half-close, backpressure, a connect timeout and a half-closed idle timeout.
 #include "relay/tcp_session.hpp"
 
 #include "relay/disconnect.hpp"
 #include "relay/forward_spec.hpp"
 
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
-#include <asio/use_awaitable.hpp>
-#include <asio/write.hpp>
+#include <asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 namespace relay {
 
 namespace {
-using namespace asio::experimental::awaitable_operators;
-constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
-constexpr std::size_t buffer_size = 16 * 1024;  // HAProxy's default; memory per connection is 2 of these
 
-// Keepalive finds a peer that vanished without a FIN: first probe after 60 s idle, then every 10 s,
-// given up after 6 unanswered probes (about 2 minutes in all).
-void tune(asio::ip::tcp::socket& s) {
-  std::error_code ignored;
-  s.set_option(asio::ip::tcp::no_delay(true), ignored);
-  s.set_option(asio::socket_base::keep_alive(true), ignored);
-  s.set_option(asio::detail::socket_option::integer<IPPROTO_TCP, TCP_KEEPIDLE>(60), ignored);
-  s.set_option(asio::detail::socket_option::integer<IPPROTO_TCP, TCP_KEEPINTVL>(10), ignored);
-  s.set_option(asio::detail::socket_option::integer<IPPROTO_TCP, TCP_KEEPCNT>(6), ignored);
+constexpr std::size_t chunk = 64 * 1024;     // per splice or recv: the pipe's default capacity
+constexpr int rounds_per_wakeup = 16;        // then the worker's other connections get their turn
+
+// What a worker owns for all its connections: empty pipes ready for lease, and one copy buffer.
+struct worker_resources {
+  std::vector<std::pair<int, int>> pipes;  // read end, write end
+  std::vector<char> buffer = std::vector<char>(chunk);
+  worker_resources() = default;
+  worker_resources(const worker_resources&) = delete;
+  worker_resources& operator=(const worker_resources&) = delete;
+  ~worker_resources() {
+    for (auto [r, w] : pipes) {
+      ::close(r);
+      ::close(w);
+    }
+  }
+};
+
+worker_resources& resources() {
+  thread_local worker_resources r;  // worker threads are the only callers
+  return r;
 }
+
+std::error_code last_error() { return {errno, asio::error::get_system_category()}; }
+
+bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+
 
 std::string describe(const asio::ip::tcp::socket& s) {
   std::error_code ec;
   auto ep = s.remote_endpoint(ec);
   return ec ? std::string("?") : format_endpoint(ep.address().to_string(), ep.port());
 }
+
 }  // namespace
 
+void set_connection_options(int fd) {
+  const int one = 1, idle = 60, interval = 10, count = 6;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
+
 tcp_session::tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_stats& stats,
-                         const engine_options& options)
+                         const engine_options& options, std::shared_ptr<void> owner)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
-      resolver_(client_.get_executor()),
       timer_(client_.get_executor()),
+      up_{&client_, &upstream_, &stats.bytes_up},
+      down_{&upstream_, &client_, &stats.bytes_down},
       route_(std::move(route)),
       stats_(stats),
       options_(options),
-      peer_(describe(client_)) {}
+      owner_(std::move(owner)) {}
 
-asio::awaitable<void> tcp_session::run() {
+tcp_session::~tcp_session() {
+  // Pipes still leased here were cut off mid-transfer: closed, not pooled (this may also run off
+  // the worker, when an engine is destroyed with connections still queued).
+  for (auto* d : {&up_, &down_}) {
+    if (d->pipe_read >= 0) {
+      ::close(d->pipe_read);
+      ::close(d->pipe_write);
+    }
+  }
+}
+
+std::string tcp_session::peer() const { return describe(client_); }
+
+void tcp_session::start(connection_set::registration listed) {
+  listed_ = std::move(listed);
   bump(stats_.connections_total);
   bump(stats_.connections_active);
-  co_await (proxy() && watchdog());
-  lower(stats_.connections_active);
-  spdlog::debug("forward {}: {} closed", route_.forward_id, peer_);
-}
-
-asio::awaitable<void> tcp_session::proxy() {
-  const bool connected = co_await connect_upstream();
-  if (connected) {
-    tune(client_);
-    tune(upstream_);
-    phase_ = phase::relaying;
-    co_await (transfer(client_, upstream_, stats_.bytes_up) && transfer(upstream_, client_, stats_.bytes_down));
+  std::error_code ec;
+  const auto address = asio::ip::make_address(route_.target_host, ec);
+  if (!ec) {  // an IP literal needs no resolver (and no trip to its thread)
+    endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>(
+        1, asio::ip::tcp::endpoint(address, route_.target_port));
+    try_connect(0);
   } else {
+    resolve();
+  }
+}
+
+void tcp_session::resolve() {
+  resolver_ = std::make_unique<asio::ip::tcp::resolver>(client_.get_executor());
+  arm_connect_timeout();
+  resolver_->async_resolve(
+      route_.target_host, std::to_string(route_.target_port), asio::ip::tcp::resolver::numeric_service,
+      [self = shared_from_this()](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
+        if (self->stopped_) return;
+        if (ec || self->timed_out_) {
+          spdlog::debug("forward {}: {}: resolve {}: {}", self->route_.forward_id, self->peer(),
+                        self->route_.target_host, self->timed_out_ ? "timed out" : ec.message());
+          bump(self->stats_.connect_errors);
+          self->stop();
+          return;
+        }
+        self->endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>();
+        for (const auto& entry : results) self->endpoints_->push_back(entry.endpoint());
+        self->try_connect(0);
+      });
+}
+
+void tcp_session::try_connect(std::size_t index) {
+  if (stopped_) return;
+  if (index >= endpoints_->size()) {
     bump(stats_.connect_errors);
+    stop();
+    return;
   }
-  phase_ = phase::done;
-  timer_.cancel();
+  const auto endpoint = (*endpoints_)[index];
+  std::error_code ec;
+  upstream_.close(ec);
+  // A non-blocking socket from the start, connected by hand: fewer system calls than asio's
+  // async_connect (no ioctl, no poll), which matters when connections are short.
+  const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    on_connect(index, last_error());
+    return;
+  }
+  set_connection_options(fd);
+  upstream_.assign(endpoint.protocol(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    on_connect(index, ec);
+    return;
+  }
+  timed_out_ = false;
+  if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) == 0) {
+    on_connect(index, {});
+    return;
+  }
+  if (errno != EINPROGRESS) {
+    on_connect(index, last_error());
+    return;
+  }
+  arm_connect_timeout();
+  upstream_.async_wait(asio::socket_base::wait_write, [self = shared_from_this(), index](std::error_code ec) {
+    if (self->stopped_) return;
+    if (!ec) {
+      int error = 0;
+      socklen_t len = sizeof error;
+      if (::getsockopt(self->upstream_.native_handle(), SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+      if (error != 0) ec = std::error_code(error, asio::error::get_system_category());
+    }
+    self->on_connect(index, ec);
+  });
 }
 
-asio::awaitable<bool> tcp_session::connect_upstream() {
-  const std::string target = format_endpoint(route_.target_host, route_.target_port);
-  set_deadline(clock::now() + options_.connect_timeout);
-  auto [ec, endpoints] = co_await resolver_.async_resolve(route_.target_host, std::to_string(route_.target_port),
-                                                          asio::ip::tcp::resolver::numeric_service, use_tuple);
-  if (ec || stopped_) {
-    spdlog::debug("forward {}: {}: resolve {}: {}", route_.forward_id, peer_, route_.target_host,
+void tcp_session::on_connect(std::size_t index, std::error_code ec) {
+  if (!ec && !timed_out_) {
+    connected();
+    return;
+  }
+  if (spdlog::should_log(spdlog::level::debug)) {
+    const auto& e = (*endpoints_)[index];
+    spdlog::debug("forward {}: {}: connect {} ({}): {}", route_.forward_id, peer(),
+                  format_endpoint(route_.target_host, route_.target_port), e.address().to_string(),
                   timed_out_ ? "timed out" : ec.message());
-    co_return false;
   }
-  for (const auto& entry : endpoints) {
-    timed_out_ = false;
-    set_deadline(clock::now() + options_.connect_timeout);
-    std::tie(ec) = co_await upstream_.async_connect(entry.endpoint(), use_tuple);
-    if (stopped_) co_return false;
-    if (!ec && !timed_out_) {
-      set_deadline(clock::time_point::max());
-      spdlog::debug("forward {}: {} -> {} connected", route_.forward_id, peer_, describe(upstream_));
-      co_return true;
-    }
-    spdlog::debug("forward {}: {}: connect {} ({}): {}", route_.forward_id, peer_, target,
-                  entry.endpoint().address().to_string(), timed_out_ ? "timed out" : ec.message());
+  try_connect(index + 1);
+}
+
+void tcp_session::arm_connect_timeout() {
+  timer_.expires_after(options_.connect_timeout);
+  timer_.async_wait([self = shared_from_this(), attempt = ++attempt_](const std::error_code& ec) {
+    if (ec || self->stopped_ || self->phase_ != phase::connecting || attempt != self->attempt_) return;
+    self->timed_out_ = true;
+    if (self->resolver_) self->resolver_->cancel();
     std::error_code ignored;
-    upstream_.close(ignored);
-  }
-  co_return false;
+    self->upstream_.close(ignored);
+  });
 }
 
-// Read, write all of it, read again: the reader waits while the writer is slow, so memory stays at
-// one buffer per direction whatever the speeds.
-asio::awaitable<void> tcp_session::transfer(asio::ip::tcp::socket& from, asio::ip::tcp::socket& to,
-                                            std::atomic<std::uint64_t>& counter) {
-  std::array<char, buffer_size> buffer;
-  for (;;) {
-    auto [rec, n] = co_await from.async_read_some(asio::buffer(buffer), use_tuple);
-    if (n > 0) {
-      auto [wec, written] = co_await asio::async_write(to, asio::buffer(buffer.data(), n), use_tuple);
-      bump(counter, written);
-      if (phase_ == phase::half_closed) deadline_ = clock::now() + options_.half_close_timeout;
-      if (wec) rec = wec;
+void tcp_session::connected() {
+  timer_.cancel();
+  phase_ = phase::relaying;
+  endpoints_.reset();
+  resolver_.reset();
+  std::error_code ignored;
+  client_.non_blocking(true, ignored);  // its other options come from the listener
+  if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug("forward {}: {} -> {} connected", route_.forward_id, peer(), describe(upstream_));
+  }
+  pump(up_);                                     // the client may well have sent already
+  wait(down_, asio::socket_base::wait_read);     // the target has not: no need to try reading it
+}
+
+void tcp_session::pump(direction& d) {
+  for (int round = 0; round < rounds_per_wakeup; ++round) {
+    if (stopped_ || d.finished) return;
+    std::error_code ec;
+    if (!flush(d, ec)) {
+      if (ec) return fail(ec);
+      return wait(d, asio::socket_base::wait_write);  // `to` is full: reading this direction pauses
     }
-    if (rec == asio::error::eof) {
-      std::error_code ignored;
-      to.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-      direction_finished();
-      co_return;
+    if (d.eof) return finish(d);
+    const std::size_t n = fill(d, ec);
+    if (ec == asio::error::would_block) {
+      release_pipe(d);  // idle: the connection holds no pipe and no buffer
+      return wait(d, asio::socket_base::wait_read);
     }
-    if (rec) {
-      if (!is_ordinary_disconnect(rec)) {
-        spdlog::warn("forward {}: {} -> {}: {}", route_.forward_id, peer_,
-                     format_endpoint(route_.target_host, route_.target_port), rec.message());
+    if (ec) return fail(ec);
+    if (n == 0) d.eof = true;
+  }
+  // A fast direction has had its share of this wake-up: the worker's other connections go first.
+  asio::post(client_.get_executor(), [self = shared_from_this(), &d] { self->pump(d); });
+}
+
+bool tcp_session::flush(direction& d, std::error_code& ec) {
+  const int to = d.to->native_handle();
+  while (d.in_pipe > 0) {
+    const ssize_t n = ::splice(d.pipe_read, nullptr, to, nullptr, d.in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n < 0) {
+      if (!would_block(errno)) ec = last_error();
+      return false;
+    }
+    d.in_pipe -= static_cast<std::size_t>(n);
+    moved(d, static_cast<std::size_t>(n));
+  }
+  while (d.held) {
+    const auto& held = *d.held;
+    const ssize_t n = ::send(to, held.data() + d.held_from, held.size() - d.held_from, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (!would_block(errno)) ec = last_error();
+      return false;
+    }
+    d.held_from += static_cast<std::size_t>(n);
+    moved(d, static_cast<std::size_t>(n));
+    if (d.held_from == held.size()) d.held.reset();
+  }
+  return true;
+}
+
+std::size_t tcp_session::fill(direction& d, std::error_code& ec) {
+  if (options_.datapath == datapath::splice) {
+    if (d.pipe_read < 0) {
+      auto& pool = resources().pipes;
+      if (!pool.empty()) {
+        std::tie(d.pipe_read, d.pipe_write) = pool.back();
+        pool.pop_back();
+      } else {
+        int fds[2];
+        if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0) {
+          d.pipe_read = fds[0];
+          d.pipe_write = fds[1];
+        }
       }
-      stop();  // one side failed: the other direction has nowhere to go
-      co_return;
     }
+    if (d.pipe_read >= 0) return fill_splice(d, ec);
+    // No pipe to be had (out of descriptors): this round copies instead.
   }
+  return fill_copy(d, ec);
 }
 
-void tcp_session::direction_finished() {
-  if (phase_ == phase::relaying) {
-    phase_ = phase::half_closed;
-    set_deadline(clock::now() + options_.half_close_timeout);
+std::size_t tcp_session::fill_splice(direction& d, std::error_code& ec) {
+  const ssize_t n = ::splice(d.from->native_handle(), nullptr, d.pipe_write, nullptr, chunk,
+                             SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+  if (n < 0) {
+    ec = would_block(errno) ? std::error_code(asio::error::would_block) : last_error();
+    return 0;
   }
+  d.in_pipe = static_cast<std::size_t>(n);
+  return static_cast<std::size_t>(n);
 }
 
-asio::awaitable<void> tcp_session::watchdog() {
-  while (phase_ != phase::done) {
-    timer_.expires_at(deadline_);
-    co_await timer_.async_wait(use_tuple);
-    if (phase_ == phase::done || clock::now() < deadline_) continue;
-    deadline_ = clock::time_point::max();
-    if (phase_ == phase::connecting) {
-      timed_out_ = true;
-      resolver_.cancel();
-      std::error_code ignored;
-      upstream_.close(ignored);
-    } else if (phase_ == phase::half_closed) {
-      spdlog::debug("forward {}: {}: half-closed and idle, closing", route_.forward_id, peer_);
-      stop();
-    }
+std::size_t tcp_session::fill_copy(direction& d, std::error_code& ec) {
+  auto& buffer = resources().buffer;
+  const ssize_t n = ::recv(d.from->native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+  if (n < 0) {
+    ec = would_block(errno) ? std::error_code(asio::error::would_block) : last_error();
+    return 0;
   }
+  if (n == 0) return 0;
+  const auto got = static_cast<std::size_t>(n);
+  const ssize_t sent = ::send(d.to->native_handle(), buffer.data(), got, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (sent < 0 && !would_block(errno)) {
+    ec = last_error();
+    return got;
+  }
+  const std::size_t taken = sent < 0 ? 0 : static_cast<std::size_t>(sent);
+  moved(d, taken);
+  if (taken < got) {  // only what the destination would not take is kept, until it takes it
+    d.held = std::make_unique<std::vector<char>>(buffer.begin() + static_cast<std::ptrdiff_t>(taken),
+                                                 buffer.begin() + static_cast<std::ptrdiff_t>(got));
+    d.held_from = 0;
+  }
+  return got;
 }
 
-void tcp_session::set_deadline(clock::time_point at) {
-  const bool sooner = at < deadline_;
-  deadline_ = at;
-  if (sooner) timer_.cancel();  // wake the watchdog so it waits for the new, earlier deadline
+void tcp_session::release_pipe(direction& d) {
+  if (d.pipe_read < 0) return;
+  auto& pool = resources().pipes;
+  if (d.in_pipe == 0 && pool.size() < max_idle_pipes_per_worker) {
+    pool.emplace_back(d.pipe_read, d.pipe_write);
+  } else {  // bytes still in it (the connection is going away), or the pool is full
+    ::close(d.pipe_read);
+    ::close(d.pipe_write);
+  }
+  d.pipe_read = d.pipe_write = -1;
+  d.in_pipe = 0;
+}
+
+void tcp_session::wait(direction& d, asio::socket_base::wait_type what) {
+  auto& socket = what == asio::socket_base::wait_read ? *d.from : *d.to;
+  socket.async_wait(what, [self = shared_from_this(), &d](const std::error_code& ec) {
+    if (self->stopped_) return;
+    if (ec) return self->fail(ec);
+    self->pump(d);
+  });
+}
+
+void tcp_session::finish(direction& d) {
+  d.finished = true;
+  release_pipe(d);
+  if (up_.finished && down_.finished) {
+    stop();  // both ways done: closing sends the last FIN, no shutdown needed first
+    return;
+  }
+  std::error_code ignored;
+  d.to->shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  phase_ = phase::half_closed;
+  deadline_ = clock::now() + options_.half_close_timeout;
+  arm_idle_timer();
+}
+
+void tcp_session::moved(direction& d, std::size_t n) {
+  if (n == 0) return;
+  bump(*d.counter, n);
+  if (phase_ == phase::half_closed) deadline_ = clock::now() + options_.half_close_timeout;
+}
+
+void tcp_session::arm_idle_timer() {
+  if (timer_armed_) return;
+  timer_armed_ = true;
+  timer_.expires_at(deadline_);
+  timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+    self->timer_armed_ = false;
+    if (ec || self->stopped_ || self->phase_ != phase::half_closed) return;
+    if (clock::now() < self->deadline_) return self->arm_idle_timer();  // bytes moved meanwhile
+    spdlog::debug("forward {}: {}: half-closed and idle, closing", self->route_.forward_id, self->peer());
+    self->stop();
+  });
+}
+
+void tcp_session::fail(const std::error_code& ec) {
+  if (!is_ordinary_disconnect(ec) && ec != asio::error::operation_aborted) {
+    spdlog::warn("forward {}: {} -> {}: {}", route_.forward_id, peer(),
+                 format_endpoint(route_.target_host, route_.target_port), ec.message());
+  }
+  stop();  // one side failed: the other direction has nowhere to go
 }
 
 void tcp_session::stop() {
+  if (stopped_) return;
   stopped_ = true;
-  resolver_.cancel();
+  phase_ = phase::done;
+  if (listed_) {
+    lower(stats_.connections_active);  // before the sockets close, so no client sees it still counted
+    spdlog::debug("forward {}: connection closed", route_.forward_id);
+  }
+  if (resolver_) resolver_->cancel();
+  timer_.cancel();
   std::error_code ignored;
   client_.close(ignored);
   upstream_.close(ignored);

@@ -1,20 +1,29 @@
-// tcp_session: one client connection: connect to the target, then copy both ways until both are done.
+// tcp_session: one client connection: connect to the target, then move bytes both ways until both
+// directions are done, with splice(2) through a pooled pipe or a copy through the worker's buffer.
 #pragma once
 
 #include "relay/connection_set.hpp"
 #include "relay/engine_options.hpp"
 #include "relay/forward_stats.hpp"
 
-#include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 
-#include <array>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace relay {
+
+// Empty pipes a worker keeps for the next connections' splices; more are closed when returned.
+inline constexpr std::size_t max_idle_pipes_per_worker = 64;
+
+// TCP_NODELAY and keepalive (first probe after 60 s idle, then every 10 s, given up after 6: a
+// peer that vanished without a FIN is found in about 2 minutes). Set on listening sockets, whose
+// accepted connections inherit them, and on each connection to a target.
+void set_connection_options(int fd);
 
 // Where a new connection goes: captured when it is accepted, so a PATCH only affects later ones.
 struct tcp_route {
@@ -23,40 +32,86 @@ struct tcp_route {
   std::uint16_t target_port = 0;
 };
 
-class tcp_session final : public stoppable {
+// A callback state machine rather than coroutines, so an idle connection costs its two sockets, two
+// pending readiness waits and this object: no buffer, no coroutine frame. Bytes move only between
+// readiness waits, through a pipe leased from the worker's pool (splice) or the worker's one copy
+// buffer; only bytes the destination would not take at once are held, and reading that direction
+// stops until they are gone. Everything runs on the worker that owns the client socket.
+class tcp_session final : public stoppable, public std::enable_shared_from_this<tcp_session> {
  public:
-  tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_stats& stats, const engine_options& options);
+  // `owner` keeps the forward (its connection set and stats) alive for as long as the session.
+  tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_stats& stats, const engine_options& options,
+              std::shared_ptr<void> owner);
+  ~tcp_session();
+  tcp_session(const tcp_session&) = delete;
+  tcp_session& operator=(const tcp_session&) = delete;
 
-  // Runs the whole connection; returns once both sockets are done with.
-  asio::awaitable<void> run();
+  // Resolves and connects, then relays; pending operations keep the session alive until both
+  // sockets are done with. `listed` keeps it in its forward's connection set meanwhile.
+  void start(connection_set::registration listed);
 
-  // Closes both sides at once (forward disabled or deleted). Same worker only.
+  // Closes both sides at once (forward disabled, deleted or shut down). Same worker only.
   void stop() override;
 
  private:
   using clock = std::chrono::steady_clock;
-  enum class phase { connecting, relaying, half_closed, done };
+  enum class phase : std::uint8_t { connecting, relaying, half_closed, done };
 
-  asio::awaitable<void> proxy();
-  asio::awaitable<bool> connect_upstream();
-  asio::awaitable<void> transfer(asio::ip::tcp::socket& from, asio::ip::tcp::socket& to,
-                                 std::atomic<std::uint64_t>& counter);
-  asio::awaitable<void> watchdog();
-  void set_deadline(clock::time_point at);
-  void direction_finished();
+  // One direction of the relay: from `from` to `to`.
+  struct direction {
+    direction(asio::ip::tcp::socket* f, asio::ip::tcp::socket* t, std::atomic<std::uint64_t>* c)
+        : from(f), to(t), counter(c) {}
+    asio::ip::tcp::socket* from;
+    asio::ip::tcp::socket* to;
+    std::atomic<std::uint64_t>* counter;
+    int pipe_read = -1;  // a pipe leased from the worker's pool while bytes are in it
+    int pipe_write = -1;
+    std::size_t in_pipe = 0;
+    std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
+    std::size_t held_from = 0;
+    bool eof = false;     // `from` has ended; `to` is shut down once nothing is pending
+    bool finished = false;
+  };
+
+  void resolve();
+  void try_connect(std::size_t index);
+  void on_connect(std::size_t index, std::error_code ec);
+  void arm_connect_timeout();
+  void connected();
+
+  void pump(direction& d);
+  // Moves what is pending (pipe or held bytes) to `to`: true when nothing is left.
+  bool flush(direction& d, std::error_code& ec);
+  // Reads from `from` and passes it on: bytes moved, 0 at EOF, or nothing to read (would_block).
+  std::size_t fill(direction& d, std::error_code& ec);
+  std::size_t fill_splice(direction& d, std::error_code& ec);
+  std::size_t fill_copy(direction& d, std::error_code& ec);
+  void release_pipe(direction& d);
+  void wait(direction& d, asio::socket_base::wait_type what);
+  void finish(direction& d);
+  void fail(const std::error_code& ec);
+  void arm_idle_timer();
+  void moved(direction& d, std::size_t n);
+  std::string peer() const;
 
   asio::ip::tcp::socket client_;
   asio::ip::tcp::socket upstream_;
-  asio::ip::tcp::resolver resolver_;
   asio::steady_timer timer_;
+  std::unique_ptr<std::vector<asio::ip::tcp::endpoint>> endpoints_;  // while connecting only
+  std::unique_ptr<asio::ip::tcp::resolver> resolver_;               // for host names, while resolving
+  direction up_;
+  direction down_;
   clock::time_point deadline_ = clock::time_point::max();
+  unsigned attempt_ = 0;  // which connect attempt a timeout belongs to
   phase phase_ = phase::connecting;
   bool stopped_ = false;
   bool timed_out_ = false;
+  bool timer_armed_ = false;
   tcp_route route_;
   forward_stats& stats_;
   const engine_options& options_;
-  std::string peer_;  // client address, for logs
+  std::shared_ptr<void> owner_;
+  connection_set::registration listed_;  // declared after owner_: it leaves the set before the set may go
 };
 
 }  // namespace relay

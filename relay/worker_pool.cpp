@@ -26,6 +26,7 @@ worker_pool::worker_pool(std::size_t workers) {
       for (;;) {
         try {
           workers_[i]->io.run();
+          workers_[i]->finished = true;
           return;
         } catch (const std::exception& e) {
           spdlog::error("worker {}: unexpected exception: {}", i, e.what());
@@ -55,10 +56,18 @@ bool worker_pool::answered(clock::time_point since) const {
 }
 
 void worker_pool::stop() {
+  // First let every loop run out of work: the engine has closed everything, so what is left are the
+  // completions of cancelled operations. Running them matters: an accept completion queued on one
+  // worker holds a socket of another, and destroying it unrun after that worker is gone is a
+  // use-after-free. Whatever is still running after the grace period is stopped.
+  for (auto& w : workers_) w->guard.reset();
+  const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   for (auto& w : workers_) {
-    w->guard.reset();
-    w->io.stop();
+    while (w->thread.joinable() && !w->finished && std::chrono::steady_clock::now() < grace) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
+  for (auto& w : workers_) w->io.stop();
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
   }

@@ -51,7 +51,7 @@ class worker_pool {
   clock::time_point ping();
   bool answered(clock::time_point since) const;
 
-  // Stops the workers (what is still queued is dropped) and joins them. Idempotent.
+  // Lets the workers finish what is queued (up to 2 s), then stops and joins them. Idempotent.
   void stop();
 
  private:
@@ -59,7 +59,8 @@ class worker_pool {
     asio::io_context io{1};
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
     std::thread thread;
-    std::atomic<clock::rep> last_stamp{0};  // when the stamp this worker ran last was queued
+    std::atomic<clock::rep> last_stamp{0};
+    std::atomic<bool> finished{false};  // run() returned: no work was left  // when the stamp this worker ran last was queued
   };
   std::vector<std::unique_ptr<worker>> workers_;
   std::atomic<std::size_t> next_{0};

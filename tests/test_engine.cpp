@@ -1,6 +1,7 @@
 // Engine tests over real loopback sockets: relaying, half-close, lifecycle, PATCH, scale.
 #include "engine_helpers.hpp"
 #include "relay/engine.hpp"
+#include "relay/tcp_session.hpp"
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -11,12 +12,21 @@ namespace {
 
 // Short half-close timeout for the idle test; the connect timeout stays generous so that a slow
 // machine (or a sanitizer build) never turns a busy target into a connect error.
-relay::engine_options fast_options(std::chrono::milliseconds connect_timeout = 5s) {
+relay::engine_options fast_options(std::chrono::milliseconds connect_timeout = 5s,
+                                   relay::datapath path = relay::datapath::splice) {
   relay::engine_options o;
   o.workers = 2;
   o.connect_timeout = connect_timeout;
   o.half_close_timeout = 300ms;
+  o.datapath = path;
   return o;
+}
+
+// The tests of what must hold for every byte run on both TCP datapaths.
+relay::engine_options each_datapath() {
+  const auto path = GENERATE(relay::datapath::splice, relay::datapath::copy);
+  UNSCOPED_INFO("datapath: " << (path == relay::datapath::splice ? "splice" : "copy"));
+  return fast_options(5s, path);
 }
 
 relay::forward_spec spec_for(std::int64_t id, std::uint16_t target_port, std::uint16_t listen_port = 0) {
@@ -39,7 +49,7 @@ std::string exchange(int s, const std::string& text) {
 
 TEST_CASE("a forward relays bytes both ways and counts them") {
   target_server target(target_server::echo);
-  relay::engine engine(fast_options());
+  relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
   CHECK(s.listen_port != 0);
   CHECK(echo_once(s.listen_port, "hello through the relay") == "hello through the relay");
@@ -62,7 +72,7 @@ TEST_CASE("a forward listens only on its listen_host") {
 
 TEST_CASE("32 MiB pass intact with half-close, and the counters are exact") {
   target_server target(target_server::echo);
-  relay::engine engine(fast_options());
+  relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
   const auto data = random_bytes(32 << 20, 42);
   auto c = connect_to(s.listen_port);
@@ -88,7 +98,7 @@ TEST_CASE("half-close from the target: the client keeps sending after the reply 
     ::shutdown(fd, SHUT_WR);
     received = recv_all(fd).size();
   });
-  relay::engine engine(fast_options());
+  relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
   auto c = connect_to(s.listen_port);
   REQUIRE(c);
@@ -106,7 +116,7 @@ TEST_CASE("a slow reader holds back a fast sender: memory stays bounded") {
   // must stay in kernel buffers, so the client's sends stop long before 64 MiB.
   std::atomic<bool> release{false};
   target_server target([&](int) { eventually([&] { return release.load(); }, 10s); });
-  relay::engine engine(fast_options());
+  relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
   auto c = connect_to(s.listen_port);
   REQUIRE(c);
@@ -164,7 +174,7 @@ TEST_CASE("a half-closed connection that goes idle is closed") {
     recv_all(fd);  // sees the client's EOF, then neither writes nor closes
     eventually([&] { return release.load(); }, 10s);
   });
-  relay::engine engine(fast_options());
+  relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
   auto c = connect_to(s.listen_port);
   REQUIRE(c);
@@ -176,7 +186,7 @@ TEST_CASE("a half-closed connection that goes idle is closed") {
 
 TEST_CASE("removing or disabling a forward closes its listener and live connections at once") {
   target_server target(target_server::echo);
-  relay::engine engine(fast_options());
+  relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
   auto c = connect_to(s.listen_port);
   REQUIRE(c);
@@ -298,7 +308,7 @@ TEST_CASE("a host name target is resolved for each connection") {
 
 TEST_CASE("200 concurrent connections each get their own bytes back") {
   target_server target(target_server::echo);
-  relay::engine engine(fast_options());
+  relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
   std::vector<fd> clients;
   for (int i = 0; i < 200; ++i) {
@@ -311,6 +321,42 @@ TEST_CASE("200 concurrent connections each get their own bytes back") {
   clients.clear();
   CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
   CHECK(engine.status(1).stats.connections_total == 200);
+}
+
+TEST_CASE("closed connections leave no descriptors behind, beyond a bounded pool of pipes") {
+  target_server target(target_server::echo);
+  auto options = each_datapath();
+  const auto baseline = open_fds();
+  {
+    relay::engine engine(options);
+    auto s = start(engine, spec_for(1, target.port()));
+    std::size_t settled = 0;  // after the first round: each worker's reactor exists from then on
+    for (int round = 0; round < 4; ++round) {
+      std::vector<fd> clients;
+      for (int i = 0; i < 100; ++i) {
+        clients.push_back(connect_to(s.listen_port));
+        REQUIRE(clients.back());
+        REQUIRE(send_all(clients.back().get(), random_bytes(100000, i)));
+      }
+      for (int i = 0; i < 100; ++i) CHECK(recv_exact(clients[i].get(), 100000) == random_bytes(100000, i));
+      clients.clear();
+      REQUIRE(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+      if (round == 0) {
+        REQUIRE(eventually([&] { return open_fds() <= baseline + 2 + 3 * options.workers + 2 *
+                                        relay::max_idle_pipes_per_worker * options.workers; }));
+        settled = open_fds();
+        continue;
+      }
+      // Each connection's two sockets (and the target's end) are gone. What may stay open is the
+      // workers' pools of empty pipes, two descriptors each, within their bound.
+      const std::size_t pool_bound =
+          options.datapath == relay::datapath::splice ? 2 * relay::max_idle_pipes_per_worker * options.workers : 0;
+      CHECK(eventually([&] { return open_fds() <= settled + pool_bound; }));
+    }
+    CHECK(engine.status(1).stats.bytes_up == 4 * 100 * 100000);
+    CHECK(engine.status(1).stats.bytes_down == 4 * 100 * 100000);
+  }
+  CHECK(eventually([&] { return open_fds() <= baseline; }));  // the engine's end closes the pools too
 }
 
 TEST_CASE("a forward that could not start is reported with its reason") {
