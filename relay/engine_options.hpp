@@ -7,8 +7,11 @@
 namespace relay {
 
 // How TCP bytes move: splice(2) through a pipe (kernel to kernel, no copy into the relay), or
-// recv/send through the worker's buffer. splice falls back to copying when no pipe can be had.
-enum class datapath { splice, copy };
+// recv/send through the worker's buffer. `automatic` copies small messages (fewer, cheaper calls:
+// lower latency) and splices bulk: a direction switches to splice after a read that fills the
+// whole 64 KiB buffer, and back after a splice of less than 4 KiB. `splice` and `copy` force one
+// path (tests, diagnosis). Splicing falls back to copying when no pipe can be had.
+enum class datapath { automatic, splice, copy };
 
 struct engine_options {
   std::size_t workers = 1;
@@ -17,7 +20,7 @@ struct engine_options {
   // A connection with one direction finished and no bytes moving for this long is closed
   // (HAProxy's "timeout client-fin"); a peer that vanished entirely is found by TCP keepalive.
   std::chrono::milliseconds half_close_timeout{60'000};
-  relay::datapath datapath = relay::datapath::splice;
+  relay::datapath datapath = relay::datapath::automatic;
 };
 
 }  // namespace relay

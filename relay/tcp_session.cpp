@@ -21,6 +21,7 @@ namespace relay {
 namespace {
 
 constexpr std::size_t chunk = 64 * 1024;     // per splice or recv: the pipe's default capacity
+constexpr std::size_t small_splice = 4 * 1024;  // automatic datapath: below this, copying is cheaper
 constexpr int rounds_per_wakeup = 16;        // then the worker's other connections get their turn
 
 // What a worker owns for all its connections: empty pipes ready for lease, and one copy buffer.
@@ -225,6 +226,8 @@ void tcp_session::pump(direction& d) {
       return wait(d, asio::socket_base::wait_read);
     }
     if (ec) return fail(ec);
+    // A short read is not taken as "drained": a FIN queued behind the data raises no new readiness
+    // edge, so only a read that sees EAGAIN (or EOF) may end the round.
     if (n == 0) d.eof = true;
   }
   // A fast direction has had its share of this wake-up: the worker's other connections go first.
@@ -257,7 +260,9 @@ bool tcp_session::flush(direction& d, std::error_code& ec) {
 }
 
 std::size_t tcp_session::fill(direction& d, std::error_code& ec) {
-  if (options_.datapath == datapath::splice) {
+  const bool splice = options_.datapath == datapath::splice ||
+                      (options_.datapath == datapath::automatic && d.splicing);
+  if (splice) {
     if (d.pipe_read < 0) {
       auto& pool = resources().pipes;
       if (!pool.empty()) {
@@ -285,6 +290,7 @@ std::size_t tcp_session::fill_splice(direction& d, std::error_code& ec) {
     return 0;
   }
   d.in_pipe = static_cast<std::size_t>(n);
+  if (n > 0 && static_cast<std::size_t>(n) < small_splice) d.splicing = false;  // back to copying small messages
   return static_cast<std::size_t>(n);
 }
 
@@ -297,6 +303,7 @@ std::size_t tcp_session::fill_copy(direction& d, std::error_code& ec) {
   }
   if (n == 0) return 0;
   const auto got = static_cast<std::size_t>(n);
+  if (got == buffer.size()) d.splicing = true;  // bulk: the next reads splice
   const ssize_t sent = ::send(d.to->native_handle(), buffer.data(), got, MSG_DONTWAIT | MSG_NOSIGNAL);
   if (sent < 0 && !would_block(errno)) {
     ec = last_error();

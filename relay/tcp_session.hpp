@@ -70,6 +70,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
     bool eof = false;     // `from` has ended; `to` is shut down once nothing is pending
+    bool splicing = false;  // automatic datapath: bulk seen, so splice
     bool finished = false;
   };
 
