@@ -11,6 +11,9 @@
 
 #include <sys/socket.h>
 
+#include <array>
+#include <cerrno>
+#include <cstring>
 #include <functional>
 
 namespace relay {
@@ -18,7 +21,7 @@ namespace relay {
 namespace {
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_datagram = 65536;        // larger than any UDP payload, so none is truncated
-constexpr int batch = 64;                          // datagrams per wake-up, so one forward cannot starve a worker
+constexpr int rounds = 4;                          // recvmmsg batches per wake-up, so one forward cannot starve a worker
 constexpr std::size_t max_pending = 8;             // per session while its target's name resolves
 constexpr int socket_buffer = 4 * 1024 * 1024;     // bursts wait in the kernel, not in the relay
 
@@ -31,6 +34,72 @@ void size_buffers(int fd) {
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &socket_buffer, sizeof socket_buffer);
   }
 }
+// A worker's scratch space for batched I/O, shared by all its UDP forwards (used only between waits):
+// `slots` datagram buffers of the largest size, so nothing is ever truncated. Pages are touched only
+// as large datagrams arrive, so small traffic costs little resident memory.
+struct batch_space {
+  static constexpr int slots = 32;
+  std::vector<char> data = std::vector<char>(slots * max_datagram);
+  std::array<mmsghdr, slots> in{};
+  std::array<iovec, slots> in_iov{};
+  std::array<sockaddr_storage, slots> from{};
+  std::array<mmsghdr, slots> out{};
+  std::array<iovec, slots> out_iov{};
+
+  char* slot(int i) { return data.data() + static_cast<std::size_t>(i) * max_datagram; }
+  // Sets up `in` to receive into every slot (with the sender's address when `addresses`).
+  void arm(bool addresses) {
+    for (int i = 0; i < slots; ++i) {
+      in_iov[i] = {slot(i), max_datagram};
+      in[i].msg_hdr = msghdr{};
+      in[i].msg_hdr.msg_iov = &in_iov[i];
+      in[i].msg_hdr.msg_iovlen = 1;
+      if (addresses) {
+        in[i].msg_hdr.msg_name = &from[i];
+        in[i].msg_hdr.msg_namelen = sizeof from[i];
+      }
+    }
+  }
+  // Queues slot `i`'s datagram for the next send_batch, to `to` (nullptr on a connected socket).
+  void queue(int count, int i, const asio::ip::udp::endpoint* to) {
+    out_iov[count] = {slot(i), in[i].msg_len};
+    out[count].msg_hdr = msghdr{};
+    out[count].msg_hdr.msg_iov = &out_iov[count];
+    out[count].msg_hdr.msg_iovlen = 1;
+    if (to) {
+      out[count].msg_hdr.msg_name = const_cast<sockaddr*>(to->data());
+      out[count].msg_hdr.msg_namelen = static_cast<socklen_t>(to->size());
+    }
+  }
+};
+
+batch_space& scratch() {
+  thread_local batch_space space;
+  return space;
+}
+
+// sendmmsg of the `count` queued datagrams: calls `sent(bytes)` or `dropped()` for each. A datagram
+// the kernel refuses (an ICMP error queued on the socket) is dropped and the rest still go; when the
+// socket is full, the rest are dropped rather than queued.
+template <class Sent, class Dropped>
+void send_batch(int fd, batch_space& b, int count, Sent sent, Dropped dropped) {
+  int done = 0;
+  while (done < count) {
+    const int n = ::sendmmsg(fd, b.out.data() + done, static_cast<unsigned>(count - done), MSG_DONTWAIT);
+    if (n > 0) {
+      for (int i = done; i < done + n; ++i) sent(b.out[i].msg_len);
+      done += n;
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+      for (; done < count; ++done) dropped();
+      return;
+    }
+    dropped();  // this one is refused; the next may well go
+    ++done;
+  }
+}
+
 }  // namespace
 
 struct udp_forward::session {
@@ -74,8 +143,7 @@ udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec
       target_port_(spec.target_port),
       idle_(spec.udp_idle_timeout_s),
       max_sessions_(spec.udp_max_sessions),
-      sweep_timer_(pool.context(home)),
-      buffer_(max_datagram) {}
+      sweep_timer_(pool.context(home)) {}
 
 udp_forward::~udp_forward() = default;
 
@@ -131,29 +199,63 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
   while (socket->is_open()) {
     auto [ec] = co_await socket->async_wait(asio::ip::udp::socket::wait_read, use_tuple);
     if (!socket->is_open() || ec == asio::error::operation_aborted) break;
-    for (int i = 0; i < batch; ++i) {
-      asio::ip::udp::endpoint from;
-      std::error_code rec;
-      const std::size_t n = socket->receive_from(asio::buffer(buffer_), from, 0, rec);
-      if (rec == asio::error::would_block || rec == asio::error::try_again) break;
-      if (rec) continue;  // an error queued on the socket (ICMP); it is consumed, nothing else is hurt
-      on_client_datagram(from, n);
+    auto& b = scratch();
+    for (int round = 0; round < rounds && socket->is_open(); ++round) {
+      b.arm(true);
+      const int n = ::recvmmsg(socket->native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        continue;  // an error queued on the socket (ICMP); it is consumed, nothing else is hurt
+      }
+      // Consecutive datagrams of one session leave in one sendmmsg on its upstream socket.
+      session* batch_for = nullptr;
+      int queued = 0;
+      auto flush = [&] {
+        if (!batch_for || queued == 0) return;
+        send_batch(
+            batch_for->upstream.native_handle(), b, queued,
+            [&](std::size_t bytes) {
+              bump(stats_->datagrams_up);
+              bump(stats_->bytes_up, bytes);
+            },
+            [&] { bump(stats_->datagrams_dropped); });
+        queued = 0;
+      };
+      for (int i = 0; i < n; ++i) {
+        asio::ip::udp::endpoint from;
+        std::memcpy(from.data(), &b.from[i], std::min<std::size_t>(b.in[i].msg_hdr.msg_namelen, sizeof b.from[i]));
+        session* s = client_datagram(from);
+        if (!s) continue;
+        if (!s->ready) {
+          hold(*s, b.slot(i), b.in[i].msg_len);
+          continue;
+        }
+        if (s != batch_for) {
+          flush();
+          batch_for = s;
+        }
+        b.queue(queued++, i, nullptr);
+      }
+      flush();
+      if (n < batch_space::slots) break;  // the queue is empty: no datagram has an EOF to hide
     }
   }
 }
 
-void udp_forward::on_client_datagram(const asio::ip::udp::endpoint& from, std::size_t n) {
+udp_forward::session* udp_forward::client_datagram(const asio::ip::udp::endpoint& from) {
   auto it = sessions_.find(from);
   session* s = it != sessions_.end() ? it->second.get() : draining_ ? nullptr : open_session(from);
   if (!s) {
     bump(stats_->datagrams_dropped);
-    return;
+    return nullptr;
   }
   touch(*s);
-  if (s->ready) {
-    send_upstream(*s, buffer_.data(), n);
-  } else if (s->pending.size() < max_pending) {
-    s->pending.emplace_back(buffer_.data(), n);
+  return s;
+}
+
+void udp_forward::hold(session& s, const char* data, std::size_t n) {
+  if (s.pending.size() < max_pending) {
+    s.pending.emplace_back(data, n);
   } else {
     bump(stats_->datagrams_dropped);
   }
@@ -234,20 +336,28 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
   while (s->open) {
     auto [ec] = co_await s->upstream.async_wait(asio::ip::udp::socket::wait_read, use_tuple);
     if (!s->open || ec == asio::error::operation_aborted) break;
-    for (int i = 0; i < batch; ++i) {
-      std::error_code rec;
-      const std::size_t n = s->upstream.receive(asio::buffer(buffer_), 0, rec);
-      if (rec == asio::error::would_block || rec == asio::error::try_again) break;
-      if (rec) continue;  // ICMP port unreachable and the like: this session's alone, and consumed
-      touch(*s);
-      std::error_code sec;
-      if (socket_) socket_->send_to(asio::buffer(buffer_.data(), n), s->client, 0, sec);
-      if (!socket_ || sec) {
-        bump(stats_->datagrams_dropped);
-        continue;
+    auto& b = scratch();
+    for (int round = 0; round < rounds && s->open; ++round) {
+      b.arm(false);
+      const int n = ::recvmmsg(s->upstream.native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        continue;  // ICMP port unreachable and the like: this session's alone, and consumed
       }
-      bump(stats_->datagrams_down);
-      bump(stats_->bytes_down, n);
+      touch(*s);
+      for (int i = 0; i < n; ++i) b.queue(i, i, &s->client);  // replies leave through the listening socket
+      if (socket_) {
+        send_batch(
+            socket_->native_handle(), b, n,
+            [&](std::size_t bytes) {
+              bump(stats_->datagrams_down);
+              bump(stats_->bytes_down, bytes);
+            },
+            [&] { bump(stats_->datagrams_dropped); });
+      } else {
+        for (int i = 0; i < n; ++i) bump(stats_->datagrams_dropped);
+      }
+      if (n < batch_space::slots) break;
     }
   }
 }

@@ -28,7 +28,9 @@ struct endpoint_hash {
 // Everything lives on the home worker: the socket, the session table, the LRU list and the one
 // sweep timer, so nothing here needs a lock. Sessions are found in O(1) by client IP:port; the LRU
 // list (front = most recent) gives eviction and idle expiry in O(1) with a single timer.
-// Datagrams are never queued: one that cannot be sent at once is dropped and counted.
+// Datagrams are never queued: one that cannot be sent at once is dropped and counted. I/O is
+// batched: recvmmsg of up to 32 datagrams per call into the worker's scratch space, and one sendmmsg
+// per run of datagrams bound for the same session (or, for replies, the same client).
 class udp_forward final : public running_forward, public std::enable_shared_from_this<udp_forward> {
  public:
   udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats);
@@ -55,7 +57,10 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   asio::awaitable<void> receive_from_target(session_ptr s);
   asio::awaitable<void> sweep();
 
-  void on_client_datagram(const asio::ip::udp::endpoint& from, std::size_t n);
+  // The session for a client's datagram (opened if new), or nullptr when it is dropped (counted).
+  session* client_datagram(const asio::ip::udp::endpoint& from);
+  // Keeps a datagram for a session whose target is still resolving (a few at most; then dropped).
+  void hold(session& s, const char* data, std::size_t n);
   session* open_session(const asio::ip::udp::endpoint& client);
   bool connect_upstream(session& s, const asio::ip::udp::endpoint& target);
   void send_upstream(session& s, const char* data, std::size_t n);
@@ -80,7 +85,6 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   bool sweeping_ = false;
   bool stopped_ = false;
   bool draining_ = false;
-  std::vector<char> buffer_;  // one 64 KiB datagram buffer for the whole forward, used between waits
 };
 
 }  // namespace relay
