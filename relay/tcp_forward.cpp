@@ -5,6 +5,8 @@
 #include <asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 namespace relay {
 
 namespace {
@@ -17,33 +19,53 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       home_(home),
       options_(options),
       stats_(std::move(stats)),
-      route_(route_of(spec)),
+      routes_(pool.size(), route_of(spec)),
+      acceptors_(pool.size()),
       connections_(pool.size()) {}
 
 void tcp_forward::listen(bound_socket socket) {
-  pool_.run_on(home_, [&] {
-    if (acceptor_) acceptor_->close();
-    acceptor_ = std::get<acceptor_ptr>(std::move(socket));
-    auto label = "forward " + std::to_string(route_.forward_id);
-    auto self = shared_from_this();
-    asio::co_spawn(
-        pool_.context(home_),
-        accept_loop(acceptor_, pool_,
-                    [self](asio::ip::tcp::socket s, std::size_t worker) { self->on_accept(std::move(s), worker); },
-                    std::move(label)),
-        log_coroutine_exception);
-  });
+  close_listener();
+  const auto bound = std::get<acceptor_ptr>(std::move(socket));
+  const auto protocol = pool_.run_on(home_, [&] { return bound->local_endpoint().protocol(); });
+  // Every worker accepts from the one listening socket (the home worker's, or a dup of it on the
+  // others), so a connection is served where it was accepted: no hand-off between threads.
+  for (std::size_t k = 0; k < pool_.size(); ++k) {
+    pool_.run_on(k, [&] {
+      acceptor_ptr a = bound;
+      if (k != home_) {
+        const int fd = ::dup(bound->native_handle());
+        if (fd < 0) return;  // out of descriptors: the other workers still accept
+        std::error_code ec;
+        a = std::make_shared<asio::ip::tcp::acceptor>(pool_.context(k));
+        a->assign(protocol, fd, ec);
+        if (ec) {
+          ::close(fd);
+          return;
+        }
+      }
+      acceptors_[k] = a;
+      auto self = shared_from_this();
+      asio::co_spawn(pool_.context(k),
+                     accept_loop(a, k, [self](asio::ip::tcp::socket s, std::size_t worker) {
+                       self->on_accept(std::move(s), worker);
+                     }, "forward " + std::to_string(routes_[k].forward_id)),
+                     log_coroutine_exception);
+    });
+  }
 }
 
 void tcp_forward::close_listener() {
-  pool_.run_on(home_, [&] {
-    if (acceptor_) acceptor_->close();
-    acceptor_.reset();
-  });
+  // The port stops accepting once the last descriptor of the listening socket is closed.
+  for (std::size_t k = 0; k < pool_.size(); ++k) {
+    pool_.run_on(k, [&] {
+      if (acceptors_[k]) acceptors_[k]->close();
+      acceptors_[k].reset();
+    });
+  }
 }
 
 void tcp_forward::configure(const forward_spec& spec) {
-  pool_.run_on(home_, [&] { route_ = route_of(spec); });
+  for (std::size_t k = 0; k < pool_.size(); ++k) pool_.run_on(k, [&] { routes_[k] = route_of(spec); });
 }
 
 void tcp_forward::stop() {
@@ -54,15 +76,12 @@ void tcp_forward::stop() {
 }
 
 void tcp_forward::on_accept(asio::ip::tcp::socket socket, std::size_t worker) {
-  // The socket already belongs to worker `worker`; its session is made and started there.
-  asio::post(pool_.context(worker), [self = shared_from_this(), socket = std::move(socket), worker,
-                                     route = route_]() mutable {
-    auto session = std::make_shared<tcp_session>(std::move(socket), std::move(route), *self->stats_,
-                                                 self->options_, self);
-    auto listed = self->connections_[worker].add(*session);
-    if (!listed) return;  // the forward was stopped before this connection began
-    session->start(std::move(listed));
-  });
+  // On worker `worker`, which accepted it and serves it.
+  auto session = std::make_shared<tcp_session>(std::move(socket), routes_[worker], *stats_, options_,
+                                               shared_from_this());
+  auto listed = connections_[worker].add(*session);
+  if (!listed) return;  // the forward was stopped before this connection began
+  session->start(std::move(listed));
 }
 
 }  // namespace relay

@@ -14,7 +14,8 @@
 
 namespace relay {
 
-// The listener and the target belong to the home worker; connection set k belongs to worker k.
+// The listening socket is bound on the home worker; every worker accepts from it (a dup on the others)
+// and serves what it accepted. Acceptor k, route k and connection set k belong to worker k.
 // Every public method is for the control plane: it posts to the owning workers and waits.
 class tcp_forward final : public running_forward, public std::enable_shared_from_this<tcp_forward> {
  public:
@@ -39,8 +40,8 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   const std::size_t home_;
   const engine_options& options_;
   std::shared_ptr<forward_stats> stats_;
-  tcp_route route_;         // home worker only
-  acceptor_ptr acceptor_;   // home worker only
+  std::vector<tcp_route> routes_;        // [k] on worker k only
+  std::vector<acceptor_ptr> acceptors_;  // [k] on worker k only: the listening socket or a dup of it
   std::vector<connection_set> connections_;  // [k] on worker k only
 };
 

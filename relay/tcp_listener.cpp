@@ -37,18 +37,26 @@ result<acceptor_ptr> bind_tcp(asio::io_context& io, const std::string& host, std
   return acceptor;
 }
 
-asio::awaitable<void> accept_loop(acceptor_ptr acceptor, worker_pool& pool, accept_handler on_accept,
+asio::awaitable<void> accept_loop(acceptor_ptr acceptor, std::size_t worker, accept_handler on_accept,
                                   std::string label) {
   using namespace std::chrono_literals;
+  constexpr int batch = 16;
   auto backoff = std::chrono::milliseconds(100);
   asio::steady_timer pause(acceptor->get_executor());
+  std::error_code ignored;
+  acceptor->non_blocking(true, ignored);
   while (acceptor->is_open()) {
-    const std::size_t worker = pool.next();
-    auto [ec, socket] = co_await acceptor->async_accept(pool.context(worker), use_tuple);
+    auto [ec, socket] = co_await acceptor->async_accept(use_tuple);
     if (!acceptor->is_open()) break;  // closed while the accept was in flight: drop what it brought
     if (!ec) {
       backoff = 100ms;
       on_accept(std::move(socket), worker);
+      for (int i = 0; i < batch && acceptor->is_open(); ++i) {
+        std::error_code more_ec;
+        auto more = acceptor->accept(more_ec);
+        if (more_ec) break;  // none queued (or an error the waiting accept will meet and report)
+        on_accept(std::move(more), worker);
+      }
     } else if (ec == asio::error::connection_aborted || ec == asio::error::connection_reset ||
                ec == asio::error::operation_aborted) {
       spdlog::debug("{}: accept: {}", label, ec.message());  // the client gave up during the handshake
