@@ -44,7 +44,7 @@ bool parse_host_port(const std::string& text, std::string& host, std::uint16_t& 
 std::string usage() {
   return "usage: portrelay [--db FILE] [--api HOST:PORT] [--token-file FILE] [--workers N]\n"
          "                 [--log-level LEVEL] [--connect-timeout SECONDS] [--half-close-timeout SECONDS]\n"
-         "                 [--drain-timeout SECONDS]\n"
+         "                 [--drain-timeout SECONDS] [--datapath auto|splice|copy]\n"
          "\n"
          "Forwards local TCP and UDP ports to remote host:port targets, managed over a REST API.\n"
          "\n"
@@ -58,6 +58,8 @@ std::string usage() {
          "  --half-close-timeout S    idle time before a half-closed connection is closed (default 60)\n"
          "  --drain-timeout S         on SIGTERM, how long live connections may finish (default 30; 0 = close\n"
          "                            at once); a second SIGTERM or SIGINT closes them at once\n"
+         "  --datapath MODE           how TCP bytes move: auto (default: copy small messages, splice bulk),\n"
+         "                            splice (always through a pipe), copy (always through a buffer)\n"
          "  --help, --version\n";
 }
 
@@ -81,7 +83,7 @@ cli_parse parse_cli(const std::vector<std::string>& args) {
     }
     const bool takes_value = flag == "--db" || flag == "--api" || flag == "--token-file" || flag == "--workers" ||
                              flag == "--log-level" || flag == "--connect-timeout" || flag == "--half-close-timeout" ||
-                             flag == "--drain-timeout";
+                             flag == "--drain-timeout" || flag == "--datapath";
     if (!takes_value) return {std::nullopt, "unknown option: " + args[i]};
     if (!has_value) {
       if (i + 1 >= args.size()) return {std::nullopt, "option " + flag + " needs a value"};
@@ -109,6 +111,9 @@ cli_parse parse_cli(const std::vector<std::string>& args) {
       if (!parse_seconds(value, o.half_close_timeout_s)) return bad("seconds, more than 0 and at most 86400");
     } else if (flag == "--drain-timeout") {
       if (!parse_seconds(value, o.drain_timeout_s, true)) return bad("seconds, from 0 to 86400");
+    } else if (flag == "--datapath") {
+      if (value != "auto" && value != "splice" && value != "copy") return bad("auto, splice or copy");
+      o.datapath = value;
     }
   }
   return {o, {}};

@@ -16,6 +16,7 @@ struct cli_options {
   double connect_timeout_s = 10;
   double half_close_timeout_s = 60;
   double drain_timeout_s = 30;
+  std::string datapath = "auto";  // auto, splice or copy
   bool help = false;
   bool version = false;
 };

@@ -162,6 +162,9 @@ int main(int argc, char** argv) {
     engine_options.workers = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
     engine_options.connect_timeout = std::chrono::milliseconds(static_cast<long>(o.connect_timeout_s * 1000));
     engine_options.half_close_timeout = std::chrono::milliseconds(static_cast<long>(o.half_close_timeout_s * 1000));
+    engine_options.datapath = o.datapath == "splice" ? relay::datapath::splice
+                              : o.datapath == "copy" ? relay::datapath::copy
+                                                     : relay::datapath::automatic;
     relay::engine engine(engine_options);
     api::controller controller(store, engine);
     api::server server(controller, api_options);

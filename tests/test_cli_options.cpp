@@ -12,11 +12,12 @@ TEST_CASE("defaults") {
   CHECK(r.options->log_level == "info");
   CHECK(r.options->workers == 0);
   CHECK(r.options->drain_timeout_s == 30);
+  CHECK(r.options->datapath == "auto");
 }
 
 TEST_CASE("every flag, in both spellings") {
   auto r = parse_cli({"--db", "x.db", "--api=[::1]:0", "--token-file", "t", "--workers=3", "--log-level", "debug",
-                      "--connect-timeout", "2.5", "--half-close-timeout=30", "--drain-timeout", "0"});
+                      "--connect-timeout", "2.5", "--half-close-timeout=30", "--drain-timeout", "0", "--datapath=copy"});
   REQUIRE(r.options);
   CHECK(r.options->db == "x.db");
   CHECK(r.options->api_host == "::1");
@@ -27,6 +28,7 @@ TEST_CASE("every flag, in both spellings") {
   CHECK(r.options->connect_timeout_s == 2.5);
   CHECK(r.options->half_close_timeout_s == 30);
   CHECK(r.options->drain_timeout_s == 0);  // 0: close at once
+  CHECK(r.options->datapath == "copy");
 }
 
 TEST_CASE("bad flags and values name themselves") {
@@ -44,7 +46,8 @@ TEST_CASE("bad flags and values name themselves") {
                                                          {"--half-close-timeout", "0"},
                                                          {"--drain-timeout", "-1"},
                                                          {"--drain-timeout", "86401"},
-                                                         {"--drain-timeout", "soon"}}) {
+                                                         {"--drain-timeout", "soon"},
+                                                         {"--datapath", "zerocopy"}}) {
     auto r = parse_cli(args);
     INFO(args[0] << " " << args[1]);
     CHECK_FALSE(r.options);
