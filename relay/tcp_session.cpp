@@ -140,7 +140,16 @@ void tcp_session::try_connect(std::size_t index) {
   // async_connect (no ioctl, no poll), which matters when connections are short.
   const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    on_connect(index, last_error());
+    const auto error = last_error();
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      // Out of descriptors or memory: worth an operator's attention, at most once a second per worker.
+      thread_local clock::time_point last_warning{};
+      if (clock::now() - last_warning >= std::chrono::seconds(1)) {
+        last_warning = clock::now();
+        spdlog::warn("forward {}: cannot open a connection to the target: {}", route_.forward_id, error.message());
+      }
+    }
+    on_connect(index, error);
     return;
   }
   set_connection_options(fd);
