@@ -8,8 +8,8 @@ namespace relay {
 
 // How TCP bytes move: splice(2) through a pipe (kernel to kernel, no copy into the relay), or
 // recv/send through the worker's buffer. `automatic` copies small messages (fewer, cheaper calls:
-// lower latency) and splices bulk: a direction switches to splice after a read that fills the
-// whole 64 KiB buffer, and back after a splice of less than 4 KiB. `splice` and `copy` force one
+// lower latency) and splices bulk: a direction switches to splice after a read of 16 KiB or more,
+// and back after a splice of less than 4 KiB. `splice` and `copy` force one
 // path (tests, diagnosis). Splicing falls back to copying when no pipe can be had.
 enum class datapath { automatic, splice, copy };
 

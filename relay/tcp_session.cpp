@@ -22,6 +22,7 @@ namespace {
 
 constexpr std::size_t chunk = 64 * 1024;     // per splice or recv: the pipe's default capacity
 constexpr std::size_t small_splice = 4 * 1024;  // automatic datapath: below this, copying is cheaper
+constexpr std::size_t bulk_read = 16 * 1024;    // automatic datapath: from this, splicing is cheaper
 constexpr int rounds_per_wakeup = 16;        // then the worker's other connections get their turn
 
 // What a worker owns for all its connections: empty pipes ready for lease, and one copy buffer.
@@ -312,7 +313,7 @@ std::size_t tcp_session::fill_copy(direction& d, std::error_code& ec) {
   }
   if (n == 0) return 0;
   const auto got = static_cast<std::size_t>(n);
-  if (got == buffer.size()) d.splicing = true;  // bulk: the next reads splice
+  if (got >= bulk_read) d.splicing = true;  // bulk: the next reads splice
   const ssize_t sent = ::send(d.to->native_handle(), buffer.data(), got, MSG_DONTWAIT | MSG_NOSIGNAL);
   if (sent < 0 && !would_block(errno)) {
     ec = last_error();
