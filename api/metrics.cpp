@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <sstream>
 
@@ -114,7 +115,8 @@ std::string escape_label_value(const std::string& value) {
 
 std::string render_metrics(const relay::engine& engine) {
   const auto forwards = engine.snapshot();
-  const auto census = engine.count();
+  std::map<std::string, std::uint64_t> by_state{{"active", 0}, {"disabled", 0}, {"error", 0}};
+  for (const auto& f : forwards) ++by_state[f.status.state];
   exposition e;
 
   e.family("portrelay_build_info", "gauge", "Always 1; the version of the running portrelay is in its label.");
@@ -122,9 +124,7 @@ std::string render_metrics(const relay::engine& engine) {
   e.family("portrelay_workers", "gauge", "Data-plane worker threads.");
   e.add("", std::uint64_t{engine.workers()});
   e.family("portrelay_forwards", "gauge", "Forwards by state: active, disabled or error.");
-  e.add("state=\"active\"", std::uint64_t{census.active});
-  e.add("state=\"disabled\"", std::uint64_t{census.disabled});
-  e.add("state=\"error\"", std::uint64_t{census.error});
+  for (const auto& [state, count] : by_state) e.add("state=\"" + state + '"', count);
 
   per_forward(e, forwards, std::nullopt, "portrelay_forward_state", "gauge",
               "1 for the state the forward is in (active, disabled or error), 0 for the others.",

@@ -2,7 +2,6 @@
 #include "relay/tcp_forward.hpp"
 
 #include <asio/co_spawn.hpp>
-#include <asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 #include <unistd.h>

@@ -78,26 +78,25 @@ batch_space& scratch() {
   return space;
 }
 
-// sendmmsg of the `count` queued datagrams: calls `sent(bytes)` or `dropped()` for each. A datagram
-// the kernel refuses (an ICMP error queued on the socket) is dropped and the rest still go; when the
-// socket is full, the rest are dropped rather than queued.
-template <class Sent, class Dropped>
-void send_batch(int fd, batch_space& b, int count, Sent sent, Dropped dropped) {
+// sendmmsg of the `count` queued datagrams on `fd` (-1: nowhere to send), counting each one as sent
+// (`datagrams`, `bytes`) or `dropped`. A datagram the kernel refuses (an ICMP error queued on the
+// socket) is dropped and the rest still go; when the socket is full, the rest are dropped, never queued.
+void send_batch(int fd, batch_space& b, int count, std::atomic<std::uint64_t>& datagrams,
+                std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped) {
   int done = 0;
-  while (done < count) {
+  while (done < count && fd >= 0) {
     const int n = ::sendmmsg(fd, b.out.data() + done, static_cast<unsigned>(count - done), MSG_DONTWAIT);
     if (n > 0) {
-      for (int i = done; i < done + n; ++i) sent(b.out[i].msg_len);
+      for (int i = done; i < done + n; ++i) bump(bytes, b.out[i].msg_len);
+      bump(datagrams, static_cast<std::uint64_t>(n));
       done += n;
       continue;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
-      for (; done < count; ++done) dropped();
-      return;
-    }
-    dropped();  // this one is refused; the next may well go
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) break;
+    bump(dropped);  // this one is refused; the next may well go
     ++done;
   }
+  bump(dropped, static_cast<std::uint64_t>(count - done));
 }
 
 }  // namespace
@@ -212,13 +211,8 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
       int queued = 0;
       auto flush = [&] {
         if (!batch_for || queued == 0) return;
-        send_batch(
-            batch_for->upstream.native_handle(), b, queued,
-            [&](std::size_t bytes) {
-              bump(stats_->datagrams_up);
-              bump(stats_->bytes_up, bytes);
-            },
-            [&] { bump(stats_->datagrams_dropped); });
+        send_batch(batch_for->upstream.native_handle(), b, queued, stats_->datagrams_up, stats_->bytes_up,
+                   stats_->datagrams_dropped);
         queued = 0;
       };
       for (int i = 0; i < n; ++i) {
@@ -237,7 +231,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
         b.queue(queued++, i, nullptr);
       }
       flush();
-      if (n < batch_space::slots) break;  // the queue is empty: no datagram has an EOF to hide
+      if (n < batch_space::slots) break;  // the socket's queue is empty (UDP has no EOF to miss)
     }
   }
 }
@@ -346,17 +340,8 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
       }
       touch(*s);
       for (int i = 0; i < n; ++i) b.queue(i, i, &s->client);  // replies leave through the listening socket
-      if (socket_) {
-        send_batch(
-            socket_->native_handle(), b, n,
-            [&](std::size_t bytes) {
-              bump(stats_->datagrams_down);
-              bump(stats_->bytes_down, bytes);
-            },
-            [&] { bump(stats_->datagrams_dropped); });
-      } else {
-        for (int i = 0; i < n; ++i) bump(stats_->datagrams_dropped);
-      }
+      send_batch(socket_ ? socket_->native_handle() : -1, b, n, stats_->datagrams_down, stats_->bytes_down,
+                 stats_->datagrams_dropped);
       if (n < batch_space::slots) break;
     }
   }
