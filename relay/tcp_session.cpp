@@ -230,15 +230,13 @@ void tcp_session::pump(direction& d) {
       return wait(d, asio::socket_base::wait_write);  // `to` is full: reading this direction pauses
     }
     if (d.eof) return finish(d);
-    const std::size_t n = fill(d, ec);
-    if (ec == asio::error::would_block) {
+    if (d.drained) {
+      d.drained = false;
       release_pipe(d);  // idle: the connection holds no pipe and no buffer
       return wait(d, asio::socket_base::wait_read);
     }
+    fill(d, ec);
     if (ec) return fail(ec);
-    // A short read is not taken as "drained": a FIN queued behind the data raises no new readiness
-    // edge, so only a read that sees EAGAIN (or EOF) may end the round.
-    if (n == 0) d.eof = true;
   }
   // A fast direction has had its share of this wake-up: the worker's other connections go first.
   asio::post(client_.get_executor(), [self = shared_from_this(), &d] { self->pump(d); });
@@ -269,7 +267,7 @@ bool tcp_session::flush(direction& d, std::error_code& ec) {
   return true;
 }
 
-std::size_t tcp_session::fill(direction& d, std::error_code& ec) {
+void tcp_session::fill(direction& d, std::error_code& ec) {
   const bool splice = options_.datapath == datapath::splice ||
                       (options_.datapath == datapath::automatic && d.splicing);
   if (splice) {
@@ -289,35 +287,58 @@ std::size_t tcp_session::fill(direction& d, std::error_code& ec) {
     if (d.pipe_read >= 0) return fill_splice(d, ec);
     // No pipe to be had (out of descriptors): this round copies instead.
   }
-  return fill_copy(d, ec);
+  fill_copy(d, ec);
 }
 
-std::size_t tcp_session::fill_splice(direction& d, std::error_code& ec) {
+// One splice into the empty pipe per round: EAGAIN then means the socket is drained. (Splicing on
+// into a pipe that already holds data could also fail for want of pipe slots, which says nothing
+// about the socket.)
+void tcp_session::fill_splice(direction& d, std::error_code& ec) {
   const ssize_t n = ::splice(d.from->native_handle(), nullptr, d.pipe_write, nullptr, chunk,
                              SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
   if (n < 0) {
-    ec = would_block(errno) ? std::error_code(asio::error::would_block) : last_error();
-    return 0;
+    if (would_block(errno)) {
+      d.drained = true;
+    } else {
+      ec = last_error();
+    }
+    return;
   }
+  if (n == 0) d.eof = true;
   d.in_pipe = static_cast<std::size_t>(n);
   if (n > 0 && static_cast<std::size_t>(n) < small_splice) d.splicing = false;  // back to copying small messages
-  return static_cast<std::size_t>(n);
 }
 
-std::size_t tcp_session::fill_copy(direction& d, std::error_code& ec) {
+// Reads until the socket is drained, ends or the buffer is full, then passes it all on in one send.
+// Reading ahead costs no extra call (the read that sees EAGAIN is needed anyway), and when it sees
+// the end, the data and the FIN leave in one segment (MSG_MORE holds the data until the shutdown or
+// close that follows): one packet and one wake-up fewer for the receiver of a short reply.
+void tcp_session::fill_copy(direction& d, std::error_code& ec) {
   auto& buffer = resources().buffer;
-  const ssize_t n = ::recv(d.from->native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
-  if (n < 0) {
-    ec = would_block(errno) ? std::error_code(asio::error::would_block) : last_error();
-    return 0;
+  const int from = d.from->native_handle();
+  std::size_t got = 0;
+  while (got < buffer.size()) {
+    const ssize_t n = ::recv(from, buffer.data() + got, buffer.size() - got, MSG_DONTWAIT);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else {
+      if (n == 0) {
+        d.eof = true;
+      } else if (would_block(errno)) {
+        d.drained = true;
+      } else {
+        ec = last_error();  // what was read before the error is still passed on
+      }
+      break;
+    }
   }
-  if (n == 0) return 0;
-  const auto got = static_cast<std::size_t>(n);
+  if (got == 0) return;
   if (got >= bulk_read) d.splicing = true;  // bulk: the next reads splice
-  const ssize_t sent = ::send(d.to->native_handle(), buffer.data(), got, MSG_DONTWAIT | MSG_NOSIGNAL);
+  const int more = d.eof ? MSG_MORE : 0;
+  const ssize_t sent = ::send(d.to->native_handle(), buffer.data(), got, MSG_DONTWAIT | MSG_NOSIGNAL | more);
   if (sent < 0 && !would_block(errno)) {
-    ec = last_error();
-    return got;
+    if (!ec) ec = last_error();
+    return;
   }
   const std::size_t taken = sent < 0 ? 0 : static_cast<std::size_t>(sent);
   moved(d, taken);
@@ -326,7 +347,6 @@ std::size_t tcp_session::fill_copy(direction& d, std::error_code& ec) {
                                                  buffer.begin() + static_cast<std::ptrdiff_t>(got));
     d.held_from = 0;
   }
-  return got;
 }
 
 void tcp_session::release_pipe(direction& d) {

@@ -70,6 +70,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
     bool eof = false;     // `from` has ended; `to` is shut down once nothing is pending
+    bool drained = false;  // the last read found nothing more: wait for `from` once nothing is pending
     bool splicing = false;  // automatic datapath: bulk seen, so splice
     bool finished = false;
   };
@@ -83,10 +84,10 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void pump(direction& d);
   // Moves what is pending (pipe or held bytes) to `to`: true when nothing is left.
   bool flush(direction& d, std::error_code& ec);
-  // Reads from `from` and passes it on: bytes moved, 0 at EOF, or nothing to read (would_block).
-  std::size_t fill(direction& d, std::error_code& ec);
-  std::size_t fill_splice(direction& d, std::error_code& ec);
-  std::size_t fill_copy(direction& d, std::error_code& ec);
+  // Reads from `from` and passes it on; notes in `d` whether `from` ended or was drained.
+  void fill(direction& d, std::error_code& ec);
+  void fill_splice(direction& d, std::error_code& ec);
+  void fill_copy(direction& d, std::error_code& ec);
   void release_pipe(direction& d);
   void wait(direction& d, asio::socket_base::wait_type what);
   void finish(direction& d);
