@@ -559,8 +559,16 @@ def main():
     ap.add_argument("--idle", type=int, default=5000, help="idle connections held for the memory measure")
     ap.add_argument("--forwards", type=int, default=1000, help="forwards created for the control-plane measure")
     ap.add_argument("--only", default="", help="comma-separated relays (default: all)")
+    ap.add_argument("--measures", default="tcp,conn,rtt,udp,idle,control",
+                    help="comma-separated groups to run (default: all): tcp (1 and 4 streams, CPU per GB), "
+                         "conn (new connections), rtt (TCP and UDP ping-pong), udp (loss), idle (memory), "
+                         "control (1,000 forwards through the API)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
+    groups = set(args.measures.split(","))
+    unknown = groups - {"tcp", "conn", "rtt", "udp", "idle", "control"}
+    if unknown:
+        ap.error(f"unknown measure group(s): {', '.join(sorted(unknown))}")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -581,25 +589,29 @@ def main():
             for relay in relays:
                 print(f"[{time.time() - started:5.0f}s] rep {rep + 1}/{args.reps}: {relay.name}", file=sys.stderr, flush=True)
                 r = results[relay.name]
-                one = iperf_tcp(relay, 1, args.seconds)
-                r["tcp1"].append(one["gbps"])
-                r["cpu_gb"].append(one["cpu_s_per_gb"])
-                r["tcp4"].append(iperf_tcp(relay, 4, args.seconds)["gbps"])
-                c = wrk_connections(relay, backend_port, args.seconds)
-                r["conn"].append(c["conn_per_s"])
-                r["cpu_conn"].append(c["cpu_us_per_conn"])
-                if c["errors"]:
-                    print(f"    wrk errors through {relay.name}: {c['errors']}", file=sys.stderr)
-                r["tcp_rtt"].append(sockperf_rtt(relay, True, args.seconds)["rtt_us"])
-                u = sockperf_rtt(relay, False, args.seconds)
-                r["udp_rtt"].append(u["rtt_us"] if u else None)
-                try:
-                    loss = iperf_udp_loss(relay, args.seconds)
-                except (RuntimeError, KeyError, ValueError) as e:
-                    failures.append(f"{relay.name}, UDP loss: {e}")
-                    loss = None
-                r["udp_loss"].append(loss["loss_pct"] if loss else None)
-        for relay in relays:
+                if "tcp" in groups:
+                    one = iperf_tcp(relay, 1, args.seconds)
+                    r["tcp1"].append(one["gbps"])
+                    r["cpu_gb"].append(one["cpu_s_per_gb"])
+                    r["tcp4"].append(iperf_tcp(relay, 4, args.seconds)["gbps"])
+                if "conn" in groups:
+                    c = wrk_connections(relay, backend_port, args.seconds)
+                    r["conn"].append(c["conn_per_s"])
+                    r["cpu_conn"].append(c["cpu_us_per_conn"])
+                    if c["errors"]:
+                        print(f"    wrk errors through {relay.name}: {c['errors']}", file=sys.stderr)
+                if "rtt" in groups:
+                    r["tcp_rtt"].append(sockperf_rtt(relay, True, args.seconds)["rtt_us"])
+                    u = sockperf_rtt(relay, False, args.seconds)
+                    r["udp_rtt"].append(u["rtt_us"] if u else None)
+                if "udp" in groups:
+                    try:
+                        loss = iperf_udp_loss(relay, args.seconds)
+                    except (RuntimeError, KeyError, ValueError) as e:
+                        failures.append(f"{relay.name}, UDP loss: {e}")
+                        loss = None
+                    r["udp_loss"].append(loss["loss_pct"] if loss else None)
+        for relay in (relays if "idle" in groups else []):
             print(f"[{time.time() - started:5.0f}s] idle connections: {relay.name}", file=sys.stderr, flush=True)
             try:
                 m = idle_memory(relay, args.idle)
@@ -609,7 +621,7 @@ def main():
                 m = None
             results[relay.name]["idle_kb"].append(m["kb_per_conn"] if m else None)
         scale = None
-        if "portrelay" in names:
+        if "portrelay" in names and "control" in groups:
             print(f"[{time.time() - started:5.0f}s] control plane: {args.forwards} forwards", file=sys.stderr, flush=True)
             scale = control_plane(args.binary, work, args.forwards)
     finally:
@@ -626,6 +638,8 @@ def main():
     verdicts = []
     for key, label, _, higher, target in MEASURES:
         med = {n: median(results[n][key]) for n in names}
+        if all(v is None for v in med.values()):
+            continue  # a measure left out with --measures
         peer_values = {p: med[p] for p in peers if med[p] is not None}
         ratio_cell, target_cell = "–", "–"
         if med.get("portrelay") is not None and peer_values:
