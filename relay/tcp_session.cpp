@@ -20,23 +20,45 @@ namespace relay {
 
 namespace {
 
-constexpr std::size_t chunk = 64 * 1024;     // per splice or recv: the pipe's default capacity
+constexpr std::size_t chunk = 64 * 1024;     // per recv, and per splice through a pipe of the default size
 constexpr std::size_t small_splice = 4 * 1024;  // automatic datapath: below this, copying is cheaper
 constexpr std::size_t bulk_read = 16 * 1024;    // automatic datapath: from this, splicing is cheaper
 constexpr int rounds_per_wakeup = 16;        // then the worker's other connections get their turn
 
+std::atomic<std::size_t> large_pipes{0};  // enlarged pipes open in the process
+
+// Closes a pipe, and gives back its share of the large-pipe bound.
+void close_pipe(splice_pipe& p) {
+  ::close(p.read);
+  ::close(p.write);
+  if (p.capacity > chunk) large_pipes.fetch_sub(1, std::memory_order_relaxed);
+  p = splice_pipe{};
+}
+
+// A new pipe, enlarged while the process holds fewer than `max_large_pipes` large ones; an
+// empty one (no `read`) when none can be had.
+splice_pipe open_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return {};
+  splice_pipe p{fds[0], fds[1], chunk};
+  if (large_pipes.fetch_add(1, std::memory_order_relaxed) < max_large_pipes &&
+      ::fcntl(p.write, F_SETPIPE_SZ, static_cast<int>(large_pipe_bytes)) >= static_cast<int>(large_pipe_bytes)) {
+    p.capacity = large_pipe_bytes;
+  } else {
+    large_pipes.fetch_sub(1, std::memory_order_relaxed);  // the kernel may refuse (pipe-user-pages-soft)
+  }
+  return p;
+}
+
 // What a worker owns for all its connections: empty pipes ready for lease, and one copy buffer.
 struct worker_resources {
-  std::vector<std::pair<int, int>> pipes;  // read end, write end
+  std::vector<splice_pipe> pipes;
   std::vector<char> buffer = std::vector<char>(chunk);
   worker_resources() = default;
   worker_resources(const worker_resources&) = delete;
   worker_resources& operator=(const worker_resources&) = delete;
   ~worker_resources() {
-    for (auto [r, w] : pipes) {
-      ::close(r);
-      ::close(w);
-    }
+    for (auto& p : pipes) close_pipe(p);
   }
 };
 
@@ -83,10 +105,7 @@ tcp_session::~tcp_session() {
   // Pipes still leased here were cut off mid-transfer: closed, not pooled (this may also run off
   // the worker, when an engine is destroyed with connections still queued).
   for (auto* d : {&up_, &down_}) {
-    if (d->pipe_read >= 0) {
-      ::close(d->pipe_read);
-      ::close(d->pipe_write);
-    }
+    if (d->pipe) close_pipe(d->pipe);
   }
 }
 
@@ -245,7 +264,7 @@ void tcp_session::pump(direction& d) {
 bool tcp_session::flush(direction& d, std::error_code& ec) {
   const int to = d.to->native_handle();
   while (d.in_pipe > 0) {
-    const ssize_t n = ::splice(d.pipe_read, nullptr, to, nullptr, d.in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    const ssize_t n = ::splice(d.pipe.read, nullptr, to, nullptr, d.in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     if (n < 0) {
       if (!would_block(errno)) ec = last_error();
       return false;
@@ -271,20 +290,16 @@ void tcp_session::fill(direction& d, std::error_code& ec) {
   const bool splice = options_.datapath == datapath::splice ||
                       (options_.datapath == datapath::automatic && d.splicing);
   if (splice) {
-    if (d.pipe_read < 0) {
+    if (!d.pipe) {
       auto& pool = resources().pipes;
       if (!pool.empty()) {
-        std::tie(d.pipe_read, d.pipe_write) = pool.back();
+        d.pipe = pool.back();
         pool.pop_back();
       } else {
-        int fds[2];
-        if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0) {
-          d.pipe_read = fds[0];
-          d.pipe_write = fds[1];
-        }
+        d.pipe = open_pipe();
       }
     }
-    if (d.pipe_read >= 0) return fill_splice(d, ec);
+    if (d.pipe) return fill_splice(d, ec);
     // No pipe to be had (out of descriptors): this round copies instead.
   }
   fill_copy(d, ec);
@@ -294,7 +309,7 @@ void tcp_session::fill(direction& d, std::error_code& ec) {
 // into a pipe that already holds data could also fail for want of pipe slots, which says nothing
 // about the socket.)
 void tcp_session::fill_splice(direction& d, std::error_code& ec) {
-  const ssize_t n = ::splice(d.from->native_handle(), nullptr, d.pipe_write, nullptr, chunk,
+  const ssize_t n = ::splice(d.from->native_handle(), nullptr, d.pipe.write, nullptr, d.pipe.capacity,
                              SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
   if (n < 0) {
     if (would_block(errno)) {
@@ -350,15 +365,14 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
 }
 
 void tcp_session::release_pipe(direction& d) {
-  if (d.pipe_read < 0) return;
+  if (!d.pipe) return;
   auto& pool = resources().pipes;
   if (d.in_pipe == 0 && pool.size() < max_idle_pipes_per_worker) {
-    pool.emplace_back(d.pipe_read, d.pipe_write);
+    pool.push_back(d.pipe);
+    d.pipe = splice_pipe{};
   } else {  // bytes still in it (the connection is going away), or the pool is full
-    ::close(d.pipe_read);
-    ::close(d.pipe_write);
+    close_pipe(d.pipe);
   }
-  d.pipe_read = d.pipe_write = -1;
   d.in_pipe = 0;
 }
 

@@ -20,6 +20,22 @@ namespace relay {
 // Empty pipes a worker keeps for the next connections' splices; more are closed when returned.
 inline constexpr std::size_t max_idle_pipes_per_worker = 64;
 
+// Splice pipes are enlarged from the default 64 KiB to this (a quarter of the system calls per
+// byte moved), up to `max_large_pipes` at a time in the process. The kernel counts a pipe's
+// capacity against its user (pipe-user-pages-soft, 64 MiB by default, after which an unprivileged
+// user's new pipes get 8 KiB): the bound keeps the large ones to half of that, and pipes beyond it
+// keep the default size.
+inline constexpr std::size_t large_pipe_bytes = 256 * 1024;
+inline constexpr std::size_t max_large_pipes = 128;
+
+// A pipe for splicing: both ends, and how much one splice may move through it.
+struct splice_pipe {
+  int read = -1;
+  int write = -1;
+  std::size_t capacity = 0;
+  explicit operator bool() const { return read >= 0; }
+};
+
 // TCP_NODELAY and keepalive (first probe after 60 s idle, then every 10 s, given up after 6: a
 // peer that vanished without a FIN is found in about 2 minutes). Set on listening sockets, whose
 // accepted connections inherit them, and on each connection to a target.
@@ -64,8 +80,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     asio::ip::tcp::socket* from;
     asio::ip::tcp::socket* to;
     std::atomic<std::uint64_t>* counter;
-    int pipe_read = -1;  // a pipe leased from the worker's pool while bytes are in it
-    int pipe_write = -1;
+    splice_pipe pipe;  // leased from the worker's pool while bytes are in it
     std::size_t in_pipe = 0;
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
