@@ -246,10 +246,11 @@ void tcp_session::pump(direction& d) {
     std::error_code ec;
     if (!flush(d, ec)) {
       if (ec) return fail(ec);
+      d.drained = false;  // bytes may arrive meanwhile: read again (to EAGAIN) before waiting to read
       return wait(d, asio::socket_base::wait_write);  // `to` is full: reading this direction pauses
     }
     if (d.eof) return finish(d);
-    if (d.drained) {
+    if (d.drained) {  // the last read saw EAGAIN, and nothing is pending: wait for more
       d.drained = false;
       release_pipe(d);  // idle: the connection holds no pipe and no buffer
       return wait(d, asio::socket_base::wait_read);
