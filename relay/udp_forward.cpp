@@ -9,6 +9,7 @@
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include <netinet/udp.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -23,15 +24,17 @@ constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_datagram = 65536;        // larger than any UDP payload, so none is truncated
 constexpr int rounds = 4;                          // recvmmsg batches per wake-up, so one forward cannot starve a worker
 constexpr std::size_t max_pending = 8;             // per session while its target's name resolves
-constexpr int socket_buffer = 4 * 1024 * 1024;     // bursts wait in the kernel, not in the relay
+constexpr int listener_buffer = 4 * 1024 * 1024;  // bursts wait in the kernel, not in the relay
+constexpr int session_buffer = 1024 * 1024;       // a target's burst of replies to one client
 
-// Room for bursts: SO_RCVBUFFORCE passes the sysctl cap when we may (root or CAP_NET_ADMIN).
-void size_buffers(int fd) {
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &socket_buffer, sizeof socket_buffer) != 0) {
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &socket_buffer, sizeof socket_buffer);
+// Room for bursts: SO_RCVBUFFORCE passes the sysctl cap when we may (root or CAP_NET_ADMIN). A
+// limit, not an allocation: memory is used only while datagrams wait.
+void size_buffers(int fd, int bytes) {
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
   }
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &socket_buffer, sizeof socket_buffer) != 0) {
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &socket_buffer, sizeof socket_buffer);
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0) {
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
   }
 }
 // A worker's scratch space for batched I/O, shared by all its UDP forwards (used only between waits):
@@ -78,25 +81,107 @@ batch_space& scratch() {
   return space;
 }
 
-// sendmmsg of the `count` queued datagrams on `fd` (-1: nowhere to send), counting each one as sent
+// One system call for a run of same-size datagrams to one destination (the last may be shorter):
+// UDP generic segmentation offload (UDP_SEGMENT) passes the run down the stack once and cuts it
+// into its datagrams at the end (on loopback, at the receiving socket). The kernel's bounds: at
+// most 64 segments and one IP packet's worth of bytes.
+constexpr int max_gso_segments = 64;
+constexpr std::size_t max_gso_bytes = 65000;
+
+// How many of the queued datagrams from `first` on can leave as one GSO send.
+int gso_run(const batch_space& b, int first, int count) {
+  const auto size = b.out_iov[first].iov_len;
+  std::size_t total = size;
+  int k = 1;
+  while (first + k < count && k < max_gso_segments) {
+    const auto len = b.out_iov[first + k].iov_len;
+    if (b.out[first + k].msg_hdr.msg_name != b.out[first].msg_hdr.msg_name || len > size || len == 0 ||
+        total + len > max_gso_bytes) {
+      break;
+    }
+    total += len;
+    ++k;
+    if (len < size) break;  // a shorter one can only end the run
+  }
+  return k;
+}
+
+// sendmmsg of queued datagrams [first, first + count) on `fd`, counting each one as sent
 // (`datagrams`, `bytes`) or `dropped`. A datagram the kernel refuses (an ICMP error queued on the
-// socket) is dropped and the rest still go; when the socket is full, the rest are dropped, never queued.
-void send_batch(int fd, batch_space& b, int count, std::atomic<std::uint64_t>& datagrams,
-                std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped) {
+// socket) is dropped and the rest still go. Returns false when the socket is full: the caller
+// drops the rest, never queues them.
+bool send_each(int fd, batch_space& b, int first, int count, std::atomic<std::uint64_t>& datagrams,
+               std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped) {
   int done = 0;
-  while (done < count && fd >= 0) {
-    const int n = ::sendmmsg(fd, b.out.data() + done, static_cast<unsigned>(count - done), MSG_DONTWAIT);
+  while (done < count) {
+    const int n = ::sendmmsg(fd, b.out.data() + first + done, static_cast<unsigned>(count - done), MSG_DONTWAIT);
     if (n > 0) {
-      for (int i = done; i < done + n; ++i) bump(bytes, b.out[i].msg_len);
+      for (int i = first + done; i < first + done + n; ++i) bump(bytes, b.out[i].msg_len);
       bump(datagrams, static_cast<std::uint64_t>(n));
       done += n;
       continue;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) break;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+      bump(dropped, static_cast<std::uint64_t>(count - done));
+      return false;
+    }
     bump(dropped);  // this one is refused; the next may well go
     ++done;
   }
-  bump(dropped, static_cast<std::uint64_t>(count - done));
+  return true;
+}
+
+// Sends the `count` queued datagrams on `fd` (-1: nowhere to send; all are dropped). Runs that can
+// go as one GSO send do, while `gso` holds; a socket whose path refuses GSO (a segment above the
+// MTU, no checksum offload) clears it and uses sendmmsg from then on. Counting as in send_each.
+void send_batch(int fd, batch_space& b, int count, bool& gso, std::atomic<std::uint64_t>& datagrams,
+                std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped) {
+  if (fd < 0) {
+    bump(dropped, static_cast<std::uint64_t>(count));
+    return;
+  }
+  int singles = 0;  // queued datagrams from here on that go by sendmmsg
+  int i = 0;
+  while (i < count) {
+    const int k = gso ? gso_run(b, i, count) : 1;
+    if (k < 2) {
+      ++i;
+      continue;
+    }
+    if (i > singles && !send_each(fd, b, singles, i - singles, datagrams, bytes, dropped)) {
+      bump(dropped, static_cast<std::uint64_t>(count - i));
+      return;
+    }
+    const auto size = static_cast<std::uint16_t>(b.out_iov[i].iov_len);
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof size)] = {};
+    msghdr m = b.out[i].msg_hdr;
+    m.msg_iov = &b.out_iov[i];  // the run's buffers, in order: one payload cut every `size` bytes
+    m.msg_iovlen = static_cast<std::size_t>(k);
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof size);
+    std::memcpy(CMSG_DATA(c), &size, sizeof size);
+    const ssize_t sent = ::sendmsg(fd, &m, MSG_DONTWAIT);
+    if (sent >= 0) {
+      bump(bytes, static_cast<std::uint64_t>(sent));
+      bump(datagrams, static_cast<std::uint64_t>(k));
+      i += k;
+      singles = i;
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+      bump(dropped, static_cast<std::uint64_t>(count - i));
+      return;
+    }
+    if (errno == EINVAL || errno == EIO || errno == EOPNOTSUPP || errno == ENOPROTOOPT || errno == EMSGSIZE) {
+      gso = false;  // this path cannot segment: datagram by datagram from now on
+    }
+    i += k;  // the run goes by sendmmsg (which meets a queued ICMP error datagram by datagram)
+  }
+  if (count > singles) send_each(fd, b, singles, count - singles, datagrams, bytes, dropped);
 }
 
 }  // namespace
@@ -110,6 +195,7 @@ struct udp_forward::session {
   std::list<session*>::iterator lru_pos;
   bool open = true;
   bool ready = false;                // upstream connected
+  bool gso = true;                   // runs of datagrams to the target may go as one GSO send
   std::vector<std::string> pending;  // what arrived while the target's name resolved
 };
 
@@ -126,7 +212,7 @@ std::size_t endpoint_hash::operator()(const asio::ip::udp::endpoint& e) const no
 result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port) {
   auto socket = std::make_shared<asio::ip::udp::socket>(io);
   if (auto e = open_and_bind(*socket, host, port, false)) return *e;
-  size_buffers(socket->native_handle());
+  size_buffers(socket->native_handle(), listener_buffer);
   std::error_code ignored;
   socket->non_blocking(true, ignored);
   return socket;
@@ -151,6 +237,7 @@ void udp_forward::listen(bound_socket socket) {
     if (socket_) socket_->close();
     close_all_sessions();
     socket_ = std::get<udp_socket_ptr>(std::move(socket));
+    reply_gso_ = true;
     auto self = shared_from_this();
     asio::co_spawn(pool_.context(home_), [self, s = socket_] { return self->receive_from_clients(s); },
                    log_coroutine_exception);
@@ -211,8 +298,8 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
       int queued = 0;
       auto flush = [&] {
         if (!batch_for || queued == 0) return;
-        send_batch(batch_for->upstream.native_handle(), b, queued, stats_->datagrams_up, stats_->bytes_up,
-                   stats_->datagrams_dropped);
+        send_batch(batch_for->upstream.native_handle(), b, queued, batch_for->gso, stats_->datagrams_up,
+                   stats_->bytes_up, stats_->datagrams_dropped);
         queued = 0;
       };
       for (int i = 0; i < n; ++i) {
@@ -302,6 +389,7 @@ asio::awaitable<void> udp_forward::start_session(session_ptr s) {
 bool udp_forward::connect_upstream(session& s, const asio::ip::udp::endpoint& target) {
   std::error_code ec;
   s.upstream.open(target.protocol(), ec);
+  if (!ec) size_buffers(s.upstream.native_handle(), session_buffer);
   if (!ec) s.upstream.non_blocking(true, ec);
   if (!ec) s.upstream.connect(target, ec);
   if (ec) {
@@ -340,8 +428,8 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
       }
       touch(*s);
       for (int i = 0; i < n; ++i) b.queue(i, i, &s->client);  // replies leave through the listening socket
-      send_batch(socket_ ? socket_->native_handle() : -1, b, n, stats_->datagrams_down, stats_->bytes_down,
-                 stats_->datagrams_dropped);
+      send_batch(socket_ ? socket_->native_handle() : -1, b, n, reply_gso_, stats_->datagrams_down,
+                 stats_->bytes_down, stats_->datagrams_dropped);
       if (n < batch_space::slots) break;
     }
   }

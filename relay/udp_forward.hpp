@@ -79,6 +79,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   std::chrono::seconds idle_;
   std::size_t max_sessions_;
   udp_socket_ptr socket_;
+  bool reply_gso_ = true;  // replies through socket_ may go as GSO sends (see send_batch)
   std::unordered_map<asio::ip::udp::endpoint, session_ptr, endpoint_hash> sessions_;
   std::list<session*> lru_;
   asio::steady_timer sweep_timer_;

@@ -91,6 +91,51 @@ TEST_CASE("udp: 60,000-byte datagrams pass intact, never truncated or merged") {
   CHECK(eventually([&] { return engine.status(1).stats.bytes_down == 5 * 60000 + 4; }));
 }
 
+// A burst the relay reads in batches: runs of equal-size datagrams leave in one GSO send, which the
+// kernel must cut back into exactly the datagrams that came in. The sizes break runs in every way:
+// runs longer than 64 segments and than 65,000 bytes, a shorter datagram ending a run, a larger
+// one starting the next, single bytes.
+TEST_CASE("udp: a burst of datagrams in runs of equal size arrives whole, in order, each on its own") {
+  udp_echo_server target;
+  relay::engine engine(options());
+  auto s = start(engine, udp_spec(1, target.port()));
+  auto c = udp_client(s.listen_port);
+  int big = 8 << 20;
+  setsockopt(c.get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+  std::vector<std::size_t> sizes;
+  auto add = [&](int n, std::size_t size) { sizes.insert(sizes.end(), static_cast<std::size_t>(n), size); };
+  add(100, 1400);
+  add(1, 700);
+  add(70, 200);
+  add(1, 1);
+  add(6, 20000);
+  add(5, 900);
+  add(1, 1000);
+  add(5, 1000);
+  add(3, 1);
+  std::uint64_t bytes = 0;
+  for (int wave = 0; wave < 3; ++wave) {
+    std::vector<std::string> sent;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      auto payload = random_bytes(sizes[i], wave * 1000 + i);
+      bytes += payload.size();
+      CHECK(send_all(c.get(), payload));  // all at once: the relay finds them queued together
+      sent.push_back(std::move(payload));
+    }
+    for (std::size_t i = 0; i < sent.size(); ++i) {
+      INFO("wave " << wave << ", datagram " << i << " of " << sizes[i] << " bytes");
+      REQUIRE(recv_datagram(c.get()) == sent[i]);
+    }
+  }
+  const auto n = 3 * sizes.size();
+  REQUIRE(eventually([&] { return engine.status(1).stats.datagrams_down == n; }));
+  auto st = engine.status(1).stats;
+  CHECK(st.datagrams_up == n);
+  CHECK(st.bytes_up == bytes);
+  CHECK(st.bytes_down == bytes);
+  CHECK(st.datagrams_dropped == 0);
+}
+
 TEST_CASE("udp: idle sessions expire and their descriptors come back") {
   udp_echo_server target;
   relay::engine engine(options());
