@@ -159,6 +159,11 @@ class Group:
 
 # ---------------------------------------------------------------- relays
 
+def write_file(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
 class Relay:
     """Forwards 127.0.0.1:listen to 127.0.0.1:target, TCP (and UDP where the relay has it)."""
     name = ""
@@ -170,6 +175,13 @@ class Relay:
 
     def start(self, listen, target, pinned, udp):
         raise NotImplementedError
+
+    @staticmethod
+    def launch(argv, listen, pinned):
+        """Starts the relay's process group and returns it once `listen` accepts."""
+        g = Group(argv, pinned)
+        wait_port(listen)
+        return g
 
 
 class Direct(Relay):
@@ -207,8 +219,7 @@ class Haproxy(Relay):
 
     def start(self, listen, target, pinned, udp):
         cfg = os.path.join(self.work, f"haproxy-{listen}.cfg")
-        with open(cfg, "w") as f:
-            f.write(f"""global
+        write_file(cfg, f"""global
     nbthread 2
     maxconn 7000
 defaults
@@ -221,9 +232,7 @@ listen relay
     bind {LOOPBACK}:{listen}
     server target {LOOPBACK}:{target}
 """)
-        g = Group(["haproxy", "-db", "-f", cfg], pinned)
-        wait_port(listen)
-        return g
+        return self.launch(["haproxy", "-db", "-f", cfg], listen, pinned)
 
 
 class Nginx(Relay):
@@ -240,8 +249,7 @@ class Nginx(Relay):
     }}
 """ if udp else ""
         cfg = os.path.join(prefix, "nginx.conf")
-        with open(cfg, "w") as f:
-            f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+        write_file(cfg, f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes 2;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log crit;
@@ -253,9 +261,7 @@ stream {{
     }}
 {udp_server}}}
 """)
-        g = Group(["nginx", "-p", prefix, "-c", cfg, "-g", "daemon off;"], pinned)
-        wait_port(listen)
-        return g
+        return self.launch(["nginx", "-p", prefix, "-c", cfg, "-g", "daemon off;"], listen, pinned)
 
 
 class Rinetd(Relay):
@@ -264,13 +270,9 @@ class Rinetd(Relay):
 
     def start(self, listen, target, pinned, udp):
         cfg = os.path.join(self.work, f"rinetd-{listen}.conf")
-        with open(cfg, "w") as f:
-            f.write(f"{LOOPBACK} {listen} {LOOPBACK} {target}\n")
-            if udp:
-                f.write(f"{LOOPBACK} {listen}/udp {LOOPBACK} {target}/udp\n")
-        g = Group(["rinetd", "-f", "-c", cfg], pinned)
-        wait_port(listen)
-        return g
+        write_file(cfg, f"{LOOPBACK} {listen} {LOOPBACK} {target}\n" +
+                   (f"{LOOPBACK} {listen}/udp {LOOPBACK} {target}/udp\n" if udp else ""))
+        return self.launch(["rinetd", "-f", "-c", cfg], listen, pinned)
 
 
 class Socat(Relay):
@@ -282,9 +284,7 @@ class Socat(Relay):
         if udp:
             script += f" socat UDP4-LISTEN:{listen},bind={LOOPBACK},fork,reuseaddr UDP4:{LOOPBACK}:{target} &"
         script += " wait"
-        g = Group(["sh", "-c", script], pinned)
-        wait_port(listen)
-        return g
+        return self.launch(["sh", "-c", script], listen, pinned)
 
 
 # ---------------------------------------------------------------- servers the clients talk to
@@ -312,8 +312,7 @@ def http_backend(work, port):
     prefix = os.path.join(work, "backend")
     os.makedirs(prefix, exist_ok=True)
     cfg = os.path.join(prefix, "nginx.conf")
-    with open(cfg, "w") as f:
-        f.write(f"""worker_processes 1;
+    write_file(cfg, f"""worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log crit;
 events {{ worker_connections 16000; }}

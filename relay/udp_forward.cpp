@@ -293,7 +293,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
         continue;  // an error queued on the socket (ICMP); it is consumed, nothing else is hurt
       }
-      // Consecutive datagrams of one session leave in one sendmmsg on its upstream socket.
+      // Consecutive datagrams of one session leave together on its upstream socket (send_batch).
       session* batch_for = nullptr;
       int queued = 0;
       auto flush = [&] {
