@@ -3,7 +3,9 @@
 #include "api/server.hpp"
 #include "cli_options.hpp"
 #include "relay/engine.hpp"
+#include "relay/udp_forward.hpp"
 #include "service.hpp"
+#include "store/database_lock.hpp"
 #include "store/forward_store.hpp"
 
 #include <asio/ip/address.hpp>
@@ -20,6 +22,7 @@ using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 bool is_loopback(const std::string& host) {
+  if (host == "localhost") return true;  // the API listens on its loopback addresses only
   std::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   return !ec && addr.is_loopback();
@@ -157,6 +160,7 @@ int main(int argc, char** argv) {
 
   service::setup_logging(o.log_level);
   try {
+    store::database_lock db_lock(o.db);  // before anything opens the file; outlives the store
     store::forward_store store(o.db);
     relay::engine_options engine_options;
     engine_options.workers = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
@@ -177,14 +181,16 @@ int main(int argc, char** argv) {
     spdlog::info("portrelay {} listening on {} ({} workers, {} forwards active, {} in error, database {})",
                  PORTRELAY_VERSION, server.url(), engine.workers(), census.active, census.error, o.db);
     notify.ready(summary(census, server.url()));
+    db_lock.keep();
 
     watchdog_feeder feeder(notify, engine);
     const int sig = serve(stop_signals, notify, engine, feeder, server.url());
     // Stop taking new work everywhere at once, then let what is live finish.
     const auto live = engine.count().live;
     notify.stopping("stopping: draining " + std::to_string(live) + " connections");
-    spdlog::info("received {}, stopping: draining {} live connections for up to {} s", signal_name(sig), live,
-                 o.drain_timeout_s);
+    spdlog::info("received {}, stopping: draining {} live connections for up to {} s "
+                 "(idle UDP sessions end after {} s); a second SIGINT or SIGTERM stops at once",
+                 signal_name(sig), live, o.drain_timeout_s, relay::drain_idle_timeout.count());
     server.stop();
     engine.drain();
     spdlog::info("listeners closed, no new connections are accepted");

@@ -142,6 +142,60 @@ TEST_CASE("e2e: token auth from a file, surrounding whitespace ignored") {
   CHECK(d.client.Get("/api/v1/forwards", {{"Authorization", "Bearer  tok-123 "}})->status == 401);
 }
 
+namespace {
+std::vector<std::string> files_in(const temp_dir& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+}  // namespace
+
+TEST_CASE("e2e: one daemon per database - a second one exits 1 naming the file and the holder") {
+  target_server target(target_server::echo);
+  temp_dir dir;
+  running first(args_for(dir));
+  const std::uint16_t port = create(first.client, target.port())["listen_port"];
+  const auto before = files_in(dir);
+
+  daemon_process second(args_for(dir));  // the same --db, another API port
+  auto st = second.wait_exit();
+  REQUIRE(st);
+  const auto log = second.log();
+  INFO(log);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 1);
+  CHECK(std::count(log.begin(), log.end(), '\n') == 1);
+  CHECK(log.find((dir.path / "e2e.db").string()) != std::string::npos);
+  CHECK(log.find("pid " + std::to_string(first.proc.pid())) != std::string::npos);
+  CHECK(files_in(dir) == before);  // no -wal, -shm or anything else of its own
+
+  // The first daemon never noticed: it serves, relays, and its forward is intact.
+  auto list = json::parse(first.client.Get("/api/v1/forwards")->body);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0]["state"] == "active");
+  CHECK(echo_once(port, "still mine") == "still mine");
+
+  // The kernel drops the lock with its holder: after kill -9 the next daemon starts at once.
+  first.proc.signal(SIGKILL);
+  REQUIRE(first.proc.wait_exit());
+  running third(args_for(dir));
+  CHECK(json::parse(third.client.Get("/api/v1/forwards")->body).size() == 1);
+}
+
+TEST_CASE("e2e: a daemon that fails to start leaves no file behind") {
+  temp_dir dir;
+  std::uint16_t taken = 0;
+  auto holder = listen_on(taken, "127.0.0.1");
+  daemon_process d({"--db", (dir.path / "fresh.db").string(), "--api", "127.0.0.1:" + std::to_string(taken)});
+  auto st = d.wait_exit();
+  REQUIRE(st);
+  INFO(d.log());
+  CHECK(WEXITSTATUS(*st) == 1);
+  CHECK(d.log().find("cannot listen on 127.0.0.1:" + std::to_string(taken)) != std::string::npos);
+  CHECK(files_in(dir).empty());
+}
+
 TEST_CASE("e2e: an API off loopback without a token is refused at start") {
   temp_dir dir;
   daemon_process d({"--db", (dir.path / "x.db").string(), "--api", "0.0.0.0:0"});
@@ -193,7 +247,7 @@ TEST_CASE("e2e: the accept loop survives running out of file descriptors") {
   burst.clear();
   INFO(d.proc.log());
   // Once descriptors are free again, the same listener serves new clients.
-  CHECK(eventually([&] { return echo_once(port, "recovered") == "recovered"; }, 15s));
+  CHECK(eventually([&] { return echo_once(port, "recovered") == "recovered"; }));
   CHECK_FALSE(d.proc.exited());
 }
 
@@ -347,6 +401,6 @@ TEST_CASE("e2e: UDP sessions expire and the daemon's descriptor count returns to
     with_sessions = daemon_fds();
     CHECK(with_sessions >= baseline + 50 - 1);  // one upstream socket per session
   }
-  CHECK(eventually([&] { return daemon_fds() <= with_sessions - 50 && daemon_fds() <= baseline; }, 5000ms));
+  CHECK(eventually([&] { return daemon_fds() <= with_sessions - 50 && daemon_fds() <= baseline; }));
   CHECK(json::parse(d.client.Get("/api/v1/forwards/1")->body)["stats"]["connections_active"] == 0);
 }
