@@ -414,6 +414,11 @@ void tcp_session::arm_idle_timer() {
     self->timer_armed_ = false;
     if (ec || self->stopped_ || self->phase_ != phase::half_closed) return;
     if (clock::now() < self->deadline_) return self->arm_idle_timer();  // bytes moved meanwhile
+    if (self->up_.pending() || self->down_.pending()) {
+      // Blocked on a slow reader, not idle: the open direction has bytes its receiver has not taken.
+      self->deadline_ = clock::now() + self->options_.half_close_timeout;
+      return self->arm_idle_timer();
+    }
     spdlog::debug("forward {}: {}: half-closed and idle, closing", self->route_.forward_id, self->peer());
     self->stop();
   });

@@ -88,6 +88,8 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     bool drained = false;  // the last read found nothing more: wait for `from` once nothing is pending
     bool splicing = false;  // automatic datapath: bulk seen, so splice
     bool finished = false;
+    // Bytes read from `from` that `to` has not taken yet.
+    bool pending() const { return in_pipe > 0 || held != nullptr; }
   };
 
   void resolve();

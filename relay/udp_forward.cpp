@@ -257,7 +257,15 @@ void udp_forward::close_listener() {
 }
 
 void udp_forward::drain() {
-  pool_.run_on(home_, [&] { draining_ = true; });
+  pool_.run_on(home_, [&] {
+    draining_ = true;
+    // UDP has no end of session: one that sends nothing for drain_idle_timeout from here on is done,
+    // so an idle session does not hold the drain to its deadline. Every session starts that count now.
+    idle_ = std::min<std::chrono::seconds>(idle_, drain_idle_timeout);
+    const auto now = clock::now();
+    for (session* s : lru_) s->last_active = now;
+    sweep_timer_.cancel();  // the sweep re-arms for the shorter timeout
+  });
 }
 
 void udp_forward::configure(const forward_spec& spec) {

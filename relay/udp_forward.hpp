@@ -21,6 +21,9 @@ namespace relay {
 // a port silently. Call on the worker that will own the socket.
 result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port);
 
+// During a drain, a UDP session that sends nothing (either way) for this long is done.
+inline constexpr std::chrono::seconds drain_idle_timeout{1};
+
 struct endpoint_hash {
   std::size_t operator()(const asio::ip::udp::endpoint& e) const noexcept;
 };

@@ -94,7 +94,7 @@ class daemon_process {
     eventually([&] {
       auto text = log();
       return std::regex_search(text, m, line) || exited();
-    }, 20s);
+    }, 60s);
     auto text = log();
     if (!std::regex_search(text, m, line)) return 0;
     return static_cast<std::uint16_t>(std::stoi(m[1]));
@@ -112,7 +112,7 @@ class daemon_process {
 
   // The wait status once the process has ended and its whole log is read (bounded), or nothing
   // when it is still running.
-  std::optional<int> wait_exit(std::chrono::milliseconds limit = 10s) {
+  std::optional<int> wait_exit(std::chrono::milliseconds limit = 30s) {
     if (!eventually([&] { return exited() && log_complete_; }, limit)) return std::nullopt;
     return status_;
   }

@@ -39,7 +39,7 @@ inline nlohmann::json create(httplib::Client& c, std::uint16_t target_port, bool
   return nlohmann::json::parse(r->body);
 }
 
-inline bool exited_cleanly(daemon_process& p, std::chrono::milliseconds limit = 10s) {
+inline bool exited_cleanly(daemon_process& p, std::chrono::milliseconds limit = 30s) {
   auto st = p.wait_exit(limit);
   return st && WIFEXITED(*st) && WEXITSTATUS(*st) == 0;
 }
