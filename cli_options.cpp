@@ -5,6 +5,8 @@
 
 #include <asio/ip/address.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 
@@ -26,11 +28,19 @@ bool parse_seconds(const std::string& text, double& out, bool zero_ok = false) {
   }
 }
 
-// "127.0.0.1:7410", "[::1]:7410", "0.0.0.0:0".
+// "127.0.0.1:7410", "[::1]:7410", "0.0.0.0:0", "localhost:7410" (the one name taken: it means
+// loopback whatever the resolver says of other names).
 bool parse_host_port(const std::string& text, std::string& host, std::uint16_t& port) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos) return false;
   std::string h = text.substr(0, colon);
+  std::string lower = h;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (lower == "localhost") {
+    if (!parse_number(text.substr(colon + 1), port)) return false;
+    host = lower;
+    return true;
+  }
   if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
   else if (h.find(':') != std::string::npos) return false;  // IPv6 needs brackets
   if (relay::check_listen_host(h)) return false;
@@ -49,7 +59,8 @@ std::string usage() {
          "Forwards local TCP and UDP ports to remote host:port targets, managed over a REST API.\n"
          "\n"
          "  --db FILE                 SQLite database (default portrelay.db; created when missing)\n"
-         "  --api HOST:PORT           API address (default 127.0.0.1:7410; port 0 = any free port)\n"
+         "  --api HOST:PORT           API address: an IP, or localhost for 127.0.0.1 and ::1 (default\n"
+         "                            127.0.0.1:7410; port 0 = any free port)\n"
          "  --token-file FILE         require 'Authorization: Bearer <token>' on /api/ and /metrics (needed\n"
          "                            off loopback; default: $CREDENTIALS_DIRECTORY/token when systemd passes one)\n"
          "  --workers N               data-plane threads (default: one per CPU)\n"
@@ -94,7 +105,7 @@ cli_parse parse_cli(const std::vector<std::string>& args) {
       if (value.empty()) return bad("a file name");
       o.db = value;
     } else if (flag == "--api") {
-      if (!parse_host_port(value, o.api_host, o.api_port)) return bad("HOST:PORT with an IP address, e.g. 127.0.0.1:7410 or [::1]:7410");
+      if (!parse_host_port(value, o.api_host, o.api_port)) return bad("HOST:PORT with an IP address or localhost, e.g. 127.0.0.1:7410, [::1]:7410 or localhost:7410");
     } else if (flag == "--token-file") {
       if (value.empty()) return bad("a file name");
       o.token_file = value;

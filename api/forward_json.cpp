@@ -1,7 +1,10 @@
 // forward_json: field-by-field mapping between JSON and forward_spec, naming each bad field.
 #include "api/forward_json.hpp"
 
+#include <algorithm>
 #include <array>
+#include <optional>
+#include <vector>
 #include <string_view>
 
 namespace api {
@@ -40,6 +43,46 @@ std::optional<api_error> checked(const char* field, std::optional<std::string> p
   return std::nullopt;
 }
 
+constexpr std::array writable_fields{"name",        "protocol",           "listen_host",     "listen_port", "target_host",
+                                     "target_port", "enabled", "udp_idle_timeout_s", "udp_max_sessions"};
+
+// Optimal string alignment distance: edits, where swapping two neighbours is one edit ("tagret").
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// The field an unknown key most likely meant: within 2 edits (1 for keys of up to 4 characters),
+// and only when one field is nearest. Keys over 64 characters are not compared.
+std::optional<std::string_view> nearest_field(std::string_view key) {
+  if (key.size() > 64) return std::nullopt;
+  const std::size_t limit = key.size() <= 4 ? 1 : 2;
+  std::optional<std::string_view> best;
+  std::size_t best_distance = limit + 1;
+  bool tie = false;
+  for (std::string_view field : writable_fields) {
+    const auto distance = edit_distance(key, field);
+    if (distance < best_distance) {
+      best = field;
+      best_distance = distance;
+      tie = false;
+    } else if (distance == best_distance) {
+      tie = true;
+    }
+  }
+  if (tie || best_distance > limit) return std::nullopt;
+  return best;
+}
+
 // Applies one field of a request body to spec.
 std::optional<api_error> apply_field(const std::string& key, const json& v, relay::forward_spec& spec) {
   if (key == "name") {
@@ -76,7 +119,9 @@ std::optional<api_error> apply_field(const std::string& key, const json& v, rela
   for (const char* ro : read_only_fields) {
     if (key == ro) return api_error{400, "read_only_field", "field '" + key + "' is read-only", key};
   }
-  return api_error{400, "unknown_field", "unknown field '" + key + "'", key};
+  std::string message = "unknown field '" + key + "'";
+  if (auto near = nearest_field(key)) message += " (did you mean '" + std::string(*near) + "'?)";
+  return api_error{400, "unknown_field", std::move(message), key};
 }
 
 std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spec) {

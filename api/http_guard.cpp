@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <string>
+#include <string_view>
 
 namespace api {
 
@@ -33,11 +35,14 @@ bool host_allowed(std::string_view host_header, std::string_view api_host, std::
   std::string host(host_header);
   std::transform(host.begin(), host.end(), host.begin(), [](unsigned char c) { return std::tolower(c); });
   const std::string own = relay::format_endpoint(api_host, api_port);  // "127.0.0.1:7070" or "[::1]:7070"
-  const std::string own_host = own.substr(0, own.rfind(':'));
-  const std::string port = ":" + std::to_string(api_port);
-  const std::array<std::string, 4> names{own_host, "localhost", "127.0.0.1", "[::1]"};
-  return std::any_of(names.begin(), names.end(), [&](const std::string& name) {
-    return host == name || host == name + port;
+  const std::string_view own_host = std::string_view(own).substr(0, own.rfind(':'));
+  const std::string port = std::to_string(api_port);
+  const std::array<std::string_view, 4> names{own_host, "localhost", "127.0.0.1", "[::1]"};
+  const std::string_view h = host;
+  return std::any_of(names.begin(), names.end(), [&](std::string_view name) {
+    if (h.substr(0, name.size()) != name) return false;
+    const auto rest = h.substr(name.size());  // nothing, or ":" and the API's port
+    return rest.empty() || (rest.size() == port.size() + 1 && rest[0] == ':' && rest.substr(1) == port);
   });
 }
 

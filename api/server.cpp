@@ -6,8 +6,13 @@
 #include "relay/forward_spec.hpp"
 #include "web/assets.hpp"
 
+#include <asio/ip/address.hpp>
 #include <spdlog/spdlog.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -109,18 +114,24 @@ void write(const reply& r, httplib::Response& res) {
 
 }  // namespace
 
-server::server(controller& ctl, server_options options) : ctl_(ctl), options_(std::move(options)) {
-  http_.set_payload_max_length(max_body);
-  http_.set_read_timeout(10, 0);
-  http_.set_write_timeout(10, 0);
-  http_.set_keep_alive_timeout(5);
+server::server(controller& ctl, server_options options) : ctl_(ctl), options_(std::move(options)) {}
+
+void server::configure(httplib::Server& http) {
+  http.set_payload_max_length(max_body);
+  http.set_read_timeout(10, 0);
+  http.set_write_timeout(10, 0);
+  http.set_keep_alive_timeout(5);
   // httplib's default adds SO_REUSEPORT, which would let a second daemon share the API port unnoticed.
-  http_.set_socket_options([](int sock) {
+  // TCP_NODELAY on the listener, which accepted connections inherit: httplib writes an answer's head
+  // and body separately, and with Nagle the body would wait for the client's delayed ACK (about
+  // 40 ms on every answer after the first on a kept-alive connection).
+  http.set_socket_options([](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof yes);
   });
   // An admin page: no inline script, nothing from elsewhere, never framed, never sniffed.
-  http_.set_default_headers({
+  http.set_default_headers({
       {"Content-Security-Policy",
        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"},
@@ -128,7 +139,7 @@ server::server(controller& ctl, server_options options) : ctl_(ctl), options_(st
       {"X-Frame-Options", "DENY"},
       {"Referrer-Policy", "no-referrer"},
   });
-  http_.set_pre_routing_handler([this](const auto& req, auto& res) { return guard(req, res); });
+  http.set_pre_routing_handler([this](const auto& req, auto& res) { return guard(req, res); });
 
   auto plain = [this](const httplib::Request& req, httplib::Response& res) {
     if (const auto* a = web::find_asset(req.path); a && req.method != "OPTIONS") return serve_asset(*a, req, res);
@@ -141,17 +152,17 @@ server::server(controller& ctl, server_options options) : ctl_(ctl), options_(st
   auto with_body = [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& body) {
     write(route(req, &body), res);
   };
-  http_.Get(".*", plain);
-  http_.Options(".*", plain);
-  http_.Post(".*", with_body);
-  http_.Put(".*", with_body);
-  http_.Patch(".*", with_body);
-  http_.Delete(".*", with_body);
+  http.Get(".*", plain);
+  http.Options(".*", plain);
+  http.Post(".*", with_body);
+  http.Put(".*", with_body);
+  http.Patch(".*", with_body);
+  http.Delete(".*", with_body);
 
-  http_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) res.set_content(error_body_for_status(res.status).dump() + "\n", "application/json");
   });
-  http_.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+  http.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown exception";
     try {
       std::rethrow_exception(ep);
@@ -218,30 +229,75 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
   return error_reply(404, "not_found", "there is nothing at " + req.path);
 }
 
+namespace {
+
+// The addresses to listen on for `host`: itself, or for "localhost" the loopback address of each
+// family it resolves to (Debian's /etc/hosts gives 127.0.0.1 and ::1).
+std::vector<std::string> listen_addresses(const std::string& host) {
+  if (host != "localhost") return {host};
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) throw std::runtime_error("cannot resolve localhost");
+  std::vector<std::string> out;
+  bool v4 = false, v6 = false;
+  for (auto* a = found; a; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a->ai_family == AF_INET && !v4) {
+      ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, text, sizeof text);
+      v4 = true;
+    } else if (a->ai_family == AF_INET6 && !v6) {
+      ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr, text, sizeof text);
+      v6 = true;
+    } else {
+      continue;
+    }
+    std::error_code ec;
+    const auto address = asio::ip::make_address(text, ec);
+    if (!ec && address.is_loopback()) out.emplace_back(text);
+  }
+  ::freeaddrinfo(found);
+  if (out.empty()) throw std::runtime_error("localhost resolves to no loopback address");
+  return out;
+}
+
+}  // namespace
+
 void server::bind() {
-  const int family = options_.host.find(':') != std::string::npos ? AF_INET6 : AF_INET;
-  http_.set_address_family(family);
-  if (options_.port == 0) {
-    const int port = http_.bind_to_any_port(options_.host);
-    if (port <= 0) throw std::runtime_error("cannot listen on " + relay::format_endpoint(options_.host, 0));
-    options_.port = static_cast<std::uint16_t>(port);
-  } else if (!http_.bind_to_port(options_.host, options_.port)) {
-    throw std::runtime_error("cannot listen on " + relay::format_endpoint(options_.host, options_.port) +
-                             ": address in use or not available");
+  for (const auto& address : listen_addresses(options_.host)) {
+    auto l = std::make_unique<listener>();
+    configure(l->http);
+    l->http.set_address_family(address.find(':') != std::string::npos ? AF_INET6 : AF_INET);
+    if (options_.port == 0) {  // the first address picks the port, the others take the same
+      const int port = l->http.bind_to_any_port(address);
+      if (port <= 0) throw std::runtime_error("cannot listen on " + relay::format_endpoint(address, 0));
+      options_.port = static_cast<std::uint16_t>(port);
+    } else if (!l->http.bind_to_port(address, options_.port)) {
+      throw std::runtime_error("cannot listen on " + relay::format_endpoint(address, options_.port) +
+                               ": address in use or not available");
+    }
+    listeners_.push_back(std::move(l));
   }
 }
 
 void server::start() {
-  thread_ = std::thread([this] {
-    http_.listen_after_bind();
-    listen_returned_ = true;
-  });
-  while (!http_.is_running() && !listen_returned_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (auto& l : listeners_) {
+    l->thread = std::thread([l = l.get()] {
+      l->http.listen_after_bind();
+      l->listen_returned = true;
+    });
+  }
+  for (auto& l : listeners_) {
+    while (!l->http.is_running() && !l->listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 void server::stop() {
-  http_.stop();
-  if (thread_.joinable()) thread_.join();
+  for (auto& l : listeners_) l->http.stop();
+  for (auto& l : listeners_) {
+    if (l->thread.joinable()) l->thread.join();
+  }
 }
 
 std::string server::url() const { return "http://" + relay::format_endpoint(options_.host, options_.port) + "/"; }

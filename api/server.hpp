@@ -8,11 +8,14 @@
 #include <cstdint>
 #include <string>
 #include <atomic>
+#include <memory>
 #include <thread>
+#include <vector>
 
 namespace api {
 
 struct server_options {
+  // An IP literal, or "localhost": the loopback address of each family it resolves to.
   std::string host = "127.0.0.1";
   std::uint16_t port = 7410;
   std::string token;  // empty: no token (loopback only; main enforces that)
@@ -27,10 +30,11 @@ class server {
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
-  // Binds the listening socket; throws std::runtime_error naming the address when it cannot.
+  // Binds the listening socket (one per address of "localhost"); throws std::runtime_error naming
+  // the address when it cannot.
   void bind();
-  // Serves on a thread of its own (plus httplib's pool) until stop(). Returns once the accept loop
-  // runs: httplib's stop() does nothing to a server whose loop has not started yet.
+  // Serves on a thread per listening socket (plus httplib's pools) until stop(). Returns once every
+  // accept loop runs: httplib's stop() does nothing to a server whose loop has not started yet.
   void start();
   void stop();
 
@@ -38,14 +42,20 @@ class server {
   std::string url() const;
 
  private:
+  // One httplib server per listening address, all with the same routes and settings.
+  struct listener {
+    httplib::Server http;
+    std::thread thread;
+    std::atomic<bool> listen_returned{false};
+  };
+
+  void configure(httplib::Server& http);
   reply route(const httplib::Request& req, const httplib::ContentReader* body);
   httplib::Server::HandlerResponse guard(const httplib::Request& req, httplib::Response& res);
 
   controller& ctl_;
   server_options options_;
-  httplib::Server http_;
-  std::thread thread_;
-  std::atomic<bool> listen_returned_{false};
+  std::vector<std::unique_ptr<listener>> listeners_;
 };
 
 }  // namespace api

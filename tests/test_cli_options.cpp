@@ -31,10 +31,19 @@ TEST_CASE("every flag, in both spellings") {
   CHECK(r.options->datapath == "copy");
 }
 
+TEST_CASE("the API address may be localhost, in any case, the one name taken") {
+  auto r = parse_cli({"--api", "LocalHost:7411"});
+  REQUIRE(r.options);
+  CHECK(r.options->api_host == "localhost");
+  CHECK(r.options->api_port == 7411);
+}
+
 TEST_CASE("bad flags and values name themselves") {
   CHECK(parse_cli({"--bogus"}).error == "unknown option: --bogus");
   CHECK(parse_cli({"--db"}).error == "option --db needs a value");
-  for (auto args : std::vector<std::vector<std::string>>{{"--api", "localhost:80"},
+  for (auto args : std::vector<std::vector<std::string>>{{"--api", "example.com:80"},
+                                                         {"--api", "localhost"},
+                                                         {"--api", "[localhost]:80"},
                                                          {"--api", "127.0.0.1"},
                                                          {"--api", "::1:80"},
                                                          {"--api", "127.0.0.1:70000"},

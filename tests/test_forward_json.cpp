@@ -75,6 +75,25 @@ TEST_CASE("each bad value class is a 400 naming the field") {
   }
 }
 
+TEST_CASE("an unknown field names the known one it resembles, when one clearly does") {
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"targt_port", "unknown_field: unknown field 'targt_port' (did you mean 'target_port'?)"},
+      {"tagret_host", "unknown_field: unknown field 'tagret_host' (did you mean 'target_host'?)"},
+      {"Protocol", "unknown_field: unknown field 'Protocol' (did you mean 'protocol'?)"},
+      {"listen_prot", "unknown_field: unknown field 'listen_prot' (did you mean 'listen_port'?)"},
+      {"udp_max_session", "unknown_field: unknown field 'udp_max_session' (did you mean 'udp_max_sessions'?)"},
+      {"colour", "unknown_field: unknown field 'colour'"},
+      {"nmae", "unknown_field: unknown field 'nmae' (did you mean 'name'?)"},
+      {"port", "unknown_field: unknown field 'port'"},  // listen_port or target_port: no guess
+      {std::string(5000, 'x'), "unknown_field: unknown field '" + std::string(5000, 'x') + "'"},
+  };
+  for (const auto& [key, message] : cases) {
+    auto body = valid();
+    body[key] = 1;
+    CHECK(create_error(body) == message);
+  }
+}
+
 TEST_CASE("UDP settings: defaults, limits, and null for TCP forwards") {
   auto body = valid();
   body["protocol"] = "udp";

@@ -3,6 +3,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <netdb.h>
+
+#include <cstring>
+
 using namespace test;
 using nlohmann::json;
 
@@ -337,4 +341,76 @@ TEST_CASE("the admin page is served from the binary with its content types, ETag
   CHECK(page->body.find("<script src=\"/app.js\"") != std::string::npos);
   CHECK(page->body.find("<script>") == std::string::npos);  // no inline script anywhere
   check_error(f.client.Get("/index.html"), 404, "not_found");
+}
+
+TEST_CASE("API connections have TCP_NODELAY: an answer's head and body never wait for a delayed ACK") {
+  // httplib writes an answer in two sends; with Nagle the second waits for the client's delayed ACK
+  // on every answer after the first on a kept-alive connection. The server is in this process, so
+  // the accepted socket is one of our descriptors: find it by its peer and ask the kernel.
+  api_fixture f;
+  auto c = connect_to(f.port);
+  REQUIRE(c);
+  const std::string get = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  for (int i = 0; i < 2; ++i) {  // two answers on one kept-alive connection
+    send_all(c.get(), get);
+    std::string reply;
+    char buf[4096];
+    while (reply.find("{\"status\":\"ok\"}") == std::string::npos) {
+      auto n = ::recv(c.get(), buf, sizeof buf, 0);
+      REQUIRE(n > 0);
+      reply.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  sockaddr_storage mine{};
+  socklen_t len = sizeof mine;
+  REQUIRE(::getsockname(c.get(), reinterpret_cast<sockaddr*>(&mine), &len) == 0);
+  int found = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::stoi(e.path().filename().string());
+    sockaddr_storage peer{};
+    socklen_t plen = sizeof peer;
+    if (fd == c.get() || ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0 || plen != len ||
+        std::memcmp(&peer, &mine, len) != 0) {
+      continue;
+    }
+    int nodelay = 0;
+    socklen_t olen = sizeof nodelay;
+    REQUIRE(::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &olen) == 0);
+    CHECK(nodelay == 1);
+    ++found;
+  }
+  CHECK(found == 1);
+}
+
+TEST_CASE("an API on localhost listens on the loopback address of each family, on one port") {
+  temp_dir dir;
+  store::forward_store store{(dir.path / "api.db").string()};
+  relay::engine engine{test_engine_options()};
+  api::controller controller{store, engine};
+  api::server server(controller, {"localhost", 0, {}});
+  server.bind();
+  server.start();
+  CHECK(server.url() == "http://localhost:" + std::to_string(server.port()) + "/");
+  // What localhost resolves to here (Debian lists 127.0.0.1 and often ::1 in /etc/hosts).
+  std::set<std::string> resolved;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  REQUIRE(::getaddrinfo("localhost", nullptr, &hints, &found) == 0);
+  for (auto* a = found; a; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    const void* addr = a->ai_family == AF_INET ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
+                                               : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+    resolved.insert(::inet_ntop(a->ai_family, addr, text, sizeof text));
+  }
+  ::freeaddrinfo(found);
+  REQUIRE_FALSE(resolved.empty());
+  for (const auto& host : resolved) {
+    INFO(host);
+    httplib::Client client(host, server.port());
+    auto r = client.Get("/healthz");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+  }
+  server.stop();
 }
