@@ -9,6 +9,7 @@ the machine and versions to bench/results/. Called by bench/run.sh, which instal
 """
 import argparse
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -491,19 +492,24 @@ def idle_memory(relay, connections):
 
 
 def control_plane(binary, work, forwards):
+    """Creates `forwards` forwards over one kept-alive connection (as a script with a session does),
+    then times single GETs on a new connection each against GETs on one kept-alive connection: an
+    answer must be as fast on either."""
     api = free_port()
     g = Group([binary, "--db", os.path.join(work, "scale.db"), "--api", f"{LOOPBACK}:{api}", "--workers", "2",
                "--log-level", "warn"])
     try:
         wait_port(api)
-        base = f"http://{LOOPBACK}:{api}/api/v1/forwards"
+        path = "/api/v1/forwards"
+        base = f"http://{LOOPBACK}:{api}{path}"
+        session = http.client.HTTPConnection(LOOPBACK, api, timeout=10)
         times = []
         for i in range(forwards):
             body = json.dumps({"name": f"f{i}", "protocol": "tcp" if i % 2 == 0 else "udp", "listen_host": LOOPBACK,
-                               "listen_port": 0, "target_host": LOOPBACK, "target_port": 9}).encode()
-            req = urllib.request.Request(base, body, {"Content-Type": "application/json"})
+                               "listen_port": 0, "target_host": LOOPBACK, "target_port": 9})
             t0 = time.perf_counter()
-            urllib.request.urlopen(req, timeout=10).read()
+            session.request("POST", path, body, {"Content-Type": "application/json"})
+            session.getresponse().read()
             times.append(time.perf_counter() - t0)
         listed = []
         for _ in range(5):
@@ -511,11 +517,24 @@ def control_plane(binary, work, forwards):
             body = urllib.request.urlopen(base, timeout=10).read()
             listed.append(time.perf_counter() - t0)  # the request and the whole body, not parsing it here
             n = len(json.loads(body))
+        fresh, kept = [], []
+        for _ in range(200):
+            t0 = time.perf_counter()
+            urllib.request.urlopen(base + "/1", timeout=10).read()
+            fresh.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            session.request("GET", path + "/1")
+            session.getresponse().read()
+            kept.append(time.perf_counter() - t0)
+        session.close()
         with open(f"/proc/{g.pgid}/status") as f:
             rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
         fds = len(os.listdir(f"/proc/{g.pgid}/fd"))
         return {"forwards": n, "create_ms_median": statistics.median(times) * 1e3,
                 "create_ms_p99": sorted(times)[int(len(times) * 0.99) - 1] * 1e3,
+                "create_s_total": sum(times),
+                "get_new_ms_median": statistics.median(fresh) * 1e3,
+                "get_kept_ms_median": statistics.median(kept) * 1e3,
                 "list_ms_median": statistics.median(listed) * 1e3, "rss_mb": rss / 1024, "fds": fds}
     finally:
         g.stop()
@@ -693,8 +712,11 @@ def main():
               "Every relay is started fresh for each measure; relay CPU is utime+stime from /proc.", "",
               table, ""]
     if scale:
-        report += [f"Control plane: {scale['forwards']} forwards (TCP and UDP, half each) created through the API: "
+        report += [f"Control plane: {scale['forwards']} forwards (TCP and UDP, half each) created through the API "
+                   f"over one kept-alive connection in {scale['create_s_total']:.1f} s: "
                    f"median {scale['create_ms_median']:.2f} ms per create (p99 {scale['create_ms_p99']:.2f} ms), "
+                   f"GET of one forward {scale['get_new_ms_median']:.2f} ms on a new connection and "
+                   f"{scale['get_kept_ms_median']:.2f} ms on a kept-alive one (medians of 200), "
                    f"GET of the whole list {scale['list_ms_median']:.1f} ms, daemon RSS {scale['rss_mb']:.1f} MB, "
                    f"{scale['fds']} descriptors.", ""]
     report += ["Settings:", ""] + [f"- {r.name}: {r.settings}" for r in relays] + [

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # test.sh: installs what is missing, builds, and runs every test: the normal build (with the browser
 # test of the admin page), then the C++ suite under ASan+UBSan, then the engine and API tests under TSan.
+# test.sh --quick: the normal build's tests only, without the browser test (a few minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=false
+case "${1:-}" in
+  --quick) quick=true ;;
+  "") ;;
+  *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
+esac
 source scripts/deps.sh
 install_missing "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
-install_browser_test_deps
 jobs=$(nproc)
 
 build_and_test() {  # name, cmake args..., then "--" and ctest args
@@ -20,7 +26,12 @@ build_and_test() {  # name, cmake args..., then "--" and ctest args
   (cd "$dir" && ctest -j"$jobs" --output-on-failure "${ctest_args[@]}")
 }
 
-build_and_test debug -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if $quick; then
+  build_and_test debug -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPORTRELAY_BROWSER_TESTS=OFF
+  exit 0
+fi
+install_browser_test_deps
+build_and_test debug -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPORTRELAY_BROWSER_TESTS=ON
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 build_and_test asan -DCMAKE_BUILD_TYPE=Debug -DPORTRELAY_SANITIZE=address -DPORTRELAY_BROWSER_TESTS=OFF
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1

@@ -16,7 +16,7 @@ struct running {
       : proc(std::move(args), std::move(env)), port(proc.wait_ready()), client("127.0.0.1", port) {
     INFO(proc.log());
     REQUIRE(port != 0);
-    client.set_read_timeout(10);
+    client.set_read_timeout(30);
   }
 };
 

@@ -206,7 +206,7 @@ TEST_CASE("drain: a transfer in flight completes intact while new connections ar
   set_timeouts(target_listener.get());
   temp_dir dir;
   notify_socket ns((dir.path / "notify.sock").string());
-  running d(args_for(dir, {"--drain-timeout", "20"}), {{ns.env()}});
+  running d(args_for(dir, {"--drain-timeout", "120"}), {{ns.env()}});
   const std::uint16_t port = create(d.client, target_port)["listen_port"];
   auto client = connect_to(port);
   REQUIRE(client);
@@ -239,8 +239,8 @@ TEST_CASE("drain: a transfer in flight completes intact while new connections ar
   CHECK_FALSE(d.proc.exited());  // the client has not closed its side: the connection is still live
   client.reset();
   CHECK(exited_cleanly(d.proc));
-  CHECK(std::chrono::steady_clock::now() - sigterm < 20s);
-  CHECK(d.proc.log().find("drained: no live connections left") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - sigterm < 120s);
+  CHECK(d.proc.log().find("drained: no live connections left") != std::string::npos);  // not the timeout
 }
 
 TEST_CASE("drain: what is still open at --drain-timeout is closed, and the exit is 0") {
@@ -277,7 +277,7 @@ TEST_CASE("drain: a second SIGTERM or SIGINT stops at once") {
     d.proc.signal(second);
     CHECK(closed_by_peer(c.get()));
     CHECK(exited_cleanly(d.proc));
-    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+    CHECK(std::chrono::steady_clock::now() - t0 < 30s);  // the drain would take 60 s
     CHECK(d.proc.log().find(second == SIGTERM ? "received SIGTERM while draining" : "received SIGINT while draining") !=
           std::string::npos);
   }
