@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # check_deb.sh BUILD_DIR: builds the .deb with `cpack -G DEB`, runs lintian on it (any error fails),
-# checks its contents with `dpkg-deb --contents` (binary, unit, README.md, the Debian documents;
-# nothing world-writable), unpacks it and checks the documents and the packaged binary, and runs its
-# postinst/postrm against a scratch root (DPKG_ROOT).
+# checks its contents with `dpkg-deb --contents` (binary, unit, manual page, README.md, the Debian
+# documents; nothing world-writable), unpacks it and checks the packaged binary and the documents, and
+# runs its postinst/postrm against a scratch root (DPKG_ROOT).
 set -euo pipefail
 build=$1
 source=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,8 +25,8 @@ echo "--- $(basename "$deb")"
 contents=$(dpkg-deb --contents "$deb")
 echo "$contents"
 doc=./usr/share/doc/portrelay
-for path in ./usr/bin/portrelay ./usr/lib/systemd/system/portrelay.service $doc/README.md $doc/README.Debian \
-  $doc/copyright $doc/changelog.gz; do
+for path in ./usr/bin/portrelay ./usr/lib/systemd/system/portrelay.service ./usr/share/man/man1/portrelay.1.gz \
+  $doc/README.md $doc/README.Debian $doc/copyright $doc/changelog.gz; do
   echo "$contents" | awk '{print $6}' | grep -qx "$path" || { echo "FAIL: $path is not in the package"; exit 1; }
 done
 # Permissions are the first column (drwxr-xr-x); the 9th character is "others may write".
@@ -46,6 +46,11 @@ dpkg-deb -x "$deb" "$work/root"
   { echo "FAIL: the packaged binary does not report the package version"; exit 1; }
 grep -q '^ExecStart=/usr/bin/portrelay ' "$work/root/usr/lib/systemd/system/portrelay.service" ||
   { echo "FAIL: the packaged unit does not start /usr/bin/portrelay"; exit 1; }
+# The manual page names every flag that --help prints.
+gzip -dc "$work/root/usr/share/man/man1/portrelay.1.gz" | sed 's/\\-/-/g' > "$work/portrelay.1"
+for flag in $("$work/root/usr/bin/portrelay" --help | grep -oE -- '--[a-z-]+' | sort -u); do
+  grep -qF -- "$flag" "$work/portrelay.1" || { echo "FAIL: the manual page does not mention $flag"; exit 1; }
+done
 
 doc="$work/root/usr/share/doc/portrelay"
 # The copyright file is DEP-5, and its Expat text is LICENSE's permission text, line for line.
@@ -80,4 +85,4 @@ DPKG_ROOT="$work/root" sh "$work/control/postrm" remove
 [ -f "$token" ] || { echo "FAIL: remove (not purge) deleted the token"; exit 1; }
 DPKG_ROOT="$work/root" sh "$work/control/postrm" purge
 [ ! -e "$work/root/etc/portrelay" ] || { echo "FAIL: purge left /etc/portrelay"; exit 1; }
-echo "PASS: lintian, contents, permissions, dependencies, copyright, changelog, README.Debian, binary, postinst token and purge"
+echo "PASS: lintian, contents, permissions, dependencies, binary, manual page, copyright, changelog, README.Debian, postinst token and purge"
