@@ -600,10 +600,11 @@ def main():
     results = {r.name: {m[0]: [] for m in MEASURES} for r in relays}
     failures = []
     backend_port = free_port()
-    backend = Group(http_backend(work, backend_port))
+    backend = Group(http_backend(work, backend_port)) if "conn" in groups else None  # only wrk needs it
     started = time.time()
     try:
-        wait_port(backend_port)
+        if backend:
+            wait_port(backend_port)
         for rep in range(args.reps):
             for relay in relays:
                 print(f"[{time.time() - started:5.0f}s] rep {rep + 1}/{args.reps}: {relay.name}", file=sys.stderr, flush=True)
@@ -644,7 +645,8 @@ def main():
             print(f"[{time.time() - started:5.0f}s] control plane: {args.forwards} forwards", file=sys.stderr, flush=True)
             scale = control_plane(args.binary, work, args.forwards)
     finally:
-        backend.stop()
+        if backend:
+            backend.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     def median(values):

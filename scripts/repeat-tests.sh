@@ -8,7 +8,9 @@ set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 N BUILD_DIR EXECUTABLE [TEST SPEC...]" >&2; exit 2; }
 n=$1 dir=$2 exe=$3
 shift 3
-spec=$(IFS=,; echo "$*")
+# One Catch2 test spec: names joined by commas ("or"), a comma inside a name escaped.
+spec=""
+for name in "$@"; do spec+="${spec:+,}${name//,/\\,}"; done
 if [ "${LOAD:-0}" = 1 ]; then
   command -v stress >/dev/null || { echo "LOAD=1 needs stress (apt-get install stress)" >&2; exit 2; }
   stress --cpu "$(nproc)" --quiet &
@@ -17,11 +19,13 @@ if [ "${LOAD:-0}" = 1 ]; then
 fi
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+cases=""
 for i in $(seq 1 "$n"); do
   if ! out=$("$dir/tests/$exe" ${spec:+"$spec"} 2>&1); then
     echo "$out" | tail -40
-    echo "FAILED on run $i of $n: $exe $spec"
+    echo "FAILED on run $i of $n: $exe $*"
     exit 1
   fi
+  cases=$(echo "$out" | sed -n 's/.*in \([0-9]*\) test cases*).*/\1/p' | tail -1)
 done
-echo "passed $n of $n: $exe $spec${LOAD:+ (loaded)}"
+echo "passed $n of $n runs of $cases test cases of $exe$([ "${LOAD:-0}" = 1 ] && echo ", loaded"): $*"

@@ -21,7 +21,7 @@ build_and_test() {  # name, cmake args..., then "--" and ctest args
   [ $# -gt 0 ] && shift
   ctest_args=("$@")
   echo "=== $dir"
-  cmake -S . -B "$dir" -DBUILD_TESTING=ON "${cmake_args[@]}" >/dev/null
+  cmake -S . -B "$dir" -DBUILD_TESTING=ON -DPORTRELAY_WERROR=ON "${cmake_args[@]}" >/dev/null
   cmake --build "$dir" -j"$jobs"
   (cd "$dir" && ctest -j"$jobs" --output-on-failure "${ctest_args[@]}")
 }
