@@ -8,9 +8,18 @@ let token = sessionStorage.getItem('portrelay-token') || '';
 let editing = null;           // the forward being edited, or null when the form creates
 const samples = new Map();    // id -> {t, bytes}: the last reading, for throughput
 let tokenPrompt = null;       // one prompt shared by every request that met a 401
+let listedAt = null;          // when the table last showed an answer of the list, or null before the first
+let requested = 0;            // list requests started so far
+let shown = 0;                // the latest of them whose outcome the page shows
 
+// A non-2xx answer: its status, and the message of the JSON error body when there was one.
 class ApiError extends Error {
-  constructor(message, field) { super(message); this.field = field; }
+  constructor(status, detail, field) {
+    super(detail || `The API answered ${status}.`);
+    this.status = status;
+    this.detail = detail;
+    this.field = field;
+  }
 }
 
 // One request; on 401 it asks for the token (once for all waiting callers) and tries again.
@@ -25,7 +34,7 @@ async function api(method, path, body) {
       continue;
     }
     const data = res.status === 204 ? null : await res.json().catch(() => null);
-    if (!res.ok) throw new ApiError(data?.error?.message || `The API answered ${res.status}.`, data?.error?.field);
+    if (!res.ok) throw new ApiError(res.status, data?.error?.message, data?.error?.field);
     return data;
   }
 }
@@ -129,6 +138,7 @@ function fillRow(row, f) {
 
 // Rows are updated in place, so focus and keyboard position survive each refresh.
 function render(list) {
+  $('loading').hidden = true;
   $('empty').hidden = list.length > 0;
   $('forwards').hidden = list.length === 0;
   const body = $('forwards').tBodies[0];
@@ -143,14 +153,53 @@ function render(list) {
   for (const [id, row] of rows) { row.remove(); samples.delete(id); }
 }
 
+// Assigns only a changed text, so a live region announces changes and not every refresh.
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function failureReason(e) {
+  if (!(e instanceof ApiError)) return 'the daemon is not reachable';
+  return `the API answered ${e.status}` + (e.detail ? ` (${e.detail})` : '');
+}
+
+function countText(list) {
+  return `${list.length} forward${list.length === 1 ? '' : 's'}`;
+}
+
+// Requests may overlap (the timer, and a refresh after each change); an answer older than the one
+// on the page is dropped. A failure keeps the rows already shown and marks them as out of date.
 async function refresh() {
+  const seq = ++requested;
+  let list = null;
+  let failure = null;
   try {
-    const list = await api('GET', '/api/v1/forwards');
-    render(list);
-    $('status').textContent = `${list.length} forward${list.length === 1 ? '' : 's'} · updated ${new Date().toLocaleTimeString()}`;
+    list = await api('GET', '/api/v1/forwards');
   } catch (e) {
-    $('status').textContent = 'Cannot reach the API: ' + e.message;
+    failure = e;
   }
+  if (seq < shown) return;
+  shown = seq;
+  if (list) {
+    listedAt = new Date();
+    render(list);
+    $('load-error').hidden = true;
+    $('forwards').classList.remove('stale');
+    setText($('status'), countText(list));
+    setText($('updated'), `updated ${listedAt.toLocaleTimeString()}`);
+    return;
+  }
+  $('loading').hidden = true;
+  const reason = failureReason(failure);
+  if (listedAt) {
+    $('forwards').classList.add('stale');
+    setText($('load-error'), `Cannot update the forwards: ${reason}. What is shown is from ` +
+      `${listedAt.toLocaleTimeString()} and may be out of date. Trying again every 2 seconds.`);
+    setText($('updated'), `not updated since ${listedAt.toLocaleTimeString()}`);
+  } else {
+    setText($('load-error'), `Cannot load the forwards: ${reason}. Trying again every 2 seconds.`);
+  }
+  $('load-error').hidden = false;
 }
 
 function showActionError(message) {

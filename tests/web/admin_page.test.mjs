@@ -61,6 +61,23 @@ async function browser() {
 
 const row = (page, text) => page.locator('#forwards tbody tr', { hasText: text });
 
+// A request to the API from the test itself, not through the page.
+async function call(url, method, path, body) {
+  const res = await fetch(new URL(path, url), {
+    method, headers: body ? { 'Content-Type': 'application/json' } : {}, body: body && JSON.stringify(body),
+  });
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
+  return res.status === 204 ? null : res.json();
+}
+
+// Holds every request for the forward list until release() is called.
+function holdList(page) {
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  const done = page.route('**/api/v1/forwards', async (route) => { await gate; await route.continue().catch(() => {}); });
+  return { done, release };
+}
+
 test('create, watch, reject, edit, toggle and delete through the page', { timeout: 90000 }, async () => {
   const url = await startDaemon('main');
   const target = await echoServer();
@@ -175,4 +192,53 @@ test('UDP settings appear only for UDP, and the token prompt leads to the list',
   await page.getByLabel('Name').focus();
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'f-protocol');
+});
+
+test('loading, failed to load, out of date, and back', { timeout: 60000 }, async () => {
+  const url = await startDaemon('states');
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(10000);
+
+  // Before the first answer: a loading line, neither the empty-state text nor an empty table.
+  const held = holdList(page);
+  await held.done;
+  const asked = page.waitForRequest('**/api/v1/forwards');
+  await page.goto(url);
+  await asked;
+  assert.equal(await page.getByText('Loading forwards…').isVisible(), true);
+  assert.equal(await page.getByText('No forwards yet').isVisible(), false);
+  assert.equal(await page.locator('#forwards').isVisible(), false);
+  held.release();
+  await page.getByText('No forwards yet').waitFor();
+  assert.equal(await page.getByText('Loading forwards…').isVisible(), false);
+  await page.unroute('**/api/v1/forwards');
+
+  // The list fails before any answer: the reason, then the list once the API answers again.
+  await page.route('**/api/v1/forwards', (route) => route.fulfill({
+    status: 503, contentType: 'application/json',
+    body: JSON.stringify({ error: { code: 'storage_error', message: 'the store is busy' } }),
+  }));
+  await page.reload();
+  const failed = page.getByRole('alert').filter({ hasText: 'Cannot load the forwards' });
+  await failed.getByText('the API answered 503 (the store is busy)').waitFor();
+  assert.equal(await page.getByText('Loading forwards…').isVisible(), false);
+  assert.equal(await page.getByText('No forwards yet').isVisible(), false);
+  await page.unroute('**/api/v1/forwards');
+  await page.getByText('No forwards yet').waitFor();
+  await failed.waitFor({ state: 'hidden' });
+
+  // Rows already shown stay when the daemon cannot be reached, marked as out of date.
+  await call(url, 'POST', '/api/v1/forwards',
+    { name: 'kept', protocol: 'tcp', listen_host: '127.0.0.1', listen_port: 0, target_host: '127.0.0.1', target_port: 9 });
+  await row(page, 'kept').waitFor();
+  await page.route('**/api/v1/forwards', (route) => route.abort('connectionrefused'));
+  const stale = page.getByRole('alert').filter({ hasText: 'Cannot update the forwards: the daemon is not reachable' });
+  await stale.waitFor();
+  assert.equal(await row(page, 'kept').isVisible(), true);
+  assert.equal(await page.locator('#forwards.stale').count(), 1);
+  await page.locator('header').getByText('not updated since').waitFor();
+  await page.unroute('**/api/v1/forwards');
+  await stale.waitFor({ state: 'hidden' });
+  assert.equal(await page.locator('#forwards.stale').count(), 0);
+  await page.locator('header').getByText(/^updated /).waitFor();
 });
