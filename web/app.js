@@ -163,8 +163,12 @@ function failureReason(e) {
   return `the API answered ${e.status}` + (e.detail ? ` (${e.detail})` : '');
 }
 
+// "4 forwards: 2 active, 1 in error, 1 disabled", every part even when it is 0.
 function countText(list) {
-  return `${list.length} forward${list.length === 1 ? '' : 's'}`;
+  const total = `${list.length} forward${list.length === 1 ? '' : 's'}`;
+  if (list.length === 0) return total;
+  const n = (state) => list.filter((f) => f.state === state).length;
+  return `${total}: ${n('active')} active, ${n('error')} in error, ${n('disabled')} disabled`;
 }
 
 // Requests may overlap (the timer, and a refresh after each change); an answer older than the one
@@ -186,6 +190,7 @@ async function refresh() {
     $('load-error').hidden = true;
     $('forwards').classList.remove('stale');
     setText($('status'), countText(list));
+    $('status').classList.toggle('has-error', list.some((f) => f.state === 'error'));
     setText($('updated'), `updated ${listedAt.toLocaleTimeString()}`);
     return;
   }

@@ -109,6 +109,7 @@ test('create, watch, reject, edit, toggle and delete through the page', { timeou
   const port = Number(listen.split(':').pop());
   assert.ok(port > 0);
   await r.locator('.state-active').waitFor();
+  await page.getByRole('status').getByText('1 forward: 1 active, 0 in error, 0 disabled', { exact: true }).waitFor();
 
   // Traffic moves the counters on the next refresh.
   await traffic(port, 100000);
@@ -127,6 +128,7 @@ test('create, watch, reject, edit, toggle and delete through the page', { timeou
   const toggle = page.getByRole('checkbox', { name: 'Enabled: web-renamed' });
   await toggle.uncheck();
   await row(page, 'web-renamed').locator('.state-disabled').waitFor();
+  await page.getByRole('status').getByText('1 forward: 0 active, 0 in error, 1 disabled', { exact: true }).waitFor();
   await toggle.check();
   await row(page, 'web-renamed').locator('.state-active').waitFor();
 
