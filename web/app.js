@@ -87,8 +87,22 @@ function makeRow(f) {
   row.dataset.id = f.id;
   for (let i = 0; i < 12; i++) row.appendChild(document.createElement('td'));
   [6, 7, 8, 9, 10].forEach((i) => cell(row, i).classList.add('num'));
+  // State: the word and Retry (only in error), then the reason on one line, in full on demand.
+  const state = document.createElement('span');
+  state.className = 'state';
+  state.id = `state-${f.id}`;
+  const retryButton = document.createElement('button');
+  retryButton.type = 'button';
+  retryButton.className = 'retry';
+  retryButton.textContent = 'Retry';
+  retryButton.addEventListener('click', () => retry(row, retryButton));
+  const reason = document.createElement('details');
+  reason.className = 'reason';
+  reason.appendChild(document.createElement('summary'));
+  cell(row, 4).append(state, retryButton, reason);
   const toggle = document.createElement('input');
   toggle.type = 'checkbox';
+  toggle.setAttribute('aria-describedby', state.id);  // "checked" is read with the state beside it
   toggle.addEventListener('change', () => setEnabled(Number(row.dataset.id), toggle));
   cell(row, 5).appendChild(toggle);
   const actions = document.createElement('div');
@@ -114,18 +128,21 @@ function fillRow(row, f) {
   cell(row, 1).textContent = f.protocol.toUpperCase();
   cell(row, 2).textContent = endpoint(f.listen_host, f.listen_port);
   cell(row, 3).textContent = endpoint(f.target_host, f.target_port);
-  const state = cell(row, 4);
-  state.className = 'state-' + f.state;
-  state.textContent = f.state;
-  if (f.error) {
-    const reason = document.createElement('span');
-    reason.className = 'reason';
-    reason.textContent = f.error;
-    state.appendChild(reason);
-  }
+  // Updated in place, so an opened reason stays open and a focused summary keeps its focus.
+  const stateCell = cell(row, 4);
+  stateCell.className = 'state-' + f.state;
+  const [state, retryButton, reason] = stateCell.children;
+  setText(state, f.state);
+  retryButton.hidden = f.state !== 'error';
+  retryButton.setAttribute('aria-label', `Retry ${label}`);
+  reason.hidden = !f.error;
+  setText(reason.firstChild, f.error || '');
+  // An enabled forward in error stays checked (it is enabled, and stored so), drawn in the error colour.
   const toggle = cell(row, 5).firstChild;
   if (document.activeElement !== toggle) toggle.checked = f.enabled;
   toggle.setAttribute('aria-label', `Enabled: ${label}`);
+  toggle.classList.toggle('not-listening', f.state === 'error');
+  toggle.title = f.state === 'error' ? 'Enabled, but not listening: see its state' : '';
   cell(row, 6).textContent = f.stats.connections_active;
   cell(row, 7).textContent = f.stats.connections_total;
   cell(row, 8).textContent = humanBytes(f.stats.bytes_up);
@@ -219,6 +236,32 @@ async function setEnabled(id, toggle) {
   } catch (e) {
     toggle.checked = !toggle.checked;  // nothing the API refused may look as if it worked
     showActionError(e.message);
+  }
+  refresh();
+}
+
+// PATCH {"enabled": true} of a forward in error binds again: 200 with state active, or still error
+// with a fresh reason. The answer is shown at once; older list answers still on the way are dropped.
+async function retry(row, button) {
+  if (button.getAttribute('aria-disabled') === 'true') return;  // not `disabled`: that would drop its focus
+  showActionError('');
+  button.setAttribute('aria-disabled', 'true');
+  button.textContent = 'Retrying…';
+  try {
+    const f = await api('PATCH', `/api/v1/forwards/${row.forward.id}`, { enabled: true });
+    shown = ++requested;
+    const hadFocus = document.activeElement === button;
+    fillRow(row, f);
+    if (f.state === 'error') {
+      showActionError(`Retry: ${f.name ? `"${f.name}"` : `#${f.id}`} is still not listening: ${f.error}`);
+    } else if (hadFocus) {
+      cell(row, 5).firstChild.focus();  // the button is gone; the switch is the next control
+    }
+  } catch (e) {
+    showActionError(e.message);
+  } finally {
+    button.removeAttribute('aria-disabled');
+    button.textContent = 'Retry';
   }
   refresh();
 }
