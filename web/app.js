@@ -160,12 +160,16 @@ function render(list) {
   $('forwards').hidden = list.length === 0;
   const body = $('forwards').tBodies[0];
   const rows = new Map([...body.rows].map((r) => [Number(r.dataset.id), r]));
+  let previous = null;
   for (const f of list) {
     let row = rows.get(f.id);
     if (!row) row = makeRow(f);
     rows.delete(f.id);
     fillRow(row, f);
-    body.appendChild(row);  // keeps id order; moving an existing node keeps its focus
+    // A row is moved only when it is not in its place already: moving a node drops the focus in it.
+    const place = previous ? previous.nextSibling : body.firstChild;
+    if (row !== place) body.insertBefore(row, place);
+    previous = row;
   }
   for (const [id, row] of rows) { row.remove(); samples.delete(id); }
 }

@@ -264,7 +264,9 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
   assert.match(await reason.textContent(), new RegExp(`127\\.0\\.0\\.1:${port}.*Address already in use`));
   assert.deepEqual(await layout(), { lines: 1, cut: true });
   await reason.focus();
-  await page.keyboard.press('Enter');
+  const updated = await page.locator('#updated').textContent();
+  await page.waitForFunction((text) => document.getElementById('updated').textContent !== text, updated);
+  await page.keyboard.press('Enter');  // after a refresh, so it also shows that the focus survived it
   await r.locator('details.reason[open]').waitFor();
   const opened = await layout();
   assert.ok(opened.lines > 1 && !opened.cut, JSON.stringify(opened));
