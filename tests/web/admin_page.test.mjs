@@ -255,6 +255,15 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
   await r.locator('.state-error').waitFor();
   await page.getByRole('status').getByText('3 forwards: 1 active, 1 in error, 1 disabled', { exact: true }).waitFor();
 
+  if (screenshot) {
+    // For the README: the states side by side, with traffic through one forward.
+    await page.setViewportSize({ width: 1366, height: 760 });
+    await traffic(web, 3000000);
+    await page.waitForFunction(() => /^[1-9]/.test(
+      [...document.querySelectorAll('#forwards tbody tr')].find((tr) => tr.cells[0].textContent === 'web').cells[10].textContent));
+    await page.screenshot({ path: screenshot, fullPage: true });
+  }
+
   // The reason takes one line, cut with an ellipsis; opened from the keyboard it shows in full.
   const reason = r.locator('details.reason > summary');
   const layout = () => reason.evaluate((el) => ({
@@ -279,15 +288,6 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
   const describedBy = await toggle.getAttribute('aria-describedby');
   assert.equal(await page.locator('#' + describedBy).textContent(), 'error');
   assert.equal(await row(page, 'web').getByRole('button', { name: 'Retry web' }).isHidden(), true);
-
-  if (screenshot) {
-    // For the README: the states side by side, with traffic through one forward.
-    await page.setViewportSize({ width: 1366, height: 760 });
-    await traffic(web, 3000000);
-    await page.waitForFunction(() => /^[1-9]/.test(
-      [...document.querySelectorAll('#forwards tbody tr')].find((tr) => tr.cells[0].textContent === 'web').cells[10].textContent));
-    await page.screenshot({ path: screenshot, fullPage: true });
-  }
 
   // Retry while the port is still taken: still error, with the fresh reason said out loud.
   await r.getByRole('button', { name: 'Retry legacy-http' }).click();
