@@ -8,9 +8,18 @@ let token = sessionStorage.getItem('portrelay-token') || '';
 let editing = null;           // the forward being edited, or null when the form creates
 const samples = new Map();    // id -> {t, bytes}: the last reading, for throughput
 let tokenPrompt = null;       // one prompt shared by every request that met a 401
+let listedAt = null;          // when the table last showed an answer of the list, or null before the first
+let requested = 0;            // list requests started so far
+let shown = 0;                // the latest of them whose outcome the page shows
 
+// A non-2xx answer: its status, and the message of the JSON error body when there was one.
 class ApiError extends Error {
-  constructor(message, field) { super(message); this.field = field; }
+  constructor(status, detail, field) {
+    super(detail || `The API answered ${status}.`);
+    this.status = status;
+    this.detail = detail;
+    this.field = field;
+  }
 }
 
 // One request; on 401 it asks for the token (once for all waiting callers) and tries again.
@@ -25,7 +34,7 @@ async function api(method, path, body) {
       continue;
     }
     const data = res.status === 204 ? null : await res.json().catch(() => null);
-    if (!res.ok) throw new ApiError(data?.error?.message || `The API answered ${res.status}.`, data?.error?.field);
+    if (!res.ok) throw new ApiError(res.status, data?.error?.message, data?.error?.field);
     return data;
   }
 }
@@ -78,8 +87,22 @@ function makeRow(f) {
   row.dataset.id = f.id;
   for (let i = 0; i < 12; i++) row.appendChild(document.createElement('td'));
   [6, 7, 8, 9, 10].forEach((i) => cell(row, i).classList.add('num'));
+  // State: the word and Retry (only in error), then the reason on one line, in full on demand.
+  const state = document.createElement('span');
+  state.className = 'state';
+  state.id = `state-${f.id}`;
+  const retryButton = document.createElement('button');
+  retryButton.type = 'button';
+  retryButton.className = 'retry';
+  retryButton.textContent = 'Retry';
+  retryButton.addEventListener('click', () => retry(row, retryButton));
+  const reason = document.createElement('details');
+  reason.className = 'reason';
+  reason.appendChild(document.createElement('summary'));
+  cell(row, 4).append(state, retryButton, reason);
   const toggle = document.createElement('input');
   toggle.type = 'checkbox';
+  toggle.setAttribute('aria-describedby', state.id);  // "checked" is read with the state beside it
   toggle.addEventListener('change', () => setEnabled(Number(row.dataset.id), toggle));
   cell(row, 5).appendChild(toggle);
   const actions = document.createElement('div');
@@ -105,18 +128,21 @@ function fillRow(row, f) {
   cell(row, 1).textContent = f.protocol.toUpperCase();
   cell(row, 2).textContent = endpoint(f.listen_host, f.listen_port);
   cell(row, 3).textContent = endpoint(f.target_host, f.target_port);
-  const state = cell(row, 4);
-  state.className = 'state-' + f.state;
-  state.textContent = f.state;
-  if (f.error) {
-    const reason = document.createElement('span');
-    reason.className = 'reason';
-    reason.textContent = f.error;
-    state.appendChild(reason);
-  }
+  // Updated in place, so an opened reason stays open and a focused summary keeps its focus.
+  const stateCell = cell(row, 4);
+  stateCell.className = 'state-' + f.state;
+  const [state, retryButton, reason] = stateCell.children;
+  setText(state, f.state);
+  retryButton.hidden = f.state !== 'error';
+  retryButton.setAttribute('aria-label', `Retry ${label}`);
+  reason.hidden = !f.error;
+  setText(reason.firstChild, f.error || '');
+  // An enabled forward in error stays checked (it is enabled, and stored so), drawn in the error colour.
   const toggle = cell(row, 5).firstChild;
   if (document.activeElement !== toggle) toggle.checked = f.enabled;
   toggle.setAttribute('aria-label', `Enabled: ${label}`);
+  toggle.classList.toggle('not-listening', f.state === 'error');
+  toggle.title = f.state === 'error' ? 'Enabled, but not listening: see its state' : '';
   cell(row, 6).textContent = f.stats.connections_active;
   cell(row, 7).textContent = f.stats.connections_total;
   cell(row, 8).textContent = humanBytes(f.stats.bytes_up);
@@ -129,28 +155,77 @@ function fillRow(row, f) {
 
 // Rows are updated in place, so focus and keyboard position survive each refresh.
 function render(list) {
+  $('loading').hidden = true;
   $('empty').hidden = list.length > 0;
   $('forwards').hidden = list.length === 0;
   const body = $('forwards').tBodies[0];
   const rows = new Map([...body.rows].map((r) => [Number(r.dataset.id), r]));
+  let previous = null;
   for (const f of list) {
     let row = rows.get(f.id);
     if (!row) row = makeRow(f);
     rows.delete(f.id);
     fillRow(row, f);
-    body.appendChild(row);  // keeps id order; moving an existing node keeps its focus
+    // A row is moved only when it is not in its place already: moving a node drops the focus in it.
+    const place = previous ? previous.nextSibling : body.firstChild;
+    if (row !== place) body.insertBefore(row, place);
+    previous = row;
   }
   for (const [id, row] of rows) { row.remove(); samples.delete(id); }
 }
 
+// Assigns only a changed text, so a live region announces changes and not every refresh.
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function failureReason(e) {
+  if (!(e instanceof ApiError)) return 'the daemon is not reachable';
+  return `the API answered ${e.status}` + (e.detail ? ` (${e.detail})` : '');
+}
+
+// "4 forwards: 2 active, 1 in error, 1 disabled", every part even when it is 0.
+function countText(list) {
+  const total = `${list.length} forward${list.length === 1 ? '' : 's'}`;
+  if (list.length === 0) return total;
+  const n = (state) => list.filter((f) => f.state === state).length;
+  return `${total}: ${n('active')} active, ${n('error')} in error, ${n('disabled')} disabled`;
+}
+
+// Requests may overlap (the timer, and a refresh after each change); an answer older than the one
+// on the page is dropped. A failure keeps the rows already shown and marks them as out of date.
 async function refresh() {
+  const seq = ++requested;
+  let list = null;
+  let failure = null;
   try {
-    const list = await api('GET', '/api/v1/forwards');
-    render(list);
-    $('status').textContent = `${list.length} forward${list.length === 1 ? '' : 's'} · updated ${new Date().toLocaleTimeString()}`;
+    list = await api('GET', '/api/v1/forwards');
   } catch (e) {
-    $('status').textContent = 'Cannot reach the API: ' + e.message;
+    failure = e;
   }
+  if (seq < shown) return;
+  shown = seq;
+  if (list) {
+    listedAt = new Date();
+    render(list);
+    $('load-error').hidden = true;
+    $('forwards').classList.remove('stale');
+    setText($('status'), countText(list));
+    $('status').classList.toggle('has-error', list.some((f) => f.state === 'error'));
+    setText($('updated'), `updated ${listedAt.toLocaleTimeString()}`);
+    return;
+  }
+  $('loading').hidden = true;
+  const reason = failureReason(failure);
+  if (listedAt) {
+    $('forwards').classList.add('stale');
+    setText($('load-error'), `Cannot update the forwards: ${reason}. What is shown is from ` +
+      `${listedAt.toLocaleTimeString()} and may be out of date. Trying again every 2 seconds.`);
+    setText($('updated'), `not updated since ${listedAt.toLocaleTimeString()}`);
+  } else {
+    setText($('load-error'), `Cannot load the forwards: ${reason}. Trying again every 2 seconds.`);
+  }
+  $('load-error').hidden = false;
 }
 
 function showActionError(message) {
@@ -165,6 +240,32 @@ async function setEnabled(id, toggle) {
   } catch (e) {
     toggle.checked = !toggle.checked;  // nothing the API refused may look as if it worked
     showActionError(e.message);
+  }
+  refresh();
+}
+
+// PATCH {"enabled": true} of a forward in error binds again: 200 with state active, or still error
+// with a fresh reason. The answer is shown at once; older list answers still on the way are dropped.
+async function retry(row, button) {
+  if (button.getAttribute('aria-disabled') === 'true') return;  // not `disabled`: that would drop its focus
+  showActionError('');
+  button.setAttribute('aria-disabled', 'true');
+  button.textContent = 'Retrying…';
+  try {
+    const f = await api('PATCH', `/api/v1/forwards/${row.forward.id}`, { enabled: true });
+    shown = ++requested;
+    const hadFocus = document.activeElement === button;
+    fillRow(row, f);
+    if (f.state === 'error') {
+      showActionError(`Retry: ${f.name ? `"${f.name}"` : `#${f.id}`} is still not listening: ${f.error}`);
+    } else if (hadFocus) {
+      cell(row, 5).firstChild.focus();  // the button is gone; the switch is the next control
+    }
+  } catch (e) {
+    showActionError(e.message);
+  } finally {
+    button.removeAttribute('aria-disabled');
+    button.textContent = 'Retry';
   }
   refresh();
 }

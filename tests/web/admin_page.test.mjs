@@ -15,17 +15,23 @@ const dir = mkdtempSync(join(tmpdir(), 'portrelay-web-'));
 const cleanups = [];
 after(async () => { for (const c of cleanups.reverse()) await c(); rmSync(dir, { recursive: true, force: true }); });
 
-// Starts the daemon and resolves with its API URL from the start-up log line.
+// Starts the daemon on the database `name` and resolves with its API URL, from the start-up log
+// line, and stop(), which sends SIGTERM and resolves once it has exited.
 function startDaemon(name, extra = []) {
   const proc = spawn(binary, ['--db', join(dir, name + '.db'), '--api', '127.0.0.1:0', '--workers', '2', ...extra]);
-  cleanups.push(() => new Promise((done) => { proc.once('exit', done); proc.kill('SIGTERM'); }));
+  const exited = new Promise((done) => proc.once('exit', done));
+  const stop = () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+    return exited;
+  };
+  cleanups.push(stop);
   return new Promise((resolve, reject) => {
     let log = '';
     const timer = setTimeout(() => reject(new Error('daemon did not start: ' + log)), 15000);
     proc.stderr.on('data', (d) => {
       log += d;
       const m = log.match(/listening on (http:\/\/[^ ]+\/)/);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
+      if (m) { clearTimeout(timer); resolve({ url: m[1], stop }); }
     });
     proc.once('exit', () => reject(new Error('daemon exited: ' + log)));
   });
@@ -61,8 +67,25 @@ async function browser() {
 
 const row = (page, text) => page.locator('#forwards tbody tr', { hasText: text });
 
+// A request to the API from the test itself, not through the page.
+async function call(url, method, path, body) {
+  const res = await fetch(new URL(path, url), {
+    method, headers: body ? { 'Content-Type': 'application/json' } : {}, body: body && JSON.stringify(body),
+  });
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
+  return res.status === 204 ? null : res.json();
+}
+
+// Holds every request for the forward list until release() is called.
+function holdList(page) {
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  const done = page.route('**/api/v1/forwards', async (route) => { await gate; await route.continue().catch(() => {}); });
+  return { done, release };
+}
+
 test('create, watch, reject, edit, toggle and delete through the page', { timeout: 90000 }, async () => {
-  const url = await startDaemon('main');
+  const { url } = await startDaemon('main');
   const target = await echoServer();
   const page = await (await browser()).newPage();
   page.setDefaultTimeout(10000);
@@ -92,6 +115,7 @@ test('create, watch, reject, edit, toggle and delete through the page', { timeou
   const port = Number(listen.split(':').pop());
   assert.ok(port > 0);
   await r.locator('.state-active').waitFor();
+  await page.getByRole('status').getByText('1 forward: 1 active, 0 in error, 0 disabled', { exact: true }).waitFor();
 
   // Traffic moves the counters on the next refresh.
   await traffic(port, 100000);
@@ -110,6 +134,7 @@ test('create, watch, reject, edit, toggle and delete through the page', { timeou
   const toggle = page.getByRole('checkbox', { name: 'Enabled: web-renamed' });
   await toggle.uncheck();
   await row(page, 'web-renamed').locator('.state-disabled').waitFor();
+  await page.getByRole('status').getByText('1 forward: 0 active, 0 in error, 1 disabled', { exact: true }).waitFor();
   await toggle.check();
   await row(page, 'web-renamed').locator('.state-active').waitFor();
 
@@ -117,29 +142,11 @@ test('create, watch, reject, edit, toggle and delete through the page', { timeou
   page.once('dialog', (d) => { assert.match(d.message(), /Delete forward "web-renamed"/); d.accept(); });
   await row(page, 'web-renamed').getByRole('button', { name: 'Delete web-renamed' }).click();
   await page.getByText('No forwards yet').waitFor();
-
-  if (screenshot) {
-    for (const [name, proto, tport] of [['web', 'tcp', target], ['ssh-jump', 'tcp', 22], ['dns', 'udp', 53]]) {
-      await page.getByLabel('Name').fill(name);
-      await page.getByLabel('Protocol').selectOption(proto);
-      await page.getByLabel('Listen address').fill('127.0.0.1');
-      await page.getByLabel('Listen port (0 = any free port)').fill('0');
-      await page.getByLabel('Target host').fill('127.0.0.1');
-      await page.getByLabel('Target port').fill(String(tport));
-      await page.getByRole('button', { name: 'Create forward' }).click();
-      await row(page, name).first().waitFor();
-    }
-    const first = Number((await row(page, 'web').first().locator('td').nth(2).textContent()).split(':').pop());
-    await traffic(first, 3000000);
-    await page.waitForTimeout(2500);  // a screenshot only: two refreshes so the throughput shows
-    await page.setViewportSize({ width: 1280, height: 760 });
-    await page.screenshot({ path: screenshot, fullPage: true });
-  }
 });
 
 test('UDP settings appear only for UDP, and the token prompt leads to the list', { timeout: 60000 }, async () => {
   writeFileSync(join(dir, 'token'), 's3cret\n');
-  const url = await startDaemon('token', ['--token-file', join(dir, 'token')]);
+  const { url } = await startDaemon('token', ['--token-file', join(dir, 'token')]);
   const page = await (await browser()).newPage();
   page.setDefaultTimeout(10000);
   await page.goto(url);
@@ -175,4 +182,126 @@ test('UDP settings appear only for UDP, and the token prompt leads to the list',
   await page.getByLabel('Name').focus();
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'f-protocol');
+});
+
+test('loading, failed to load, out of date, and back', { timeout: 60000 }, async () => {
+  const { url } = await startDaemon('states');
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(10000);
+
+  // Before the first answer: a loading line, neither the empty-state text nor an empty table.
+  const held = holdList(page);
+  await held.done;
+  const asked = page.waitForRequest('**/api/v1/forwards');
+  await page.goto(url);
+  await asked;
+  assert.equal(await page.getByText('Loading forwards…').isVisible(), true);
+  assert.equal(await page.getByText('No forwards yet').isVisible(), false);
+  assert.equal(await page.locator('#forwards').isVisible(), false);
+  held.release();
+  await page.getByText('No forwards yet').waitFor();
+  assert.equal(await page.getByText('Loading forwards…').isVisible(), false);
+  await page.unroute('**/api/v1/forwards');
+
+  // The list fails before any answer: the reason, then the list once the API answers again.
+  await page.route('**/api/v1/forwards', (route) => route.fulfill({
+    status: 503, contentType: 'application/json',
+    body: JSON.stringify({ error: { code: 'storage_error', message: 'the store is busy' } }),
+  }));
+  await page.reload();
+  const failed = page.getByRole('alert').filter({ hasText: 'Cannot load the forwards' });
+  await failed.getByText('the API answered 503 (the store is busy)').waitFor();
+  assert.equal(await page.getByText('Loading forwards…').isVisible(), false);
+  assert.equal(await page.getByText('No forwards yet').isVisible(), false);
+  await page.unroute('**/api/v1/forwards');
+  await page.getByText('No forwards yet').waitFor();
+  await failed.waitFor({ state: 'hidden' });
+
+  // Rows already shown stay when the daemon cannot be reached, marked as out of date.
+  await call(url, 'POST', '/api/v1/forwards',
+    { name: 'kept', protocol: 'tcp', listen_host: '127.0.0.1', listen_port: 0, target_host: '127.0.0.1', target_port: 9 });
+  await row(page, 'kept').waitFor();
+  await page.route('**/api/v1/forwards', (route) => route.abort('connectionrefused'));
+  const stale = page.getByRole('alert').filter({ hasText: 'Cannot update the forwards: the daemon is not reachable' });
+  await stale.waitFor();
+  assert.equal(await row(page, 'kept').isVisible(), true);
+  assert.equal(await page.locator('#forwards.stale').count(), 1);
+  await page.locator('header').getByText('not updated since').waitFor();
+  await page.unroute('**/api/v1/forwards');
+  await stale.waitFor({ state: 'hidden' });
+  assert.equal(await page.locator('#forwards.stale').count(), 0);
+  await page.locator('header').getByText(/^updated /).waitFor();
+});
+
+test('a forward in error: one line of reason, the rest on demand, and Retry', { timeout: 90000 }, async () => {
+  // Stored while its port is free; the port is taken before the next start, so it comes up in error.
+  const target = await echoServer();
+  const first = await startDaemon('error');
+  const spec = (name, enabled, port = 0) =>
+    ({ name, protocol: 'tcp', listen_host: '127.0.0.1', listen_port: port, target_host: '127.0.0.1', target_port: target, enabled });
+  const port = (await call(first.url, 'POST', '/api/v1/forwards', spec('legacy-http', true))).listen_port;
+  const web = (await call(first.url, 'POST', '/api/v1/forwards', spec('web', true))).listen_port;
+  await call(first.url, 'POST', '/api/v1/forwards', spec('ssh-jump', false, 2222));  // disabled: never bound
+  await first.stop();
+  const squatter = net.createServer();
+  cleanups.push(() => new Promise((done) => (squatter.listening ? squatter.close(done) : done())));
+  await new Promise((resolve, reject) => { squatter.once('error', reject); squatter.listen(port, '127.0.0.1', resolve); });
+  const { url } = await startDaemon('error');
+
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(10000);
+  await page.goto(url);
+  const r = row(page, 'legacy-http');
+  await r.locator('.state-error').waitFor();
+  await page.getByRole('status').getByText('3 forwards: 1 active, 1 in error, 1 disabled', { exact: true }).waitFor();
+
+  if (screenshot) {
+    // For the README: the states side by side, with traffic through one forward.
+    await page.setViewportSize({ width: 1366, height: 760 });
+    await traffic(web, 3000000);
+    await page.waitForFunction(() => /^[1-9]/.test(
+      [...document.querySelectorAll('#forwards tbody tr')].find((tr) => tr.cells[0].textContent === 'web').cells[10].textContent));
+    await page.screenshot({ path: screenshot, fullPage: true });
+  }
+
+  // The reason takes one line, cut with an ellipsis; opened from the keyboard it shows in full.
+  const reason = r.locator('details.reason > summary');
+  const layout = () => reason.evaluate((el) => ({
+    lines: Math.round(el.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight)),
+    cut: el.scrollWidth > el.clientWidth,
+  }));
+  assert.match(await reason.textContent(), new RegExp(`127\\.0\\.0\\.1:${port}.*Address already in use`));
+  assert.deepEqual(await layout(), { lines: 1, cut: true });
+  await reason.focus();
+  const updated = await page.locator('#updated').textContent();
+  await page.waitForFunction((text) => document.getElementById('updated').textContent !== text, updated);
+  await page.keyboard.press('Enter');  // after a refresh, so it also shows that the focus survived it
+  await r.locator('details.reason[open]').waitFor();
+  const opened = await layout();
+  assert.ok(opened.lines > 1 && !opened.cut, JSON.stringify(opened));
+  await page.keyboard.press('Enter');
+  await r.locator('details.reason:not([open])').waitFor();
+
+  // Its switch shows that it is enabled, described by the state beside it, which says error.
+  const toggle = page.getByRole('checkbox', { name: 'Enabled: legacy-http' });
+  assert.equal(await toggle.isChecked(), true);
+  const describedBy = await toggle.getAttribute('aria-describedby');
+  assert.equal(await page.locator('#' + describedBy).textContent(), 'error');
+  assert.equal(await row(page, 'web').getByRole('button', { name: 'Retry web' }).isHidden(), true);
+
+  // Retry while the port is still taken: still error, with the fresh reason said out loud.
+  await r.getByRole('button', { name: 'Retry legacy-http' }).click();
+  await page.locator('#action-error').getByText('Retry: "legacy-http" is still not listening: listen address').waitFor();
+  assert.equal(await r.locator('.state-error').count(), 1);
+
+  // Retry once the port is free: active, and it carries traffic.
+  await new Promise((done) => squatter.close(done));
+  await r.getByRole('button', { name: 'Retry legacy-http' }).click();
+  await r.locator('.state-active').waitFor();
+  assert.equal(await page.locator('#action-error').isHidden(), true);
+  assert.equal(await r.getByRole('button', { name: 'Retry legacy-http' }).isHidden(), true);
+  assert.equal(await toggle.evaluate((el) => el === document.activeElement), true, 'focus moves to the switch');
+  assert.equal(await reason.isHidden(), true);
+  await page.getByRole('status').getByText('3 forwards: 2 active, 0 in error, 1 disabled', { exact: true }).waitFor();
+  await traffic(port, 1000);
 });
