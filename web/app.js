@@ -22,13 +22,19 @@ class ApiError extends Error {
   }
 }
 
+// A daemon that takes the connection but never answers must not leave the page waiting for ever.
+const requestTimeoutMs = 15000;
+
 // One request; on 401 it asks for the token (once for all waiting callers) and tries again.
 async function api(method, path, body) {
   for (;;) {
     const headers = {};
     if (token) headers.Authorization = 'Bearer ' + token;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const res = await fetch(path, {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(requestTimeoutMs),
+    });
     if (res.status === 401) {
       await askToken(token !== '');
       continue;
@@ -180,6 +186,7 @@ function setText(el, text) {
 }
 
 function failureReason(e) {
+  if (e?.name === 'TimeoutError') return `the daemon did not answer within ${requestTimeoutMs / 1000} s`;
   if (!(e instanceof ApiError)) return 'the daemon is not reachable';
   return `the API answered ${e.status}` + (e.detail ? ` (${e.detail})` : '');
 }
