@@ -3,7 +3,6 @@
 #include "api/server.hpp"
 #include "cli_options.hpp"
 #include "relay/engine.hpp"
-#include "relay/udp_forward.hpp"
 #include "service.hpp"
 #include "store/database_lock.hpp"
 #include "store/forward_store.hpp"
@@ -176,12 +175,12 @@ int main(int argc, char** argv) {
     service::notifier notify;
     server.bind();
     controller.restore();
+    db_lock.keep();  // from here on the API may write: the file is the operator's, whatever happens
     server.start();
     const auto census = engine.count();
     spdlog::info("portrelay {} listening on {} ({} workers, {} forwards active, {} in error, database {})",
                  PORTRELAY_VERSION, server.url(), engine.workers(), census.active, census.error, o.db);
     notify.ready(summary(census, server.url()));
-    db_lock.keep();
 
     watchdog_feeder feeder(notify, engine);
     const int sig = serve(stop_signals, notify, engine, feeder, server.url());
@@ -189,8 +188,8 @@ int main(int argc, char** argv) {
     const auto live = engine.count().live;
     notify.stopping("stopping: draining " + std::to_string(live) + " connections");
     spdlog::info("received {}, stopping: draining {} live connections for up to {} s "
-                 "(idle UDP sessions end after {} s); a second SIGINT or SIGTERM stops at once",
-                 signal_name(sig), live, o.drain_timeout_s, relay::drain_idle_timeout.count());
+                 "(idle UDP sessions end after {} ms); a second SIGINT or SIGTERM stops at once",
+                 signal_name(sig), live, o.drain_timeout_s, engine_options.udp_drain_idle_timeout.count());
     server.stop();
     engine.drain();
     spdlog::info("listeners closed, no new connections are accepted");

@@ -14,8 +14,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cctype>
 #include <charconv>
@@ -121,14 +123,17 @@ void server::configure(httplib::Server& http) {
   http.set_read_timeout(10, 0);
   http.set_write_timeout(10, 0);
   http.set_keep_alive_timeout(5);
+  // httplib closes a kept-alive connection after 5 requests by default; a script or the page would
+  // pay a new connection every few requests.
+  http.set_keep_alive_max_count(keep_alive_max_requests);
+  // httplib writes an answer's head and body separately; with Nagle the body would wait for the
+  // client's delayed ACK (about 40 ms on every answer after the first on a kept-alive connection).
+  // Set on the listener, which accepted connections inherit.
+  http.set_tcp_nodelay(true);
   // httplib's default adds SO_REUSEPORT, which would let a second daemon share the API port unnoticed.
-  // TCP_NODELAY on the listener, which accepted connections inherit: httplib writes an answer's head
-  // and body separately, and with Nagle the body would wait for the client's delayed ACK (about
-  // 40 ms on every answer after the first on a kept-alive connection).
   http.set_socket_options([](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof yes);
   });
   // An admin page: no inline script, nothing from elsewhere, never framed, never sniffed.
   http.set_default_headers({
@@ -231,8 +236,36 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
 
 namespace {
 
-// The addresses to listen on for `host`: itself, or for "localhost" the loopback address of each
-// family it resolves to (Debian's /etc/hosts gives 127.0.0.1 and ::1).
+// Whether this host can listen on `address` at all (the family enabled, the address configured).
+bool can_listen_on(const std::string& address) {
+  std::error_code ec;
+  const auto ip = asio::ip::make_address(address, ec);
+  if (ec) return false;
+  const int family = ip.is_v6() ? AF_INET6 : AF_INET;
+  const int s = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return false;
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (ip.is_v6()) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    const auto bytes = ip.to_v6().to_bytes();
+    std::memcpy(&a->sin6_addr, bytes.data(), bytes.size());
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    const auto bytes = ip.to_v4().to_bytes();
+    std::memcpy(&a->sin_addr, bytes.data(), bytes.size());
+    len = sizeof *a;
+  }
+  const bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&ss), len) == 0;
+  ::close(s);
+  return ok;
+}
+
+}  // namespace
+
 std::vector<std::string> listen_addresses(const std::string& host) {
   if (host != "localhost") return {host};
   addrinfo hints{};
@@ -241,63 +274,93 @@ std::vector<std::string> listen_addresses(const std::string& host) {
   addrinfo* found = nullptr;
   if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) throw std::runtime_error("cannot resolve localhost");
   std::vector<std::string> out;
-  bool v4 = false, v6 = false;
   for (auto* a = found; a; a = a->ai_next) {
     char text[INET6_ADDRSTRLEN] = {};
-    if (a->ai_family == AF_INET && !v4) {
-      ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, text, sizeof text);
-      v4 = true;
-    } else if (a->ai_family == AF_INET6 && !v6) {
-      ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr, text, sizeof text);
-      v6 = true;
-    } else {
+    const void* addr = a->ai_family == AF_INET6
+                           ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr)
+                           : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr);
+    if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) || !::inet_ntop(a->ai_family, addr, text, sizeof text)) {
       continue;
     }
     std::error_code ec;
-    const auto address = asio::ip::make_address(text, ec);
-    if (!ec && address.is_loopback()) out.emplace_back(text);
+    const auto ip = asio::ip::make_address(text, ec);
+    const bool family_seen = std::any_of(out.begin(), out.end(), [&](const std::string& o) {
+      return (o.find(':') != std::string::npos) == ip.is_v6();
+    });
+    // ::1 listed in /etc/hosts on a host with IPv6 off is skipped, not a failed start.
+    if (!ec && ip.is_loopback() && !family_seen && can_listen_on(text)) out.emplace_back(text);
   }
   ::freeaddrinfo(found);
-  if (out.empty()) throw std::runtime_error("localhost resolves to no loopback address");
+  if (out.empty()) throw std::runtime_error("localhost resolves to no loopback address this host can listen on");
   return out;
 }
 
-}  // namespace
+void server::bind() { bind(listen_addresses(options_.host)); }
 
-void server::bind() {
-  for (const auto& address : listen_addresses(options_.host)) {
-    auto l = std::make_unique<listener>();
-    configure(l->http);
-    l->http.set_address_family(address.find(':') != std::string::npos ? AF_INET6 : AF_INET);
-    if (options_.port == 0) {  // the first address picks the port, the others take the same
-      const int port = l->http.bind_to_any_port(address);
-      if (port <= 0) throw std::runtime_error("cannot listen on " + relay::format_endpoint(address, 0));
-      options_.port = static_cast<std::uint16_t>(port);
-    } else if (!l->http.bind_to_port(address, options_.port)) {
-      throw std::runtime_error("cannot listen on " + relay::format_endpoint(address, options_.port) +
-                               ": address in use or not available");
+void server::bind(const std::vector<std::string>& addresses) {
+  // With port 0 the first address picks the port and the others must take the same one, which
+  // another program may hold there: then every listener is released and a new port tried.
+  constexpr int attempts = 16;
+  const bool any_port = options_.port == 0;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    std::uint16_t port = any_port ? 0 : options_.port;
+    std::string failed;
+    for (const auto& address : addresses) {
+      auto l = std::make_unique<listener>();
+      configure(l->http);
+      l->http.set_address_family(address.find(':') != std::string::npos ? AF_INET6 : AF_INET);
+      if (port == 0) {
+        const int got = l->http.bind_to_any_port(address);
+        if (got > 0) port = static_cast<std::uint16_t>(got);
+        else failed = relay::format_endpoint(address, 0);
+      } else if (!l->http.bind_to_port(address, port)) {
+        failed = relay::format_endpoint(address, port);
+      }
+      if (!failed.empty()) break;
+      listeners_.push_back(std::move(l));
     }
-    listeners_.push_back(std::move(l));
+    if (failed.empty()) {
+      options_.port = port;
+      return;
+    }
+    for (auto& l : listeners_) release(*l);
+    listeners_.clear();
+    if (!any_port || attempt + 1 == attempts) {
+      throw std::runtime_error("cannot listen on " + failed + ": address in use or not available");
+    }
   }
+}
+
+void server::start_one(listener& l) {
+  l.thread = std::thread([&l] {
+    l.http.listen_after_bind();
+    l.listen_returned = true;
+  });
+  while (!l.http.is_running() && !l.listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void server::release(listener& l) {
+  if (!l.thread.joinable()) start_one(l);  // httplib closes a bound socket only from a running loop
+  l.http.stop();
+  l.thread.join();
 }
 
 void server::start() {
-  for (auto& l : listeners_) {
-    l->thread = std::thread([l = l.get()] {
-      l->http.listen_after_bind();
-      l->listen_returned = true;
-    });
-  }
-  for (auto& l : listeners_) {
-    while (!l->http.is_running() && !l->listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  for (auto& l : listeners_) start_one(*l);
 }
 
 void server::stop() {
-  for (auto& l : listeners_) l->http.stop();
   for (auto& l : listeners_) {
-    if (l->thread.joinable()) l->thread.join();
+    if (l->thread.joinable()) l->http.stop();
   }
+  for (auto& l : listeners_) {
+    if (l->thread.joinable()) {
+      l->thread.join();
+    } else {
+      release(*l);  // bound, never started
+    }
+  }
+  listeners_.clear();
 }
 
 std::string server::url() const { return "http://" + relay::format_endpoint(options_.host, options_.port) + "/"; }

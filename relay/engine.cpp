@@ -42,7 +42,7 @@ void engine::close_on(std::size_t home, const bound_socket& socket) {
 }
 
 std::shared_ptr<running_forward> engine::make_forward(const entry& e, const forward_spec& spec) {
-  if (spec.protocol == protocol::udp) return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats);
+  if (spec.protocol == protocol::udp) return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats, options_.udp_drain_idle_timeout);
   return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, options_);
 }
 

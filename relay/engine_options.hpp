@@ -20,6 +20,9 @@ struct engine_options {
   // A connection with one direction finished and no bytes moving for this long is closed
   // (HAProxy's "timeout client-fin"); a peer that vanished entirely is found by TCP keepalive.
   std::chrono::milliseconds half_close_timeout{60'000};
+  // During a drain, a UDP session that carries no datagram either way for this long is done (UDP
+  // has no end of session; an idle one would otherwise hold the drain to its deadline).
+  std::chrono::milliseconds udp_drain_idle_timeout{1'000};
   relay::datapath datapath = relay::datapath::automatic;
 };
 

@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -68,6 +70,13 @@ worker_resources& resources() {
 }
 
 std::error_code last_error() { return {errno, asio::error::get_system_category()}; }
+
+// Bytes in the socket's send queue that its peer has not acknowledged yet (SIOCOUTQ, tcp(7)): a
+// peer whose receive buffer is full acknowledges nothing more until its application reads.
+bool unacknowledged(asio::ip::tcp::socket& s) {
+  int queued = 0;
+  return s.is_open() && ::ioctl(s.native_handle(), SIOCOUTQ, &queued) == 0 && queued > 0;
+}
 
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
@@ -414,8 +423,10 @@ void tcp_session::arm_idle_timer() {
     self->timer_armed_ = false;
     if (ec || self->stopped_ || self->phase_ != phase::half_closed) return;
     if (clock::now() < self->deadline_) return self->arm_idle_timer();  // bytes moved meanwhile
-    if (self->up_.pending() || self->down_.pending()) {
-      // Blocked on a slow reader, not idle: the open direction has bytes its receiver has not taken.
+    if (self->up_.pending() || self->down_.pending() || unacknowledged(self->client_) ||
+        unacknowledged(self->upstream_)) {
+      // Blocked on a slow reader, not idle: bytes are waiting in the relay or in a send queue for a
+      // receiver that has not taken them (either direction: a finished one may still be delivering).
       self->deadline_ = clock::now() + self->options_.half_close_timeout;
       return self->arm_idle_timer();
     }

@@ -219,14 +219,15 @@ result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, s
 }
 
 udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
-                         std::shared_ptr<forward_stats> stats)
+                         std::shared_ptr<forward_stats> stats, std::chrono::milliseconds drain_idle)
     : pool_(pool),
       home_(home),
       stats_(std::move(stats)),
       id_(spec.id),
       target_host_(spec.target_host),
       target_port_(spec.target_port),
-      idle_(spec.udp_idle_timeout_s),
+      idle_(std::chrono::seconds(spec.udp_idle_timeout_s)),
+      drain_idle_(drain_idle),
       max_sessions_(spec.udp_max_sessions),
       sweep_timer_(pool.context(home)) {}
 
@@ -259,9 +260,9 @@ void udp_forward::close_listener() {
 void udp_forward::drain() {
   pool_.run_on(home_, [&] {
     draining_ = true;
-    // UDP has no end of session: one that sends nothing for drain_idle_timeout from here on is done,
-    // so an idle session does not hold the drain to its deadline. Every session starts that count now.
-    idle_ = std::min<std::chrono::seconds>(idle_, drain_idle_timeout);
+    // UDP has no end of session: one that carries nothing for drain_idle_ from here on is done, so
+    // an idle session does not hold the drain to its deadline. Every session starts that count now.
+    idle_ = std::min(idle_, drain_idle_);
     const auto now = clock::now();
     for (session* s : lru_) s->last_active = now;
     sweep_timer_.cancel();  // the sweep re-arms for the shorter timeout

@@ -21,9 +21,6 @@ namespace relay {
 // a port silently. Call on the worker that will own the socket.
 result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port);
 
-// During a drain, a UDP session that sends nothing (either way) for this long is done.
-inline constexpr std::chrono::seconds drain_idle_timeout{1};
-
 struct endpoint_hash {
   std::size_t operator()(const asio::ip::udp::endpoint& e) const noexcept;
 };
@@ -36,7 +33,9 @@ struct endpoint_hash {
 // per run of datagrams bound for the same session (or, for replies, the same client).
 class udp_forward final : public running_forward, public std::enable_shared_from_this<udp_forward> {
  public:
-  udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats);
+  // `drain_idle`: during a drain, a session idle this long is done (engine_options::udp_drain_idle_timeout).
+  udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats,
+              std::chrono::milliseconds drain_idle);
   ~udp_forward() override;
 
   // A new listening socket ends the sessions of the old one: their replies would leave from an
@@ -79,7 +78,8 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   std::int64_t id_;
   std::string target_host_;
   std::uint16_t target_port_;
-  std::chrono::seconds idle_;
+  std::chrono::milliseconds idle_;
+  const std::chrono::milliseconds drain_idle_;
   std::size_t max_sessions_;
   udp_socket_ptr socket_;
   bool reply_gso_ = true;  // replies through socket_ may go as GSO sends (see send_batch)

@@ -4,6 +4,7 @@
 install_missing() {
   local missing=()
   for pkg in "$@"; do
+    [ -n "$pkg" ] || continue
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

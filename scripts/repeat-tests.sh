@@ -27,5 +27,6 @@ for i in $(seq 1 "$n"); do
     exit 1
   fi
   cases=$(echo "$out" | sed -n 's/.*in \([0-9]*\) test cases*).*/\1/p' | tail -1)
+  echo "run $i of $n passed ($cases test cases)" >&2
 done
 echo "passed $n of $n runs of $cases test cases of $exe$([ "${LOAD:-0}" = 1 ] && echo ", loaded"): $*"

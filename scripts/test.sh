@@ -11,7 +11,11 @@ case "${1:-}" in
   *) echo "usage: scripts/test.sh [--quick]" >&2; exit 2 ;;
 esac
 source scripts/deps.sh
-install_missing "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+if $quick; then  # no browser test: no chromium
+  install_missing "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]/chromium}"
+else
+  install_missing "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+fi
 jobs=$(nproc)
 
 build_and_test() {  # name, cmake args..., then "--" and ctest args

@@ -10,11 +10,16 @@ namespace store {
 // flock locks are separate from the fcntl(2) locks SQLite takes on the same file, so neither
 // disturbs the other.
 //
-// Throws store_error when the file is held by another process, naming the file and that process's
-// pid (read from /proc/locks), or when it cannot be opened.
+// The lock is verified to be on the file the path names once it is taken (another daemon's failed
+// start may unlink a file between our open and our flock); if not, it is taken again.
 //
-// A file this lock created is removed again (with SQLite's -wal, -shm and -journal files) when the
-// lock is released before keep() was called: a daemon that fails to start leaves no file behind.
+// Throws store_error when the file is held by another process, naming the file and that process's
+// pid (read from /proc/locks; "not visible" where /proc/locks is hidden, as under the unit's
+// ProcSubset=pid), or when it cannot be opened.
+//
+// A file this lock created (mode 0600) is removed again, with SQLite's -wal, -shm and -journal
+// files, when the lock is released before keep() was called: a daemon that fails to start leaves no
+// file behind.
 class database_lock {
  public:
   explicit database_lock(const std::string& path);

@@ -84,7 +84,8 @@ TEST_CASE("an unknown field names the known one it resembles, when one clearly d
       {"udp_max_session", "unknown_field: unknown field 'udp_max_session' (did you mean 'udp_max_sessions'?)"},
       {"colour", "unknown_field: unknown field 'colour'"},
       {"nmae", "unknown_field: unknown field 'nmae' (did you mean 'name'?)"},
-      {"port", "unknown_field: unknown field 'port'"},  // listen_port or target_port: no guess
+      {"port", "unknown_field: unknown field 'port'"},                // nothing within two edits
+      {"target_hort", "unknown_field: unknown field 'target_hort'"},  // target_host or target_port: no guess
       {std::string(5000, 'x'), "unknown_field: unknown field '" + std::string(5000, 'x') + "'"},
   };
   for (const auto& [key, message] : cases) {

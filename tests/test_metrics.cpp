@@ -157,6 +157,25 @@ TEST_CASE("metrics: the Prometheus parser accepts the scrape, and the numbers mo
   CHECK(after.find(R"(portrelay_forward_connections_active{id="2")") == std::string::npos);
 }
 
+TEST_CASE("metrics: the format checker itself refuses what promtool refuses") {
+  temp_dir dir;
+  const std::string good = "# HELP a_total A \\\\ b\\n c.\n# TYPE a_total counter\n"
+                           "a_total{id=\"1\",name=\"we\\\"b \\\\ x\\n\"} 3\n# HELP g G.\n# TYPE g gauge\ng 1\n";
+  REQUIRE(metrics_check(good, dir).status == 0);
+  const std::vector<std::pair<std::string, std::string>> bad{
+      {"a label value escape the format does not define", std::string(good).replace(good.find("x\\n"), 1, "\\q")},
+      {"a second TYPE line", good + "# TYPE g gauge\n"},
+      {"a family without HELP", "# TYPE g gauge\ng 1\n"},
+      {"a counter without _total", "# HELP c C.\n# TYPE c counter\nc 1\n"},
+      {"a series twice", good + "g 2\n"},
+      {"a line that is not a sample", good + "g one\n"},
+  };
+  for (const auto& [what, text] : bad) {
+    INFO(what << ":\n" << text);
+    CHECK(metrics_check(text, dir).status == 1);
+  }
+}
+
 TEST_CASE("metrics: the token rule of /api/ applies, and only GET and HEAD are allowed") {
   SECTION("with a token") {
     api_fixture f("s3cret-token");

@@ -3,7 +3,7 @@
 
 #include <catch2/catch.hpp>
 
-#include <netdb.h>
+#include <asio/ip/address.hpp>
 
 #include <cstring>
 
@@ -343,7 +343,7 @@ TEST_CASE("the admin page is served from the binary with its content types, ETag
   check_error(f.client.Get("/index.html"), 404, "not_found");
 }
 
-TEST_CASE("API connections have TCP_NODELAY: an answer's head and body never wait for a delayed ACK") {
+TEST_CASE("API connections have TCP_NODELAY and stay open across many requests") {
   // httplib writes an answer in two sends; with Nagle the second waits for the client's delayed ACK
   // on every answer after the first on a kept-alive connection. The server is in this process, so
   // the accepted socket is one of our descriptors: find it by its peer and ask the kernel.
@@ -351,7 +351,8 @@ TEST_CASE("API connections have TCP_NODELAY: an answer's head and body never wai
   auto c = connect_to(f.port);
   REQUIRE(c);
   const std::string get = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-  for (int i = 0; i < 2; ++i) {  // two answers on one kept-alive connection
+  for (int i = 0; i < 20; ++i) {  // answers on one kept-alive connection, never closed after a few
+    INFO("request " << i + 1);
     send_all(c.get(), get);
     std::string reply;
     char buf[4096];
@@ -360,6 +361,7 @@ TEST_CASE("API connections have TCP_NODELAY: an answer's head and body never wai
       REQUIRE(n > 0);
       reply.append(buf, static_cast<std::size_t>(n));
     }
+    CHECK(reply.find("Connection: close") == std::string::npos);
   }
   sockaddr_storage mine{};
   socklen_t len = sizeof mine;
@@ -383,29 +385,21 @@ TEST_CASE("API connections have TCP_NODELAY: an answer's head and body never wai
 }
 
 TEST_CASE("an API on localhost listens on the loopback address of each family, on one port") {
+  const auto addresses = api::listen_addresses("localhost");
+  REQUIRE_FALSE(addresses.empty());
+  for (const auto& a : addresses) CHECK(asio::ip::make_address(a).is_loopback());
+  CHECK(api::listen_addresses("192.0.2.7") == std::vector<std::string>{"192.0.2.7"});  // a literal is itself
+
+  // Both families on one port (what localhost gives where /etc/hosts lists ::1 too).
   temp_dir dir;
   store::forward_store store{(dir.path / "api.db").string()};
   relay::engine engine{test_engine_options()};
   api::controller controller{store, engine};
   api::server server(controller, {"localhost", 0, {}});
-  server.bind();
+  server.bind({"127.0.0.1", "::1"});
   server.start();
   CHECK(server.url() == "http://localhost:" + std::to_string(server.port()) + "/");
-  // What localhost resolves to here (Debian lists 127.0.0.1 and often ::1 in /etc/hosts).
-  std::set<std::string> resolved;
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  REQUIRE(::getaddrinfo("localhost", nullptr, &hints, &found) == 0);
-  for (auto* a = found; a; a = a->ai_next) {
-    char text[INET6_ADDRSTRLEN] = {};
-    const void* addr = a->ai_family == AF_INET ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
-                                               : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
-    resolved.insert(::inet_ntop(a->ai_family, addr, text, sizeof text));
-  }
-  ::freeaddrinfo(found);
-  REQUIRE_FALSE(resolved.empty());
-  for (const auto& host : resolved) {
+  for (const char* host : {"127.0.0.1", "::1"}) {
     INFO(host);
     httplib::Client client(host, server.port());
     auto r = client.Get("/healthz");
@@ -413,4 +407,21 @@ TEST_CASE("an API on localhost listens on the loopback address of each family, o
     CHECK(r->status == 200);
   }
   server.stop();
+  CHECK_FALSE(connect_to(server.port()));  // both listeners are closed
+  CHECK_FALSE(connect_to(server.port(), "::1"));
+}
+
+TEST_CASE("a bound API that never started releases its port when it goes") {
+  temp_dir dir;
+  store::forward_store store{(dir.path / "api.db").string()};
+  relay::engine engine{test_engine_options()};
+  api::controller controller{store, engine};
+  std::uint16_t port = 0;
+  {
+    api::server server(controller, {"127.0.0.1", 0, {}});
+    server.bind();
+    port = server.port();
+    CHECK(connect_to(port));  // the kernel completes the handshake on a listening socket
+  }
+  CHECK_FALSE(connect_to(port));
 }

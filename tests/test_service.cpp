@@ -283,38 +283,20 @@ TEST_CASE("drain: a second SIGTERM or SIGINT stops at once") {
   }
 }
 
-TEST_CASE("drain: UDP sessions in use keep their replies, idle ones end it early, new clients get none") {
+TEST_CASE("drain: an idle UDP session ends the drain early, and the first signal says how to stop at once") {
+  // Sessions in use keeping their replies, and new clients refused, are engine tests (test_udp_forward).
   udp_echo_server target;
   temp_dir dir;
   running d(args_for(dir, {"--drain-timeout", "60"}));
   const std::uint16_t port = create(d.client, target.port(), true, 0, "udp")["listen_port"];
   auto a = udp_client(port);
-  send_all(a.get(), std::string("0"));
-  REQUIRE(recv_datagram(a.get()) == "0");
-  // The client keeps its session in use (a datagram every 50 ms, far inside the 1 s drain idle time).
-  std::atomic<int> sent{1};
-  std::atomic<bool> stop{false};
-  std::thread sender([&] {
-    while (!stop) {
-      send_all(a.get(), std::to_string(sent.fetch_add(1)));
-      std::this_thread::sleep_for(50ms);
-    }
-  });
+  send_all(a.get(), std::string("before"));
+  REQUIRE(recv_datagram(a.get()) == "before");
   d.proc.signal(SIGTERM);
   REQUIRE(log_has(d.proc, drain_started));
   CHECK(d.proc.log().find("a second SIGINT or SIGTERM stops at once") != std::string::npos);
-  const int first_in_drain = sent.load();
-  bool answered_in_drain = false;
-  for (std::string reply; !answered_in_drain && !(reply = recv_datagram(a.get())).empty();) {
-    answered_in_drain = std::stoi(reply) >= first_in_drain;
-  }
-  CHECK(answered_in_drain);
-  auto b = udp_client(port);
-  send_all(b.get(), std::string("new"));
-  CHECK(recv_datagram(b.get(), 500ms).empty());
-  stop = true;
-  sender.join();
-  // Idle now: the session ends a second later, and with it the drain, long before its 60 s.
+  // The client sends nothing more: its session ends a second later, and with it the drain, long
+  // before the drain's 60 s.
   CHECK(exited_cleanly(d.proc));
   CHECK(d.proc.log().find("drained: no live connections left") != std::string::npos);
 }

@@ -212,6 +212,39 @@ TEST_CASE("udp: delete and disable close every session at once") {
   CHECK(recv_datagram(late.get(), 300ms).empty());
 }
 
+TEST_CASE("udp: in a drain, sessions in use keep their replies and new clients get none") {
+  udp_echo_server target;
+  auto o = options();
+  o.udp_drain_idle_timeout = 60s;  // in use means a datagram within this; no test step comes near it
+  relay::engine engine(o);
+  auto s = start(engine, udp_spec(1, target.port()));
+  auto a = udp_client(s.listen_port);
+  REQUIRE(ask(a.get(), "before") == "before");
+  engine.drain();
+  for (int i = 0; i < 3; ++i) CHECK(ask(a.get(), "during " + std::to_string(i)) == "during " + std::to_string(i));
+  auto b = udp_client(s.listen_port);
+  send_all(b.get(), std::string("new"));
+  CHECK(recv_datagram(b.get(), 300ms).empty());
+  CHECK(eventually([&] { return engine.status(1).stats.datagrams_dropped == 1; }));
+  CHECK(engine.status(1).stats.connections_active == 1);
+}
+
+TEST_CASE("udp: in a drain, a session idle for the drain idle time is done, whatever its own idle timeout") {
+  udp_echo_server target;
+  auto o = options();
+  o.udp_drain_idle_timeout = 200ms;  // the client sends nothing more: no work races this
+  relay::engine engine(o);
+  auto spec = udp_spec(1, target.port());
+  spec.udp_idle_timeout_s = 86400;
+  auto s = start(engine, spec);
+  auto a = udp_client(s.listen_port);
+  REQUIRE(ask(a.get(), "before") == "before");
+  const auto fds_with_session = open_fds();
+  engine.drain();
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+  CHECK(eventually([&] { return open_fds() < fds_with_session; }));  // its socket to the target is closed
+}
+
 TEST_CASE("udp: a target that is down costs only that session's datagrams") {
   udp_echo_server target;
   std::uint16_t dead_port = 0;

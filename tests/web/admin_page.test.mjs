@@ -27,7 +27,7 @@ function startDaemon(name, extra = []) {
   cleanups.push(stop);
   return new Promise((resolve, reject) => {
     let log = '';
-    const timer = setTimeout(() => reject(new Error('daemon did not start: ' + log)), 15000);
+    const timer = setTimeout(() => reject(new Error('daemon did not start: ' + log)), 60000);
     proc.stderr.on('data', (d) => {
       log += d;
       const m = log.match(/listening on (http:\/\/[^ ]+\/)/);
@@ -51,7 +51,7 @@ function traffic(port, bytes) {
     s.on('data', (d) => { got += d.length; });
     s.on('end', () => (got === bytes ? resolve() : reject(new Error(`got ${got} of ${bytes}`))));
     s.on('error', reject);
-    s.setTimeout(10000, () => reject(new Error('traffic timed out')));
+    s.setTimeout(30000, () => reject(new Error('traffic timed out')));
   });
 }
 
@@ -84,11 +84,11 @@ function holdList(page) {
   return { done, release };
 }
 
-test('create, watch, reject, edit, toggle and delete through the page', { timeout: 90000 }, async () => {
+test('create, watch, reject, edit, toggle and delete through the page', { timeout: 300000 }, async () => {
   const { url } = await startDaemon('main');
   const target = await echoServer();
   const page = await (await browser()).newPage();
-  page.setDefaultTimeout(10000);
+  page.setDefaultTimeout(30000);
   const response = await page.goto(url);
   assert.equal(response.headers()['x-frame-options'], 'DENY');
   assert.match(response.headers()['content-security-policy'], /script-src 'self'/);
@@ -122,7 +122,7 @@ test('create, watch, reject, edit, toggle and delete through the page', { timeou
   await page.waitForFunction(() => {
     const cells = document.querySelectorAll('#forwards tbody tr td');
     return cells[7]?.textContent === '1' && cells[8]?.textContent === '97.7 KiB';
-  }, null, { timeout: 10000 });
+  }, null, { timeout: 30000 });
 
   // Edit in the form.
   await r.getByRole('button', { name: 'Edit web' }).click();
@@ -144,11 +144,11 @@ test('create, watch, reject, edit, toggle and delete through the page', { timeou
   await page.getByText('No forwards yet').waitFor();
 });
 
-test('UDP settings appear only for UDP, and the token prompt leads to the list', { timeout: 60000 }, async () => {
+test('UDP settings appear only for UDP, and the token prompt leads to the list', { timeout: 300000 }, async () => {
   writeFileSync(join(dir, 'token'), 's3cret\n');
   const { url } = await startDaemon('token', ['--token-file', join(dir, 'token')]);
   const page = await (await browser()).newPage();
-  page.setDefaultTimeout(10000);
+  page.setDefaultTimeout(30000);
   await page.goto(url);
   const dialog = page.getByRole('dialog', { name: 'API token' });
   await dialog.waitFor();
@@ -184,10 +184,10 @@ test('UDP settings appear only for UDP, and the token prompt leads to the list',
   assert.equal(await page.evaluate(() => document.activeElement.id), 'f-protocol');
 });
 
-test('loading, failed to load, out of date, and back', { timeout: 60000 }, async () => {
+test('loading, failed to load, out of date, and back', { timeout: 300000 }, async () => {
   const { url } = await startDaemon('states');
   const page = await (await browser()).newPage();
-  page.setDefaultTimeout(10000);
+  page.setDefaultTimeout(30000);
 
   // Before the first answer: a loading line, neither the empty-state text nor an empty table.
   const held = holdList(page);
@@ -233,7 +233,7 @@ test('loading, failed to load, out of date, and back', { timeout: 60000 }, async
   await page.locator('header').getByText(/^updated /).waitFor();
 });
 
-test('a forward in error: one line of reason, the rest on demand, and Retry', { timeout: 90000 }, async () => {
+test('a forward in error: one line of reason, the rest on demand, and Retry', { timeout: 300000 }, async () => {
   // Stored while its port is free; the port is taken before the next start, so it comes up in error.
   const target = await echoServer();
   const first = await startDaemon('error');
@@ -249,7 +249,7 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
   const { url } = await startDaemon('error');
 
   const page = await (await browser()).newPage();
-  page.setDefaultTimeout(10000);
+  page.setDefaultTimeout(30000);
   await page.goto(url);
   const r = row(page, 'legacy-http');
   await r.locator('.state-error').waitFor();
