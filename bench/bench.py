@@ -503,6 +503,7 @@ def control_plane(binary, work, forwards):
         path = "/api/v1/forwards"
         base = f"http://{LOOPBACK}:{api}{path}"
         session = http.client.HTTPConnection(LOOPBACK, api, timeout=10)
+        sockets = set()  # every socket the kept-alive session used: 1 unless the server closed it
         times = []
         for i in range(forwards):
             body = json.dumps({"name": f"f{i}", "protocol": "tcp" if i % 2 == 0 else "udp", "listen_host": LOOPBACK,
@@ -511,6 +512,7 @@ def control_plane(binary, work, forwards):
             session.request("POST", path, body, {"Content-Type": "application/json"})
             session.getresponse().read()
             times.append(time.perf_counter() - t0)
+            sockets.add(session.sock.getsockname() if session.sock else None)
         listed = []
         for _ in range(5):
             t0 = time.perf_counter()
@@ -526,6 +528,7 @@ def control_plane(binary, work, forwards):
             session.request("GET", path + "/1")
             session.getresponse().read()
             kept.append(time.perf_counter() - t0)
+            sockets.add(session.sock.getsockname() if session.sock else None)
         session.close()
         with open(f"/proc/{g.pgid}/status") as f:
             rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
@@ -534,7 +537,7 @@ def control_plane(binary, work, forwards):
                 "create_ms_p99": sorted(times)[int(len(times) * 0.99) - 1] * 1e3,
                 "create_s_total": sum(times),
                 "get_new_ms_median": statistics.median(fresh) * 1e3,
-                "get_kept_ms_median": statistics.median(kept) * 1e3,
+                "get_kept_ms_median": statistics.median(kept) * 1e3, "kept_connections": len(sockets),
                 "list_ms_median": statistics.median(listed) * 1e3, "rss_mb": rss / 1024, "fds": fds}
     finally:
         g.stop()
@@ -718,7 +721,8 @@ def main():
                    f"over one kept-alive connection in {scale['create_s_total']:.1f} s: "
                    f"median {scale['create_ms_median']:.2f} ms per create (p99 {scale['create_ms_p99']:.2f} ms), "
                    f"GET of one forward {scale['get_new_ms_median']:.2f} ms on a new connection and "
-                   f"{scale['get_kept_ms_median']:.2f} ms on a kept-alive one (medians of 200), "
+                   f"{scale['get_kept_ms_median']:.2f} ms on a kept-alive one (medians of 200; "
+                   f"{scale['kept_connections']} connection(s) carried all {scale['forwards'] + 200} kept-alive requests), "
                    f"GET of the whole list {scale['list_ms_median']:.1f} ms, daemon RSS {scale['rss_mb']:.1f} MB, "
                    f"{scale['fds']} descriptors.", ""]
     report += ["Settings:", ""] + [f"- {r.name}: {r.settings}" for r in relays] + [
