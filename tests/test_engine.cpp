@@ -238,9 +238,13 @@ TEST_CASE("a half-closed connection is not idle while the target has not taken w
   // connection must outlive many half-close timeouts and carry the target's late answer.
   std::uint16_t port = 0;
   fd listener = listen_on(port);
-  const int tiny = 1;  // the kernel's minimum receive buffer, for the accepted socket too
-  setsockopt(listener.get(), SOL_SOCKET, SO_RCVBUF, &tiny, sizeof tiny);
-  const auto request = random_bytes(12 * 1024, 5);
+  // A small receive buffer (the accepted socket inherits it), but not below the 64 KiB loopback
+  // MSS: a window smaller than one segment is reopened only by zero-window probes, whose backoff
+  // makes the transfer after the release take tens of seconds. The request is several windows
+  // larger, and far below the relay's send buffer, which loopback sizes to about 1 MiB and more.
+  const int small = 64 * 1024;
+  setsockopt(listener.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  const auto request = random_bytes(512 * 1024, 5);
   std::atomic<bool> release{false};
   std::string received;
   std::thread target([&] {
