@@ -234,8 +234,9 @@ TEST_CASE("a half-closed connection blocked on a slow reader is not idle") {
 
 TEST_CASE("a half-closed connection is not idle while the target has not taken what the client sent") {
   // The client sends a request and half-closes; the relay has passed it all on, but it waits in the
-  // kernel's send queue towards a target that reads nothing yet (its receive buffer is tiny). The
-  // connection must outlive many half-close timeouts and carry the target's late answer.
+  // kernel's send queue towards a target that reads nothing yet (its receive buffer is small). The
+  // connection must outlive many half-close timeouts and carry the target's late answer. (Once the
+  // target has taken everything, the relay cannot tell a slow target from a gone one.)
   std::uint16_t port = 0;
   fd listener = listen_on(port);
   // A small receive buffer (the accepted socket inherits it), but not below the 64 KiB loopback
@@ -252,8 +253,10 @@ TEST_CASE("a half-closed connection is not idle while the target has not taken w
     if (!s) return;
     set_timeouts(s.get());
     eventually([&] { return release.load(); });
-    received = recv_all(s.get());
+    // The answer first: once the target has read everything the connection is idle for real, and
+    // the relay may rightly close it before a slow target gets round to answering.
     send_all(s.get(), std::string("done"));
+    received = recv_all(s.get());
   });
   auto options = each_datapath();
   options.half_close_timeout = 200ms;
