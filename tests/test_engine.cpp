@@ -198,12 +198,14 @@ TEST_CASE("a half-closed connection that goes idle is closed") {
 }
 
 TEST_CASE("a half-closed connection blocked on a slow reader is not idle") {
-  // The client half-closes and then does not read: the target's reply waits in the relay and in
-  // kernel buffers for far longer than the half-close timeout, and must all arrive once it reads.
+  // The target sends a large reply at once; the client reads none of it, so the reply waits in the
+  // relay and in kernel buffers. Only then does the client half-close: from that moment the open
+  // direction is blocked on a slow reader, for far longer than the half-close timeout, and all of
+  // the reply must still arrive once the client reads.
   const auto reply = random_bytes(16 << 20, 9);
   target_server target([&](int fd) {
-    recv_all(fd);
     send_all(fd, reply);
+    recv_all(fd);
   });
   auto options = each_datapath();
   options.half_close_timeout = 200ms;
@@ -211,9 +213,8 @@ TEST_CASE("a half-closed connection blocked on a slow reader is not idle") {
   auto s = start(engine, spec_for(1, target.port()));
   auto c = connect_to(s.listen_port);
   REQUIRE(c);
-  ::shutdown(c.get(), SHUT_WR);
-  // Wait until the relay has moved bytes and then stopped moving them: the client's receive buffer
-  // is full and the rest is pending in the relay. Then stay unread for many timeouts.
+  // The relay has moved bytes and then stopped moving them: the client's receive buffer is full
+  // and the rest is pending in the relay.
   REQUIRE(eventually([&] { return engine.status(1).stats.bytes_down > 0; }));
   std::uint64_t seen = 0;
   int still = 0;
@@ -224,6 +225,9 @@ TEST_CASE("a half-closed connection blocked on a slow reader is not idle") {
     return still >= 500;  // about a second (2 ms polls) without progress
   }));
   CHECK(seen < reply.size());
+  ::shutdown(c.get(), SHUT_WR);
+  // Many timeouts pass. (On a slow machine fewer may pass, which only weakens this step.)
+  std::this_thread::sleep_for(1s);
   CHECK(engine.status(1).stats.connections_active == 1);
   bool eof = false;
   const auto back = recv_all(c.get(), &eof);
