@@ -6,18 +6,13 @@
 #include "relay/forward_spec.hpp"
 #include "web/assets.hpp"
 
-#include <asio/ip/address.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
 #include <spdlog/spdlog.h>
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <chrono>
 #include <cctype>
 #include <charconv>
@@ -236,61 +231,35 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
 
 namespace {
 
-// Whether this host can listen on `address` at all (the family enabled, the address configured).
-bool can_listen_on(const std::string& address) {
+// Whether this host can listen on `ip` at all (the family enabled, the address configured).
+bool can_listen_on(const asio::ip::address& ip) {
+  asio::io_context io;
+  asio::ip::tcp::socket probe(io);
   std::error_code ec;
-  const auto ip = asio::ip::make_address(address, ec);
-  if (ec) return false;
-  const int family = ip.is_v6() ? AF_INET6 : AF_INET;
-  const int s = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return false;
-  sockaddr_storage ss{};
-  socklen_t len = 0;
-  if (ip.is_v6()) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    const auto bytes = ip.to_v6().to_bytes();
-    std::memcpy(&a->sin6_addr, bytes.data(), bytes.size());
-    len = sizeof *a;
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    const auto bytes = ip.to_v4().to_bytes();
-    std::memcpy(&a->sin_addr, bytes.data(), bytes.size());
-    len = sizeof *a;
-  }
-  const bool ok = ::bind(s, reinterpret_cast<sockaddr*>(&ss), len) == 0;
-  ::close(s);
-  return ok;
+  probe.open(ip.is_v6() ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), ec);
+  if (!ec) probe.bind({ip, 0}, ec);
+  return !ec;
 }
 
 }  // namespace
 
 std::vector<std::string> listen_addresses(const std::string& host) {
   if (host != "localhost") return {host};
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) throw std::runtime_error("cannot resolve localhost");
+  asio::io_context io;
+  asio::ip::tcp::resolver resolver(io);
+  std::error_code ec;
+  const auto found = resolver.resolve(host, "", ec);
+  if (ec) throw std::runtime_error("cannot resolve localhost: " + ec.message());
   std::vector<std::string> out;
-  for (auto* a = found; a; a = a->ai_next) {
-    char text[INET6_ADDRSTRLEN] = {};
-    const void* addr = a->ai_family == AF_INET6
-                           ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr)
-                           : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr);
-    if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) || !::inet_ntop(a->ai_family, addr, text, sizeof text)) {
-      continue;
-    }
-    std::error_code ec;
-    const auto ip = asio::ip::make_address(text, ec);
-    const bool family_seen = std::any_of(out.begin(), out.end(), [&](const std::string& o) {
-      return (o.find(':') != std::string::npos) == ip.is_v6();
-    });
+  bool v4 = false, v6 = false;
+  for (const auto& entry : found) {
+    const auto ip = entry.endpoint().address();
+    bool& seen = ip.is_v6() ? v6 : v4;
     // ::1 listed in /etc/hosts on a host with IPv6 off is skipped, not a failed start.
-    if (!ec && ip.is_loopback() && !family_seen && can_listen_on(text)) out.emplace_back(text);
+    if (seen || !ip.is_loopback() || !can_listen_on(ip)) continue;
+    seen = true;
+    out.push_back(ip.to_string());
   }
-  ::freeaddrinfo(found);
   if (out.empty()) throw std::runtime_error("localhost resolves to no loopback address this host can listen on");
   return out;
 }
