@@ -21,9 +21,15 @@ json error_body_for_status(int status) {
     case 400: return make("bad_request", "The HTTP request is malformed.");
     case 404: return make("not_found", "There is nothing at this path.");
     case 405: return make("method_not_allowed", "This path does not support that method.");
+    case 408: return make("request_timeout", "The whole request did not arrive within 10 s.");
+    case 411: return make("length_required", "A request body needs Content-Length or chunked Transfer-Encoding.");
     case 413: return make("payload_too_large", "The request body is larger than 64 KiB.");
     case 414: return make("uri_too_long", "The request URI is too long.");
     case 416: return make("range_not_satisfiable", "Ranges are not supported.");
+    case 431:
+      return make("request_header_fields_too_large",
+                  "The request head is larger than 64 KiB or has more than 100 header fields.");
+    case 501: return make("not_implemented", "The only transfer coding accepted is chunked.");
     default:
       if (status >= 500) return make("internal_error", "The server failed to handle the request; see its log.");
       return make("error", "The request was refused.");

@@ -10,12 +10,11 @@
 #include <asio/ip/tcp.hpp>
 #include <spdlog/spdlog.h>
 
-#include <sys/socket.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cctype>
 #include <charconv>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 
@@ -99,6 +98,76 @@ void serve_asset(const web::asset& a, const httplib::Request& req, httplib::Resp
   res.set_content(std::string(a.body), std::string(a.content_type) + "; charset=utf-8");
 }
 
+// An admin page: no inline script, nothing from elsewhere, never framed, never sniffed.
+const httplib::Headers& security_headers() {
+  static const httplib::Headers headers{
+      {"Content-Security-Policy",
+       "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"},
+      {"X-Content-Type-Options", "nosniff"},
+      {"X-Frame-Options", "DENY"},
+      {"Referrer-Policy", "no-referrer"},
+  };
+  return headers;
+}
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    default: return "Internal Server Error";
+  }
+}
+
+// The front's own answers (limits, framing, deadlines), shaped like every other error answer.
+std::string error_response(int status) {
+  const std::string body = error_body_for_status(status).dump() + "\n";
+  std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
+  for (const auto& [name, value] : security_headers()) out += name + ": " + value + "\r\n";
+  out += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\nConnection: close\r\n\r\n" + body;
+  return out;
+}
+
+// One whole request, read from memory; the answer collected in memory, for the front to write.
+class exchange_stream final : public httplib::Stream {
+ public:
+  explicit exchange_stream(const http_exchange& ex) : ex_(ex), left_(ex.request) {}
+
+  bool is_readable() const override { return true; }
+  bool is_writable() const override { return true; }
+  ssize_t read(char* ptr, size_t size) override {
+    size = std::min(size, left_.size());
+    std::memcpy(ptr, left_.data(), size);
+    left_.remove_prefix(size);
+    return static_cast<ssize_t>(size);
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    answer.append(ptr, size);
+    return static_cast<ssize_t>(size);
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    ip = ex_.remote.address().to_string();
+    port = ex_.remote.port();
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    ip = ex_.local.address().to_string();
+    port = ex_.local.port();
+  }
+  // No socket: httplib then never compares one with FD_SETSIZE (its select() limit).
+  socket_t socket() const override { return INVALID_SOCKET; }
+
+  std::string answer;
+
+ private:
+  const http_exchange& ex_;
+  std::string_view left_;
+};
+
 void write(const reply& r, httplib::Response& res) {
   res.status = r.status;
   if (!r.location.empty()) res.set_header("Location", r.location);
@@ -111,34 +180,29 @@ void write(const reply& r, httplib::Response& res) {
 
 }  // namespace
 
-server::server(controller& ctl, server_options options) : ctl_(ctl), options_(std::move(options)) {}
+front_limits server::default_limits() {
+  front_limits l;
+  l.request.max_body = max_body;
+  l.max_requests_per_connection = keep_alive_max_requests;
+  return l;
+}
 
-void server::configure(httplib::Server& http) {
-  http.set_payload_max_length(max_body);
-  http.set_read_timeout(10, 0);
-  http.set_write_timeout(10, 0);
-  http.set_keep_alive_timeout(5);
-  // httplib closes a kept-alive connection after 5 requests by default; a script or the page would
-  // pay a new connection every few requests.
-  http.set_keep_alive_max_count(keep_alive_max_requests);
-  // httplib writes an answer's head and body separately; with Nagle the body would wait for the
-  // client's delayed ACK (about 40 ms on every answer after the first on a kept-alive connection).
-  // Set on the listener, which accepted connections inherit.
-  http.set_tcp_nodelay(true);
-  // httplib's default adds SO_REUSEPORT, which would let a second daemon share the API port unnoticed.
-  http.set_socket_options([](int sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });
-  // An admin page: no inline script, nothing from elsewhere, never framed, never sniffed.
-  http.set_default_headers({
-      {"Content-Security-Policy",
-       "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"},
-      {"X-Content-Type-Options", "nosniff"},
-      {"X-Frame-Options", "DENY"},
-      {"Referrer-Policy", "no-referrer"},
-  });
+server::server(controller& ctl, server_options options, front_limits limits)
+    : ctl_(ctl),
+      options_(std::move(options)),
+      front_(limits, [this](const http_exchange& ex) { return handle(ex); }, error_response) {
+  configure();
+}
+
+void server::configure() {
+  auto& http = http_;
+  const auto& limits = front_.limits();
+  // The front has already bounded the body; these say the same to httplib and to clients
+  // ("Keep-Alive: timeout=5, max=10000").
+  http.set_payload_max_length(limits.request.max_body);
+  http.set_keep_alive_timeout(std::chrono::duration_cast<std::chrono::seconds>(limits.keep_alive_timeout).count());
+  http.set_keep_alive_max_count(limits.max_requests_per_connection);
+  http.set_default_headers(security_headers());
   http.set_pre_routing_handler([this](const auto& req, auto& res) { return guard(req, res); });
 
   auto plain = [this](const httplib::Request& req, httplib::Response& res) {
@@ -176,6 +240,14 @@ void server::configure(httplib::Server& http) {
 }
 
 server::~server() { stop(); }
+
+http_answer server::handle(const http_exchange& ex) {
+  exchange_stream stream(ex);
+  bool closed = false;
+  const bool ok = http_.process_request(stream, ex.last, closed, nullptr);
+  if (stream.answer.empty()) return {error_response(400), true};
+  return {std::move(stream.answer), closed || !ok};
+}
 
 httplib::Server::HandlerResponse server::guard(const httplib::Request& req, httplib::Response& res) {
   using hr = httplib::Server::HandlerResponse;
@@ -275,62 +347,26 @@ void server::bind(const std::vector<std::string>& addresses) {
     std::uint16_t port = any_port ? 0 : options_.port;
     std::string failed;
     for (const auto& address : addresses) {
-      auto l = std::make_unique<listener>();
-      configure(l->http);
-      l->http.set_address_family(address.find(':') != std::string::npos ? AF_INET6 : AF_INET);
-      if (port == 0) {
-        const int got = l->http.bind_to_any_port(address);
-        if (got > 0) port = static_cast<std::uint16_t>(got);
-        else failed = relay::format_endpoint(address, 0);
-      } else if (!l->http.bind_to_port(address, port)) {
-        failed = relay::format_endpoint(address, port);
+      try {
+        const auto bound = front_.listen({asio::ip::make_address(address), port});
+        port = bound.port();
+      } catch (const std::exception& e) {
+        failed = relay::format_endpoint(address, port) + ": " + e.what();
+        break;
       }
-      if (!failed.empty()) break;
-      listeners_.push_back(std::move(l));
     }
     if (failed.empty()) {
       options_.port = port;
       return;
     }
-    for (auto& l : listeners_) release(*l);
-    listeners_.clear();
-    if (!any_port || attempt + 1 == attempts) {
-      throw std::runtime_error("cannot listen on " + failed + ": address in use or not available");
-    }
+    front_.close_listeners();
+    if (!any_port || attempt + 1 == attempts) throw std::runtime_error("cannot listen on " + failed);
   }
 }
 
-void server::start_one(listener& l) {
-  l.thread = std::thread([&l] {
-    l.http.listen_after_bind();
-    l.listen_returned = true;
-  });
-  while (!l.http.is_running() && !l.listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-}
+void server::start() { front_.start(); }
 
-void server::release(listener& l) {
-  if (!l.thread.joinable()) start_one(l);  // httplib closes a bound socket only from a running loop
-  l.http.stop();
-  l.thread.join();
-}
-
-void server::start() {
-  for (auto& l : listeners_) start_one(*l);
-}
-
-void server::stop() {
-  for (auto& l : listeners_) {
-    if (l->thread.joinable()) l->http.stop();
-  }
-  for (auto& l : listeners_) {
-    if (l->thread.joinable()) {
-      l->thread.join();
-    } else {
-      release(*l);  // bound, never started
-    }
-  }
-  listeners_.clear();
-}
+void server::stop() { front_.stop(); }
 
 std::string server::url() const { return "http://" + relay::format_endpoint(options_.host, options_.port) + "/"; }
 

@@ -1,15 +1,13 @@
-// server: the HTTP front of the API: routing, body limits, content types, auth and error shaping.
+// server: the API's HTTP side: routing, content types, auth and error shaping, behind http_front.
 #pragma once
 
 #include "api/controller.hpp"
+#include "api/http_front.hpp"
 
 #include <httplib.h>
 
 #include <cstdint>
 #include <string>
-#include <atomic>
-#include <memory>
-#include <thread>
 #include <vector>
 
 namespace api {
@@ -29,10 +27,12 @@ struct server_options {
 class server {
  public:
   static constexpr std::size_t max_body = 64 * 1024;
-  // Requests one kept-alive connection may carry before the server closes it (httplib's default: 5).
+  // Requests one kept-alive connection may carry before the server closes it.
   static constexpr std::size_t keep_alive_max_requests = 10'000;
+  // What the API's connections live by: the README's "API limits" (see http_front.hpp).
+  static front_limits default_limits();
 
-  server(controller& ctl, server_options options);
+  server(controller& ctl, server_options options, front_limits limits = default_limits());
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
@@ -42,33 +42,30 @@ class server {
   void bind();
   // The same on the given addresses (IP literals), all on one port.
   void bind(const std::vector<std::string>& addresses);
-  // Serves on a thread per listening socket (plus httplib's pools) until stop(). Returns once every
-  // accept loop runs: httplib's stop() does nothing to a server whose loop has not started yet.
+  // Serves until stop(); connections that arrived since bind() are taken from the backlog.
   void start();
   void stop();
 
   std::uint16_t port() const { return options_.port; }
   std::string url() const;
+  http_front::figures connections() const { return front_.counts(); }
 
  private:
-  // One httplib server per listening address, all with the same routes and settings.
-  struct listener {
-    httplib::Server http;
-    std::thread thread;
-    std::atomic<bool> listen_returned{false};
+  // httplib parses, routes and answers each request the front hands over, complete, from memory.
+  class router : public httplib::Server {
+   public:
+    using httplib::Server::process_request;
   };
 
-  void configure(httplib::Server& http);
-  void start_one(listener& l);
-  // Closes a listener's socket; one that never ran is started first, since httplib closes a bound
-  // socket only from a running accept loop.
-  void release(listener& l);
+  void configure();
+  http_answer handle(const http_exchange& ex);
   reply route(const httplib::Request& req, const httplib::ContentReader* body);
   httplib::Server::HandlerResponse guard(const httplib::Request& req, httplib::Response& res);
 
   controller& ctl_;
   server_options options_;
-  std::vector<std::unique_ptr<listener>> listeners_;
+  router http_;
+  http_front front_;
 };
 
 }  // namespace api

@@ -1,0 +1,137 @@
+// http_front: the API's connections: accept, caps, deadlines and bounded buffers before any handler.
+//
+// cpp-httplib gives each connection a pool thread for its whole life, reads a header block of any
+// size, and restarts its read timeout with every byte; none of that can be changed at run time. So
+// the front owns the sockets on one event-loop thread: a connection holds no thread while it is idle
+// or still sending its request, each request must arrive whole within a deadline and within size
+// limits, and only then is it handed, complete, to a handler on the pool. The handler's answer is
+// written back by the event loop, so a client that does not read holds no thread either.
+#pragma once
+
+#include "api/request_framing.hpp"
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/thread_pool.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace api {
+
+struct front_limits {
+  request_limits request;
+  // From the first byte of a request (or from accept, for the first) until all of it has arrived.
+  // HAProxy's "timeout http-request"; a request that misses it is answered 408.
+  std::chrono::milliseconds request_timeout{10'000};
+  // How long a connection may wait, idle, for its next request (HAProxy's "timeout http-keep-alive").
+  std::chrono::milliseconds keep_alive_timeout{5'000};
+  // How long writing an answer may make no progress (nginx's send_timeout).
+  std::chrono::milliseconds send_timeout{10'000};
+  // After an error answer that ends the connection, the rest of what the client sends is read and
+  // dropped for this long, or up to max_linger_bytes, so that it reads the answer instead of a reset.
+  std::chrono::milliseconds linger_timeout{2'000};
+  std::size_t max_linger_bytes = 8 * 1024 * 1024;
+  // Open connections, in all and from one source address. At a cap, the connection that has been
+  // quiet longest (idle, or sending its request, or not reading its answer) is closed to make room;
+  // a connection whose request is being handled is never closed for this.
+  std::size_t max_connections = 1024;
+  std::size_t max_connections_per_source = 128;
+  std::size_t max_requests_per_connection = 10'000;
+  unsigned handler_threads = 8;
+};
+
+// One complete request, as received (less an "Expect: 100-continue" the front has answered).
+struct http_exchange {
+  std::string request;
+  asio::ip::tcp::endpoint remote;
+  asio::ip::tcp::endpoint local;
+  bool last = false;  // the connection ends after this answer: the handler should say "Connection: close"
+};
+
+struct http_answer {
+  std::string bytes;   // the whole response: status line, fields, body
+  bool close = false;  // end the connection after it (the request said so, or HTTP/1.0)
+};
+
+class http_front {
+ public:
+  // Runs on a pool thread; may throw (the client then gets error_response(500)).
+  using handler = std::function<http_answer(const http_exchange&)>;
+  // The whole response, with "Connection: close", for a status the front answers itself:
+  // 400, 408, 411, 413, 431, 500 and 501.
+  using error_response = std::function<std::string(int status)>;
+
+  struct figures {
+    std::size_t open = 0;            // connections now
+    std::uint64_t accepted = 0;      // connections ever
+    std::uint64_t evicted = 0;       // closed at a cap to make room
+    std::uint64_t timed_out = 0;     // closed by a deadline (request, keep-alive idle, send)
+    std::uint64_t refused = 0;       // requests answered 4xx/5xx by the front (limits, framing)
+    std::uint64_t accept_errors = 0; // accept failures for lack of descriptors or memory
+  };
+
+  http_front(front_limits limits, handler h, error_response e);
+  ~http_front();
+  http_front(const http_front&) = delete;
+  http_front& operator=(const http_front&) = delete;
+
+  // Opens, binds and listens (SO_REUSEADDR, never SO_REUSEPORT; an IPv6 wildcard takes IPv4 too).
+  // Returns the bound endpoint; throws std::system_error naming the step and the endpoint.
+  asio::ip::tcp::endpoint listen(const asio::ip::tcp::endpoint& at);
+  // Closes every listening socket; only before start().
+  void close_listeners();
+  // Serves on one event-loop thread and the handler pool until stop().
+  void start();
+  // Stops accepting, closes every connection, waits for running handlers. Idempotent.
+  void stop();
+
+  figures counts() const;
+  const front_limits& limits() const { return limits_; }
+
+ private:
+  struct connection;
+  struct listener {
+    explicit listener(asio::io_context& io) : acceptor(io), retry(io) {}
+    asio::ip::tcp::acceptor acceptor;
+    asio::steady_timer retry;
+    std::chrono::milliseconds backoff{0};
+  };
+
+  void accept(listener& l);
+  void admit(asio::ip::tcp::socket socket);
+  // Closes the quietest connection (from `source` only, when given); false when none may go.
+  bool evict(const asio::ip::address* source);
+  void forget(connection& c);
+
+  front_limits limits_;
+  handler handler_;
+  error_response error_response_;
+  asio::io_context io_;
+  std::vector<std::unique_ptr<listener>> listeners_;
+  std::optional<asio::thread_pool> pool_;
+  std::thread thread_;
+  bool stopped_ = false;  // the caller's thread
+
+  // Event-loop thread only.
+  bool stopping_ = false;
+  std::string scratch_;  // what one read takes in, before it is kept: no idle connection holds a buffer
+  std::unordered_map<connection*, std::shared_ptr<connection>> open_;
+  std::list<connection*> quiet_;  // every connection not being handled, quietest first
+  std::unordered_map<asio::ip::address, std::size_t> per_source_;
+
+  // Written on the event loop, read by counts() from anywhere.
+  struct atomic_figures;
+  std::unique_ptr<atomic_figures> figures_;
+};
+
+}  // namespace api
