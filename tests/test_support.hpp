@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <filesystem>
 #include <chrono>
 #include <cstdint>
@@ -101,6 +102,21 @@ inline fd connect_to(std::uint16_t port, const std::string& host = "127.0.0.1") 
   return s;
 }
 
+// Connects from a given local address (a source other than 127.0.0.1, for per-source limits), or
+// returns an empty fd.
+inline fd connect_from(std::uint16_t port, const std::string& source, const std::string& host = "127.0.0.1") {
+  socklen_t len, source_len;
+  auto ss = make_addr(host, port, len);
+  auto from = make_addr(source, 0, source_len);
+  fd s(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  set_timeouts(s.get());
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&from), source_len) != 0 ||
+      ::connect(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    return fd();
+  }
+  return s;
+}
+
 // A listening socket on a kernel-chosen port (or `port`), with the port it got.
 inline fd listen_on(std::uint16_t& port, const std::string& host = "127.0.0.1", int backlog = 128) {
   socklen_t len;
@@ -159,6 +175,24 @@ inline std::string recv_all(int s, bool* eof = nullptr) {
     }
     out.append(buf, static_cast<std::size_t>(r));
   }
+}
+
+// Reads one HTTP/1.1 answer (head, and a body of its Content-Length); empty when the peer ends
+// the connection first.
+inline std::string recv_http_answer(int s) {
+  std::string out;
+  char c;
+  while (out.find("\r\n\r\n") == std::string::npos) {
+    if (::recv(s, &c, 1, 0) != 1) return {};
+    out += c;
+  }
+  std::string lower = out;
+  for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  const auto at = lower.find("\r\ncontent-length:");
+  if (at == std::string::npos) return out;
+  const auto length = std::stoull(out.substr(at + 17));
+  const auto body = recv_exact(s, length);
+  return body.size() == length ? out + body : std::string();
 }
 
 // True when the peer ended the connection (EOF or reset) within the timeout.

@@ -1,0 +1,115 @@
+// request_framing: where a request ends, and what it may not do, over bytes that arrive in pieces.
+#include "api/request_framing.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <string>
+
+using api::framing;
+using api::request_scanner;
+
+namespace {
+
+// Feeds `text` one byte at a time, as a slow client would send it, and returns the first verdict.
+framing trickle(const std::string& text, api::request_limits limits = {}) {
+  request_scanner s(limits);
+  framing f;
+  for (std::size_t i = 1; i <= text.size(); ++i) {
+    f = s.scan(std::string_view(text).substr(0, i));
+    if (f.state != framing::verdict::incomplete) return f;
+  }
+  return f;
+}
+
+framing whole(const std::string& text, api::request_limits limits = {}) { return request_scanner(limits).scan(text); }
+
+}  // namespace
+
+TEST_CASE("framing: a request ends after its head, its Content-Length or its last chunk") {
+  const std::string get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string post = "POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+  const std::string chunked = "POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nT: v\r\n\r\n";
+  for (const auto& r : {get, post, chunked, std::string("GET / HTTP/1.1\nHost: x\n\n")}) {
+    INFO(r);
+    for (const auto& f : {whole(r + "GET /next HTTP/1.1\r\n\r\n"), trickle(r)}) {
+      REQUIRE(f.state == framing::verdict::complete);
+      CHECK(f.size == r.size());
+    }
+  }
+  CHECK(whole(post.substr(0, post.size() - 1)).state == framing::verdict::incomplete);
+  CHECK(whole(chunked.substr(0, chunked.size() - 2)).state == framing::verdict::incomplete);
+}
+
+TEST_CASE("framing: the head is bounded in bytes and in fields, whatever the line lengths") {
+  api::request_limits small{1024, 10, 4096};
+  const std::string start = "GET / HTTP/1.1\r\n";
+  std::string fields;
+  for (int i = 0; i < 10; ++i) fields += "F" + std::to_string(i) + ": v\r\n";
+  CHECK(whole(start + fields + "\r\n", small).state == framing::verdict::complete);
+  auto f = whole(start + fields + "F10: v\r\n\r\n", small);
+  CHECK(f.state == framing::verdict::refused);
+  CHECK(f.status == 431);
+  // A head that never ends, in long lines, in one line, or before its request line has ended.
+  for (const auto& flood : {start + std::string(2000, 'a'), std::string(2000, 'G'),
+                            start + "X: " + std::string(900, 'v') + "\r\nY: " + std::string(900, 'v') + "\r\n"}) {
+    f = trickle(flood, small);
+    CHECK(f.state == framing::verdict::refused);
+    CHECK(f.status == 431);
+  }
+}
+
+TEST_CASE("framing: bodies over the limit are refused from their Content-Length or as their chunks add up") {
+  api::request_limits small{1024, 10, 100};
+  auto f = whole("POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", small);
+  CHECK(f.state == framing::verdict::refused);
+  CHECK(f.status == 413);
+  CHECK(whole("POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n", small).state == framing::verdict::incomplete);
+
+  std::string chunks = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 30; ++i) chunks += "5\r\nhello\r\n";
+  f = trickle(chunks, small);
+  CHECK(f.state == framing::verdict::refused);
+  CHECK(f.status == 413);
+  // Framing without data counts too: endless empty extensions, endless trailers.
+  std::string padding = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 400; ++i) padding += "1;x\r\na\r\n";
+  CHECK(trickle(padding, small).status == 413);
+  std::string trailers = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
+  for (int i = 0; i < 20; ++i) trailers += "T: v\r\n";
+  CHECK(trickle(trailers, small).status == 431);
+}
+
+TEST_CASE("framing: heads that two parsers could read two ways are refused") {
+  const std::map<std::string, int> cases{
+      {"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nContent-Length: 5\r\n 6\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\n: nameless\r\n\r\n", 400},
+      {"\r\nGET / HTTP/1.1\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+      {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+      {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", 400},
+      {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", 400},
+  };
+  for (const auto& [head, status] : cases) {
+    INFO(head);
+    const auto f = whole(head);
+    CHECK(f.state == framing::verdict::refused);
+    CHECK(f.status == status);
+  }
+}
+
+TEST_CASE("framing: Expect 100-continue is reported, with the field's place, only while a body is due") {
+  const std::string head = "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n";
+  auto f = whole(head);
+  CHECK(f.state == framing::verdict::incomplete);
+  CHECK(f.expects_continue);
+  CHECK(head.substr(f.expect_begin, f.expect_end - f.expect_begin) == "Expect: 100-Continue\r\n");
+  f = whole(head + "ok");
+  CHECK(f.state == framing::verdict::complete);
+  CHECK(whole("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expects_continue == false);
+}
