@@ -22,7 +22,6 @@ json error_body_for_status(int status) {
     case 404: return make("not_found", "There is nothing at this path.");
     case 405: return make("method_not_allowed", "This path does not support that method.");
     case 408: return make("request_timeout", "The whole request did not arrive within 10 s.");
-    case 411: return make("length_required", "A request body needs Content-Length or chunked Transfer-Encoding.");
     case 413: return make("payload_too_large", "The request body is larger than 64 KiB.");
     case 414: return make("uri_too_long", "The request URI is too long.");
     case 416: return make("range_not_satisfiable", "Ranges are not supported.");

@@ -68,7 +68,7 @@ class http_front {
   // Runs on a pool thread; may throw (the client then gets error_response(500)).
   using handler = std::function<http_answer(const http_exchange&)>;
   // The whole response, with "Connection: close", for a status the front answers itself:
-  // 400, 408, 411, 413, 431, 500 and 501.
+  // 400, 408, 413, 431, 500 and 501.
   using error_response = std::function<std::string(int status)>;
 
   struct figures {
