@@ -530,6 +530,7 @@ def control_plane(binary, work, forwards):
             kept.append(time.perf_counter() - t0)
             sockets.add(session.sock.getsockname() if session.sock else None)
         session.close()
+        siege = held_connections_get(api, path + "/1")
         with open(f"/proc/{g.pgid}/status") as f:
             rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
         fds = len(os.listdir(f"/proc/{g.pgid}/fd"))
@@ -538,9 +539,39 @@ def control_plane(binary, work, forwards):
                 "create_s_total": sum(times),
                 "get_new_ms_median": statistics.median(fresh) * 1e3,
                 "get_kept_ms_median": statistics.median(kept) * 1e3, "kept_connections": len(sockets),
-                "list_ms_median": statistics.median(listed) * 1e3, "rss_mb": rss / 1024, "fds": fds}
+                "list_ms_median": statistics.median(listed) * 1e3, "rss_mb": rss / 1024, "fds": fds, **siege}
     finally:
         g.stop()
+
+
+def held_connections_get(api, path, held=1000, gets=50):
+    """Times GETs on new connections while `held` idle and `held` slow connections (a byte of an
+    unfinished request head every second each) are open: the operator's view under a slowloris."""
+    idle, slow = [], []
+    try:
+        for _ in range(held):
+            idle.append(socket.create_connection((LOOPBACK, api), timeout=10))
+            s = socket.create_connection((LOOPBACK, api), timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            s.setblocking(False)
+            slow.append(s)
+        times, last = [], 0.0
+        for _ in range(gets):
+            if time.monotonic() - last >= 1.0:
+                for s in slow:
+                    try:
+                        s.send(b"a")
+                    except OSError:
+                        pass  # closed by the API to make room, or at its request deadline
+                last = time.monotonic()
+            t0 = time.perf_counter()
+            urllib.request.urlopen(f"http://{LOOPBACK}:{api}{path}", timeout=30).read()
+            times.append(time.perf_counter() - t0)
+        return {"get_held_ms_median": statistics.median(times) * 1e3, "get_held_ms_max": max(times) * 1e3,
+                "held_connections": 2 * held}
+    finally:
+        for s in idle + slow:
+            s.close()
 
 
 # ---------------------------------------------------------------- the table
@@ -724,7 +755,9 @@ def main():
                    f"{scale['get_kept_ms_median']:.2f} ms on a kept-alive one (medians of 200; "
                    f"{scale['kept_connections']} connection(s) carried all {scale['forwards'] + 200} kept-alive requests), "
                    f"GET of the whole list {scale['list_ms_median']:.1f} ms, daemon RSS {scale['rss_mb']:.1f} MB, "
-                   f"{scale['fds']} descriptors.", ""]
+                   f"{scale['fds']} descriptors. With {scale['held_connections']} idle or slowly sent connections "
+                   f"held open, a GET of one forward on a new connection took {scale['get_held_ms_median']:.2f} ms "
+                   f"(median of 50, max {scale['get_held_ms_max']:.1f} ms).", ""]
     report += ["Settings:", ""] + [f"- {r.name}: {r.settings}" for r in relays] + [
         "- clients: iperf3 (TCP; UDP -b 1G -l 1400), wrk -t2 -c64 against an nginx HTTP backend answering 2 bytes, "
         "sockperf ping-pong with client, relay and server pinned to CPU 0, RTT = 2 × sockperf's avg-lat.", ""]
