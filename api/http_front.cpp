@@ -65,6 +65,7 @@ struct http_front::connection : std::enable_shared_from_this<connection> {
   phase state = phase::reading;
   bool started = false;        // bytes of the current request have arrived
   bool continue_sent = false;
+  bool head_checked = false;   // body_check has seen this request's head
   bool peer_done = false;      // the client has sent its last byte (EOF)
   bool close_after = false;
   std::size_t served = 0;
@@ -142,6 +143,12 @@ struct http_front::connection : std::enable_shared_from_this<connection> {
         spdlog::debug("api: refused a request from {}: {}", remote.address().to_string(), f.reason);
         return refuse(f.status);
       }
+      if (f.head_size > 0 && !head_checked) {
+        head_checked = true;
+        if (f.has_body && front.body_check_) {
+          if (const int status = front.body_check_(std::string_view(in).substr(0, f.head_size))) return refuse(status);
+        }
+      }
       if (f.state == framing::verdict::complete) return dispatch(f);
       if (f.expects_continue && !continue_sent) send_continue();
     }
@@ -172,7 +179,7 @@ struct http_front::connection : std::enable_shared_from_this<connection> {
     in.erase(0, f.size);
     if (in.empty()) in.shrink_to_fit();
     scanner.reset();
-    started = continue_sent = false;
+    started = continue_sent = head_checked = false;
     ex.remote = remote;
     ex.local = local;
     ex.last = ++served >= front.limits_.max_requests_per_connection || front.stopping_ || peer_done;
@@ -271,10 +278,11 @@ struct http_front::connection : std::enable_shared_from_this<connection> {
   }
 };
 
-http_front::http_front(front_limits limits, handler h, error_response e)
+http_front::http_front(front_limits limits, handler h, error_response e, body_check check)
     : limits_(limits),
       handler_(std::move(h)),
       error_response_(std::move(e)),
+      body_check_(std::move(check)),
       scratch_(read_chunk, '\0'),
       figures_(std::make_unique<atomic_figures>()) {}
 

@@ -68,8 +68,12 @@ class http_front {
   // Runs on a pool thread; may throw (the client then gets error_response(500)).
   using handler = std::function<http_answer(const http_exchange&)>;
   // The whole response, with "Connection: close", for a status the front answers itself:
-  // 400, 408, 413, 431, 500 and 501.
+  // 400, 408, 413, 431, 500 and 501, and what body_check returns.
   using error_response = std::function<std::string(int status)>;
+  // Runs on the event loop once a head announcing a body is complete, before the body is read:
+  // 0 to read it, or the status to refuse the request with (then no byte of the body is kept).
+  // For checks that need no I/O, such as the token: an unauthenticated client then holds one head.
+  using body_check = std::function<int(std::string_view head)>;
 
   struct figures {
     std::size_t open = 0;            // connections now
@@ -80,7 +84,7 @@ class http_front {
     std::uint64_t accept_errors = 0; // accept failures for lack of descriptors or memory
   };
 
-  http_front(front_limits limits, handler h, error_response e);
+  http_front(front_limits limits, handler h, error_response e, body_check check = nullptr);
   ~http_front();
   http_front(const http_front&) = delete;
   http_front& operator=(const http_front&) = delete;
@@ -116,6 +120,7 @@ class http_front {
   front_limits limits_;
   handler handler_;
   error_response error_response_;
+  body_check body_check_;
   asio::io_context io_;
   std::vector<std::unique_ptr<listener>> listeners_;
   std::optional<asio::thread_pool> pool_;

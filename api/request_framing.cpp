@@ -30,6 +30,18 @@ constexpr std::size_t max_chunk_line = 1024;
 
 }  // namespace
 
+std::optional<std::string_view> field_value(std::string_view head, std::string_view name) {
+  std::size_t at = head.find('\n');
+  while (at != std::string_view::npos && at + 1 < head.size()) {
+    const std::size_t begin = at + 1;
+    at = head.find('\n', begin);
+    const auto line = without_cr(head.substr(begin, at == std::string_view::npos ? at : at - begin));
+    const auto colon = line.find(':');
+    if (colon != std::string_view::npos && iequals(line.substr(0, colon), name)) return trim(line.substr(colon + 1));
+  }
+  return std::nullopt;
+}
+
 framing request_scanner::refuse(int status, std::string reason) {
   result_.state = framing::verdict::refused;
   result_.status = status;
@@ -127,7 +139,8 @@ framing request_scanner::parse_fields(std::string_view head) {
     return refuse(413, "the request body is larger than " + std::to_string(limits_.max_body / 1024) + " KiB");
   }
   body_ = chunked ? body_kind::chunked : content_length_ > 0 ? body_kind::length : body_kind::none;
-  if (body_ == body_kind::none) result_.expects_continue = false;
+  result_.has_body = body_ != body_kind::none;
+  if (!result_.has_body) result_.expects_continue = false;
   chunk_pos_ = result_.head_size;
   return result_;
 }

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -25,6 +26,7 @@ struct framing {
   // complete: the request is the first `size` bytes; the head the first `head_size`.
   std::size_t head_size = 0;
   std::size_t size = 0;
+  bool has_body = false;  // known once head_size is: Content-Length above 0, or chunked
   // The head asks "Expect: 100-continue" and the body has not all arrived: the client may be waiting
   // for an interim 100 before it sends it. The field's bytes, [expect_begin, expect_end), are cut
   // before the request goes on, since the front answers the expectation itself.
@@ -32,6 +34,9 @@ struct framing {
   std::size_t expect_begin = 0;
   std::size_t expect_end = 0;
 };
+
+// The value of the first header field named `name` (case-insensitive) in a complete head, trimmed.
+std::optional<std::string_view> field_value(std::string_view head, std::string_view name);
 
 // Scans the bytes of one request as they arrive, each byte once, so a client that trickles its head
 // in one byte at a time costs linear work. Bodies come with Content-Length or chunked

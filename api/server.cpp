@@ -98,6 +98,8 @@ void serve_asset(const web::asset& a, const httplib::Request& req, httplib::Resp
   res.set_content(std::string(a.body), std::string(a.content_type) + "; charset=utf-8");
 }
 
+constexpr const char* bearer_challenge = "Bearer realm=\"portrelay\"";
+
 // An admin page: no inline script, nothing from elsewhere, never framed, never sniffed.
 const httplib::Headers& security_headers() {
   static const httplib::Headers headers{
@@ -114,6 +116,7 @@ const httplib::Headers& security_headers() {
 const char* reason_phrase(int status) {
   switch (status) {
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 408: return "Request Timeout";
     case 413: return "Payload Too Large";
     case 431: return "Request Header Fields Too Large";
@@ -127,6 +130,7 @@ std::string error_response(int status) {
   const std::string body = error_body_for_status(status).dump() + "\n";
   std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
   for (const auto& [name, value] : security_headers()) out += name + ": " + value + "\r\n";
+  if (status == 401) out += std::string("WWW-Authenticate: ") + bearer_challenge + "\r\n";
   out += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
          "\r\nConnection: close\r\n\r\n" + body;
   return out;
@@ -171,7 +175,7 @@ void write(const reply& r, httplib::Response& res) {
   res.status = r.status;
   if (!r.location.empty()) res.set_header("Location", r.location);
   if (!r.allow.empty()) res.set_header("Allow", r.allow);
-  if (r.status == 401) res.set_header("WWW-Authenticate", "Bearer realm=\"portrelay\"");
+  if (r.status == 401) res.set_header("WWW-Authenticate", bearer_challenge);
   if (r.status != 204) {
     res.set_content(r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", "application/json");
   }
@@ -189,7 +193,8 @@ front_limits server::default_limits() {
 server::server(controller& ctl, server_options options, front_limits limits)
     : ctl_(ctl),
       options_(std::move(options)),
-      front_(limits, [this](const http_exchange& ex) { return handle(ex); }, error_response) {
+      front_(limits, [this](const http_exchange& ex) { return handle(ex); }, error_response,
+             [this](std::string_view head) { return check_body(head); }) {
   configure();
 }
 
@@ -239,6 +244,13 @@ void server::configure() {
 }
 
 server::~server() { stop(); }
+
+int server::check_body(std::string_view head) const {
+  // Every route that takes a body needs the token, so without it no body is read: a client without
+  // the token can make the API hold one request head, never a body.
+  if (options_.token.empty()) return 0;
+  return bearer_matches(field_value(head, "Authorization").value_or(""), options_.token) ? 0 : 401;
+}
 
 http_answer server::handle(const http_exchange& ex) {
   exchange_stream stream(ex);

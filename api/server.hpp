@@ -59,6 +59,7 @@ class server {
 
   void configure();
   http_answer handle(const http_exchange& ex);
+  int check_body(std::string_view head) const;
   reply route(const httplib::Request& req, const httplib::ContentReader* body);
   httplib::Server::HandlerResponse guard(const httplib::Request& req, httplib::Response& res);
 

@@ -113,3 +113,11 @@ TEST_CASE("framing: Expect 100-continue is reported, with the field's place, onl
   CHECK(f.state == framing::verdict::complete);
   CHECK(whole("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expects_continue == false);
 }
+
+TEST_CASE("framing: a field's value is found by its name in any case, trimmed, the first of several") {
+  const std::string head = "POST / HTTP/1.1\r\nHost: x\r\nauthorization:  Bearer t  \r\nAuthorization: Bearer u\r\n\r\n";
+  CHECK(api::field_value(head, "Authorization") == std::optional<std::string_view>("Bearer t"));
+  CHECK(api::field_value(head, "host") == std::optional<std::string_view>("x"));
+  CHECK_FALSE(api::field_value(head, "Cookie"));
+  CHECK_FALSE(api::field_value(head, "POST / HTTP/1.1\r\nHost"));  // the request line is not a field
+}

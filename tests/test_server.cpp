@@ -270,6 +270,27 @@ TEST_CASE("with a token every /api/ request needs it") {
   CHECK(created->status == 201);
 }
 
+TEST_CASE("with a token no byte of a body is read before the token is checked") {
+  api_fixture f("s3cret-token");
+  const std::string head = "POST /api/v1/forwards HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           "Content-Length: 60000\r\n";
+  for (const std::string extra : {"", "Expect: 100-continue\r\n", "Authorization: Bearer wrong\r\n"}) {
+    INFO(extra);
+    auto c = connect_to(f.port);
+    REQUIRE(send_all(c.get(), head + extra + "\r\n"));  // and never the body: the answer cannot wait for it
+    const auto answer = recv_http_answer(c.get());
+    CHECK(answer.rfind("HTTP/1.1 401 ", 0) == 0);
+    CHECK(answer.find("WWW-Authenticate: Bearer") != std::string::npos);
+    CHECK(answer.find("\"code\":\"unauthorized\"") != std::string::npos);
+  }
+  auto c = connect_to(f.port);
+  const auto body = forward_body(80);
+  REQUIRE(send_all(c.get(), "POST /api/v1/forwards HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                            "Authorization: Bearer s3cret-token\r\nContent-Length: " + std::to_string(body.size()) +
+                            "\r\n\r\n" + body));
+  CHECK(recv_http_answer(c.get()).rfind("HTTP/1.1 201 ", 0) == 0);
+}
+
 TEST_CASE("a stored forward that cannot bind at start is kept in state error - the rest work") {
   target_server target(target_server::echo);
   test::temp_dir dir;
