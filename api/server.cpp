@@ -144,7 +144,9 @@ void server::configure(httplib::Server& http) {
   auto plain = [this](const httplib::Request& req, httplib::Response& res) {
     if (const auto* a = web::find_asset(req.path); a && req.method != "OPTIONS") return serve_asset(*a, req, res);
     if (req.path == metrics_path && (req.method == "GET" || req.method == "HEAD")) {
-      res.set_content(render_metrics(ctl_.engine()), metrics_content_type);
+      auto text = render_metrics(ctl_.engine());
+      if (!text) return write(error_reply(503, "metrics_unavailable", text.error().message), res);
+      res.set_content(text.value(), metrics_content_type);
       return;
     }
     write(route(req, nullptr), res);
