@@ -510,13 +510,25 @@ TEST_CASE("e2e: out of descriptors, /metrics counts them exactly and a POST is a
                          std::filesystem::directory_iterator{});
   };
   std::vector<fd> clients;
+  bool api_kept = true;
+  std::string why;
   REQUIRE(eventually([&] {
     clients.push_back(udp_client(port));
     send_all(clients.back().get(), std::string("x"));
-    return listed() == 64;
+    // A request now and then, so the server never closes the connection as idle: a new one could
+    // not be accepted any more.
+    if (api_kept) {
+      auto r = d.client.Get("/healthz");
+      if (!r) why = httplib::to_string(r.error()) + " after " + std::to_string(clients.size()) + " clients";
+      api_kept = static_cast<bool>(r);
+    }
+    return !api_kept || listed() == 64;
   }));
+  INFO(why << "\n" << d.proc.log());
+  REQUIRE(api_kept);
   for (int i = 0; i < 7; ++i) {
     auto r = d.client.Get("/metrics");
+    INFO("scrape " << i << ": " << httplib::to_string(r.error()) << "\n" << d.proc.log());
     REQUIRE(r);
     INFO(r->body);
     REQUIRE(r->status == 200);
@@ -534,5 +546,39 @@ TEST_CASE("e2e: out of descriptors, /metrics counts them exactly and a POST is a
   INFO(post->body);
   CHECK(post->status == 503);
   CHECK(json::parse(post->body)["error"]["code"] == "resource_exhausted");
+  CHECK_FALSE(d.proc.exited());
+}
+
+TEST_CASE("e2e: a UDP session that cannot open its socket drops the datagram, and the daemon lives") {
+  udp_echo_server target;
+  temp_dir dir;
+  rlimit saved{};
+  getrlimit(RLIMIT_NOFILE, &saved);
+  const rlimit low{64, saved.rlim_max};
+  setrlimit(RLIMIT_NOFILE, &low);
+  running d(args_for(dir));
+  setrlimit(RLIMIT_NOFILE, &saved);
+  const auto forward = create(d.client, target.port(), true, 0, "udp");
+  const std::string path = "/api/v1/forwards/" + std::to_string(forward["id"].get<int>());
+  d.client.set_keep_alive(true);  // connected now: no descriptor will be left to accept another
+  REQUIRE(d.client.Get(path));
+  // Far more new clients than descriptors. co_spawn runs a new session inline up to its first
+  // wait, so one whose socket cannot be opened is closed before its first datagram is handled:
+  // that datagram used to be queued on the freed session (a crash).
+  std::vector<fd> clients;
+  for (int i = 0; i < 100; ++i) {
+    clients.push_back(udp_client(forward["listen_port"].get<std::uint16_t>()));
+    send_all(clients.back().get(), std::string("x"));
+  }
+  json stats;
+  CHECK(eventually([&] {
+    auto got = d.client.Get(path);
+    if (!got) return false;
+    stats = json::parse(got->body)["stats"];
+    return stats["datagrams_up"].get<int>() + stats["datagrams_dropped"].get<int>() == 100;
+  }));
+  INFO(stats.dump() << "\n" << d.proc.log());
+  CHECK(stats["datagrams_dropped"] > 0);
+  CHECK(stats["connect_errors"] == stats["datagrams_dropped"]);
   CHECK_FALSE(d.proc.exited());
 }
