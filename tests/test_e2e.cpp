@@ -489,19 +489,32 @@ TEST_CASE("e2e: duplicate keys, control characters in hosts and bidi controls in
   CHECK(list[0]["name"] == "");
 }
 
-TEST_CASE("e2e: out of descriptors, /metrics counts them exactly and a POST is a 503, not the client's fault") {
+namespace {
+// The daemon limited to 64 descriptors, with one UDP forward to an echo target, and its API
+// connection made while descriptors are free and kept for every request after.
+struct udp_at_64 {
   udp_echo_server target;
   temp_dir dir;
-  rlimit saved{};
-  getrlimit(RLIMIT_NOFILE, &saved);
-  const rlimit low{64, saved.rlim_max};
-  setrlimit(RLIMIT_NOFILE, &low);
-  running d(args_for(dir));
-  setrlimit(RLIMIT_NOFILE, &saved);
-  const std::uint16_t port = create(d.client, target.port(), true, 0, "udp")["listen_port"];
-  // The API connection is made while descriptors are free, and kept for every request after.
-  d.client.set_keep_alive(true);
-  REQUIRE(d.client.Get("/healthz"));
+  std::unique_ptr<running> d;
+  nlohmann::json forward;
+  udp_at_64() {
+    rlimit saved{};
+    getrlimit(RLIMIT_NOFILE, &saved);
+    const rlimit low{64, saved.rlim_max};
+    setrlimit(RLIMIT_NOFILE, &low);
+    d = std::make_unique<running>(args_for(dir));
+    setrlimit(RLIMIT_NOFILE, &saved);
+    forward = create(d->client, target.port(), true, 0, "udp");
+    d->client.set_keep_alive(true);
+    REQUIRE(d->client.Get("/healthz"));
+  }
+};
+}  // namespace
+
+TEST_CASE("e2e: out of descriptors, /metrics counts them exactly and a POST is a 503, not the client's fault") {
+  udp_at_64 setup;
+  auto& d = *setup.d;
+  const std::uint16_t port = setup.forward["listen_port"];
 
   // Each new client source costs the daemon one socket (its session's), until none is left: then
   // the datagram is dropped and the daemon sits at 64 of 64, steadily (sessions idle out after 60 s).
@@ -550,18 +563,10 @@ TEST_CASE("e2e: out of descriptors, /metrics counts them exactly and a POST is a
 }
 
 TEST_CASE("e2e: a UDP session that cannot open its socket drops the datagram, and the daemon lives") {
-  udp_echo_server target;
-  temp_dir dir;
-  rlimit saved{};
-  getrlimit(RLIMIT_NOFILE, &saved);
-  const rlimit low{64, saved.rlim_max};
-  setrlimit(RLIMIT_NOFILE, &low);
-  running d(args_for(dir));
-  setrlimit(RLIMIT_NOFILE, &saved);
-  const auto forward = create(d.client, target.port(), true, 0, "udp");
+  udp_at_64 setup;
+  auto& d = *setup.d;
+  const auto& forward = setup.forward;
   const std::string path = "/api/v1/forwards/" + std::to_string(forward["id"].get<int>());
-  d.client.set_keep_alive(true);  // connected now: no descriptor will be left to accept another
-  REQUIRE(d.client.Get(path));
   // Far more new clients than descriptors. co_spawn runs a new session inline up to its first
   // wait, so one whose socket cannot be opened is closed before its first datagram is handled:
   // that datagram used to be queued on the freed session (a crash).
