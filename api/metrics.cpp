@@ -46,8 +46,8 @@ class exposition {
 };
 
 std::string forward_labels(const relay::forward_spec& spec) {
-  return "id=\"" + std::to_string(spec.id) + "\",name=\"" + escape_label_value(relay::printable(spec.name)) + "\",protocol=\"" +
-         std::string(relay::to_string(spec.protocol)) + '"';
+  return "id=\"" + std::to_string(spec.id) + "\",name=\"" + escape_label_value(relay::printable(spec.name)) +
+         "\",protocol=\"" + std::string(relay::to_string(spec.protocol)) + '"';
 }
 
 // A per-forward family over the forwards of one protocol (or all when `only` is empty).

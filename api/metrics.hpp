@@ -18,7 +18,8 @@ inline constexpr const char* metrics_content_type = "text/plain; version=0.0.4; 
 // count stays right at the descriptor limit.
 relay::result<std::string> render_metrics(const relay::engine& engine);
 
-// A label value as the format wants it (after relay::printable, so it is valid UTF-8): backslash, double quote and newline escaped.
+// A label value as the format wants it: backslash, double quote and newline escaped. Names pass
+// relay::printable first, so a label is valid UTF-8 whatever the store holds.
 std::string escape_label_value(const std::string& value);
 
 }  // namespace api

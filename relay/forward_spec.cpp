@@ -78,7 +78,10 @@ std::optional<std::string> check_name(std::string_view name) {
     auto cp = next_code_point(name, i);
     if (!cp) return "name must be valid UTF-8";
     if (is_control(*cp)) return "name must contain only printable characters";
-    if (is_bidi_control(*cp)) return "name must not contain bidirectional control characters (U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069)";
+    if (is_bidi_control(*cp)) {
+      return "name must not contain bidirectional control characters (U+200E, U+200F, U+202A to U+202E, "
+             "U+2066 to U+2069)";
+    }
     if (++count > 64) return "name must be at most 64 characters";
   }
   return std::nullopt;

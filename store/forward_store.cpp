@@ -37,7 +37,6 @@ constexpr const char* columns =
     "id, name, protocol, listen_host, listen_port, target_host, target_port, enabled, udp_idle_timeout_s, "
     "udp_max_sessions, created_at, updated_at";
 
-// Reads column `index` as an integer of type T, or records in `invalid` why it is not one.
 // Notes the first column of a row that the spec cannot hold.
 void mark_invalid(stored_forward& f, const char* field, const char* why) {
   if (!f.invalid.empty()) return;
@@ -49,7 +48,8 @@ void mark_invalid(stored_forward& f, const char* field, const char* why) {
 template <class T>
 T read_integer(const statement& s, int index, const char* field, stored_forward& f) {
   const auto v = s.column_int(index);
-  if (s.column_type(index) != SQLITE_INTEGER || v < std::numeric_limits<T>::min() || v > std::numeric_limits<T>::max()) {
+  const bool fits = v >= std::numeric_limits<T>::min() && v <= std::numeric_limits<T>::max();
+  if (s.column_type(index) != SQLITE_INTEGER || !fits) {
     mark_invalid(f, field, "is not an integer of its range");
     return T{};
   }

@@ -230,7 +230,8 @@ TEST_CASE("names refuse the bidirectional controls and keep emoji sequences") {
     CHECK(e->field == "name");
   }
   // A family emoji (joined by U+200D), a flag, accents and CJK are names people use.
-  for (const char* fine : {"\U0001F469\u200D\U0001F469\u200D\U0001F467", "\U0001F1E9\U0001F1EA", "café", "数据库"}) {
+  for (const char* fine :
+       {"\U0001F469\u200D\U0001F469\u200D\U0001F467", "\U0001F1E9\U0001F1EA", "café", "数据库"}) {
     INFO(fine);
     CHECK_FALSE(create_failure("name", fine));
   }
