@@ -120,7 +120,7 @@ std::optional<api_error> apply_field(const std::string& key, const json& v, rela
   for (const char* ro : read_only_fields) {
     if (key == ro) return api_error{400, "read_only_field", "field '" + key + "' is read-only", key};
   }
-  std::string message = "unknown field '" + key + "'";
+  std::string message = "unknown field '" + relay::printable(key) + "'";  // the page shows it
   if (auto near = nearest_field(key)) message += " (did you mean '" + std::string(*near) + "'?)";
   return api_error{400, "unknown_field", std::move(message), key};
 }

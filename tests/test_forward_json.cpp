@@ -291,3 +291,13 @@ TEST_CASE("strings that fail the checks render as U+FFFD, so the page gets valid
   CHECK(j["listen_host"] == "127.0.0.1\uFFFDx");
   CHECK(j["target_host"] == "t\uFFFD");
 }
+
+TEST_CASE("an unknown key is echoed printable in the message") {
+  auto body = valid();
+  body["x\u202Ey"] = 1;
+  relay::forward_spec s;
+  auto e = api::parse_create(body, s);
+  REQUIRE(e);
+  CHECK(e->code == "unknown_field");
+  CHECK(e->message == "unknown field 'x\uFFFDy'");
+}
