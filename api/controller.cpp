@@ -17,6 +17,21 @@ reply not_found(std::int64_t id) {
   return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
 }
 
+// The host ran out of something a listener needs: a 503, not the client's fault and not its field.
+std::optional<std::string> exhausted_resource(const std::error_code& code) {
+  if (code == std::errc::too_many_files_open) return "file descriptors of the portrelay process (RLIMIT_NOFILE)";
+  if (code == std::errc::too_many_files_open_in_system) return "file descriptors of the system (fs.file-max)";
+  if (code == std::errc::no_buffer_space || code == std::errc::not_enough_memory) return "kernel memory";
+  return std::nullopt;
+}
+
+// Why a stored forward cannot be served as it is: the checks a request must pass, applied to the row.
+std::optional<std::string> stored_problem(const store::stored_forward& f) {
+  if (!f.invalid.empty()) return "stored forward is invalid: " + f.invalid;
+  if (auto e = check_spec(f.spec)) return "stored forward is invalid: " + e->message;
+  return std::nullopt;
+}
+
 reply storage_failed(const std::exception& e) {
   spdlog::error("store: {}", e.what());
   return error_reply(500, "storage_error", "the change could not be saved; nothing was changed");
@@ -36,6 +51,11 @@ std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::e
                        "listen address " + relay::listen_endpoint(next) + " is already in use (" + e.message + ")",
                        "listen_port"};
     }
+    if (auto resource = exhausted_resource(e.code)) {
+      return api_error{503, "resource_exhausted",
+                       "cannot listen on " + relay::listen_endpoint(next) + ": the host is out of " + *resource +
+                           " (" + e.message + "); try again later"};
+    }
     return api_error{400, "bind_failed", "cannot listen on " + relay::listen_endpoint(next) + ": " + e.message,
                      "listen_host"};
   }
@@ -47,6 +67,11 @@ std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::e
 void controller::restore() {
   std::lock_guard lock(mutex_);
   for (auto& f : store_.list()) {
+    if (auto problem = stored_problem(f)) {
+      spdlog::warn("forward {} not restored: {}", f.spec.id, *problem);
+      engine_.fail(f.spec, *problem);
+      continue;
+    }
     auto spec = f.spec;
     relay::engine::prepared p;
     if (auto e = prepare(spec, p)) {
@@ -98,8 +123,8 @@ reply controller::patch(std::int64_t id, const json& body) {
   std::lock_guard lock(mutex_);
   auto current = store_.get(id);
   if (!current) return not_found(id);
-  relay::forward_spec next = current->spec;
-  if (auto e = apply_patch(body, next)) return error_reply(*e);
+  relay::forward_spec next;
+  if (auto e = apply_patch(body, *current, next)) return error_reply(*e);
   relay::engine::prepared p;
   auto bind_error = prepare(next, p);
   if (bind_error) {

@@ -17,6 +17,7 @@ class controller {
   controller(store::forward_store& store, relay::engine& engine);
 
   // Start-up: every stored forward comes back; one that cannot bind stays stored, in state "error".
+  // So does one that fails the checks a request must pass (a hand-edited file); it is never served.
   void restore();
 
   reply list();
@@ -31,7 +32,8 @@ class controller {
 
  private:
   json render(const store::stored_forward& f);
-  // Binds what `next` needs, or says why not: 409 when the address is taken, 400 otherwise.
+  // Binds what `next` needs, or says why not: 409 when the address is taken, 503 when the host is out
+  // of descriptors or memory, 400 otherwise.
   std::optional<api_error> prepare(relay::forward_spec& next, relay::engine::prepared& out);
 
   std::mutex mutex_;

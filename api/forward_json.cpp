@@ -4,8 +4,9 @@
 #include <algorithm>
 #include <array>
 #include <optional>
-#include <vector>
+#include <set>
 #include <string_view>
+#include <vector>
 
 namespace api {
 
@@ -119,7 +120,7 @@ std::optional<api_error> apply_field(const std::string& key, const json& v, rela
   for (const char* ro : read_only_fields) {
     if (key == ro) return api_error{400, "read_only_field", "field '" + key + "' is read-only", key};
   }
-  std::string message = "unknown field '" + key + "'";
+  std::string message = "unknown field '" + relay::printable(key) + "'";  // the page shows it
   if (auto near = nearest_field(key)) message += " (did you mean '" + std::string(*near) + "'?)";
   return api_error{400, "unknown_field", std::move(message), key};
 }
@@ -133,6 +134,31 @@ std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spe
 }
 
 }  // namespace
+
+std::optional<api_error> parse_body(std::string_view text, json& out) {
+  std::vector<std::set<std::string>> keys;  // one set for each object being read, innermost last
+  std::optional<api_error> duplicate;
+  auto on_event = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end) {
+      keys.pop_back();
+    } else if (event == json::parse_event_t::key && !duplicate) {
+      auto key = parsed.get<std::string>();
+      if (!keys.back().insert(key).second) {
+        duplicate = api_error{400, "duplicate_key",
+                              "key '" + relay::printable(key) + "' appears more than once in one object",
+                              keys.size() == 1 ? key : std::string()};
+      }
+    }
+    return true;
+  };
+  auto doc = json::parse(text.begin(), text.end(), on_event, false);
+  if (doc.is_discarded()) return api_error{400, "invalid_json", "the request body is not valid JSON"};
+  if (duplicate) return duplicate;
+  out = std::move(doc);
+  return std::nullopt;
+}
 
 std::optional<api_error> parse_create(const json& body, relay::forward_spec& out) {
   relay::forward_spec spec;
@@ -149,8 +175,34 @@ std::optional<api_error> parse_create(const json& body, relay::forward_spec& out
 std::optional<api_error> apply_patch(const json& body, relay::forward_spec& spec) {
   relay::forward_spec next = spec;
   if (auto e = apply_fields(body, next)) return e;
+  if (auto e = check_spec(next)) return e;
   spec = std::move(next);
   return std::nullopt;
+}
+
+std::optional<api_error> apply_patch(const json& body, const store::stored_forward& current, relay::forward_spec& out) {
+  if (!current.invalid_field.empty() && body.is_object() && !body.contains(current.invalid_field)) {
+    return invalid(current.invalid_field, "the stored " + current.invalid + "; the change must give a new " +
+                                              current.invalid_field);
+  }
+  relay::forward_spec next = current.spec;
+  if (auto e = apply_patch(body, next)) return e;
+  out = std::move(next);
+  return std::nullopt;
+}
+
+std::optional<api_error> check_spec(const relay::forward_spec& spec) {
+  const json body{{"name", spec.name},
+                  {"protocol", relay::to_string(spec.protocol)},
+                  {"listen_host", spec.listen_host},
+                  {"listen_port", spec.listen_port},
+                  {"target_host", spec.target_host},
+                  {"target_port", spec.target_port},
+                  {"enabled", spec.enabled},
+                  {"udp_idle_timeout_s", spec.udp_idle_timeout_s},
+                  {"udp_max_sessions", spec.udp_max_sessions}};
+  relay::forward_spec checked_spec;
+  return parse_create(body, checked_spec);
 }
 
 json to_json(const store::stored_forward& f, const relay::forward_status& status) {
@@ -170,11 +222,11 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
   }
   return json{
       {"id", s.id},
-      {"name", s.name},
+      {"name", relay::printable(s.name)},
       {"protocol", relay::to_string(s.protocol)},
-      {"listen_host", s.listen_host},
+      {"listen_host", relay::printable(s.listen_host)},
       {"listen_port", s.listen_port},
-      {"target_host", s.target_host},
+      {"target_host", relay::printable(s.target_host)},
       {"target_port", s.target_port},
       {"enabled", s.enabled},
       {"udp_idle_timeout_s", udp ? json(s.udp_idle_timeout_s) : json(nullptr)},

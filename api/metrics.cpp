@@ -1,16 +1,18 @@
 // metrics: renders one scrape; each family's samples are written together, HELP and TYPE first.
 #include "api/metrics.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
+#include <cstdio>
 #include <functional>
-#include <limits>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <sstream>
 
@@ -44,8 +46,8 @@ class exposition {
 };
 
 std::string forward_labels(const relay::forward_spec& spec) {
-  return "id=\"" + std::to_string(spec.id) + "\",name=\"" + escape_label_value(spec.name) + "\",protocol=\"" +
-         std::string(relay::to_string(spec.protocol)) + '"';
+  return "id=\"" + std::to_string(spec.id) + "\",name=\"" + escape_label_value(relay::printable(spec.name)) +
+         "\",protocol=\"" + std::string(relay::to_string(spec.protocol)) + '"';
 }
 
 // A per-forward family over the forwards of one protocol (or all when `only` is empty).
@@ -74,27 +76,89 @@ struct process_figures {
 const double start_time =
     std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 
-process_figures read_process() {
+relay::op_error os_error(int errno_value, const std::string& what) {
+  std::error_code code(errno_value, std::system_category());
+  return {code, "cannot read " + what + ": " + code.message()};
+}
+
+// /proc/self/fd and /proc/self/statm, opened once as the program loads: counting descriptors with a
+// descriptor of its own would read 0 exactly when the process is at its limit, which is when the
+// figure matters. Each scrape rewinds the same two descriptors instead (the directory's offset is
+// shared, hence the mutex); the kernel generates both afresh from offset 0.
+class proc_self {
+ public:
+  proc_self()
+      : fd_dir_(::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)),
+        fd_dir_errno_(errno),
+        statm_(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC)),
+        statm_errno_(errno) {}
+  ~proc_self() {
+    if (fd_dir_ >= 0) ::close(fd_dir_);
+    if (statm_ >= 0) ::close(statm_);
+  }
+  proc_self(const proc_self&) = delete;
+  proc_self& operator=(const proc_self&) = delete;
+
+  // Every open descriptor, the directory's own included (it is open, like any other).
+  relay::result<std::uint64_t> open_fds() {
+    std::lock_guard lock(mutex_);
+    if (fd_dir_ < 0) return os_error(fd_dir_errno_, "/proc/self/fd");
+    if (::lseek(fd_dir_, 0, SEEK_SET) < 0) return os_error(errno, "/proc/self/fd");
+    std::uint64_t count = 0;
+    alignas(dirent64) char buf[8192];
+    for (;;) {
+      const auto got = ::getdents64(fd_dir_, buf, sizeof buf);
+      if (got < 0) return os_error(errno, "/proc/self/fd");
+      if (got == 0) return count;
+      for (std::size_t at = 0; at < static_cast<std::size_t>(got);) {
+        const auto* entry = reinterpret_cast<const dirent64*>(buf + at);
+        const std::string_view name(entry->d_name);
+        if (name != "." && name != "..") ++count;
+        at += entry->d_reclen;
+      }
+    }
+  }
+
+  // Virtual and resident size in pages.
+  relay::result<std::pair<std::uint64_t, std::uint64_t>> statm() {
+    if (statm_ < 0) return os_error(statm_errno_, "/proc/self/statm");
+    char buf[256];
+    const auto got = ::pread(statm_, buf, sizeof buf - 1, 0);
+    if (got < 0) return os_error(errno, "/proc/self/statm");
+    buf[got] = '\0';
+    unsigned long long size = 0, resident = 0;
+    if (std::sscanf(buf, "%llu %llu", &size, &resident) != 2) return os_error(EIO, "/proc/self/statm");
+    return std::pair<std::uint64_t, std::uint64_t>{size, resident};
+  }
+
+ private:
+  std::mutex mutex_;
+  const int fd_dir_;
+  const int fd_dir_errno_;
+  const int statm_;
+  const int statm_errno_;
+};
+
+proc_self self_at_load;
+
+// Every figure or the reason one could not be read: a figure that cannot be read is never shown as 0.
+relay::result<process_figures> read_process() {
   process_figures p;
-  std::error_code ec;
-  for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end; it.increment(ec)) {
-    ++p.open_fds;
-  }
-  if (p.open_fds > 0) --p.open_fds;  // the directory iterator's own descriptor
+  const auto fds = self_at_load.open_fds();
+  if (!fds) return fds.error();
+  p.open_fds = fds.value();
   rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0) p.max_fds = limit.rlim_cur;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return os_error(errno, "RLIMIT_NOFILE");
+  p.max_fds = limit.rlim_cur;
+  const auto pages = self_at_load.statm();
+  if (!pages) return pages.error();
   const auto page = static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
-  std::ifstream statm("/proc/self/statm");
-  std::uint64_t size = 0, resident = 0;
-  if (statm >> size >> resident) {
-    p.virtual_bytes = size * page;
-    p.resident_bytes = resident * page;
-  }
+  p.virtual_bytes = pages.value().first * page;
+  p.resident_bytes = pages.value().second * page;
   rusage usage{};
-  if (getrusage(RUSAGE_SELF, &usage) == 0) {
-    p.cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-                    static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-  }
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return os_error(errno, "getrusage");
+  p.cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                  static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
   p.start_time_seconds = start_time;
   return p;
 }
@@ -113,7 +177,10 @@ std::string escape_label_value(const std::string& value) {
   return out;
 }
 
-std::string render_metrics(const relay::engine& engine) {
+relay::result<std::string> render_metrics(const relay::engine& engine) {
+  const auto figures = read_process();
+  if (!figures) return figures.error();
+  const auto& p = figures.value();
   const auto forwards = engine.snapshot();
   std::map<std::string, std::uint64_t> by_state{{"active", 0}, {"disabled", 0}, {"error", 0}};
   for (const auto& f : forwards) ++by_state[f.status.state];
@@ -167,7 +234,6 @@ std::string render_metrics(const relay::engine& engine) {
               "Failures to reach the target: refused, timed out, or not resolved.",
               [&](const std::string& l, const engine::view& f) { e.add(l, f.status.stats.connect_errors); });
 
-  const auto p = read_process();
   e.family("process_open_fds", "gauge", "Open file descriptors.");
   e.add("", p.open_fds);
   e.family("process_max_fds", "gauge", "Limit on open file descriptors (RLIMIT_NOFILE).");

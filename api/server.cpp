@@ -1,6 +1,7 @@
 // server: httplib wiring; every answer, including httplib's own errors, leaves as JSON.
 #include "api/server.hpp"
 
+#include "api/forward_json.hpp"
 #include "api/http_guard.hpp"
 #include "api/metrics.hpp"
 #include "relay/forward_spec.hpp"
@@ -212,7 +213,9 @@ void server::configure() {
   auto plain = [this](const httplib::Request& req, httplib::Response& res) {
     if (const auto* a = web::find_asset(req.path); a && req.method != "OPTIONS") return serve_asset(*a, req, res);
     if (req.path == metrics_path && (req.method == "GET" || req.method == "HEAD")) {
-      res.set_content(render_metrics(ctl_.engine()), metrics_content_type);
+      auto text = render_metrics(ctl_.engine());
+      if (!text) return write(error_reply(503, "metrics_unavailable", text.error().message), res);
+      res.set_content(text.value(), metrics_content_type);
       return;
     }
     write(route(req, nullptr), res);
@@ -285,8 +288,8 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
   auto parse = [&](auto&& then) -> reply {
     if (!is_json(req)) return error_reply(415, "unsupported_media_type", "Content-Type must be application/json");
     if (body.too_large) return error_reply(413, "payload_too_large", "the request body is larger than 64 KiB");
-    auto doc = json::parse(body.text, nullptr, false);
-    if (doc.is_discarded()) return error_reply(400, "invalid_json", "the request body is not valid JSON");
+    json doc;
+    if (auto e = parse_body(body.text, doc)) return error_reply(*e);
     return then(doc);
   };
 

@@ -140,8 +140,8 @@ void engine::remove(std::int64_t id) {
 
 forward_status engine::status_of(const entry& e) {
   forward_status s{"active", "", e.stats->read()};
-  if (!e.spec.enabled) {
-    s.state = "disabled";
+  if (!e.spec.enabled && e.error.empty()) {
+    s.state = "disabled";  // a disabled forward is in error only when fail() said why (an invalid row)
   } else if (!e.live) {
     s.state = "error";
     s.error = e.error.empty() ? "not listening" : e.error;

@@ -34,7 +34,8 @@ bool is_ip_literal(std::string_view host) {
   return !ec;
 }
 
-// Decodes one UTF-8 code point at s[i], advancing i; nothing when the sequence is malformed.
+// Decodes one UTF-8 code point at s[i], advancing i; nothing when the sequence is malformed (overlong
+// forms, surrogates and values past U+10FFFF included).
 std::optional<char32_t> next_code_point(std::string_view s, std::size_t& i) {
   auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
   unsigned char lead = byte(i);
@@ -45,8 +46,28 @@ std::optional<char32_t> next_code_point(std::string_view s, std::size_t& i) {
     if ((byte(i + k) & 0xC0) != 0x80) return std::nullopt;
     cp = (cp << 6) | (byte(i + k) & 0x3F);
   }
+  constexpr char32_t shortest[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < shortest[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return std::nullopt;
   i += len;
   return cp;
+}
+
+bool is_control(char32_t cp) { return cp < 0x20 || (cp >= 0x7F && cp < 0xA0); }
+
+// The explicit bidirectional formatting characters: with them a name can display as another name.
+bool is_bidi_control(char32_t cp) {
+  return cp == 0x200E || cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+// Why a host field is unusable before any address parsing looks at it: the parsers read C strings,
+// so a NUL would end the value early and what follows would be stored unchecked.
+std::optional<std::string> check_host_characters(std::string_view field, std::string_view host) {
+  for (std::size_t i = 0; i < host.size();) {
+    auto cp = next_code_point(host, i);
+    if (!cp) return std::string(field) + " must be valid UTF-8";
+    if (is_control(*cp)) return std::string(field) + " must not contain control characters";
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -56,18 +77,24 @@ std::optional<std::string> check_name(std::string_view name) {
   for (std::size_t i = 0; i < name.size();) {
     auto cp = next_code_point(name, i);
     if (!cp) return "name must be valid UTF-8";
-    if (*cp < 0x20 || (*cp >= 0x7F && *cp < 0xA0)) return "name must contain only printable characters";
+    if (is_control(*cp)) return "name must contain only printable characters";
+    if (is_bidi_control(*cp)) {
+      return "name must not contain bidirectional control characters (U+200E, U+200F, U+202A to U+202E, "
+             "U+2066 to U+2069)";
+    }
     if (++count > 64) return "name must be at most 64 characters";
   }
   return std::nullopt;
 }
 
 std::optional<std::string> check_listen_host(std::string_view host) {
+  if (auto bad = check_host_characters("listen_host", host)) return bad;
   if (!is_ip_literal(host)) return "listen_host must be an IPv4 or IPv6 address literal, e.g. \"0.0.0.0\" or \"::1\"";
   return std::nullopt;
 }
 
 std::optional<std::string> check_target_host(std::string_view host) {
+  if (auto bad = check_host_characters("target_host", host)) return bad;
   if (host.empty() || host.size() > 253) return "target_host must be 1 to 253 characters long";
   if (is_ip_literal(host)) return std::nullopt;
   const std::string_view bad = "target_host must be a host name or an IP address literal (without brackets)";
@@ -85,6 +112,22 @@ std::optional<std::string> check_target_host(std::string_view host) {
     if (dot != std::string_view::npos && rest.empty()) return std::string(bad);
   }
   return std::nullopt;
+}
+
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t start = i;
+    auto cp = next_code_point(text, i);
+    if (!cp) ++i;  // one replacement per bad byte, then decoding resumes
+    if (!cp || is_control(*cp) || is_bidi_control(*cp)) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+    } else {
+      out.append(text.substr(start, i - start));
+    }
+  }
+  return out;
 }
 
 std::string canonical_address(std::string_view host) {

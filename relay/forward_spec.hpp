@@ -35,9 +35,16 @@ std::string listen_endpoint(const forward_spec& s);
 std::string target_endpoint(const forward_spec& s);
 
 // Field checks shared by every way a spec is built. Each returns why the value is bad, or nothing.
+// Names: valid UTF-8, at most 64 characters, no control or bidirectional formatting characters
+// (joiners such as U+200D, which emoji sequences need, are allowed). Hosts: no control characters,
+// checked before any address parsing.
 std::optional<std::string> check_name(std::string_view name);
 std::optional<std::string> check_listen_host(std::string_view host);
 std::optional<std::string> check_target_host(std::string_view host);
+
+// `text` fit for a page or a metric label: each malformed UTF-8 byte, control character and
+// bidirectional formatting character becomes U+FFFD. The identity on any value the checks accept.
+std::string printable(std::string_view text);
 
 // The canonical text of an IP literal ("::0001" -> "::1"); the input when it is not one.
 std::string canonical_address(std::string_view host);

@@ -363,7 +363,9 @@ udp_forward::session* udp_forward::open_session(const asio::ip::udp::endpoint& c
   // The lambda owns the forward for as long as the coroutine runs (co_spawn keeps it in its frame).
   asio::co_spawn(pool_.context(home_), [self = shared_from_this(), s] { return self->start_session(s); },
                  log_coroutine_exception);
-  return s.get();
+  // co_spawn runs the session inline up to its first wait, so a target that cannot be reached at
+  // once (no descriptor left, a family the host lacks) has closed it already, and `s` is its last owner.
+  return s->open ? s.get() : nullptr;
 }
 
 asio::awaitable<void> udp_forward::start_session(session_ptr s) {

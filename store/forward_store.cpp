@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <limits>
 
 namespace store {
 
@@ -36,18 +37,46 @@ constexpr const char* columns =
     "id, name, protocol, listen_host, listen_port, target_host, target_port, enabled, udp_idle_timeout_s, "
     "udp_max_sessions, created_at, updated_at";
 
+// Notes the first column of a row that the spec cannot hold.
+void mark_invalid(stored_forward& f, const char* field, const char* why) {
+  if (!f.invalid.empty()) return;
+  f.invalid = std::string(field) + " " + why;
+  f.invalid_field = field;
+}
+
+// Reads column `index` as an integer of type T, or marks the row invalid.
+template <class T>
+T read_integer(const statement& s, int index, const char* field, stored_forward& f) {
+  const auto v = s.column_int(index);
+  const bool fits = v >= std::numeric_limits<T>::min() && v <= std::numeric_limits<T>::max();
+  if (s.column_type(index) != SQLITE_INTEGER || !fits) {
+    mark_invalid(f, field, "is not an integer of its range");
+    return T{};
+  }
+  return static_cast<T>(v);
+}
+
+std::string read_text(const statement& s, int index, const char* field, stored_forward& f) {
+  if (s.column_type(index) != SQLITE_TEXT) mark_invalid(f, field, "is not text");
+  return s.column_text(index);
+}
+
 stored_forward read_row(const statement& s) {
   stored_forward f;
   f.spec.id = s.column_int(0);
-  f.spec.name = s.column_text(1);
-  f.spec.protocol = relay::parse_protocol(s.column_text(2)).value_or(relay::protocol::tcp);
-  f.spec.listen_host = s.column_text(3);
-  f.spec.listen_port = static_cast<std::uint16_t>(s.column_int(4));
-  f.spec.target_host = s.column_text(5);
-  f.spec.target_port = static_cast<std::uint16_t>(s.column_int(6));
-  f.spec.enabled = s.column_int(7) != 0;
-  f.spec.udp_idle_timeout_s = static_cast<std::uint32_t>(s.column_int(8));
-  f.spec.udp_max_sessions = static_cast<std::uint32_t>(s.column_int(9));
+  f.spec.name = read_text(s, 1, "name", f);
+  const auto protocol = relay::parse_protocol(read_text(s, 2, "protocol", f));
+  if (!protocol) mark_invalid(f, "protocol", "is not \"tcp\" or \"udp\"");
+  f.spec.protocol = protocol.value_or(relay::protocol::tcp);
+  f.spec.listen_host = read_text(s, 3, "listen_host", f);
+  f.spec.listen_port = read_integer<std::uint16_t>(s, 4, "listen_port", f);
+  f.spec.target_host = read_text(s, 5, "target_host", f);
+  f.spec.target_port = read_integer<std::uint16_t>(s, 6, "target_port", f);
+  const auto enabled = s.column_int(7);
+  if (s.column_type(7) != SQLITE_INTEGER || (enabled != 0 && enabled != 1)) mark_invalid(f, "enabled", "is not 0 or 1");
+  f.spec.enabled = enabled == 1;
+  f.spec.udp_idle_timeout_s = read_integer<std::uint32_t>(s, 8, "udp_idle_timeout_s", f);
+  f.spec.udp_max_sessions = read_integer<std::uint32_t>(s, 9, "udp_max_sessions", f);
   f.created_at = s.column_text(10);
   f.updated_at = s.column_text(11);
   return f;
@@ -78,24 +107,33 @@ std::string rfc3339_now() {
 }
 
 forward_store::forward_store(const std::string& path) : db_(path) {
-  db_.exec("PRAGMA journal_mode=WAL");
-  db_.exec("PRAGMA synchronous=FULL");  // an acknowledged change survives a crash of the host too
-  migrate();
+  try {
+    // SQLite opens a file it may not write read-only without a word; every change would then fail.
+    if (sqlite3_db_readonly(db_.handle(), "main") == 1) throw store_error("the file is read-only");
+    db_.exec("PRAGMA journal_mode=WAL");
+    db_.exec("PRAGMA synchronous=FULL");  // an acknowledged change survives a crash of the host too
+    migrate();
+    prove_writable();
+  } catch (const store_error& e) {
+    throw store_error("database " + path + ": " + e.what());
+  }
 }
 
 int forward_store::latest_schema_version() { return static_cast<int>(std::size(migrations)); }
 
 int forward_store::schema_version() {
   std::lock_guard lock(mutex_);
+  return static_cast<int>(read_version());
+}
+
+std::int64_t forward_store::read_version() {
   statement s(db_.handle(), "PRAGMA user_version");
   s.step();
-  return static_cast<int>(s.column_int(0));
+  return s.column_int(0);
 }
 
 void forward_store::migrate() {
-  statement version(db_.handle(), "PRAGMA user_version");
-  version.step();
-  const auto current = version.column_int(0);
+  const auto current = read_version();
   if (current > latest_schema_version()) {
     throw store_error("database schema version " + std::to_string(current) + " is newer than this portrelay (" +
                       std::to_string(latest_schema_version()) + "); upgrade portrelay");
@@ -105,6 +143,20 @@ void forward_store::migrate() {
     db_.exec(migrations[v]);
     db_.exec("PRAGMA user_version = " + std::to_string(v + 1));
     tx.commit();
+  }
+}
+
+// A real write, committed: a directory where the -wal file cannot be made, or a journal that cannot
+// be written, fails here rather than at the first change. Rewriting user_version with its own value
+// changes nothing.
+void forward_store::prove_writable() {
+  const auto current = read_version();
+  try {
+    transaction tx(db_);
+    db_.exec("PRAGMA user_version = " + std::to_string(current));
+    tx.commit();
+  } catch (const store_error& e) {
+    throw store_error(std::string("cannot write: ") + e.what());
   }
 }
 

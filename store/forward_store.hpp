@@ -16,12 +16,20 @@ struct stored_forward {
   relay::forward_spec spec;
   std::string created_at;  // RFC 3339, UTC
   std::string updated_at;
+  // Why the row is not one this daemon writes (a hand-edited file): a column of the wrong type, or
+  // a value `spec` cannot hold, such as an unknown protocol (`spec` then holds a placeholder for
+  // it), and that column's name. Empty for a row the API wrote. The field checks the API applies
+  // are not repeated here; see api::check_spec.
+  std::string invalid = {};
+  std::string invalid_field = {};
 };
 
 // Every write is committed (and synced) before the call returns. Thread-safe. Throws store_error.
 class forward_store {
  public:
-  // Opens or creates the file and brings its schema up to date.
+  // Opens or creates the file, brings its schema up to date and proves it can write to it (a
+  // read-only file, directory or mount is refused here, not at the first change). Every error
+  // names the file.
   explicit forward_store(const std::string& path);
 
   std::vector<stored_forward> list();
@@ -37,6 +45,8 @@ class forward_store {
 
  private:
   void migrate();
+  void prove_writable();
+  std::int64_t read_version();
   std::optional<stored_forward> select_one(std::int64_t id);
 
   std::mutex mutex_;

@@ -1,10 +1,12 @@
 // End to end against the built binary: CRUD, restarts, kill -9, conflicts, auth, flags, signals.
 #include "e2e_support.hpp"
+#include "read_only_file.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <fstream>
 #include <functional>
+#include <regex>
 
 #include <sys/resource.h>
 
@@ -403,4 +405,185 @@ TEST_CASE("e2e: UDP sessions expire and the daemon's descriptor count returns to
   }
   CHECK(eventually([&] { return daemon_fds() <= with_sessions - 50 && daemon_fds() <= baseline; }));
   CHECK(json::parse(d.client.Get("/api/v1/forwards/1")->body)["stats"]["connections_active"] == 0);
+}
+
+// ---- start-up database checks, input checks and the descriptor limit (issue 12, parts 5 and 6) ----
+
+namespace {
+// Waits for a daemon that must refuse to start: its exit status is 1 and its log one line.
+std::string refused_start(daemon_process& d) {
+  auto st = d.wait_exit();
+  REQUIRE(st);
+  const auto log = d.log();
+  INFO(log);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 1);
+  CHECK(std::count(log.begin(), log.end(), '\n') == 1);
+  CHECK(log.find("listening on") == std::string::npos);  // never reported ready
+  return log;
+}
+}  // namespace
+
+TEST_CASE("e2e: a read-only database is refused at start, in one line naming the file, exit 1") {
+  temp_dir dir;
+  const auto db = (dir.path / "e2e.db").string();
+  {
+    running first(args_for(dir));
+    create(first.client, 9, false);
+    first.proc.signal(SIGTERM);
+    REQUIRE(exited_cleanly(first.proc));
+  }
+  read_only_file ro(db);
+  if (!ro.ok()) {
+    WARN("this file system has no immutable attribute; a read-only file cannot be made for root");
+    return;
+  }
+  daemon_process d(args_for(dir));
+  const auto log = refused_start(d);
+  CHECK(log.find("database " + db + ": the file is read-only") != std::string::npos);
+}
+
+TEST_CASE("e2e: a file that is not a database is refused at start, naming the file") {
+  temp_dir dir;
+  const auto db = (dir.path / "e2e.db").string();
+  std::ofstream(db) << "not a database, but long enough to be read as a header of one\n";
+  daemon_process d(args_for(dir));
+  const auto log = refused_start(d);
+  CHECK(log.find("database " + db + ": sqlite: file is not a database") != std::string::npos);
+}
+
+TEST_CASE("e2e: duplicate keys, control characters in hosts and bidi controls in names are 400s") {
+  temp_dir dir;
+  running d(args_for(dir));
+  const std::string good = R"("protocol": "tcp", "listen_host": "127.0.0.1", "listen_port": 0, "target_port": 9)";
+  struct bad_body {
+    std::string body;
+    const char* code;
+    const char* field;
+  };
+  const std::vector<bad_body> cases{
+      {"{" + good + R"(, "target_host": "127.0.0.1", "target_port": 0})", "duplicate_key", "target_port"},
+      {"{" + good + R"(, "target_host": "127.0.0.1\u0000evil"})", "invalid_field", "target_host"},
+      {R"({"protocol": "tcp", "listen_host": "127.0.0.1\u0000evil", "listen_port": 0, "target_host": "a",)"
+       R"( "target_port": 9})", "invalid_field", "listen_host"},
+      {"{" + good + R"(, "target_host": "a", "name": "abc\u202Egpj.exe"})", "invalid_field", "name"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.body);
+    auto r = d.client.Post("/api/v1/forwards", c.body, "application/json");
+    REQUIRE(r);
+    INFO(r->body);
+    CHECK(r->status == 400);
+    const auto error = json::parse(r->body)["error"];
+    CHECK(error["code"] == c.code);
+    CHECK(error["field"] == c.field);
+  }
+  // The same checks on a PATCH, and nothing was stored or changed by any of them.
+  const auto id = create(d.client, 9, false)["id"].get<int>();
+  auto r = d.client.Patch("/api/v1/forwards/" + std::to_string(id), R"({"name": "a", "name": "b"})",
+                          "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 400);
+  auto list = json::parse(d.client.Get("/api/v1/forwards")->body);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0]["name"] == "");
+}
+
+namespace {
+// The daemon limited to 64 descriptors, with one UDP forward to an echo target, and its API
+// connection made while descriptors are free and kept for every request after.
+struct udp_at_64 {
+  udp_echo_server target;
+  temp_dir dir;
+  std::unique_ptr<running> d;
+  nlohmann::json forward;
+  udp_at_64() {
+    rlimit saved{};
+    getrlimit(RLIMIT_NOFILE, &saved);
+    const rlimit low{64, saved.rlim_max};
+    setrlimit(RLIMIT_NOFILE, &low);
+    d = std::make_unique<running>(args_for(dir));
+    setrlimit(RLIMIT_NOFILE, &saved);
+    forward = create(d->client, target.port(), true, 0, "udp");
+    d->client.set_keep_alive(true);
+    REQUIRE(d->client.Get("/healthz"));
+  }
+};
+}  // namespace
+
+TEST_CASE("e2e: out of descriptors, /metrics counts them exactly and a POST is a 503, not the client's fault") {
+  udp_at_64 setup;
+  auto& d = *setup.d;
+  const std::uint16_t port = setup.forward["listen_port"];
+
+  // Each new client source costs the daemon one socket (its session's), until none is left: then
+  // the datagram is dropped and the daemon sits at 64 of 64, steadily (sessions idle out after 60 s).
+  const auto listed = [&] {  // the daemon's descriptors as /proc lists them, from outside
+    return std::distance(std::filesystem::directory_iterator("/proc/" + std::to_string(d.proc.pid()) + "/fd"),
+                         std::filesystem::directory_iterator{});
+  };
+  std::vector<fd> clients;
+  bool api_kept = true;
+  std::string why;
+  REQUIRE(eventually([&] {
+    clients.push_back(udp_client(port));
+    send_all(clients.back().get(), std::string("x"));
+    // A request now and then, so the server never closes the connection as idle: a new one could
+    // not be accepted any more.
+    if (api_kept) {
+      auto r = d.client.Get("/healthz");
+      if (!r) why = httplib::to_string(r.error()) + " after " + std::to_string(clients.size()) + " clients";
+      api_kept = static_cast<bool>(r);
+    }
+    return !api_kept || listed() == 64;
+  }));
+  INFO(why << "\n" << d.proc.log());
+  REQUIRE(api_kept);
+  for (int i = 0; i < 7; ++i) {
+    auto r = d.client.Get("/metrics");
+    INFO("scrape " << i << ": " << httplib::to_string(r.error()) << "\n" << d.proc.log());
+    REQUIRE(r);
+    INFO(r->body);
+    REQUIRE(r->status == 200);
+    std::smatch m;
+    const std::regex open_fds(R"(\nprocess_open_fds (\d+)\n)");
+    REQUIRE(std::regex_search(r->body, m, open_fds));
+    CHECK(std::stol(m[1]) == 64);
+    CHECK(listed() == 64);
+  }
+  auto post = d.client.Post("/api/v1/forwards",
+                            json{{"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                                 {"target_host", "127.0.0.1"}, {"target_port", 9}}.dump(),
+                            "application/json");
+  REQUIRE(post);
+  INFO(post->body);
+  CHECK(post->status == 503);
+  CHECK(json::parse(post->body)["error"]["code"] == "resource_exhausted");
+  CHECK_FALSE(d.proc.exited());
+}
+
+TEST_CASE("e2e: a UDP session that cannot open its socket drops the datagram, and the daemon lives") {
+  udp_at_64 setup;
+  auto& d = *setup.d;
+  const auto& forward = setup.forward;
+  const std::string path = "/api/v1/forwards/" + std::to_string(forward["id"].get<int>());
+  // Far more new clients than descriptors. co_spawn runs a new session inline up to its first
+  // wait, so one whose socket cannot be opened is closed before its first datagram is handled:
+  // that datagram used to be queued on the freed session (a crash).
+  std::vector<fd> clients;
+  for (int i = 0; i < 100; ++i) {
+    clients.push_back(udp_client(forward["listen_port"].get<std::uint16_t>()));
+    send_all(clients.back().get(), std::string("x"));
+  }
+  json stats;
+  CHECK(eventually([&] {
+    auto got = d.client.Get(path);
+    if (!got) return false;
+    stats = json::parse(got->body)["stats"];
+    return stats["datagrams_up"].get<int>() + stats["datagrams_dropped"].get<int>() == 100;
+  }));
+  INFO(stats.dump() << "\n" << d.proc.log());
+  CHECK(stats["datagrams_dropped"] > 0);
+  CHECK(stats["connect_errors"] == stats["datagrams_dropped"]);
+  CHECK_FALSE(d.proc.exited());
 }

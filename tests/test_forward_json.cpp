@@ -178,3 +178,126 @@ TEST_CASE("a forward renders with its status and stats") {
   st.error.clear();
   CHECK(api::to_json(f, st)["error"].is_null());
 }
+
+// ---- input that is not what it seems (issue 12, part 6) ----
+
+namespace {
+std::optional<api::api_error> create_failure(const std::string& field, const std::string& value) {
+  auto body = valid();
+  body[field] = value;
+  relay::forward_spec s;
+  return api::parse_create(body, s);
+}
+}  // namespace
+
+TEST_CASE("a control character anywhere in a host field is a 400 naming the field") {
+  const std::vector<std::string> hosts{std::string("127.0.0.1\0evil", 14), std::string("\0", 1), "127.0.0.1\n",
+                                       "\t127.0.0.1", "example.com\r", "exa\x7fmple.com", "::1\xc2\x85",
+                                       "\x1b[31mexample.com"};
+  for (const char* field : {"listen_host", "target_host"}) {
+    for (const auto& host : hosts) {
+      INFO(field << " = " << json(host).dump());
+      auto e = create_failure(field, host);
+      REQUIRE(e);
+      CHECK(e->status == 400);
+      CHECK(e->code == "invalid_field");
+      CHECK(e->field == field);
+      CHECK(e->message == std::string(field) + " must not contain control characters");
+    }
+  }
+  // What the checks took before still passes.
+  CHECK_FALSE(create_failure("listen_host", "127.0.0.1"));
+  CHECK_FALSE(create_failure("target_host", "db-1.example.com."));
+}
+
+TEST_CASE("names refuse the bidirectional controls and keep emoji sequences") {
+  for (const char* bidi : {"\u200E", "\u200F", "\u202A", "\u202B", "\u202C", "\u202D", "\u202E", "\u2066",
+                           "\u2067", "\u2068", "\u2069"}) {
+    INFO(json(bidi).dump());
+    auto e = create_failure("name", std::string("web") + bidi + "gpj.exe");
+    REQUIRE(e);
+    CHECK(e->field == "name");
+    CHECK(e->message.find("bidirectional") != std::string::npos);
+  }
+  // C0, DEL and C1 controls are refused as before; malformed UTF-8 (bytes nlohmann would keep in a
+  // string built in code, as a stored row is) as well, overlong forms and surrogates included.
+  for (std::string bad : {std::string("a\0b", 3), std::string("a\x7f"), std::string("a\xc2\x9b"),
+                          std::string("\xc0\xae"), std::string("\xe0\x80\xae"), std::string("\xed\xa0\x80"),
+                          std::string("\xf4\x90\x80\x80"), std::string("\xff")}) {
+    INFO(json(bad).dump(-1, ' ', false, json::error_handler_t::replace));
+    auto e = create_failure("name", bad);
+    REQUIRE(e);
+    CHECK(e->field == "name");
+  }
+  // A family emoji (joined by U+200D), a flag, accents and CJK are names people use.
+  for (const char* fine :
+       {"\U0001F469\u200D\U0001F469\u200D\U0001F467", "\U0001F1E9\U0001F1EA", "café", "数据库"}) {
+    INFO(fine);
+    CHECK_FALSE(create_failure("name", fine));
+  }
+}
+
+TEST_CASE("a key given twice in one object is a 400 at any depth") {
+  json out;
+  auto e = api::parse_body(R"({"listen_port": 70000, "target_host": "a", "listen_port": 8080})", out);
+  REQUIRE(e);
+  CHECK(e->status == 400);
+  CHECK(e->code == "duplicate_key");
+  CHECK(e->field == "listen_port");
+  CHECK(e->message.find("'listen_port'") != std::string::npos);
+
+  e = api::parse_body(R"({"a": {"b": 1, "c": [{"d": 1, "d": 2}]}})", out);
+  REQUIRE(e);
+  CHECK(e->code == "duplicate_key");
+  CHECK(e->field.empty());  // not a field of the forward
+  CHECK(e->message.find("'d'") != std::string::npos);
+
+  // The same key in different objects is no duplicate.
+  REQUIRE_FALSE(api::parse_body(R"({"a": {"b": 1}, "c": {"b": 2}, "d": [{"b": 1}, {"b": 1}]})", out));
+  CHECK(out["c"]["b"] == 2);
+  REQUIRE_FALSE(api::parse_body(R"({"protocol": "tcp"})", out));
+  CHECK(out == json{{"protocol", "tcp"}});
+
+  e = api::parse_body(R"({"a": 1,)", out);
+  REQUIRE(e);
+  CHECK(e->code == "invalid_json");
+}
+
+TEST_CASE("a stored spec is judged by the checks a request must pass") {
+  relay::forward_spec s;
+  REQUIRE_FALSE(api::parse_create(valid(), s));
+  CHECK_FALSE(api::check_spec(s));
+  auto bad = s;
+  bad.target_host.clear();
+  REQUIRE(api::check_spec(bad));
+  CHECK(api::check_spec(bad)->field == "target_host");
+  bad = s;
+  bad.name = "\xff";
+  CHECK(api::check_spec(bad)->field == "name");
+  bad = s;
+  bad.udp_max_sessions = 0;
+  CHECK(api::check_spec(bad)->field == "udp_max_sessions");
+}
+
+TEST_CASE("strings that fail the checks render as U+FFFD, so the page gets valid UTF-8") {
+  store::stored_forward f;
+  f.spec.name = "a\xff\u202E" "b";
+  f.spec.listen_host = std::string("127.0.0.1\0x", 11);
+  f.spec.target_host = "t\x01";
+  auto j = api::to_json(f, relay::forward_status{"error", "stored forward is invalid", {}});
+  std::string text;
+  REQUIRE_NOTHROW(text = j.dump());
+  CHECK(j["name"] == "a\uFFFD\uFFFD" "b");
+  CHECK(j["listen_host"] == "127.0.0.1\uFFFDx");
+  CHECK(j["target_host"] == "t\uFFFD");
+}
+
+TEST_CASE("an unknown key is echoed printable in the message") {
+  auto body = valid();
+  body["x\u202Ey"] = 1;
+  relay::forward_spec s;
+  auto e = api::parse_create(body, s);
+  REQUIRE(e);
+  CHECK(e->code == "unknown_field");
+  CHECK(e->message == "unknown field 'x\uFFFDy'");
+}

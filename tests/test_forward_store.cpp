@@ -1,10 +1,12 @@
 // forward_store: CRUD, id assignment, migrations and reopening.
 #include "store/forward_store.hpp"
+#include "read_only_file.hpp"
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <fstream>
 #include <sqlite3.h>
 
 namespace {
@@ -103,7 +105,8 @@ TEST_CASE("migrations: a new file is created at the latest version - a newer one
   const auto newer = "PRAGMA user_version = " + std::to_string(store::forward_store::latest_schema_version() + 1);
   REQUIRE(sqlite3_exec(raw, newer.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(raw);
-  CHECK_THROWS_WITH(store::forward_store(tmp.path()), Catch::Contains("newer than this portrelay"));
+  CHECK_THROWS_WITH(store::forward_store(tmp.path()), Catch::StartsWith("database " + tmp.path() + ": ") &&
+                                                        Catch::Contains("newer than this portrelay"));
 }
 
 TEST_CASE("the schema refuses out-of-range values even if a caller slips") {
@@ -161,4 +164,76 @@ TEST_CASE("migration 2 adds the UDP settings to a version 1 database, keeping it
   CHECK(list[0].spec.listen_port == 1234);
   CHECK(list[0].spec.udp_idle_timeout_s == 60);
   CHECK(list[0].spec.udp_max_sessions == 4096);
+}
+
+// ---- a file that cannot be trusted or written (issue 12, part 6) ----
+
+TEST_CASE("a read-only database file is refused when opened, naming the file") {
+  temp_db tmp;
+  { store::forward_store db(tmp.path()); }
+  test::read_only_file ro(tmp.path());
+  if (!ro.ok()) {
+    WARN("this file system has no immutable attribute; a read-only file cannot be made for root");
+    return;
+  }
+  CHECK_THROWS_WITH(store::forward_store(tmp.path()), "database " + tmp.path() + ": the file is read-only");
+}
+
+TEST_CASE("a database whose journal cannot be written is refused when opened, not at the first change") {
+  temp_db tmp;
+  { store::forward_store db(tmp.path()); }
+  // Another connection keeps the -wal file in place; that file is made read-only. The database
+  // file itself stays writable, so only a real write finds out.
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open(tmp.path().c_str(), &other) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "SELECT count(*) FROM forwards", nullptr, nullptr, nullptr) == SQLITE_OK);
+  REQUIRE(std::filesystem::exists(tmp.path() + "-wal"));
+  {
+    test::read_only_file ro(tmp.path() + "-wal");
+    if (!ro.ok()) {
+      sqlite3_close(other);
+      WARN("this file system has no immutable attribute; a read-only file cannot be made for root");
+      return;
+    }
+    CHECK_THROWS_WITH(store::forward_store(tmp.path()),
+                      Catch::StartsWith("database " + tmp.path() + ": cannot write: ") &&
+                          Catch::Contains("readonly"));
+  }
+  sqlite3_close(other);
+}
+
+TEST_CASE("a file that is not a database is refused naming the file") {
+  temp_db tmp;
+  { std::ofstream(tmp.path()) << "this is not a database, only text long enough to look like a header\n"; }
+  CHECK_THROWS_WITH(store::forward_store(tmp.path()),
+                    "database " + tmp.path() + ": sqlite: file is not a database");
+}
+
+TEST_CASE("a row a hand edit made unrepresentable is read with the reason, never as a default") {
+  temp_db tmp;
+  {
+    store::forward_store db(tmp.path());
+    for (int i = 0; i < 6; ++i) db.insert(sample(static_cast<std::uint16_t>(2000 + i)));
+  }
+  sqlite3* raw = nullptr;
+  REQUIRE(sqlite3_open(tmp.path().c_str(), &raw) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(raw,
+                       "PRAGMA ignore_check_constraints = ON;"
+                       "UPDATE forwards SET protocol = 'sctp' WHERE id = 2;"
+                       "UPDATE forwards SET listen_port = 70000 WHERE id = 3;"
+                       "UPDATE forwards SET enabled = 2 WHERE id = 4;"
+                       "UPDATE forwards SET name = X'6E616D65' WHERE id = 5;"
+                       "UPDATE forwards SET target_port = '443x' WHERE id = 6;",
+                       nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(raw);
+  store::forward_store db(tmp.path());
+  const auto rows = db.list();
+  REQUIRE(rows.size() == 6);
+  CHECK(rows[0].invalid.empty());
+  CHECK(rows[1].invalid == "protocol is not \"tcp\" or \"udp\"");
+  CHECK(rows[1].invalid_field == "protocol");
+  CHECK(rows[2].invalid == "listen_port is not an integer of its range");
+  CHECK(rows[3].invalid == "enabled is not 0 or 1");
+  CHECK(rows[4].invalid == "name is not text");
+  CHECK(rows[5].invalid == "target_port is not an integer of its range");
 }

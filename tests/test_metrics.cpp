@@ -2,53 +2,17 @@
 // must move with real traffic through real forwards.
 #include "api/metrics.hpp"
 #include "api_fixture.hpp"
+#include "descriptor_limit.hpp"
+#include "metrics_support.hpp"
 
 #include <catch2/catch.hpp>
 
-#include <cstdio>
-#include <fstream>
-#include <map>
 #include <regex>
-#include <sstream>
 
 using namespace test;
 using nlohmann::json;
 
 namespace {
-
-struct check_result {
-  int status = -1;
-  std::string output;
-};
-
-// metrics_check.py parses the exposition format with prometheus_client's parser and lints names, types
-// and help as `promtool check metrics` does.
-check_result metrics_check(const std::string& text, const temp_dir& dir) {
-  const auto file = dir.path / "scrape.txt";
-  std::ofstream(file) << text;
-  const std::string cmd = std::string(METRICS_CHECK) + " < " + file.string() + " 2>&1";
-  check_result r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  while (auto n = std::fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-// sample line -> value, e.g. `portrelay_forward_bytes_total{id="1",...,direction="up"}` -> 5.
-std::map<std::string, double> samples(const std::string& text) {
-  std::map<std::string, double> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const auto space = line.rfind(' ');
-    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
-  }
-  return out;
-}
 
 json create(httplib::Client& c, json body) {
   auto r = c.Post("/api/v1/forwards", body.dump(), "application/json");
@@ -209,4 +173,34 @@ TEST_CASE("metrics: label values are escaped as the format requires") {
   CHECK(api::escape_label_value("a\"b") == "a\\\"b");
   CHECK(api::escape_label_value("a\\b") == "a\\\\b");
   CHECK(api::escape_label_value("a\nb") == "a\\nb");
+}
+
+// ---- process figures at the descriptor limit (issue 12, part 5) ----
+
+TEST_CASE("metrics: at the descriptor limit the process figures are exact, never 0") {
+  relay::engine engine(test_engine_options());
+  temp_dir dir;  // for the format check, made before the descriptors run out
+  std::string text;
+  std::uint64_t limit = 0;
+  {
+    descriptors_exhausted full;
+    REQUIRE(full.refused_with() == EMFILE);
+    limit = full.limit();
+    auto scraped = api::render_metrics(engine);
+    INFO((scraped ? std::string() : scraped.error().message));
+    REQUIRE(scraped);  // each figure is read without a new descriptor, so none is missing
+    text = scraped.value();
+  }
+  INFO(text);
+  auto m = samples(text);
+  CHECK(m.at("process_open_fds") == static_cast<double>(limit));  // every descriptor below the limit
+  CHECK(m.at("process_max_fds") == static_cast<double>(limit));
+  CHECK(m.at("process_resident_memory_bytes") > 1e6);
+  CHECK(m.at("process_virtual_memory_bytes") > 1e6);
+  CHECK(metrics_check(text, dir).status == 0);
+
+  // And off the limit the count is the real one, the reading's own directory included.
+  auto again = api::render_metrics(engine);
+  REQUIRE(again);
+  CHECK(samples(again.value()).at("process_open_fds") == static_cast<double>(open_fds() - 1));
 }
