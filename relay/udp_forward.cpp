@@ -3,6 +3,7 @@
 
 #include "relay/bind_steps.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/target_guard.hpp"
 
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -363,7 +364,8 @@ udp_forward::session* udp_forward::open_session(const asio::ip::udp::endpoint& c
   // The lambda owns the forward for as long as the coroutine runs (co_spawn keeps it in its frame).
   asio::co_spawn(pool_.context(home_), [self = shared_from_this(), s] { return self->start_session(s); },
                  log_coroutine_exception);
-  return s.get();
+  // The session starts at once (co_spawn dispatches): one refused or failed by then is gone already.
+  return s->open ? s.get() : nullptr;
 }
 
 asio::awaitable<void> udp_forward::start_session(session_ptr s) {
@@ -383,6 +385,10 @@ asio::awaitable<void> udp_forward::start_session(session_ptr s) {
       co_return;
     }
     target = results.begin()->endpoint();
+  }
+  if (leads_back(id_, protocol::udp, target.address(), target.port(), *stats_)) {
+    close_session(*s, false);  // its datagrams are dropped and counted
+    co_return;
   }
   const bool connected = connect_upstream(*s, target);
   if (!connected) {
