@@ -1,5 +1,6 @@
 // Controller tests through the HTTP API in-process: targets that lead back into the daemon.
 #include "api_fixture.hpp"
+#include "relay/target_guard.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -113,6 +114,24 @@ TEST_CASE("a forward whose target is its own listen address is a 400, for TCP an
     // The refused PATCH left the old listener serving.
     CHECK(f.engine.status(moved["id"]).state == "active");
   }
+}
+
+TEST_CASE("a wildcard listener is its own target through any address of this host's interfaces") {
+  guarded_api f;
+  std::string own;
+  for (const auto& a : relay::interface_addresses()) {
+    if (a.is_v4() && !a.is_loopback()) own = a.to_string();
+  }
+  if (own.empty()) {
+    WARN("this host has no IPv4 address besides loopback: nothing to check");
+    return;
+  }
+  INFO(own);
+  const std::uint16_t port = free_port();
+  check_refused(f.client.Post("/api/v1/forwards", forward("0.0.0.0", port, own, port).dump(), "application/json"),
+                "forward_loop", "0.0.0.0:" + std::to_string(port));
+  // The same address is no loop for a listener on loopback only.
+  created(f.client.Post("/api/v1/forwards", forward("127.0.0.1", port, own, port).dump(), "application/json"));
 }
 
 TEST_CASE("a change that closes a cycle of forwards is a 400 - a chain that leaves is not") {

@@ -75,7 +75,7 @@ TEST_CASE("target guard: interface addresses include loopback and are normalised
   const auto found = relay::interface_addresses();
   CHECK(std::find(found.begin(), found.end(), ip("127.0.0.1")) != found.end());
   CHECK(relay::fresh_local_test()(ip("127.0.0.1")));
-  CHECK_FALSE(relay::fresh_local_test()(ip("192.0.2.255")));  // TEST-NET-1: no host has it
+  CHECK_FALSE(relay::fresh_local_test()(ip("198.51.100.254")));  // TEST-NET-2: no host has it
 }
 
 TEST_CASE("target guard: the API, a forward's own listener and cycles are refused - chains out are not") {
