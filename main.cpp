@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
 
     service::notifier notify;
     server.bind();
+    engine.set_api_endpoints(api::listen_addresses(o.api_host), server.port());  // before any forward serves
     controller.restore();
     db_lock.keep();  // from here on the API may write: the file is the operator's, whatever happens
     server.start();

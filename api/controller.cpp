@@ -64,6 +64,16 @@ std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::e
   return std::nullopt;
 }
 
+// After prepare, so that a forward on port 0 is checked with the port it got.
+std::optional<api_error> controller::refuse_target(const relay::forward_spec& next) const {
+  auto r = engine_.check_target(next);
+  if (!r) return std::nullopt;
+  // The field is the port: a local target host is ordinary, it is the port that makes it the API or
+  // a listener of this daemon.
+  const bool api = r->kind == relay::refusal::kind::api;
+  return api_error{400, api ? "target_is_api" : "forward_loop", r->message, "target_port"};
+}
+
 void controller::restore() {
   std::lock_guard lock(mutex_);
   for (auto& f : store_.list()) {
@@ -107,6 +117,10 @@ reply controller::create(const json& body) {
   std::lock_guard lock(mutex_);
   relay::engine::prepared p;
   if (auto e = prepare(spec, p)) return error_reply(*e);
+  if (auto e = refuse_target(spec)) {
+    engine_.abandon(spec, std::move(p));
+    return error_reply(*e);
+  }
   store::stored_forward f;
   try {
     f = store_.insert(spec);
@@ -134,6 +148,10 @@ reply controller::patch(std::int64_t id, const json& body) {
     const bool same_address = next.protocol == was.protocol && next.listen_host == was.listen_host &&
                               next.listen_port == was.listen_port;
     if (!same_address || engine_.status(id).state != "error") return error_reply(*bind_error);
+  }
+  if (auto e = refuse_target(next)) {
+    engine_.abandon(next, std::move(p));
+    return error_reply(*e);
   }
   std::optional<store::stored_forward> f;
   try {

@@ -35,6 +35,8 @@ class controller {
   // Binds what `next` needs, or says why not: 409 when the address is taken, 503 when the host is out
   // of descriptors or memory, 400 otherwise.
   std::optional<api_error> prepare(relay::forward_spec& next, relay::engine::prepared& out);
+  // 400 when `next`'s target leads back into this daemon: its API, or a loop of forwards.
+  std::optional<api_error> refuse_target(const relay::forward_spec& next) const;
 
   std::mutex mutex_;
   store::forward_store& store_;

@@ -213,7 +213,8 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
              {"connections_total", st.connections_total},
              {"bytes_up", st.bytes_up},
              {"bytes_down", st.bytes_down},
-             {"connect_errors", st.connect_errors}};
+             {"connect_errors", st.connect_errors},
+             {"loops_refused", st.loops_refused}};
   if (udp) {
     stats["datagrams_up"] = st.datagrams_up;
     stats["datagrams_down"] = st.datagrams_down;

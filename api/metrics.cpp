@@ -233,6 +233,9 @@ relay::result<std::string> render_metrics(const relay::engine& engine) {
   per_forward(e, forwards, std::nullopt, "portrelay_forward_connect_errors_total", "counter",
               "Failures to reach the target: refused, timed out, or not resolved.",
               [&](const std::string& l, const engine::view& f) { e.add(l, f.status.stats.connect_errors); });
+  per_forward(e, forwards, std::nullopt, "portrelay_forward_loops_refused_total", "counter",
+              "Connections (TCP) or sessions (UDP) refused because the target leads back into this daemon.",
+              [&](const std::string& l, const engine::view& f) { e.add(l, f.status.stats.loops_refused); });
 
   e.family("process_open_fds", "gauge", "Open file descriptors.");
   e.add("", p.open_fds);

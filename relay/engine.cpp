@@ -97,6 +97,7 @@ void engine::apply(const forward_spec& next, prepared p) {
   }
   e.spec = next;
   e.error.clear();
+  publish_guard();
 }
 
 void engine::abandon(const forward_spec& next, prepared p) {
@@ -105,6 +106,7 @@ void engine::abandon(const forward_spec& next, prepared p) {
   if (!p.released_old) return;
   auto it = forwards_.find(next.id);
   if (it != forwards_.end() && it->second.live) take_back_listener(it->second);
+  publish_guard();
 }
 
 void engine::take_back_listener(entry& e) {
@@ -128,6 +130,7 @@ void engine::fail(const forward_spec& spec, std::string reason) {
   it->second.live.reset();
   it->second.spec = spec;
   it->second.error = std::move(reason);
+  publish_guard();
 }
 
 void engine::remove(std::int64_t id) {
@@ -136,6 +139,41 @@ void engine::remove(std::int64_t id) {
   if (it == forwards_.end()) return;
   if (it->second.live) it->second.live->stop();
   forwards_.erase(it);
+  publish_guard();
+}
+
+void engine::set_api_endpoints(const std::vector<std::string>& addresses, std::uint16_t port) {
+  std::lock_guard lock(mutex_);
+  api_.clear();
+  for (const auto& a : addresses) {
+    std::error_code ec;
+    const auto address = asio::ip::make_address(a, ec);
+    if (!ec) api_.push_back({protocol::tcp, address, port, false});
+  }
+  publish_guard();
+}
+
+std::optional<refusal> engine::check_target(const forward_spec& next) const {
+  if (!next.enabled) return std::nullopt;  // it sends nothing anywhere; enabling it is checked
+  std::lock_guard lock(mutex_);
+  std::vector<guard_node> nodes;
+  for (const auto& [id, e] : forwards_) {
+    if (id == next.id || !e.spec.enabled) continue;  // a stored forward in error still counts: it will listen
+    if (auto n = node_of(e.spec)) nodes.push_back(*n);
+  }
+  if (auto n = node_of(next)) nodes.push_back(*n);
+  return target_guard(api_, std::move(nodes)).check(next);
+}
+
+void engine::publish_guard() {
+  if (shut_down_) return;
+  std::vector<guard_node> nodes;
+  for (const auto& [id, e] : forwards_) {
+    if (!e.live) continue;
+    if (auto n = node_of(e.spec)) nodes.push_back(*n);
+  }
+  auto guard = std::make_shared<const target_guard>(api_, std::move(nodes));
+  for (std::size_t k = 0; k < pool_.size(); ++k) pool_.run_on(k, [&] { install_guard(guard); });
 }
 
 forward_status engine::status_of(const entry& e) {

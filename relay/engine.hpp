@@ -6,6 +6,7 @@
 #include "relay/forward_stats.hpp"
 #include "relay/result.hpp"
 #include "relay/running_forward.hpp"
+#include "relay/target_guard.hpp"
 #include "relay/worker_pool.hpp"
 
 #include <map>
@@ -41,6 +42,15 @@ class engine {
     std::uint16_t port = 0;              // the listen port `next` ends up with (the bound one for port 0)
     bool released_old = false;           // the old listener was closed to make room for an overlapping one
   };
+
+  // The daemon's own API (TCP, `port` on each of `addresses`): no connection through a forward may
+  // reach it. Set once the API is bound, before the stored forwards come back.
+  void set_api_endpoints(const std::vector<std::string>& addresses, std::uint16_t port);
+  // Why `next` must not be applied: its IP-literal target leads back into this daemon, to the API,
+  // to its own listener, or round a cycle of the enabled forwards as they would be with `next`
+  // (see target_guard). Host-name targets are checked before each connect instead. A disabled
+  // forward leads nowhere: it is checked when it is enabled.
+  std::optional<refusal> check_target(const forward_spec& next) const;
 
   // `next.id` is 0 for a forward that does not exist yet.
   result<prepared> prepare(const forward_spec& next);
@@ -93,11 +103,14 @@ class engine {
   // Binds e's own address again after prepare() released it for an overlapping one that failed.
   void take_back_listener(entry& e);
   static forward_status status_of(const entry& e);
+  // Gives every worker a guard made from the listening forwards and the API. With mutex_ held.
+  void publish_guard();
 
   const engine_options options_;
   worker_pool pool_;
   mutable std::mutex mutex_;
   std::map<std::int64_t, entry> forwards_;
+  std::vector<listen_point> api_;
   bool shut_down_ = false;
   bool draining_ = false;
 };

@@ -16,6 +16,7 @@ struct stats_snapshot {
   std::uint64_t datagrams_down = 0;
   std::uint64_t datagrams_dropped = 0;
   std::uint64_t sessions_evicted = 0;
+  std::uint64_t loops_refused = 0;  // connections or sessions whose target leads back into the daemon
 };
 
 struct forward_stats {
@@ -28,12 +29,13 @@ struct forward_stats {
   std::atomic<std::uint64_t> datagrams_down{0};
   std::atomic<std::uint64_t> datagrams_dropped{0};
   std::atomic<std::uint64_t> sessions_evicted{0};
+  std::atomic<std::uint64_t> loops_refused{0};
 
   stats_snapshot read() const {
     constexpr auto r = std::memory_order_relaxed;
     return {connections_active.load(r), connections_total.load(r), bytes_up.load(r), bytes_down.load(r),
             connect_errors.load(r),     datagrams_up.load(r),      datagrams_down.load(r),
-            datagrams_dropped.load(r),  sessions_evicted.load(r)};
+            datagrams_dropped.load(r),  sessions_evicted.load(r),  loops_refused.load(r)};
   }
 };
 

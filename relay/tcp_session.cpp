@@ -4,6 +4,7 @@
 
 #include "relay/disconnect.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/target_guard.hpp"
 
 #include <asio/post.hpp>
 #include <spdlog/spdlog.h>
@@ -164,6 +165,10 @@ void tcp_session::try_connect(std::size_t index) {
   }
   const auto endpoint = (*endpoints_)[index];
   std::error_code ec;
+  if (leads_back(route_.forward_id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) {
+    client_.set_option(asio::socket_base::linger(true, 0), ec);  // the client sees a reset
+    return stop();
+  }
   upstream_.close(ec);
   // A non-blocking socket from the start, connected by hand: fewer system calls than asio's
   // async_connect (no ioctl, no poll), which matters when connections are short.

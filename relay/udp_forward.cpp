@@ -3,6 +3,7 @@
 
 #include "relay/bind_steps.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/target_guard.hpp"
 
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -385,6 +386,10 @@ asio::awaitable<void> udp_forward::start_session(session_ptr s) {
       co_return;
     }
     target = results.begin()->endpoint();
+  }
+  if (leads_back(id_, protocol::udp, target.address(), target.port(), *stats_)) {
+    close_session(*s, false);  // its datagrams are dropped and counted
+    co_return;
   }
   const bool connected = connect_upstream(*s, target);
   if (!connected) {

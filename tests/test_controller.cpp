@@ -148,3 +148,4 @@ TEST_CASE("controller: restore puts a stored forward that fails the API's checks
   }
   CHECK(ctl.get(2).body["protocol"] == "tcp");  // as the PATCH said, not as a default
 }
+

@@ -592,3 +592,43 @@ TEST_CASE("e2e: a UDP session that cannot open its socket drops the datagram, an
   CHECK(stats["connect_errors"] == stats["datagrams_dropped"]);
   CHECK_FALSE(d.proc.exited());
 }
+
+TEST_CASE("e2e: no forward leads into the daemon's own API - a forged Host through one never gets a 200") {
+  temp_dir dir;
+  running d(args_for(dir));
+  const std::string api = "127.0.0.1:" + std::to_string(d.port);
+  // What any client that reaches the forward could send: the API trusts loopback and this Host.
+  auto forged_through = [&](std::uint16_t forward_port) {
+    auto c = connect_to(forward_port, "127.0.0.2");
+    if (!c) return std::string("<refused>");
+    send_all(c.get(), "GET /api/v1/forwards HTTP/1.1\r\nHost: " + api + "\r\nConnection: close\r\n\r\n");
+    return recv_all(c.get());
+  };
+  auto post = [&](const std::string& target_host) {
+    return d.client.Post("/api/v1/forwards",
+                         json{{"protocol", "tcp"}, {"listen_host", "127.0.0.2"}, {"listen_port", 0},
+                              {"target_host", target_host}, {"target_port", d.port}}
+                             .dump(),
+                         "application/json");
+  };
+  auto literal = post("127.0.0.1");
+  REQUIRE(literal);
+  INFO(literal->body);
+  CHECK(literal->status == 400);
+  if (literal->status == 201) {  // the daemon without this check: one POST put the API on 127.0.0.2
+    const auto reply = forged_through(json::parse(literal->body)["listen_port"]);
+    CHECK(reply.rfind("HTTP/1.1 200", 0) != 0);
+  } else {
+    CHECK(json::parse(literal->body)["error"]["code"] == "target_is_api");
+    CHECK(json::parse(literal->body)["error"]["field"] == "target_port");
+  }
+  // A host name is resolved per connection: the forward is created, each connection through it is reset.
+  auto named = post("localhost");
+  REQUIRE(named);
+  REQUIRE(named->status == 201);
+  const auto f = json::parse(named->body);
+  CHECK(forged_through(f["listen_port"]).empty());
+  const auto path = "/api/v1/forwards/" + std::to_string(f["id"].get<int>());
+  CHECK(eventually([&] { return json::parse(d.client.Get(path.c_str())->body)["stats"]["loops_refused"] == 1; }));
+  CHECK(eventually([&] { return d.proc.log().find("is this daemon's API (" + api + ")") != std::string::npos; }));
+}

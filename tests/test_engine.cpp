@@ -484,3 +484,94 @@ TEST_CASE("worker liveness: a stuck worker leaves the watchdog's ping unanswered
   release.set_value();
   CHECK(eventually([&] { return pool.answered(second); }));
 }
+
+// Targets that lead back into the daemon, found when a connection is about to connect: host names
+// (resolved per connection) and what no controller checked (a forward restored from the store).
+namespace {
+
+// Connects to a forward and sends a byte: true when the forward answers with a reset (which may
+// come before the byte is sent).
+bool reset_on_connect(std::uint16_t port, const std::string& host = "127.0.0.1") {
+  auto c = connect_to(port, host);
+  if (!c) return false;
+  char byte = 'x';
+  if (::send(c.get(), &byte, 1, MSG_NOSIGNAL) < 0) return errno == ECONNRESET;
+  return ::recv(c.get(), &byte, 1, 0) < 0 && errno == ECONNRESET;
+}
+
+// Points forward `s` at `host`:`port` (a PATCH of its target, without the controller's check).
+relay::forward_spec retarget(relay::engine& engine, relay::forward_spec s, const std::string& host,
+                             std::uint16_t port) {
+  s.target_host = host;
+  s.target_port = port;
+  return start(engine, s);
+}
+
+}  // namespace
+
+TEST_CASE("a target that is the forward's own listener is reset and counted, not connected") {
+  relay::engine engine(fast_options());
+  const auto listen_host = GENERATE(as<std::string>{}, "127.0.0.1", "0.0.0.0");
+  const auto target_host = GENERATE(as<std::string>{}, "localhost", "127.0.0.1");
+  INFO(listen_host << " -> " << target_host);
+  auto s = spec_for(1, 9);
+  s.listen_host = listen_host;
+  s = start(engine, s);
+  s = retarget(engine, s, target_host, s.listen_port);
+  CHECK(reset_on_connect(s.listen_port));
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+  const auto st = engine.status(1).stats;
+  CHECK(st.loops_refused == 1);
+  CHECK(st.connections_total == 1);  // no connection came back round
+  CHECK(st.connect_errors == 0);
+}
+
+TEST_CASE("a host-name target that reaches the API is reset and counted - the API sees nothing") {
+  target_server api(target_server::echo);
+  relay::engine engine(fast_options());
+  engine.set_api_endpoints({"127.0.0.1"}, api.port());
+  auto s = start(engine, spec_for(1, 9));
+  s = retarget(engine, s, "localhost", api.port());
+  CHECK(reset_on_connect(s.listen_port));
+  CHECK(eventually([&] { return engine.status(1).stats.loops_refused == 1; }));
+  CHECK(api.accepted() == 0);
+}
+
+TEST_CASE("a cycle through another forward is refused where a host-name target closes it") {
+  relay::engine engine(fast_options());
+  auto a = start(engine, spec_for(1, 9));
+  auto b = start(engine, spec_for(2, a.listen_port));  // B -> A
+  a = retarget(engine, a, "localhost", b.listen_port);    // A -> (localhost) B -> A
+  CHECK(reset_on_connect(a.listen_port));
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+  CHECK(engine.status(1).stats.loops_refused == 1);
+  CHECK(engine.status(1).stats.connections_total == 1);
+  CHECK(engine.status(2).stats.connections_total == 0);
+  // Entering the cycle at B: B's literal target A is let through, and A refuses to go on to B.
+  auto c = connect_to(b.listen_port);
+  REQUIRE(c);
+  send_all(c.get(), std::string("x"));
+  CHECK(closed_by_peer(c.get()));  // B's target reset it, so B ends the connection
+  CHECK(eventually([&] { return engine.status(1).stats.loops_refused == 2; }));
+  CHECK(eventually([&] { return engine.status(2).stats.connections_active == 0; }));
+  CHECK(engine.status(2).stats.connections_total == 1);
+}
+
+TEST_CASE("udp: a target that is the forward's own listener drops the datagram and counts the session") {
+  relay::engine engine(fast_options());
+  const auto target_host = GENERATE(as<std::string>{}, "localhost", "127.0.0.1");
+  INFO(target_host);
+  auto s = spec_for(1, 9);
+  s.protocol = relay::protocol::udp;
+  s.listen_host = "0.0.0.0";
+  s = start(engine, s);
+  s = retarget(engine, s, target_host, s.listen_port);
+  auto c = udp_client(s.listen_port);
+  send_all(c.get(), std::string("round and round"));
+  CHECK(eventually([&] { return engine.status(1).stats.loops_refused == 1; }));
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+  const auto st = engine.status(1).stats;
+  CHECK(st.connections_total == 1);
+  CHECK(st.datagrams_up == 0);
+  CHECK(st.datagrams_dropped == 1);
+}

@@ -1,0 +1,196 @@
+// target_guard: the reaches rule, the walk along forwards' targets, and the per-worker guard.
+#include "relay/target_guard.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+namespace relay {
+
+namespace {
+
+using address = asio::ip::address;
+
+address normalised(const address& a) {
+  if (!a.is_v6()) return a;
+  auto v6 = a.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6);
+  v6.scope_id(0);
+  return v6;
+}
+
+// Where a connect to `a` goes.
+address destination(const address& a) {
+  const auto n = normalised(a);
+  if (!n.is_unspecified()) return n;
+  return n.is_v4() ? address(asio::ip::address_v4::loopback()) : address(asio::ip::address_v6::loopback());
+}
+
+std::string endpoint_text(const address& a, std::uint16_t port) { return format_endpoint(a.to_string(), port); }
+
+std::string describe(const guard_node& n) {
+  return "forward " + std::to_string(n.id) + " (" + endpoint_text(n.listen.address, n.listen.port) + ")";
+}
+
+bool by_port(const guard_node& n, std::uint16_t port) { return n.listen.port < port; }
+
+}  // namespace
+
+bool reaches(const address& to, std::uint16_t port, relay::protocol protocol, const listen_point& l,
+             const local_test& is_local) {
+  if (port != l.port || protocol != l.protocol) return false;
+  const auto t = destination(to);
+  const auto a = normalised(l.address);
+  if (t == a) return true;
+  if (!a.is_unspecified()) return false;
+  const bool family = a.is_v4() ? t.is_v4() : t.is_v6() || !l.v6_only;
+  return family && (t.is_loopback() || is_local(t));
+}
+
+std::vector<address> interface_addresses() {
+  std::vector<address> out;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return out;
+  for (auto* i = list; i; i = i->ifa_next) {
+    if (!i->ifa_addr) continue;
+    if (i->ifa_addr->sa_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+      out.push_back(asio::ip::address_v4(ntohl(in->sin_addr.s_addr)));
+    } else if (i->ifa_addr->sa_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
+      asio::ip::address_v6::bytes_type bytes;
+      std::memcpy(bytes.data(), in6->sin6_addr.s6_addr, bytes.size());
+      out.push_back(normalised(asio::ip::address_v6(bytes)));
+    }
+  }
+  ::freeifaddrs(list);
+  return out;
+}
+
+local_test fresh_local_test() {
+  return [read = std::make_shared<std::optional<std::vector<address>>>()](const address& a) {
+    if (!*read) *read = interface_addresses();
+    return std::find((*read)->begin(), (*read)->end(), a) != (*read)->end();
+  };
+}
+
+std::optional<guard_node> node_of(const forward_spec& spec) {
+  std::error_code ec;
+  const auto listen = asio::ip::make_address(spec.listen_host, ec);
+  if (ec || spec.listen_port == 0) return std::nullopt;
+  guard_node n{spec.id, {spec.protocol, listen, spec.listen_port, true}, std::nullopt, spec.target_port};
+  const auto target = asio::ip::make_address(spec.target_host, ec);
+  if (!ec) n.target = target;
+  return n;
+}
+
+target_guard::target_guard(std::vector<listen_point> api, std::vector<guard_node> forwards)
+    : api_(std::move(api)), nodes_(std::move(forwards)) {
+  std::sort(nodes_.begin(), nodes_.end(),
+            [](const guard_node& a, const guard_node& b) { return a.listen.port < b.listen.port; });
+}
+
+bool target_guard::listens_on(std::uint16_t port) const {
+  const auto it = std::lower_bound(nodes_.begin(), nodes_.end(), port, by_port);
+  if (it != nodes_.end() && it->listen.port == port) return true;
+  return std::any_of(api_.begin(), api_.end(), [&](const listen_point& l) { return l.port == port; });
+}
+
+std::optional<refusal> target_guard::check(std::int64_t id, relay::protocol protocol, const address& to,
+                                           std::uint16_t port, const local_test& is_local) const {
+  const auto target = endpoint_text(to, port);
+  for (const auto& l : api_) {
+    if (reaches(to, port, protocol, l, is_local)) {
+      return refusal{refusal::kind::api, "target " + target + " is this daemon's API (" +
+                                             endpoint_text(l.address, l.port) +
+                                             "): a forward must not expose it"};
+    }
+  }
+  std::vector<std::size_t> path;
+  std::vector<bool> seen(nodes_.size());
+  auto r = walk(id, protocol, to, port, is_local, path, seen);
+  if (r) r->message = "target " + target + r->message;
+  return r;
+}
+
+std::optional<refusal> target_guard::check(const forward_spec& next) const {
+  std::error_code ec;
+  const auto to = asio::ip::make_address(next.target_host, ec);
+  if (ec) return std::nullopt;  // a host name: checked when a connection resolves it
+  return check(next.id, next.protocol, to, next.target_port, fresh_local_test());
+}
+
+// Depth first along IP-literal targets; `path` holds the forwards passed so far, `seen` every one
+// entered, so the walk ends even where other forwards already go round without `origin`.
+std::optional<refusal> target_guard::walk(std::int64_t origin, relay::protocol protocol, const address& to,
+                                          std::uint16_t port, const local_test& is_local,
+                                          std::vector<std::size_t>& path, std::vector<bool>& seen) const {
+  const auto first = std::lower_bound(nodes_.begin(), nodes_.end(), port, by_port);
+  for (auto it = first; it != nodes_.end() && it->listen.port == port; ++it) {
+    const auto& n = *it;
+    if (!reaches(to, port, protocol, n.listen, is_local)) continue;
+    if (n.id == origin) {
+      const auto own = endpoint_text(n.listen.address, n.listen.port);
+      if (path.empty()) {
+        return refusal{refusal::kind::own_listener, " is this forward's own listen address " + own +
+                                                        ": each connection would connect to itself again"};
+      }
+      std::string via;
+      for (auto i : path) via += (via.empty() ? "" : " -> ") + describe(nodes_[i]);
+      return refusal{refusal::kind::cycle, " leads back to this forward's listen address " + own + " through " +
+                                               via + ": each connection would go round again"};
+    }
+    const auto index = static_cast<std::size_t>(it - nodes_.begin());
+    if (seen[index] || !n.target) continue;
+    seen[index] = true;
+    path.push_back(index);
+    if (auto r = walk(origin, protocol, *n.target, n.target_port, is_local, path, seen)) return r;
+    path.pop_back();
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+thread_local std::shared_ptr<const target_guard> installed;  // per worker, from its engine
+
+// Interface addresses as a worker last read them, read again when a second old.
+bool locally_configured(const address& a) {
+  thread_local std::vector<address> known;
+  thread_local clock::time_point read{};
+  const auto now = clock::now();
+  if (read == clock::time_point{} || now - read >= std::chrono::seconds(1)) {
+    known = interface_addresses();
+    read = now;
+  }
+  return std::find(known.begin(), known.end(), a) != known.end();
+}
+
+}  // namespace
+
+void install_guard(std::shared_ptr<const target_guard> guard) { installed = std::move(guard); }
+
+bool leads_back(std::int64_t id, relay::protocol protocol, const address& to, std::uint16_t port,
+                forward_stats& stats) {
+  const auto* guard = installed.get();
+  if (!guard || !guard->listens_on(port)) return false;
+  static const local_test is_local = locally_configured;
+  const auto r = guard->check(id, protocol, to, port, is_local);
+  if (!r) return false;
+  bump(stats.loops_refused);
+  thread_local clock::time_point last_warning{};
+  if (clock::now() - last_warning >= std::chrono::seconds(1)) {
+    last_warning = clock::now();
+    spdlog::warn("forward {}: connection refused: {}", id, r->message);
+  }
+  return true;
+}
+
+}  // namespace relay
