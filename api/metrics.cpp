@@ -177,7 +177,7 @@ std::string escape_label_value(const std::string& value) {
   return out;
 }
 
-relay::result<std::string> render_metrics(const relay::engine& engine) {
+relay::result<std::string> render_metrics(const relay::engine& engine, const http_front::figures& api) {
   const auto figures = read_process();
   if (!figures) return figures.error();
   const auto& p = figures.value();
@@ -192,6 +192,25 @@ relay::result<std::string> render_metrics(const relay::engine& engine) {
   e.add("", std::uint64_t{engine.workers()});
   e.family("portrelay_forwards", "gauge", "Forwards by state: active, disabled or error.");
   for (const auto& [state, count] : by_state) e.add("state=\"" + state + '"', count);
+
+  e.family("portrelay_api_connections", "gauge", "Open connections to the API.");
+  e.add("", std::uint64_t{api.open});
+  e.family("portrelay_api_connections_total", "counter", "Connections the API accepted.");
+  e.add("", api.accepted);
+  e.family("portrelay_api_connections_evicted_total", "counter",
+           "API connections closed at the total or per-source cap to make room for a new one.");
+  e.add("", api.evicted);
+  e.family("portrelay_api_timeouts_total", "counter",
+           "API connections ended by a deadline: a request not whole within 10 s (answered 408), or an answer "
+           "not read.");
+  e.add("", api.timed_out);
+  e.family("portrelay_api_requests_refused_total", "counter",
+           "Requests the API refused before routing them: a limit, bad framing, the request deadline, or a body "
+           "without the token.");
+  e.add("", api.refused);
+  e.family("portrelay_api_accept_errors_total", "counter",
+           "Times the API could not accept a connection for lack of descriptors or memory.");
+  e.add("", api.accept_errors);
 
   per_forward(e, forwards, std::nullopt, "portrelay_forward_state", "gauge",
               "1 for the state the forward is in (active, disabled or error), 0 for the others.",

@@ -213,7 +213,7 @@ void server::configure() {
   auto plain = [this](const httplib::Request& req, httplib::Response& res) {
     if (const auto* a = web::find_asset(req.path); a && req.method != "OPTIONS") return serve_asset(*a, req, res);
     if (req.path == metrics_path && (req.method == "GET" || req.method == "HEAD")) {
-      auto text = render_metrics(ctl_.engine());
+      auto text = render_metrics(ctl_.engine(), front_.counts());
       if (!text) return write(error_reply(503, "metrics_unavailable", text.error().message), res);
       res.set_content(text.value(), metrics_content_type);
       return;

@@ -204,3 +204,27 @@ TEST_CASE("metrics: at the descriptor limit the process figures are exact, never
   REQUIRE(again);
   CHECK(samples(again.value()).at("process_open_fds") == static_cast<double>(open_fds() - 1));
 }
+
+TEST_CASE("metrics: the API's own connections are counted: open, accepted, and requests refused at a limit") {
+  api_fixture f;
+  auto sample = [&](const std::string& name) {
+    auto r = f.client.Get("/metrics");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    CHECK(metrics_check(r->body, f.dir).status == 0);
+    return samples(r->body).at(name);
+  };
+  CHECK(sample("portrelay_api_requests_refused_total") == 0);
+  std::vector<fd> idle;
+  for (int i = 0; i < 3; ++i) idle.push_back(connect_to(f.port));
+  CHECK(eventually([&] { return sample("portrelay_api_connections") == 4; }));  // the three and the scrape's
+  CHECK(sample("portrelay_api_connections_total") >= 4);
+
+  auto flood = connect_to(f.port);
+  REQUIRE(send_all(flood.get(), "GET / HTTP/1.1\r\nX-Pad: " + std::string(70 * 1024, 'p')));
+  CHECK(recv_http_answer(flood.get()).rfind("HTTP/1.1 431 ", 0) == 0);
+  CHECK(sample("portrelay_api_requests_refused_total") == 1);
+  CHECK(sample("portrelay_api_connections_evicted_total") == 0);
+  CHECK(sample("portrelay_api_timeouts_total") == 0);
+  CHECK(sample("portrelay_api_accept_errors_total") == 0);
+}
