@@ -1,8 +1,10 @@
 // tcp_session: connect, then a readiness-driven relay: splice through a pooled pipe, or copy through
-// the worker's buffer; half-close, backpressure, a connect timeout and a half-closed idle timeout.
+// the worker's buffer; half-close, backpressure, a connect timeout, a half-closed idle timeout, and
+// resets seen on a socket it has stopped reading.
 #include "relay/tcp_session.hpp"
 
 #include "relay/disconnect.hpp"
+#include "relay/error_wake.hpp"
 #include "relay/forward_spec.hpp"
 #include "relay/target_guard.hpp"
 
@@ -261,6 +263,7 @@ void tcp_session::pump(direction& d) {
     if (!flush(d, ec)) {
       if (ec) return fail(ec);
       d.drained = false;  // bytes may arrive meanwhile: read again (to EAGAIN) before waiting to read
+      if (!d.watched) watch(d);
       return wait(d, asio::socket_base::wait_write);  // `to` is full: reading this direction pauses
     }
     if (d.eof) return finish(d);
@@ -400,6 +403,22 @@ void tcp_session::wait(direction& d, asio::socket_base::wait_type what) {
   });
 }
 
+// While a direction waits for `to` to take bytes, or after `from` ended, nothing reads `from`, and
+// the reactor is edge-triggered: a reset by its peer would go unseen until `to` moved again (never,
+// from a hung target), keeping the session counted and both descriptors open. An error wait on
+// `from` sees it. It is queued the first time it is needed and then kept for the session's life
+// (an idle connection that never stalled does without it); stop() closing the socket ends it.
+void tcp_session::watch(direction& d) {
+  d.watched = true;
+  d.from->async_wait(asio::socket_base::wait_error, [self = shared_from_this(), &d](const std::error_code& ec) {
+    if (self->stopped_) return;
+    if (ec) return self->fail(ec);
+    const auto woke = check_error_wake(d.from->native_handle());
+    if (woke.error) return self->fail(woke.error);  // counted and logged as any reset
+    if (woke.wait_again) self->watch(d);
+  });
+}
+
 void tcp_session::finish(direction& d) {
   d.finished = true;
   release_pipe(d);
@@ -407,6 +426,7 @@ void tcp_session::finish(direction& d) {
     stop();  // both ways done: closing sends the last FIN, no shutdown needed first
     return;
   }
+  if (!d.watched) watch(d);  // `from` has ended, but its peer may still reset
   std::error_code ignored;
   d.to->shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
   phase_ = phase::half_closed;

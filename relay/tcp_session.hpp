@@ -52,7 +52,9 @@ struct tcp_route {
 // pending readiness waits and this object: no buffer, no coroutine frame. Bytes move only between
 // readiness waits, through a pipe leased from the worker's pool (splice) or the worker's one copy
 // buffer; only bytes the destination would not take at once are held, and reading that direction
-// stops until they are gone. Everything runs on the worker that owns the client socket.
+// stops until they are gone. A socket that nothing reads any more (its direction blocked on the
+// destination, or ended) gets an error wait from then on, so its peer's reset still ends the
+// session at once. Everything runs on the worker that owns the client socket.
 class tcp_session final : public stoppable, public std::enable_shared_from_this<tcp_session> {
  public:
   // `owner` keeps the forward (its connection set and stats) alive for as long as the session.
@@ -88,6 +90,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     bool drained = false;  // the last read found nothing more: wait for `from` once nothing is pending
     bool splicing = false;  // automatic datapath: bulk seen, so splice
     bool finished = false;
+    bool watched = false;  // an error wait on `from` was queued (when nothing read it any more): once only
     // Bytes read from `from` that `to` has not taken yet.
     bool pending() const { return in_pipe > 0 || held != nullptr; }
   };
@@ -107,6 +110,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void fill_copy(direction& d, std::error_code& ec);
   void release_pipe(direction& d);
   void wait(direction& d, asio::socket_base::wait_type what);
+  void watch(direction& d);
   void finish(direction& d);
   void fail(const std::error_code& ec);
   void arm_idle_timer();
