@@ -10,6 +10,7 @@
 
 #include "api/request_framing.hpp"
 
+#include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <list>
 #include <memory>
 #include <optional>
@@ -35,19 +37,22 @@ struct front_limits {
   std::chrono::milliseconds request_timeout{10'000};
   // How long a connection may wait, idle, for its next request (HAProxy's "timeout http-keep-alive").
   std::chrono::milliseconds keep_alive_timeout{5'000};
-  // How long writing an answer may make no progress (nginx's send_timeout).
+  // How long writing an answer may make no progress (nginx's send_timeout), and how long it may
+  // take in all, however steadily the client reads.
   std::chrono::milliseconds send_timeout{10'000};
+  std::chrono::milliseconds max_send_time{60'000};
   // After an error answer that ends the connection, the rest of what the client sends is read and
   // dropped for this long, or up to max_linger_bytes, so that it reads the answer instead of a reset.
   std::chrono::milliseconds linger_timeout{2'000};
   std::size_t max_linger_bytes = 8 * 1024 * 1024;
   // Open connections, in all and from one source address. At a cap, the connection that has been
   // quiet longest (idle, or sending its request, or not reading its answer) is closed to make room;
-  // a connection whose request is being handled is never closed for this.
+  // a connection whose request is being handled is never closed for this. IPv6 sources count by
+  // their /64, which one client usually holds whole.
   std::size_t max_connections = 1024;
   std::size_t max_connections_per_source = 128;
   std::size_t max_requests_per_connection = 10'000;
-  unsigned handler_threads = 8;
+  unsigned handler_threads = 8;  // at least 1
 };
 
 // One complete request, as received (less an "Expect: 100-continue" the front has answered).
@@ -76,14 +81,16 @@ class http_front {
   using body_check = std::function<int(std::string_view head)>;
 
   struct figures {
-    std::size_t open = 0;            // connections now
-    std::uint64_t accepted = 0;      // connections ever
-    std::uint64_t evicted = 0;       // closed at a cap to make room
-    std::uint64_t timed_out = 0;     // closed by a deadline (request, keep-alive idle, send)
-    std::uint64_t refused = 0;       // requests answered 4xx/5xx by the front (limits, framing)
-    std::uint64_t accept_errors = 0; // accept failures for lack of descriptors or memory
+    std::size_t open = 0;             // connections now
+    std::uint64_t accepted = 0;       // connections ever
+    std::uint64_t evicted = 0;        // closed at a cap to make room
+    std::uint64_t turned_away = 0;    // closed at once at a cap, when none could make room
+    std::uint64_t timed_out = 0;      // ended by the request deadline (408) or a send deadline
+    std::uint64_t refused = 0;        // requests answered 4xx/5xx by the front (limits, framing, 401)
+    std::uint64_t accept_errors = 0;  // accept failures (for lack of descriptors or memory, mostly)
   };
 
+  // Throws std::invalid_argument when limits.handler_threads is 0.
   http_front(front_limits limits, handler h, error_response e, body_check check = nullptr);
   ~http_front();
   http_front(const http_front&) = delete;
@@ -96,14 +103,15 @@ class http_front {
   void close_listeners();
   // Serves on one event-loop thread and the handler pool until stop().
   void start();
-  // Stops accepting, closes every connection, waits for running handlers. Idempotent.
+  // Stops accepting and closes every connection; one whose request is being handled gets its
+  // answer first (within send_timeout). Idempotent.
   void stop();
 
   figures counts() const;
   const front_limits& limits() const { return limits_; }
 
  private:
-  struct connection;
+  class connection;
   struct listener {
     explicit listener(asio::io_context& io) : acceptor(io), retry(io) {}
     asio::ip::tcp::acceptor acceptor;
@@ -116,6 +124,8 @@ class http_front {
   // Closes the quietest connection (from `source` only, when given); false when none may go.
   bool evict(const asio::ip::address* source);
   void forget(connection& c);
+  // What the per-source cap counts by: the IPv4 address (also when mapped into IPv6), or the /64.
+  static asio::ip::address source_of(const asio::ip::tcp::endpoint& remote);
 
   front_limits limits_;
   handler handler_;
@@ -123,12 +133,15 @@ class http_front {
   body_check body_check_;
   asio::io_context io_;
   std::vector<std::unique_ptr<listener>> listeners_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::optional<asio::thread_pool> pool_;
   std::thread thread_;
   bool stopped_ = false;  // the caller's thread
 
   // Event-loop thread only.
   bool stopping_ = false;
+  std::promise<void>* drained_ = nullptr;  // stop() waits on it for the last answers to be written
+  asio::steady_timer last_answers_{io_};
   std::string scratch_;  // what one read takes in, before it is kept: no idle connection holds a buffer
   std::unordered_map<connection*, std::shared_ptr<connection>> open_;
   std::list<connection*> quiet_;  // every connection not being handled, quietest first

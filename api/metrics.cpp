@@ -200,9 +200,12 @@ relay::result<std::string> render_metrics(const relay::engine& engine, const htt
   e.family("portrelay_api_connections_evicted_total", "counter",
            "API connections closed at the total or per-source cap to make room for a new one.");
   e.add("", api.evicted);
+  e.family("portrelay_api_connections_turned_away_total", "counter",
+           "API connections closed at once at a cap because every open one was busy being answered.");
+  e.add("", api.turned_away);
   e.family("portrelay_api_timeouts_total", "counter",
-           "API connections ended by a deadline: a request not whole within 10 s (answered 408), or an answer "
-           "not read.");
+           "API connections ended by a deadline: a request not whole in time (answered 408), or an answer "
+           "not read in time.");
   e.add("", api.timed_out);
   e.family("portrelay_api_requests_refused_total", "counter",
            "Requests the API refused before routing them: a limit, bad framing, the request deadline, or a body "

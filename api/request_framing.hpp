@@ -27,9 +27,9 @@ struct framing {
   std::size_t head_size = 0;
   std::size_t size = 0;
   bool has_body = false;  // known once head_size is: Content-Length above 0, or chunked
-  // The head asks "Expect: 100-continue" and the body has not all arrived: the client may be waiting
-  // for an interim 100 before it sends it. The field's bytes, [expect_begin, expect_end), are cut
-  // before the request goes on, since the front answers the expectation itself.
+  // The head asks "Expect: 100-continue" and a body is due: the client may be waiting for an interim
+  // 100 before it sends it. The field's bytes, [expect_begin, expect_end), are cut before the request
+  // goes on (with or without a body), since the front answers the expectation itself.
   bool expects_continue = false;
   std::size_t expect_begin = 0;
   std::size_t expect_end = 0;
@@ -38,9 +38,10 @@ struct framing {
 // The value of the first header field named `name` (case-insensitive) in a complete head, trimmed.
 std::optional<std::string_view> field_value(std::string_view head, std::string_view name);
 
-// Scans the bytes of one request as they arrive, each byte once, so a client that trickles its head
-// in one byte at a time costs linear work. Bodies come with Content-Length or chunked
-// Transfer-Encoding; a chunked body's framing (sizes, extensions, trailers) is bounded too.
+// Scans the bytes of one request as they arrive: the head each byte once, so a client that trickles
+// it in one byte at a time costs linear work; a chunk-size line at most 1 KiB again per read. Bodies
+// come with Content-Length or chunked Transfer-Encoding (without trailer fields); a chunked body's
+// framing is bounded too.
 class request_scanner {
  public:
   explicit request_scanner(request_limits limits) : limits_(limits) {}
@@ -78,7 +79,6 @@ class request_scanner {
   std::size_t chunk_pos_ = 0;
   std::uint64_t chunk_left_ = 0;
   std::uint64_t decoded_ = 0;
-  std::size_t trailer_fields_ = 0;
 };
 
 }  // namespace api

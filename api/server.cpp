@@ -28,8 +28,6 @@ constexpr std::string_view metrics_path = "/metrics";
 
 // What a token guards: the API and the metrics. The admin page itself and /healthz stay open.
 bool needs_token(const std::string& path) { return path.rfind("/api/", 0) == 0 || path == metrics_path; }
-// Past this much of an over-long chunked body the connection is dropped rather than drained.
-constexpr std::size_t drain_limit = 8 * 1024 * 1024;
 
 std::optional<std::int64_t> forward_id(std::string_view path) {
   if (path.size() <= forwards_path.size() + 1 || path.substr(0, forwards_path.size()) != forwards_path ||
@@ -57,33 +55,20 @@ reply method_not_allowed(std::string allow) {
   return r;
 }
 
-// Reads the whole body, keeping at most max_body bytes. A body that is too long is drained (up to a
-// bound) so the client reads our 413 instead of a connection reset.
+// Reads the whole body; the front has already bounded it and read all of it.
 struct body_result {
   std::string text;
-  bool too_large = false;
   bool failed = false;
 };
 
 body_result read_body(const httplib::ContentReader& reader, const httplib::Request& req) {
   body_result out;
-  std::size_t seen = 0;
-  bool ok = reader([&](const char* data, std::size_t len) {
-    seen += len;
-    if (seen > server::max_body) {
-      out.too_large = true;
-      return seen <= drain_limit;
-    }
+  const bool ok = reader([&](const char* data, std::size_t len) {
     out.text.append(data, len);
     return true;
   });
-  // httplib refuses a Content-Length over the limit itself (and skips that body) before we see a byte.
-  if (!ok && !out.too_large) {
-    const auto length = req.get_header_value<std::uint64_t>("Content-Length");
-    out.too_large = length > server::max_body;
-    // No Content-Length and no chunking means no body (curl -X PUT), not a broken one.
-    out.failed = !out.too_large && (req.has_header("Content-Length") || req.has_header("Transfer-Encoding"));
-  }
+  // No Content-Length and no chunking means no body (curl -X PUT), not a broken one.
+  out.failed = !ok && (req.has_header("Content-Length") || req.has_header("Transfer-Encoding"));
   return out;
 }
 
@@ -122,7 +107,8 @@ const char* reason_phrase(int status) {
     case 413: return "Payload Too Large";
     case 431: return "Request Header Fields Too Large";
     case 501: return "Not Implemented";
-    default: return "Internal Server Error";
+    case 500: return "Internal Server Error";
+    default: return status < 500 ? "Refused" : "Error";
   }
 }
 
@@ -287,7 +273,6 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
 
   auto parse = [&](auto&& then) -> reply {
     if (!is_json(req)) return error_reply(415, "unsupported_media_type", "Content-Type must be application/json");
-    if (body.too_large) return error_reply(413, "payload_too_large", "the request body is larger than 64 KiB");
     json doc;
     if (auto e = parse_body(body.text, doc)) return error_reply(*e);
     return then(doc);
@@ -365,7 +350,7 @@ void server::bind(const std::vector<std::string>& addresses) {
         const auto bound = front_.listen({asio::ip::make_address(address), port});
         port = bound.port();
       } catch (const std::exception& e) {
-        failed = relay::format_endpoint(address, port) + ": " + e.what();
+        failed = e.what();  // "bind 127.0.0.1:7410: Address already in use"
         break;
       }
     }
@@ -374,7 +359,7 @@ void server::bind(const std::vector<std::string>& addresses) {
       return;
     }
     front_.close_listeners();
-    if (!any_port || attempt + 1 == attempts) throw std::runtime_error("cannot listen on " + failed);
+    if (!any_port || attempt + 1 == attempts) throw std::runtime_error("API: " + failed);
   }
 }
 

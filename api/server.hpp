@@ -65,7 +65,7 @@ class server {
 
   controller& ctl_;
   server_options options_;
-  router http_;
+  router http_;        // before front_: front_'s handlers use it, and front_ stops them as it goes
   http_front front_;
 };
 

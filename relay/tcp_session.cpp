@@ -81,6 +81,13 @@ bool unacknowledged(asio::ip::tcp::socket& s) {
   return s.is_open() && ::ioctl(s.native_handle(), SIOCOUTQ, &queued) == 0 && queued > 0;
 }
 
+// Bytes in the socket's receive queue that the relay has not read yet (SIOCINQ, tcp(7)): they are
+// on their way, whether or not the worker has got round to them.
+bool unread(asio::ip::tcp::socket& s) {
+  int queued = 0;
+  return s.is_open() && ::ioctl(s.native_handle(), SIOCINQ, &queued) == 0 && queued > 0;
+}
+
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
 
@@ -449,9 +456,10 @@ void tcp_session::arm_idle_timer() {
     if (ec || self->stopped_ || self->phase_ != phase::half_closed) return;
     if (clock::now() < self->deadline_) return self->arm_idle_timer();  // bytes moved meanwhile
     if (self->up_.pending() || self->down_.pending() || unacknowledged(self->client_) ||
-        unacknowledged(self->upstream_)) {
-      // Blocked on a slow reader, not idle: bytes are waiting in the relay or in a send queue for a
-      // receiver that has not taken them (either direction: a finished one may still be delivering).
+        unacknowledged(self->upstream_) || unread(self->client_) || unread(self->upstream_)) {
+      // Blocked on a slow reader, not idle: bytes are waiting in the relay, in a send queue for a
+      // receiver that has not taken them (either direction: a finished one may still be delivering),
+      // or in a receive queue for a worker that has not run yet (a loaded machine).
       self->deadline_ = clock::now() + self->options_.half_close_timeout;
       return self->arm_idle_timer();
     }

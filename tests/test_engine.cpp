@@ -277,6 +277,13 @@ TEST_CASE("a half-closed connection blocked on a slow reader is not idle") {
   // the reply must still arrive once the client reads.
   const auto reply = random_bytes(16 << 20, 9);
   target_server target([&](int fd) {
+    // The whole reply in the target's send queue at once (root may exceed wmem_max): once the
+    // client reads, only the kernel and the relay move it, never a target thread that a loaded
+    // machine may not run for longer than the timeout (which would be idle for real).
+    const int all = 2 * static_cast<int>(reply.size());
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &all, sizeof all) != 0) {
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &all, sizeof all);
+    }
     send_all(fd, reply);
     recv_all(fd);
   });
@@ -414,7 +421,7 @@ TEST_CASE("a client's reset after its EOF ends the connection while the target i
   release = true;
 }
 
-TEST_CASE("what wakes an error wait: a reset ends the connection; urgent data or an orderly end does not") {
+TEST_CASE("what wakes an error wait: a reset ends the connection - urgent data or an orderly end does not") {
   std::uint16_t port = 0;
   fd listener = listen_on(port);
   auto a = connect_to(port);

@@ -6,6 +6,8 @@
 
 #include <asio/ip/address.hpp>
 
+#include <future>
+
 using namespace test;
 
 namespace {
@@ -25,10 +27,12 @@ struct front_fixture {
   api::http_front front;
   std::uint16_t port;
 
-  explicit front_fixture(api::front_limits limits, std::size_t big_size = 0)
-      : front(limits, [big_size](const api::http_exchange& ex) { return echo(ex, big_size); }, error_answer),
-        port(front.listen({asio::ip::make_address("127.0.0.1"), 0}).port()) {
-    front.start();
+  explicit front_fixture(api::front_limits limits, std::size_t big_size = 0, bool start = true)
+      : front_fixture(limits, [big_size](const api::http_exchange& ex) { return echo(ex, big_size); }, start) {}
+
+  front_fixture(api::front_limits limits, api::http_front::handler h, bool start = true)
+      : front(limits, std::move(h), error_answer), port(front.listen({asio::ip::make_address("127.0.0.1"), 0}).port()) {
+    if (start) front.start();
   }
 
   // Waits until the front holds `n` connections, so that what follows finds them all admitted.
@@ -54,8 +58,15 @@ bool still_open(int s) {
 
 }  // namespace
 
-TEST_CASE("front: idle connections and half-sent requests hold no handler thread") {
+// Deadlines far beyond any test's length, for tests about something else.
+api::front_limits patient() {
   api::front_limits limits;
+  limits.request_timeout = limits.keep_alive_timeout = limits.send_timeout = std::chrono::minutes(10);
+  return limits;
+}
+
+TEST_CASE("front: idle connections and half-sent requests hold no handler thread") {
+  auto limits = patient();
   limits.handler_threads = 1;
   front_fixture f(limits);
   std::vector<fd> idle;
@@ -73,7 +84,7 @@ TEST_CASE("front: idle connections and half-sent requests hold no handler thread
 }
 
 TEST_CASE("front: a request must arrive whole within the request deadline, however steadily it trickles") {
-  api::front_limits limits;
+  auto limits = patient();
   limits.request_timeout = 500ms;
   front_fixture f(limits);
   auto c = connect_to(f.port);
@@ -93,12 +104,15 @@ TEST_CASE("front: a request must arrive whole within the request deadline, howev
 }
 
 TEST_CASE("front: an idle connection ends without an answer at its deadline") {
-  api::front_limits limits;
-  limits.request_timeout = 300ms;     // before the first request
-  limits.keep_alive_timeout = 300ms;  // between requests
-  front_fixture f(limits);
-  auto fresh = connect_to(f.port);
-  auto kept = connect_to(f.port);
+  // Before its first request, the request deadline; between requests, the keep-alive one. Each case
+  // has only the deadline it tests short, so nothing else can race it.
+  auto before_first = patient();
+  before_first.request_timeout = 300ms;
+  auto between = patient();
+  between.keep_alive_timeout = 300ms;
+  front_fixture fresh_front(before_first), kept_front(between);
+  auto fresh = connect_to(fresh_front.port);
+  auto kept = connect_to(kept_front.port);
   REQUIRE(send_all(kept.get(), get_request));
   REQUIRE_FALSE(recv_http_answer(kept.get()).empty());
   for (auto* c : {&fresh, &kept}) {
@@ -106,13 +120,14 @@ TEST_CASE("front: an idle connection ends without an answer at its deadline") {
     CHECK(recv_all(c->get(), &eof).empty());  // no 408 for a client that never began a request
     CHECK(eof);
   }
-  CHECK(f.front.counts().timed_out == 0);
+  CHECK(fresh_front.front.counts().timed_out == 0);
+  CHECK(kept_front.front.counts().timed_out == 0);
 }
 
 TEST_CASE("front: at a cap the quietest connection makes room - at the per-source cap one of that source") {
   const bool per_source = GENERATE(true, false);
   INFO((per_source ? "per-source" : "total") << " cap");
-  api::front_limits limits;
+  auto limits = patient();
   (per_source ? limits.max_connections_per_source : limits.max_connections) = 3;
   front_fixture f(limits);
   fd elsewhere;  // quieter than all the others, but from another source
@@ -132,22 +147,94 @@ TEST_CASE("front: at a cap the quietest connection makes room - at the per-sourc
   CHECK(f.front.counts().evicted == 1);
 }
 
-TEST_CASE("front: an answer the client does not read holds no thread and ends at the send deadline") {
-  api::front_limits limits;
+// A client that asks for `path` and reads nothing of the answer: its receive buffer is set small
+// before it connects, so that the window it offers stays small.
+fd stalled_client(std::uint16_t port, const std::string& path) {
+  fd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int small = 4096;
+  setsockopt(c.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  set_timeouts(c.get());
+  socklen_t len;
+  auto to = make_addr("127.0.0.1", port, len);
+  REQUIRE(::connect(c.get(), reinterpret_cast<sockaddr*>(&to), len) == 0);
+  REQUIRE(send_all(c.get(), "GET " + path + " HTTP/1.1\r\n\r\n"));
+  return c;
+}
+
+TEST_CASE("front: an answer the client does not read holds no handler thread") {
+  auto limits = patient();  // the stalled answer cannot end by a deadline while this runs
   limits.handler_threads = 1;
-  limits.send_timeout = 500ms;
   front_fixture f(limits, 64 * 1024 * 1024);  // far more than both sockets' buffers hold
-  auto stalled = connect_to(f.port);
-  int small = 4096;
-  setsockopt(stalled.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  REQUIRE(send_all(stalled.get(), "GET /big HTTP/1.1\r\n\r\n"));
+  auto stalled = stalled_client(f.port, "/big");
   CHECK(ask(f.port).rfind("HTTP/1.1 200 OK", 0) == 0);  // the one handler thread is free
+  CHECK(f.front.counts().timed_out == 0);
+}
+
+TEST_CASE("front: an answer the client does not read ends at the send deadline") {
+  auto limits = patient();
+  limits.send_timeout = 500ms;  // the client never reads: nothing can race this deadline
+  front_fixture f(limits, 64 * 1024 * 1024);
+  auto stalled = stalled_client(f.port, "/big");
   REQUIRE(eventually([&] { return f.front.counts().timed_out == 1; }));
   CHECK(eventually([&] { return f.front.counts().open == 0; }));
 }
 
+TEST_CASE("front: stop() writes the answer of a request being handled, then returns") {
+  std::promise<void> entered, release;
+  auto released = release.get_future().share();
+  front_fixture f(patient(), [&, released](const api::http_exchange& ex) {
+    entered.set_value();
+    released.wait();
+    return echo(ex);
+  });
+  auto busy = connect_to(f.port);
+  auto idle = connect_to(f.port);
+  REQUIRE(send_all(busy.get(), get_request));
+  REQUIRE(entered.get_future().wait_for(io_timeout) == std::future_status::ready);
+  std::thread stopping([&] { f.front.stop(); });
+  CHECK(closed_by_peer(idle.get()));  // waiting for nothing: closed at once
+  release.set_value();
+  const auto answer = recv_http_answer(busy.get());
+  CHECK(answer.rfind("HTTP/1.1 200 OK", 0) == 0);
+  CHECK(answer.find(get_request) != std::string::npos);
+  CHECK(closed_by_peer(busy.get()));
+  stopping.join();
+  CHECK_FALSE(connect_to(f.port));
+}
+
+TEST_CASE("front: stop() returns whether or not the front listened or started") {
+  for (const bool listens : {false, true}) {
+    for (const bool starts : {false, true}) {
+      INFO("listens " << listens << ", starts " << starts);
+      api::http_front front(patient(), [](const api::http_exchange& ex) { return echo(ex); }, error_answer);
+      if (listens) front.listen({asio::ip::make_address("127.0.0.1"), 0});
+      if (starts) front.start();
+      front.stop();
+      front.stop();
+    }
+  }
+  CHECK_THROWS_AS(api::http_front([] {
+                    auto l = patient();
+                    l.handler_threads = 0;
+                    return l;
+                  }(), [](const api::http_exchange& ex) { return echo(ex); }, error_answer),
+                  std::invalid_argument);
+}
+
+TEST_CASE("front: pipelined requests that end with the client's EOF are all answered") {
+  front_fixture f(patient(), 0, false);
+  auto c = connect_to(f.port);  // accepted by the kernel; the front reads it all in one go once started
+  const std::string first = "GET /a HTTP/1.1\r\n\r\n", second = "GET /b HTTP/1.1\r\n\r\n";
+  REQUIRE(send_all(c.get(), first + second));
+  ::shutdown(c.get(), SHUT_WR);
+  f.front.start();
+  CHECK(recv_http_answer(c.get()).find(first) != std::string::npos);
+  CHECK(recv_http_answer(c.get()).find(second) != std::string::npos);
+  CHECK(closed_by_peer(c.get()));
+}
+
 TEST_CASE("front: Expect 100-continue gets its interim answer, pipelined requests their answers in order") {
-  front_fixture f(api::front_limits{});
+  front_fixture f(patient());
   auto c = connect_to(f.port);
   REQUIRE(send_all(c.get(), "POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"));
   const std::string interim = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -163,7 +250,7 @@ TEST_CASE("front: Expect 100-continue gets its interim answer, pipelined request
 }
 
 TEST_CASE("front: a head that never ends is refused at its limit and nothing more of it is kept") {
-  front_fixture f(api::front_limits{});
+  front_fixture f(patient());
   auto c = connect_to(f.port);
   std::atomic<std::size_t> sent{0};
   std::thread flood([&] {
@@ -180,7 +267,7 @@ TEST_CASE("front: a head that never ends is refused at its limit and nothing mor
 }
 
 TEST_CASE("front: a handler that throws is a 500 that ends the connection") {
-  front_fixture f(api::front_limits{});
+  front_fixture f(patient());
   auto c = connect_to(f.port);
   REQUIRE(send_all(c.get(), "GET /throw HTTP/1.1\r\n\r\n"));
   CHECK(recv_http_answer(c.get()).rfind("HTTP/1.1 500 ", 0) == 0);

@@ -227,4 +227,5 @@ TEST_CASE("metrics: the API's own connections are counted: open, accepted, and r
   CHECK(sample("portrelay_api_connections_evicted_total") == 0);
   CHECK(sample("portrelay_api_timeouts_total") == 0);
   CHECK(sample("portrelay_api_accept_errors_total") == 0);
+  CHECK(sample("portrelay_api_connections_turned_away_total") == 0);
 }

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cctype>
 #include <filesystem>
+#include <fstream>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -133,10 +134,27 @@ inline fd listen_on(std::uint16_t& port, const std::string& host = "127.0.0.1", 
   return s;
 }
 
+// A port free for TCP and UDP on every address, for a test that must name a port before anything
+// listens on it (or a target where nothing listens). It is drawn from below the kernel's ephemeral
+// range, which no port-0 bind and no outgoing connection of a parallel test ever takes, so the
+// window in which another test could take it is only that of another test drawing the same one.
 inline std::uint16_t free_port() {
-  std::uint16_t port = 0;
-  listen_on(port);  // closed again at once: the port is free, though nothing reserves it
-  return port;
+  int low = 32768, high = 60999;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> low >> high;
+  static std::mt19937 pick(std::random_device{}());
+  std::uniform_int_distribution<int> in(std::max(1024, low - 12000), std::max(1025, low - 1));
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const auto port = static_cast<std::uint16_t>(in(pick));
+    bool free = true;
+    for (int type : {SOCK_STREAM, SOCK_DGRAM}) {
+      fd s(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+      socklen_t len;
+      auto any = make_addr("0.0.0.0", port, len);
+      free = free && ::bind(s.get(), reinterpret_cast<sockaddr*>(&any), len) == 0;
+    }
+    if (free) return port;
+  }
+  throw std::runtime_error("no free port below the ephemeral range");
 }
 
 inline bool send_all(int s, const void* data, std::size_t n) {
