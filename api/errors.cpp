@@ -19,7 +19,7 @@ json error_body_for_status(int status) {
   };
   switch (status) {
     case 400: return make("bad_request", "The HTTP request is malformed.");
-    case 401: return make("unauthorized", "A valid 'Authorization: Bearer <token>' header is required.");
+    case 401: return make("unauthorized", "a valid 'Authorization: Bearer <token>' header is required");
     case 404: return make("not_found", "There is nothing at this path.");
     case 405: return make("method_not_allowed", "This path does not support that method.");
     case 408: return make("request_timeout", "The whole request did not arrive within 10 s.");

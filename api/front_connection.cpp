@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 
 namespace api {
 
@@ -153,8 +154,17 @@ void http_front::connection::dispatch(const framing& f) {
   ex.remote = remote_;
   ex.local = local_;
   ex.last = ++served_ >= front_.limits_.max_requests_per_connection || front_.stopping_ || (peer_done_ && !more);
+  dispatched_at_ = ++front_.dispatched_;
+  job_ = job_queued;
 
   asio::post(*front_.pool_, [self = shared_from_this(), ex = std::move(ex)]() mutable {
+    auto& io = self->front_.io_;
+    int queued = job_queued;
+    if (!self->job_.compare_exchange_strong(queued, job_running)) {
+      // Withdrawn while it waited (evicted, or the front stopping): nothing to run, nobody to answer.
+      asio::post(io, [self = std::move(self)] {});
+      return;
+    }
     http_answer a;
     try {
       a = self->front_.handler_(ex);
@@ -166,13 +176,18 @@ void http_front::connection::dispatch(const framing& f) {
       a = {self->front_.error_response_(500), true};
     }
     a.close = a.close || ex.last;
-    auto& io = self->front_.io_;
     // The last reference may be this one: it is dropped on the event loop, which owns the socket.
     asio::post(io, [self = std::move(self), a = std::move(a)]() mutable { self->respond(std::move(a)); });
   });
 }
 
+bool http_front::connection::withdraw() {
+  int queued = job_queued;
+  return job_.compare_exchange_strong(queued, no_job);
+}
+
 void http_front::connection::respond(http_answer answer) {
+  job_ = no_job;
   if (state_ == phase::closed) return;
   out_ = std::move(interim_) + std::move(answer.bytes);
   interim_.clear();
@@ -195,8 +210,15 @@ void http_front::connection::begin_writing() {
   written_ = 0;
   write_began_ = std::chrono::steady_clock::now();
   heard();
+  account(out_.size());
+  front_.shed_answers(this);
   arm_send();
   write_more();
+}
+
+void http_front::connection::account(std::size_t bytes) {
+  front_.answer_bytes_ = front_.answer_bytes_ - accounted_ + bytes;
+  accounted_ = bytes;
 }
 
 // send_timeout from the last progress, and never past max_send_time from the start.
@@ -222,6 +244,7 @@ void http_front::connection::write_more() {
 void http_front::connection::after_write() {
   out_.clear();
   out_.shrink_to_fit();
+  account(0);
   if (close_after_ || front_.stopping_) {
     if (peer_done_ || front_.stopping_) return close();
     // Lingering close: a client still sending would otherwise get a reset, which can destroy the
@@ -236,23 +259,30 @@ void http_front::connection::after_write() {
   started_ = !in_.empty();  // a pipelined request is already under way
   heard();
   arm(started_ ? front_.limits_.request_timeout : front_.limits_.keep_alive_timeout);
+  front_.room_may_be();  // it may now be closed to make room for a connection that waits
   receive();
 }
 
+// Reads and drops at most one chunk a turn, then lets the event loop serve the others before the
+// next: a client that streams junk after its error answer gets no more of the loop than anyone.
 void http_front::connection::linger() {
   std::error_code ec;
-  do {
-    lingered_ += fill(read_chunk, ec);
-    in_.clear();
-    if (lingered_ > front_.limits_.max_linger_bytes) return close();
-  } while (!ec);
+  lingered_ += fill(read_chunk, ec);
+  in_.clear();
+  if (lingered_ > front_.limits_.max_linger_bytes) return close();
   if (ec == asio::error::would_block) return wait_readable();
-  close();
+  if (ec) return close();
+  asio::post(front_.io_, [self = shared_from_this()] {
+    if (self->state_ == phase::lingering) self->linger();
+  });
 }
 
 void http_front::connection::close() {
   if (state_ == phase::closed) return;
   state_ = phase::closed;
+  withdraw();  // a request still waiting for a handler thread will not run
+  account(0);
+  out_.clear();
   ++deadline_generation_;
   deadline_.cancel();
   std::error_code ignored;

@@ -39,6 +39,11 @@ class http_front::connection : public std::enable_shared_from_this<connection> {
   // Idempotent; the front forgets the connection. Callers hold a shared_ptr to it.
   void close();
   bool handling() const { return state_ == phase::handling; }
+  bool writing() const { return state_ == phase::writing; }
+  // Takes back a request still waiting for a handler thread (then close()); false once one runs it.
+  bool withdraw();
+  // When the request being handled was handed to the pool (http_front::dispatched_).
+  std::uint64_t dispatched_at() const { return dispatched_at_; }
   const asio::ip::address& source() const { return source_; }
   // Out of the front's quiet list (while handled, and once closed).
   void unlist();
@@ -61,6 +66,10 @@ class http_front::connection : public std::enable_shared_from_this<connection> {
   void write_more();
   void after_write();
   void linger();
+  void account(std::size_t bytes);
+
+  // A request's way through the pool: queued until a thread takes it, unless withdrawn first.
+  enum job_state : int { no_job, job_queued, job_running };
 
   http_front& front_;
   asio::ip::tcp::socket socket_;
@@ -84,6 +93,9 @@ class http_front::connection : public std::enable_shared_from_this<connection> {
   std::size_t lingered_ = 0;
   std::list<connection*>::iterator quiet_at_;
   bool listed_ = false;
+  std::atomic<int> job_{no_job};
+  std::uint64_t dispatched_at_ = 0;
+  std::size_t accounted_ = 0;  // of front_.answer_bytes_
 };
 
 }  // namespace api

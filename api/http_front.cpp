@@ -8,6 +8,7 @@
 #include <asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <system_error>
 
@@ -84,11 +85,7 @@ void http_front::start() {
 void http_front::accept(listener& l) {
   l.acceptor.async_accept([this, &l](const std::error_code& ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !l.acceptor.is_open()) return;
-    if (!ec) {
-      l.backoff = 0ms;
-      admit(std::move(socket));
-      return accept(l);
-    }
+    if (!ec) return accepted(l, std::move(socket));
     if (ec == asio::error::connection_aborted || ec == asio::error::connection_reset) return accept(l);  // it left
     // Short of descriptors or memory, or anything else: back off, and retry with the client waiting
     // in the backlog. Once per streak, what the quietest connection holds is freed for it.
@@ -106,38 +103,107 @@ void http_front::accept(listener& l) {
   });
 }
 
-void http_front::admit(tcp::socket socket) {
+// Admits this connection and whatever else the backlog holds (up to a batch, so that a flood of
+// new connections cannot keep a client queued behind it for a round of the event loop each), then
+// waits for more; or stops accepting on this listener while a connection must wait for room.
+void http_front::accepted(listener& l, tcp::socket socket) {
+  constexpr int batch = 64;
+  l.backoff = 0ms;
+  std::error_code ec;
+  // Non-blocking only for these synchronous accepts: asio completes an async_accept on a
+  // non-blocking acceptor with would_block instead of waiting.
+  l.acceptor.non_blocking(true, ec);
+  for (int taken = 1;; ++taken) {
+    if (!admit(socket)) {
+      l.waiting.emplace(std::move(socket));
+      break;
+    }
+    if (taken == batch) break;
+    socket = tcp::socket(io_);
+    l.acceptor.accept(socket, ec);  // EAGAIN once the backlog is empty
+    if (ec) break;
+  }
+  l.acceptor.non_blocking(false, ec);
+  if (!l.waiting) accept(l);
+}
+
+bool http_front::admit(tcp::socket& socket) {
   std::error_code ec;
   const auto remote = socket.remote_endpoint(ec);
   const auto local = ec ? tcp::endpoint() : socket.local_endpoint(ec);
   if (!ec) socket.non_blocking(true, ec);
   if (!ec) socket.set_option(tcp::no_delay(true), ec);
-  if (ec) return;  // gone already
+  if (ec) return true;  // gone already
   const auto source = source_of(remote);
   const auto from_source = per_source_.find(source);
-  const bool source_full = from_source != per_source_.end() && from_source->second >= limits_.max_connections_per_source;
-  if ((source_full && !evict(&source)) || (open_.size() >= limits_.max_connections && !evict(nullptr))) {
-    ++figures_->turned_away;
-    spdlog::debug("api: turned away a connection from {}: at a cap, and every connection busy", remote.address().to_string());
-    return;
+  if (from_source != per_source_.end() && from_source->second >= limits_.max_connections_per_source &&
+      !evict(&source)) {
+    ++figures_->turned_away;  // its own source's connections are all being answered
+    spdlog::debug("api: turned away a connection from {}: at the per-source cap", remote.address().to_string());
+    socket.close(ec);
+    return true;
   }
+  if (open_.size() >= limits_.max_connections && !evict(nullptr)) return false;
   ++per_source_[source];
   ++figures_->accepted;
   ++figures_->open;
   auto c = std::make_shared<connection>(*this, std::move(socket), remote, local, source);
   open_.emplace(c.get(), c);
   c->start();
+  return true;
+}
+
+void http_front::room_may_be() {
+  const bool waiting = std::any_of(listeners_.begin(), listeners_.end(), [](const auto& l) { return l->waiting.has_value(); });
+  if (waiting && !stopping_) asio::post(io_, [this] { admit_waiting(); });  // not from inside the caller
+}
+
+void http_front::admit_waiting() {
+  for (auto& l : listeners_) {
+    if (!l->waiting || stopping_) continue;
+    auto socket = std::move(*l->waiting);
+    l->waiting.reset();
+    accepted(*l, std::move(socket));
+  }
 }
 
 bool http_front::evict(const asio::ip::address* source) {
+  const auto from = [&](const connection* c) { return !source || c->source() == *source; };
   for (auto* c : quiet_) {
-    if (source && c->source() != *source) continue;
+    // One writing its answer is left to finish: the send deadline and max_answer_bytes bound it.
+    if (!from(c) || c->writing()) continue;
     ++figures_->evicted;
     spdlog::debug("api: closing the quietest connection, from {}, to make room", c->source().to_string());
     c->close();  // erases it from quiet_: this loop goes no further
     return true;
   }
+  // Then the request that has waited longest for a handler thread: a flood of requests displaces
+  // its own, never one that a handler is running.
+  std::vector<connection*> waiting;
+  for (auto& [c, _] : open_) {
+    if (c->handling() && from(c)) waiting.push_back(c);
+  }
+  std::sort(waiting.begin(), waiting.end(),
+            [](const connection* a, const connection* b) { return a->dispatched_at() < b->dispatched_at(); });
+  for (auto* c : waiting) {
+    if (!c->withdraw()) continue;  // a handler has it already
+    ++figures_->evicted;
+    spdlog::debug("api: dropping the longest-waiting request, from {}, to make room", c->source().to_string());
+    c->close();
+    return true;
+  }
   return false;
+}
+
+void http_front::shed_answers(const connection* keep) {
+  for (auto it = quiet_.begin(); answer_bytes_ > limits_.max_answer_bytes && it != quiet_.end();) {
+    auto* c = *it++;  // close() erases c from quiet_
+    if (c == keep || !c->writing()) continue;
+    ++figures_->evicted;
+    spdlog::debug("api: closing a connection from {} that does not read its answer: answers over {} bytes",
+                  c->source().to_string(), limits_.max_answer_bytes);
+    c->close();
+  }
 }
 
 void http_front::forget(connection& c) {
@@ -145,6 +211,7 @@ void http_front::forget(connection& c) {
   if (auto it = per_source_.find(c.source()); it != per_source_.end() && --it->second == 0) per_source_.erase(it);
   --figures_->open;
   open_.erase(&c);
+  room_may_be();
   if (drained_ && open_.empty()) {
     last_answers_.cancel();
     std::exchange(drained_, nullptr)->set_value();
@@ -158,14 +225,15 @@ void http_front::stop() {
     close_listeners();
     return;
   }
-  const auto close_all = [this](bool keep_handled) {
+  const auto close_all = [this](bool keep_running) {
     std::vector<std::shared_ptr<connection>> closing;
     for (auto& [_, c] : open_) {
-      if (!keep_handled || !c->handling()) closing.push_back(c);
+      if (!keep_running || !c->handling() || c->withdraw()) closing.push_back(c);
     }
     for (auto& c : closing) c->close();
   };
-  // 1. No more connections, and none that waits for a request; a request being handled goes on.
+  // 1. No more connections, and none that waits for a request or for a handler thread; a request a
+  // handler is running goes on.
   std::promise<void> quiet;
   asio::post(io_, [&] {
     stopping_ = true;
@@ -173,6 +241,7 @@ void http_front::stop() {
       std::error_code ignored;
       l->acceptor.close(ignored);
       l->retry.cancel();
+      l->waiting.reset();
     }
     close_all(true);
     quiet.set_value();

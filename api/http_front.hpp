@@ -44,10 +44,15 @@ struct front_limits {
   // After an error answer that ends the connection, the rest of what the client sends is read and
   // dropped for this long, or up to max_linger_bytes, so that it reads the answer instead of a reset.
   std::chrono::milliseconds linger_timeout{2'000};
-  std::size_t max_linger_bytes = 8 * 1024 * 1024;
+  std::size_t max_linger_bytes = 1024 * 1024;
+  // Answers held for clients that have not read them yet, in all: past it, the quietest connection
+  // with an answer still to write is closed (an answer is as large as the list of forwards).
+  std::size_t max_answer_bytes = 64 * 1024 * 1024;
   // Open connections, in all and from one source address. At a cap, the connection that has been
-  // quiet longest (idle, or sending its request, or not reading its answer) is closed to make room;
-  // a connection whose request is being handled is never closed for this. IPv6 sources count by
+  // quiet longest (idle, or sending its request) is closed to make room, or else the one whose
+  // request has waited longest for a handler thread; one whose request a handler is running, or
+  // whose answer is being written, is never closed for this. When none can go, a new connection waits in the
+  // listen backlog (at the total cap) or is closed (at its source's cap). IPv6 sources count by
   // their /64, which one client usually holds whole.
   std::size_t max_connections = 1024;
   std::size_t max_connections_per_source = 128;
@@ -117,10 +122,19 @@ class http_front {
     asio::ip::tcp::acceptor acceptor;
     asio::steady_timer retry;
     std::chrono::milliseconds backoff{0};
+    std::optional<asio::ip::tcp::socket> waiting;  // accepted at the total cap: admitted when one goes
   };
 
   void accept(listener& l);
-  void admit(asio::ip::tcp::socket socket);
+  void accepted(listener& l, asio::ip::tcp::socket socket);
+  // False when the socket must wait (the total cap, and no connection could make room).
+  bool admit(asio::ip::tcp::socket& socket);
+  void admit_waiting();
+  // A connection went, or may now be closed to make room: a connection waiting for room tries again.
+  void room_may_be();
+  // Closes the quietest connections that hold an answer to write, but `keep`, until the answers
+  // held fit max_answer_bytes again.
+  void shed_answers(const connection* keep);
   // Closes the quietest connection (from `source` only, when given); false when none may go.
   bool evict(const asio::ip::address* source);
   void forget(connection& c);
@@ -144,6 +158,8 @@ class http_front {
   asio::steady_timer last_answers_{io_};
   std::string scratch_;  // what one read takes in, before it is kept: no idle connection holds a buffer
   std::unordered_map<connection*, std::shared_ptr<connection>> open_;
+  std::uint64_t dispatched_ = 0;    // requests handed to the pool, for the order of their waiting
+  std::size_t answer_bytes_ = 0;    // held in connections' answers, not yet written
   std::list<connection*> quiet_;  // every connection not being handled, quietest first
   std::unordered_map<asio::ip::address, std::size_t> per_source_;
 

@@ -238,7 +238,9 @@ int server::check_body(std::string_view head) const {
   // Every route that takes a body needs the token, so without it no body is read: a client without
   // the token can make the API hold one request head, never a body.
   if (options_.token.empty()) return 0;
-  return bearer_matches(field_value(head, "Authorization").value_or(""), options_.token) ? 0 : 401;
+  // httplib percent-decodes header values before the guard compares them: so must this check.
+  const auto authorization = std::string(field_value(head, "Authorization").value_or(""));
+  return bearer_matches(httplib::detail::decode_url(authorization, false), options_.token) ? 0 : 401;
 }
 
 http_answer server::handle(const http_exchange& ex) {

@@ -6,7 +6,9 @@
 
 #include <asio/ip/address.hpp>
 
+#include <condition_variable>
 #include <future>
+#include <mutex>
 
 using namespace test;
 
@@ -37,7 +39,10 @@ struct front_fixture {
 
   // Waits until the front holds `n` connections, so that what follows finds them all admitted.
   void wait_open(std::size_t n) const {
-    REQUIRE(eventually([&] { return front.counts().open == n; }));
+    const bool reached = eventually([&] { return front.counts().open == n; });
+    INFO("open " << front.counts().open << ", accepted " << front.counts().accepted << ", evicted "
+                 << front.counts().evicted << ", turned away " << front.counts().turned_away);
+    REQUIRE(reached);
   }
 };
 
@@ -272,4 +277,113 @@ TEST_CASE("front: a handler that throws is a 500 that ends the connection") {
   REQUIRE(send_all(c.get(), "GET /throw HTTP/1.1\r\n\r\n"));
   CHECK(recv_http_answer(c.get()).rfind("HTTP/1.1 500 ", 0) == 0);
   CHECK(closed_by_peer(c.get()));
+}
+
+namespace {
+
+// Handlers that block on "GET /slow" until release(); every other request is answered at once.
+struct gate {
+  std::mutex m;
+  std::condition_variable cv;
+  bool open = false;
+  std::atomic<int> entered{0};
+
+  api::http_answer handle(const api::http_exchange& ex) {
+    if (ex.request.rfind("GET /slow ", 0) == 0) {
+      ++entered;
+      std::unique_lock lock(m);
+      cv.wait(lock, [&] { return open; });
+    }
+    return echo(ex);
+  }
+  void release() {
+    {
+      std::lock_guard lock(m);
+      open = true;
+    }
+    cv.notify_all();
+  }
+};
+
+const std::string slow_request = "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
+
+// `n` connections from 127.0.0.2 on, each with a slow request; `run` is how many of them the
+// handlers must have taken before the next one is sent.
+std::vector<fd> slow_clients(std::uint16_t port, gate& g, int n, int run) {
+  std::vector<fd> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(connect_from(port, "127.0.0." + std::to_string(2 + i)));
+    REQUIRE(send_all(out.back().get(), slow_request));
+    if (i < run) REQUIRE(eventually([&] { return g.entered == i + 1; }));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("front: at the total cap with every request being run, a new connection waits instead of being closed") {
+  auto limits = patient();
+  limits.max_connections = 4;
+  limits.handler_threads = 4;
+  gate g;
+  front_fixture f(limits, [&](const api::http_exchange& ex) { return g.handle(ex); });
+  auto busy = slow_clients(f.port, g, 4, 4);  // all four being run: nothing may be closed to make room
+  auto op = connect_to(f.port);
+  REQUIRE(send_all(op.get(), get_request));
+  g.release();
+  CHECK(recv_http_answer(op.get()).rfind("HTTP/1.1 200 OK", 0) == 0);  // not a reset
+  for (auto& c : busy) CHECK(recv_http_answer(c.get()).rfind("HTTP/1.1 200 OK", 0) == 0);
+  CHECK(f.front.counts().turned_away == 0);
+}
+
+TEST_CASE("front: at the total cap a request still waiting for a thread makes room, never one being run") {
+  auto limits = patient();
+  limits.max_connections = 4;
+  limits.handler_threads = 1;
+  gate g;
+  front_fixture f(limits, [&](const api::http_exchange& ex) { return g.handle(ex); });
+  auto busy = slow_clients(f.port, g, 4, 1);  // the first is run, the rest wait
+  f.wait_open(4);
+  auto op = connect_to(f.port);
+  REQUIRE(send_all(op.get(), get_request));
+  CHECK(closed_by_peer(busy[1].get()));  // the longest waiting, not the one being run
+  g.release();
+  CHECK(recv_http_answer(busy[0].get()).rfind("HTTP/1.1 200 OK", 0) == 0);
+  CHECK(recv_http_answer(op.get()).rfind("HTTP/1.1 200 OK", 0) == 0);
+  CHECK(f.front.counts().evicted == 1);
+}
+
+TEST_CASE("front: stop() runs no request that was still waiting for a handler thread") {
+  auto limits = patient();
+  limits.handler_threads = 1;
+  gate g;
+  std::atomic<int> handled{0};
+  front_fixture f(limits, [&](const api::http_exchange& ex) {
+    ++handled;
+    return g.handle(ex);
+  });
+  std::vector<fd> clients;
+  for (int i = 0; i < 20; ++i) {
+    clients.push_back(connect_to(f.port));
+    REQUIRE(send_all(clients.back().get(), slow_request));
+  }
+  REQUIRE(eventually([&] { return g.entered == 1; }));
+  f.wait_open(20);
+  std::thread stopping([&] { f.front.stop(); });
+  for (std::size_t i = 1; i < clients.size(); ++i) CHECK(closed_by_peer(clients[i].get()));
+  g.release();
+  stopping.join();
+  CHECK(handled == 1);  // the one that was running; it got its answer
+  CHECK(recv_http_answer(clients[0].get()).rfind("HTTP/1.1 200 OK", 0) == 0);
+}
+
+TEST_CASE("front: answers held for clients that do not read them are bounded in all") {
+  auto limits = patient();
+  limits.max_answer_bytes = 20 * 1024 * 1024;
+  front_fixture f(limits, 16 * 1024 * 1024);  // each answer far more than the sockets' buffers hold
+  auto first = stalled_client(f.port, "/big");
+  REQUIRE(eventually([&] { return f.front.counts().open == 1; }));
+  auto second = stalled_client(f.port, "/big");  // 32 MiB held: the quieter one goes
+  REQUIRE(eventually([&] { return f.front.counts().evicted == 1; }));
+  CHECK(eventually([&] { return f.front.counts().open == 1; }));
 }
