@@ -19,10 +19,10 @@ reply not_found(std::int64_t id) {
 
 // The host ran out of something a listener needs: a 503, not the client's fault and not its field.
 std::optional<std::string> exhausted_resource(const std::error_code& code) {
+  if (!relay::is_resource_error(code)) return std::nullopt;
   if (code == std::errc::too_many_files_open) return "file descriptors of the portrelay process (RLIMIT_NOFILE)";
   if (code == std::errc::too_many_files_open_in_system) return "file descriptors of the system (fs.file-max)";
-  if (code == std::errc::no_buffer_space || code == std::errc::not_enough_memory) return "kernel memory";
-  return std::nullopt;
+  return "kernel memory";  // ENOBUFS, ENOMEM
 }
 
 // Why a stored forward cannot be served as it is: the checks a request must pass, applied to the row.

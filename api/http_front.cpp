@@ -3,6 +3,7 @@
 
 #include "api/front_connection.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/result.hpp"
 
 #include <asio/ip/v6_only.hpp>
 #include <asio/post.hpp>
@@ -22,11 +23,6 @@ namespace {
 // The accept loop's longest wait after a failure. The forwards' loops wait up to 5 s; this is how
 // long an operator may wait for the API once descriptors are free again, so it is shorter.
 constexpr std::chrono::milliseconds max_accept_backoff = 1s;
-
-bool out_of_resources(const std::error_code& ec) {
-  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
-         ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
-}
 
 }  // namespace
 
@@ -52,6 +48,8 @@ http_front::http_front(front_limits limits, handler h, error_response e, body_ch
 
 http_front::~http_front() { stop(); }
 
+// Not relay::open_and_bind: a forward on "::" is IPv6 only, but an API on "::" (which needs a token)
+// has always taken IPv4 too, and the API's acceptor also listens here.
 tcp::endpoint http_front::listen(const tcp::endpoint& at) {
   auto l = std::make_unique<listener>(io_);
   auto& a = l->acceptor;
@@ -94,7 +92,7 @@ void http_front::accept(listener& l) {
     l.backoff = first ? 100ms : std::min(max_accept_backoff, l.backoff * 2);
     if (first) {
       spdlog::warn("api: cannot accept a connection: {}; retrying", ec.message());
-      if (out_of_resources(ec)) evict(nullptr);
+      if (relay::is_resource_error(ec)) evict(nullptr);
     }
     l.retry.expires_after(l.backoff);
     l.retry.async_wait([this, &l](const std::error_code& wait_ec) {

@@ -8,6 +8,13 @@
 
 namespace relay {
 
+// The host is short of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): a condition that
+// lasts a while, and that no client's request caused.
+inline bool is_resource_error(const std::error_code& ec) {
+  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
+         ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
+}
+
 // An error with the OS code that caused it and a sentence for people ("bind 0.0.0.0:80: Permission denied").
 struct op_error {
   std::error_code code;

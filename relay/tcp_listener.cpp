@@ -16,12 +16,6 @@ namespace relay {
 
 namespace {
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
-
-bool is_resource_error(const std::error_code& ec) {
-  const int v = ec.value();
-  return ec.category() == asio::error::get_system_category() &&
-         (v == EMFILE || v == ENFILE || v == ENOBUFS || v == ENOMEM);
-}
 }  // namespace
 
 result<acceptor_ptr> bind_tcp(asio::io_context& io, const std::string& host, std::uint16_t port) {

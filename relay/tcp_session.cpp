@@ -6,6 +6,7 @@
 #include "relay/disconnect.hpp"
 #include "relay/error_wake.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/result.hpp"
 #include "relay/target_guard.hpp"
 
 #include <asio/post.hpp>
@@ -184,7 +185,7 @@ void tcp_session::try_connect(std::size_t index) {
   const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     const auto error = last_error();
-    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+    if (is_resource_error(error)) {
       // Out of descriptors or memory: worth an operator's attention, at most once a second per worker.
       thread_local clock::time_point last_warning{};
       if (clock::now() - last_warning >= std::chrono::seconds(1)) {

@@ -14,6 +14,21 @@ using namespace test;
 using nlohmann::json;
 
 
+namespace {
+// Waits for a daemon that must refuse to start: its exit status is 1 and its log one line.
+std::string refused_start(daemon_process& d) {
+  auto st = d.wait_exit();
+  REQUIRE(st);
+  const auto log = d.log();
+  INFO(log);
+  CHECK(WIFEXITED(*st));
+  CHECK(WEXITSTATUS(*st) == 1);
+  CHECK(std::count(log.begin(), log.end(), '\n') == 1);
+  CHECK(log.find("listening on") == std::string::npos);  // never reported ready
+  return log;
+}
+}  // namespace
+
 TEST_CASE("e2e: full CRUD with traffic, and lifecycle lines in the log") {
   target_server target(target_server::echo);
   temp_dir dir;
@@ -161,13 +176,7 @@ TEST_CASE("e2e: one daemon per database - a second one exits 1 naming the file a
   const auto before = files_in(dir);
 
   daemon_process second(args_for(dir));  // the same --db, another API port
-  auto st = second.wait_exit();
-  REQUIRE(st);
-  const auto log = second.log();
-  INFO(log);
-  CHECK(WIFEXITED(*st));
-  CHECK(WEXITSTATUS(*st) == 1);
-  CHECK(std::count(log.begin(), log.end(), '\n') == 1);
+  const auto log = refused_start(second);
   CHECK(log.find((dir.path / "e2e.db").string()) != std::string::npos);
   CHECK(log.find("pid " + std::to_string(first.proc.pid())) != std::string::npos);
   CHECK(files_in(dir) == before);  // no -wal, -shm or anything else of its own
@@ -408,21 +417,6 @@ TEST_CASE("e2e: UDP sessions expire and the daemon's descriptor count returns to
 }
 
 // ---- start-up database checks, input checks and the descriptor limit (issue 12, parts 5 and 6) ----
-
-namespace {
-// Waits for a daemon that must refuse to start: its exit status is 1 and its log one line.
-std::string refused_start(daemon_process& d) {
-  auto st = d.wait_exit();
-  REQUIRE(st);
-  const auto log = d.log();
-  INFO(log);
-  CHECK(WIFEXITED(*st));
-  CHECK(WEXITSTATUS(*st) == 1);
-  CHECK(std::count(log.begin(), log.end(), '\n') == 1);
-  CHECK(log.find("listening on") == std::string::npos);  // never reported ready
-  return log;
-}
-}  // namespace
 
 TEST_CASE("e2e: a read-only database is refused at start, in one line naming the file, exit 1") {
   temp_dir dir;
