@@ -140,9 +140,7 @@ framing request_scanner::parse_fields(std::string_view head) {
   }
   // Both would let a proxy in front of us and this server disagree on where the request ends.
   if (has_length && chunked) return refuse(400, "both Content-Length and Transfer-Encoding");
-  if (has_length && content_length_ > limits_.max_body) {
-    return refuse(413, "the request body is larger than " + std::to_string(limits_.max_body / 1024) + " KiB");
-  }
+  if (has_length && content_length_ > limits_.max_body) return body_too_large();
   body_ = chunked ? body_kind::chunked : content_length_ > 0 ? body_kind::length : body_kind::none;
   result_.has_body = body_ != body_kind::none;
   if (!result_.has_body) result_.expects_continue = false;
@@ -150,18 +148,19 @@ framing request_scanner::parse_fields(std::string_view head) {
   return result_;
 }
 
+framing request_scanner::body_too_large() {
+  return refuse(413, "the request body is larger than " + std::to_string(limits_.max_body / 1024) + " KiB");
+}
+
 framing request_scanner::scan_chunks(std::string_view buffered) {
-  const auto too_large = [&] {
-    return refuse(413, "the request body is larger than " + std::to_string(limits_.max_body / 1024) + " KiB");
-  };
   for (;;) {
     // Chunk sizes, extensions and trailers may add at most max_head bytes to the body.
-    if (chunk_pos_ - result_.head_size > limits_.max_body + limits_.max_head) return too_large();
+    if (chunk_pos_ - result_.head_size > limits_.max_body + limits_.max_head) return body_too_large();
     switch (chunk_) {
       case chunk_step::size_line: {
         const auto nl = buffered.find('\n', chunk_pos_);
         if (nl == std::string_view::npos) {
-          if (buffered.size() - result_.head_size > limits_.max_body + limits_.max_head) return too_large();
+          if (buffered.size() - result_.head_size > limits_.max_body + limits_.max_head) return body_too_large();
           if (buffered.size() - chunk_pos_ > max_chunk_line) return refuse(400, "a chunk size line is too long");
           return result_;
         }
@@ -184,7 +183,7 @@ framing request_scanner::scan_chunks(std::string_view buffered) {
           break;
         }
         decoded_ += size;
-        if (decoded_ > limits_.max_body) return too_large();
+        if (decoded_ > limits_.max_body) return body_too_large();
         chunk_left_ = size;
         chunk_ = chunk_step::data;
         break;

@@ -60,6 +60,7 @@ class request_scanner {
   enum class chunk_step { size_line, data, data_end, trailers };
 
   framing refuse(int status, std::string reason);
+  framing body_too_large();
   framing scan_head(std::string_view buffered);
   framing parse_fields(std::string_view head);
   framing scan_chunks(std::string_view buffered);

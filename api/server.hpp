@@ -48,7 +48,6 @@ class server {
 
   std::uint16_t port() const { return options_.port; }
   std::string url() const;
-  http_front::figures connections() const { return front_.counts(); }
 
  private:
   // httplib parses, routes and answers each request the front hands over, complete, from memory.
