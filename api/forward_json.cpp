@@ -220,6 +220,7 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
     stats["datagrams_down"] = st.datagrams_down;
     stats["datagrams_dropped"] = st.datagrams_dropped;
     stats["sessions_evicted"] = st.sessions_evicted;
+    stats["target_unreachable"] = st.target_unreachable;
   }
   return json{
       {"id", s.id},

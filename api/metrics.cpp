@@ -252,6 +252,9 @@ relay::result<std::string> render_metrics(const relay::engine& engine, const htt
   per_forward(e, forwards, protocol::udp, "portrelay_forward_dropped_datagrams_total", "counter",
               "Datagrams a UDP forward could not relay (no session possible, send failed, or queue full).",
               [&](const std::string& l, const engine::view& f) { e.add(l, f.status.stats.datagrams_dropped); });
+  per_forward(e, forwards, protocol::udp, "portrelay_forward_target_unreachable_total", "counter",
+              "ICMP errors (port, host or network unreachable, prohibited) reported on a UDP forward's sessions.",
+              [&](const std::string& l, const engine::view& f) { e.add(l, f.status.stats.target_unreachable); });
   per_forward(e, forwards, std::nullopt, "portrelay_forward_connect_errors_total", "counter",
               "Failures to reach the target: refused, timed out, or not resolved.",
               [&](const std::string& l, const engine::view& f) { e.add(l, f.status.stats.connect_errors); });

@@ -17,6 +17,8 @@ struct stats_snapshot {
   std::uint64_t datagrams_dropped = 0;
   std::uint64_t sessions_evicted = 0;
   std::uint64_t loops_refused = 0;  // connections or sessions whose target leads back into the daemon
+  // UDP: ICMP errors (port, host or network unreachable, prohibited) reported on a session's socket.
+  std::uint64_t target_unreachable = 0;
 };
 
 struct forward_stats {
@@ -30,12 +32,23 @@ struct forward_stats {
   std::atomic<std::uint64_t> datagrams_dropped{0};
   std::atomic<std::uint64_t> sessions_evicted{0};
   std::atomic<std::uint64_t> loops_refused{0};
+  std::atomic<std::uint64_t> target_unreachable{0};
 
   stats_snapshot read() const {
     constexpr auto r = std::memory_order_relaxed;
-    return {connections_active.load(r), connections_total.load(r), bytes_up.load(r), bytes_down.load(r),
-            connect_errors.load(r),     datagrams_up.load(r),      datagrams_down.load(r),
-            datagrams_dropped.load(r),  sessions_evicted.load(r),  loops_refused.load(r)};
+    stats_snapshot s;
+    s.connections_active = connections_active.load(r);
+    s.connections_total = connections_total.load(r);
+    s.bytes_up = bytes_up.load(r);
+    s.bytes_down = bytes_down.load(r);
+    s.connect_errors = connect_errors.load(r);
+    s.datagrams_up = datagrams_up.load(r);
+    s.datagrams_down = datagrams_down.load(r);
+    s.datagrams_dropped = datagrams_dropped.load(r);
+    s.sessions_evicted = sessions_evicted.load(r);
+    s.loops_refused = loops_refused.load(r);
+    s.target_unreachable = target_unreachable.load(r);
+    return s;
   }
 };
 

@@ -107,12 +107,31 @@ int gso_run(const batch_space& b, int first, int count) {
   return k;
 }
 
+// The errors an ICMP message leaves on a connected UDP socket saying the destination does not take
+// datagrams: port, host or network unreachable, protocol unreachable, administratively prohibited
+// (Linux's icmp_err_convert and icmpv6_err_convert). Not EMSGSIZE: that one is about the datagram.
+bool is_unreachable(int error) {
+  switch (error) {
+    case ECONNREFUSED:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EHOSTDOWN:
+    case ENONET:
+    case ENOPROTOOPT:
+    case EACCES:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // sendmmsg of queued datagrams [first, first + count) on `fd`, counting each one as sent
-// (`datagrams`, `bytes`) or `dropped`. A datagram the kernel refuses (an ICMP error queued on the
-// socket) is dropped and the rest still go. Returns false when the socket is full: the caller
-// drops the rest, never queues them.
+// (`datagrams`, `bytes`) or `dropped`. A datagram the kernel refuses is dropped; after an ICMP
+// error that was queued on the socket (then in `unreachable`) the rest are dropped too, since the
+// caller moves the session elsewhere; after any other error the rest still go. Returns false when
+// the rest were dropped (the socket is full, or the destination is unreachable): never queued.
 bool send_each(int fd, batch_space& b, int first, int count, std::atomic<std::uint64_t>& datagrams,
-               std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped) {
+               std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped, int& unreachable) {
   int done = 0;
   while (done < count) {
     const int n = ::sendmmsg(fd, b.out.data() + first + done, static_cast<unsigned>(count - done), MSG_DONTWAIT);
@@ -122,7 +141,8 @@ bool send_each(int fd, batch_space& b, int first, int count, std::atomic<std::ui
       done += n;
       continue;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || is_unreachable(errno)) {
+      if (is_unreachable(errno)) unreachable = errno;
       bump(dropped, static_cast<std::uint64_t>(count - done));
       return false;
     }
@@ -135,11 +155,13 @@ bool send_each(int fd, batch_space& b, int first, int count, std::atomic<std::ui
 // Sends the `count` queued datagrams on `fd` (-1: nowhere to send; all are dropped). Runs that can
 // go as one GSO send do, while `gso` holds; a socket whose path refuses GSO (a segment above the
 // MTU, no checksum offload) clears it and uses sendmmsg from then on. Counting as in send_each.
-void send_batch(int fd, batch_space& b, int count, bool& gso, std::atomic<std::uint64_t>& datagrams,
-                std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped) {
+// Returns the ICMP error (is_unreachable) that was waiting on the socket, or 0.
+int send_batch(int fd, batch_space& b, int count, bool& gso, std::atomic<std::uint64_t>& datagrams,
+               std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped) {
+  int unreachable = 0;
   if (fd < 0) {
     bump(dropped, static_cast<std::uint64_t>(count));
-    return;
+    return unreachable;
   }
   int singles = 0;  // queued datagrams from here on that go by sendmmsg
   int i = 0;
@@ -149,9 +171,9 @@ void send_batch(int fd, batch_space& b, int count, bool& gso, std::atomic<std::u
       ++i;
       continue;
     }
-    if (i > singles && !send_each(fd, b, singles, i - singles, datagrams, bytes, dropped)) {
+    if (i > singles && !send_each(fd, b, singles, i - singles, datagrams, bytes, dropped, unreachable)) {
       bump(dropped, static_cast<std::uint64_t>(count - i));
-      return;
+      return unreachable;
     }
     const auto size = static_cast<std::uint16_t>(b.out_iov[i].iov_len);
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof size)] = {};
@@ -173,16 +195,18 @@ void send_batch(int fd, batch_space& b, int count, bool& gso, std::atomic<std::u
       singles = i;
       continue;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || is_unreachable(errno)) {
+      if (is_unreachable(errno)) unreachable = errno;
       bump(dropped, static_cast<std::uint64_t>(count - i));
-      return;
+      return unreachable;
     }
     if (errno == EINVAL || errno == EIO || errno == EOPNOTSUPP || errno == ENOPROTOOPT || errno == EMSGSIZE) {
       gso = false;  // this path cannot segment: datagram by datagram from now on
     }
     i += k;  // the run goes by sendmmsg (which meets a queued ICMP error datagram by datagram)
   }
-  if (count > singles) send_each(fd, b, singles, count - singles, datagrams, bytes, dropped);
+  if (count > singles) send_each(fd, b, singles, count - singles, datagrams, bytes, dropped, unreachable);
+  return unreachable;
 }
 
 }  // namespace
@@ -198,6 +222,8 @@ struct udp_forward::session {
   bool ready = false;                // upstream connected
   bool gso = true;                   // runs of datagrams to the target may go as one GSO send
   std::vector<std::string> pending;  // what arrived while the target's name resolved
+  std::vector<asio::ip::udp::endpoint> targets;  // the target's addresses, in the resolver's order
+  std::size_t at = 0;                            // the one `upstream` is connected to
 };
 
 std::size_t endpoint_hash::operator()(const asio::ip::udp::endpoint& e) const noexcept {
@@ -308,9 +334,10 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
       int queued = 0;
       auto flush = [&] {
         if (!batch_for || queued == 0) return;
-        send_batch(batch_for->upstream.native_handle(), b, queued, batch_for->gso, stats_->datagrams_up,
-                   stats_->bytes_up, stats_->datagrams_dropped);
+        const int unreachable = send_batch(batch_for->upstream.native_handle(), b, queued, batch_for->gso,
+                                           stats_->datagrams_up, stats_->bytes_up, stats_->datagrams_dropped);
         queued = 0;
+        if (unreachable) target_failed(*batch_for);
       };
       for (int i = 0; i < n; ++i) {
         asio::ip::udp::endpoint from;
@@ -374,8 +401,9 @@ asio::awaitable<void> udp_forward::start_session(session_ptr s) {
   const std::uint16_t port = target_port_;
   std::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
-  asio::ip::udp::endpoint target(address, port);
-  if (ec) {
+  if (!ec) {
+    s->targets.emplace_back(address, port);
+  } else {
     auto [rec, results] = co_await s->resolver.async_resolve(host, std::to_string(port),
                                                              asio::ip::udp::resolver::numeric_service, use_tuple);
     if (!s->open) co_return;
@@ -385,25 +413,65 @@ asio::awaitable<void> udp_forward::start_session(session_ptr s) {
       close_session(*s, false);
       co_return;
     }
-    target = results.begin()->endpoint();
+    for (const auto& entry : results) s->targets.push_back(entry.endpoint());
   }
-  if (leads_back(id_, protocol::udp, target.address(), target.port(), *stats_)) {
-    close_session(*s, false);  // its datagrams are dropped and counted
-    co_return;
-  }
-  const bool connected = connect_upstream(*s, target);
-  if (!connected) {
-    bump(stats_->connect_errors);
-    close_session(*s, false);
-    co_return;
-  }
+  if (!connect_to(*s, choose_address(s->targets, 0))) co_return;
   for (const auto& d : s->pending) send_upstream(*s, d.data(), d.size());
   s->pending.clear();
   co_await receive_from_target(s);
 }
 
+bool udp_forward::connect_to(session& s, std::size_t index) {
+  const auto target = s.targets[index];
+  if (leads_back(id_, protocol::udp, target.address(), target.port(), *stats_)) {
+    close_session(s, false);  // its datagrams are dropped and counted
+    return false;
+  }
+  s.at = index;
+  if (!connect_upstream(s, target)) {
+    bump(stats_->connect_errors);
+    close_session(s, false);
+    return false;
+  }
+  return true;
+}
+
+std::size_t udp_forward::choose_address(const std::vector<asio::ip::udp::endpoint>& targets, std::size_t from) {
+  if (failed_.empty()) return from;
+  const auto now = clock::now();
+  for (std::size_t k = 0; k < targets.size(); ++k) {
+    const auto i = (from + k) % targets.size();
+    const auto it = failed_.find(targets[i]);
+    if (it == failed_.end()) return i;
+    if (now - it->second >= udp_fail_timeout) {
+      failed_.erase(it);
+      return i;
+    }
+  }
+  return from;  // every address failed lately: the next in turn
+}
+
+void udp_forward::target_failed(session& s) {
+  bump(stats_->target_unreachable);
+  const auto now = clock::now();
+  const auto& dead = s.targets[s.at];
+  if (failed_.size() >= udp_max_failed_addresses) {
+    std::erase_if(failed_, [&](const auto& f) { return now - f.second >= udp_fail_timeout; });
+  }
+  if (failed_.size() < udp_max_failed_addresses) failed_[dead] = now;
+  if (s.targets.size() < 2) return;  // nowhere else to go: the session stays, its datagrams counted
+  const auto next = choose_address(s.targets, (s.at + 1) % s.targets.size());
+  spdlog::debug("forward {}: {} unreachable, session of {} moves to {}", id_,
+                format_endpoint(dead.address().to_string(), dead.port()),
+                format_endpoint(s.client.address().to_string(), s.client.port()),
+                format_endpoint(s.targets[next].address().to_string(), s.targets[next].port()));
+  connect_to(s, next);
+}
+
 bool udp_forward::connect_upstream(session& s, const asio::ip::udp::endpoint& target) {
   std::error_code ec;
+  if (s.upstream.is_open()) s.upstream.close(ec);  // a move: the old address's errors go with it
+  s.gso = true;
   s.upstream.open(target.protocol(), ec);
   if (!ec) size_buffers(s.upstream.native_handle(), session_buffer);
   if (!ec) s.upstream.non_blocking(true, ec);
@@ -433,14 +501,16 @@ void udp_forward::send_upstream(session& s, const char* data, std::size_t n) {
 asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
   while (s->open) {
     auto [ec] = co_await s->upstream.async_wait(asio::ip::udp::socket::wait_read, use_tuple);
-    if (!s->open || ec == asio::error::operation_aborted) break;
+    if (!s->open) break;
+    if (ec == asio::error::operation_aborted) continue;  // the session moved to a new socket
     auto& b = scratch();
     for (int round = 0; round < rounds && s->open; ++round) {
       b.arm(false);
       const int n = ::recvmmsg(s->upstream.native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        continue;  // ICMP port unreachable and the like: this session's alone, and consumed
+        if (is_unreachable(errno)) target_failed(*s);  // this session's alone; it may move or close
+        continue;
       }
       touch(*s);
       for (int i = 0; i < n; ++i) b.queue(i, i, &s->client);  // replies leave through the listening socket

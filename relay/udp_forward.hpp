@@ -21,6 +21,12 @@ namespace relay {
 // a port silently. Call on the worker that will own the socket.
 result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port);
 
+// How long an address of a UDP target that answered with an ICMP error is passed over by new
+// sessions, while its name has other addresses (nginx's `fail_timeout`, with its default).
+inline constexpr std::chrono::seconds udp_fail_timeout{10};
+// At most this many failed addresses are remembered per forward; past it, new failures are not.
+inline constexpr std::size_t udp_max_failed_addresses = 1024;
+
 struct endpoint_hash {
   std::size_t operator()(const asio::ip::udp::endpoint& e) const noexcept;
 };
@@ -64,7 +70,17 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // Keeps a datagram for a session whose target is still resolving (a few at most; then dropped).
   void hold(session& s, const char* data, std::size_t n);
   session* open_session(const asio::ip::udp::endpoint& client);
+  // Connects the session to address `index` of its target (a new socket, so ICMP errors meant for
+  // the old address are gone with it). False when it is closed instead: the address leads back into
+  // the daemon, or no socket could be opened (each counted).
+  bool connect_to(session& s, std::size_t index);
   bool connect_upstream(session& s, const asio::ip::udp::endpoint& target);
+  // An ICMP error on the session's socket: counted in target_unreachable, the address remembered as
+  // failed for udp_fail_timeout, and the session moved to the next address of its target, if any.
+  void target_failed(session& s);
+  // The address a session should use among `targets`, trying from `from` on (wrapping around): the
+  // first that has not failed within udp_fail_timeout, else `from` itself.
+  std::size_t choose_address(const std::vector<asio::ip::udp::endpoint>& targets, std::size_t from);
   void send_upstream(session& s, const char* data, std::size_t n);
   void close_session(session& s, bool evicted);
   void close_all_sessions();
@@ -85,6 +101,8 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   bool reply_gso_ = true;  // replies through socket_ may go as GSO sends (see send_batch)
   std::unordered_map<asio::ip::udp::endpoint, session_ptr, endpoint_hash> sessions_;
   std::list<session*> lru_;
+  // Target addresses that answered with an ICMP error, and when (see udp_fail_timeout).
+  std::unordered_map<asio::ip::udp::endpoint, clock::time_point, endpoint_hash> failed_;
   asio::steady_timer sweep_timer_;
   bool sweeping_ = false;
   bool stopped_ = false;

@@ -1,5 +1,6 @@
 // Engine tests over real loopback sockets: relaying, half-close, lifecycle, PATCH, scale.
 #include "engine_helpers.hpp"
+#include "hosts.hpp"
 #include "relay/engine.hpp"
 #include "relay/error_wake.hpp"
 #include "relay/tcp_session.hpp"
@@ -744,10 +745,30 @@ TEST_CASE("a cycle through another forward is refused where a host-name target c
   CHECK(engine.status(2).stats.connections_total == 1);
 }
 
+TEST_CASE("udp: a session that moves to a name's next address is refused there when it leads back") {
+  REQUIRE(test_hosts::installed);
+  relay::engine engine(fast_options());
+  auto s = spec_for(1, 9);
+  s.protocol = relay::protocol::udp;
+  s.listen_host = "0.0.0.0";
+  s = start(engine, s);
+  // [::1]:P first, where nothing listens (the forward is IPv4 only), then 127.0.0.1:P, itself.
+  s = retarget(engine, s, test_hosts::dual, s.listen_port);
+  auto c = udp_client(s.listen_port);
+  send_all(c.get(), std::string("round and round"));
+  CHECK(eventually([&] { return engine.status(1).stats.loops_refused == 1; }));
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
+  const auto st = engine.status(1).stats;
+  CHECK(st.target_unreachable == 1);
+  CHECK(st.connections_total == 1);
+  CHECK(st.datagrams_up == 1);
+}
+
 TEST_CASE("udp: a target that is the forward's own listener drops the datagram and counts the session") {
   relay::engine engine(fast_options());
-  const auto target_host = GENERATE(as<std::string>{}, "localhost", "127.0.0.1");
+  const auto target_host = GENERATE(as<std::string>{}, test_hosts::v4_only, "127.0.0.1");
   INFO(target_host);
+  REQUIRE(test_hosts::installed);
   auto s = spec_for(1, 9);
   s.protocol = relay::protocol::udp;
   s.listen_host = "0.0.0.0";

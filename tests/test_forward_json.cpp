@@ -110,7 +110,16 @@ TEST_CASE("UDP settings: defaults, limits, and null for TCP forwards") {
   CHECK(s.udp_max_sessions == 1000000);
 
   store::stored_forward f{s, "t", "t"};
-  relay::forward_status st{"active", "", {1, 2, 3, 4, 0, 5, 6, 7, 8}};
+  relay::forward_status st{"active", "", {}};
+  st.stats.connections_active = 1;
+  st.stats.connections_total = 2;
+  st.stats.bytes_up = 3;
+  st.stats.bytes_down = 4;
+  st.stats.datagrams_up = 5;
+  st.stats.datagrams_down = 6;
+  st.stats.datagrams_dropped = 7;
+  st.stats.sessions_evicted = 8;
+  st.stats.target_unreachable = 9;
   auto j = api::to_json(f, st);
   CHECK(j["udp_idle_timeout_s"] == 86400);
   CHECK(j["udp_max_sessions"] == 1000000);
@@ -118,11 +127,13 @@ TEST_CASE("UDP settings: defaults, limits, and null for TCP forwards") {
   CHECK(j["stats"]["datagrams_down"] == 6);
   CHECK(j["stats"]["datagrams_dropped"] == 7);
   CHECK(j["stats"]["sessions_evicted"] == 8);
+  CHECK(j["stats"]["target_unreachable"] == 9);
   f.spec.protocol = relay::protocol::tcp;
   j = api::to_json(f, st);
   CHECK(j["udp_idle_timeout_s"].is_null());
   CHECK(j["udp_max_sessions"].is_null());
   CHECK_FALSE(j["stats"].contains("datagrams_up"));
+  CHECK_FALSE(j["stats"].contains("target_unreachable"));
 }
 
 TEST_CASE("missing required fields and non-object bodies") {

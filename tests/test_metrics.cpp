@@ -65,7 +65,7 @@ TEST_CASE("metrics: the Prometheus parser accepts the scrape, and the numbers mo
                            "portrelay_forward_connections_total", "portrelay_forward_sessions_active",
                            "portrelay_forward_bytes_total", "portrelay_forward_datagrams_total",
                            "portrelay_forward_dropped_datagrams_total", "portrelay_forward_connect_errors_total",
-                           "process_open_fds", "process_resident_memory_bytes"}) {
+                           "portrelay_forward_target_unreachable_total", "process_open_fds", "process_resident_memory_bytes"}) {
     CHECK(families.count(name) == 1);
   }
 
@@ -111,6 +111,7 @@ TEST_CASE("metrics: the Prometheus parser accepts the scrape, and the numbers mo
            m.at("portrelay_forward_bytes_total" + with(u, R"(direction="up")")) == 12 &&
            m.at("portrelay_forward_sessions_active" + u) == 1 &&
            m.at("portrelay_forward_sessions_total" + u) == 1 &&
+           m.at("portrelay_forward_target_unreachable_total" + u) == 0 &&
            m.at(R"(portrelay_forward_connect_errors_total{id="4",name="",protocol="tcp"})") == 1;
   });
   INFO(after);
@@ -119,6 +120,7 @@ TEST_CASE("metrics: the Prometheus parser accepts the scrape, and the numbers mo
   // Per-protocol families: no session counters for TCP, no connection counters for UDP.
   CHECK(after.find(R"(portrelay_forward_sessions_active{id="1")") == std::string::npos);
   CHECK(after.find(R"(portrelay_forward_connections_active{id="2")") == std::string::npos);
+  CHECK(after.find(R"(portrelay_forward_target_unreachable_total{id="1")") == std::string::npos);
 }
 
 TEST_CASE("metrics: the format checker itself refuses what promtool refuses") {
