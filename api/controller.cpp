@@ -147,7 +147,7 @@ reply controller::patch(std::int64_t id, const json& body) {
     const auto& was = current->spec;
     const bool same_address = next.protocol == was.protocol && next.listen_host == was.listen_host &&
                               next.listen_port == was.listen_port;
-    if (!same_address || engine_.status(id).state != "error") return error_reply(*bind_error);
+    if (!same_address || engine_.status(id).state != relay::forward_state::error) return error_reply(*bind_error);
   }
   if (auto e = refuse_target(next)) {
     engine_.abandon(next, std::move(p));

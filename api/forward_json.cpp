@@ -233,7 +233,7 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
       {"enabled", s.enabled},
       {"udp_idle_timeout_s", udp ? json(s.udp_idle_timeout_s) : json(nullptr)},
       {"udp_max_sessions", udp ? json(s.udp_max_sessions) : json(nullptr)},
-      {"state", status.state},
+      {"state", relay::to_string(status.state)},
       {"error", status.error.empty() ? json(nullptr) : json(status.error)},
       {"created_at", f.created_at},
       {"updated_at", f.updated_at},

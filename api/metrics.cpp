@@ -182,7 +182,8 @@ relay::result<std::string> render_metrics(const relay::engine& engine, const htt
   if (!figures) return figures.error();
   const auto& p = figures.value();
   const auto forwards = engine.snapshot();
-  std::map<std::string, std::uint64_t> by_state{{"active", 0}, {"disabled", 0}, {"error", 0}};
+  std::map<relay::forward_state, std::uint64_t> by_state;
+  for (const auto state : relay::all_forward_states) by_state[state] = 0;
   for (const auto& f : forwards) ++by_state[f.status.state];
   exposition e;
 
@@ -191,7 +192,7 @@ relay::result<std::string> render_metrics(const relay::engine& engine, const htt
   e.family("portrelay_workers", "gauge", "Data-plane worker threads.");
   e.add("", std::uint64_t{engine.workers()});
   e.family("portrelay_forwards", "gauge", "Forwards by state: active, disabled or error.");
-  for (const auto& [state, count] : by_state) e.add("state=\"" + state + '"', count);
+  for (const auto& [state, count] : by_state) e.add("state=\"" + std::string(to_string(state)) + '"', count);
 
   e.family("portrelay_api_connections", "gauge", "Open connections to the API.");
   e.add("", std::uint64_t{api.open});
@@ -218,8 +219,8 @@ relay::result<std::string> render_metrics(const relay::engine& engine, const htt
   per_forward(e, forwards, std::nullopt, "portrelay_forward_state", "gauge",
               "1 for the state the forward is in (active, disabled or error), 0 for the others.",
               [&](const std::string& l, const engine::view& f) {
-                for (const char* state : {"active", "disabled", "error"}) {
-                  e.add(l + ",state=\"" + state + '"', std::uint64_t{f.status.state == state});
+                for (const auto state : relay::all_forward_states) {
+                  e.add(l + ",state=\"" + std::string(to_string(state)) + '"', std::uint64_t{f.status.state == state});
                 }
               });
   per_forward(e, forwards, protocol::tcp, "portrelay_forward_connections_active", "gauge",

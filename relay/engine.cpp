@@ -176,12 +176,24 @@ void engine::publish_guard() {
   for (std::size_t k = 0; k < pool_.size(); ++k) pool_.run_on(k, [&] { install_guard(guard); });
 }
 
+std::string_view to_string(forward_state s) {
+  switch (s) {
+    case forward_state::active:
+      return "active";
+    case forward_state::disabled:
+      return "disabled";
+    case forward_state::error:
+      break;
+  }
+  return "error";
+}
+
 forward_status engine::status_of(const entry& e) {
-  forward_status s{"active", "", e.stats->read()};
+  forward_status s{forward_state::active, "", e.stats->read()};
   if (!e.spec.enabled && e.error.empty()) {
-    s.state = "disabled";  // a disabled forward is in error only when fail() said why (an invalid row)
+    s.state = forward_state::disabled;  // a disabled forward is in error only when fail() said why (an invalid row)
   } else if (!e.live) {
-    s.state = "error";
+    s.state = forward_state::error;
     s.error = e.error.empty() ? "not listening" : e.error;
   }
   return s;
@@ -190,7 +202,7 @@ forward_status engine::status_of(const entry& e) {
 forward_status engine::status(std::int64_t id) const {
   std::lock_guard lock(mutex_);
   auto it = forwards_.find(id);
-  if (it == forwards_.end()) return {"error", "not loaded", {}};
+  if (it == forwards_.end()) return {forward_state::error, "not loaded", {}};
   return status_of(it->second);
 }
 
@@ -207,9 +219,9 @@ engine::census engine::count() const {
   census c;
   for (const auto& [id, e] : forwards_) {
     const auto s = status_of(e);
-    c.active += s.state == "active";
-    c.disabled += s.state == "disabled";
-    c.error += s.state == "error";
+    c.active += s.state == forward_state::active;
+    c.disabled += s.state == forward_state::disabled;
+    c.error += s.state == forward_state::error;
     c.live += s.stats.connections_active;
   }
   return c;

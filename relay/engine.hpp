@@ -9,19 +9,27 @@
 #include "relay/target_guard.hpp"
 #include "relay/worker_pool.hpp"
 
+#include <array>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace relay {
 
+// What a forward is doing: listening, switched off, or unable to listen (with the reason).
+enum class forward_state { active, disabled, error };
+inline constexpr std::array all_forward_states{forward_state::active, forward_state::disabled, forward_state::error};
+// The API's and the metrics' name of a state: "active", "disabled" or "error".
+std::string_view to_string(forward_state s);
+
 // Status is kept apart from config: what a forward is doing right now and what it has moved.
 struct forward_status {
-  std::string state;  // "active", "disabled" or "error"
-  std::string error;  // why the state is "error"; empty otherwise
+  forward_state state = forward_state::error;
+  std::string error;  // why the state is error; empty otherwise
   stats_snapshot stats;
 };
 

@@ -112,7 +112,7 @@ TEST_CASE("a forward whose target is its own listen address is a 400, for TCP an
     CHECK(f.store.get(fw["id"])->spec.target_port == 9);
     CHECK(f.store.get(moved["id"])->spec.listen_port == moved["listen_port"]);
     // The refused PATCH left the old listener serving.
-    CHECK(f.engine.status(moved["id"]).state == "active");
+    CHECK(f.engine.status(moved["id"]).state == relay::forward_state::active);
   }
 }
 

@@ -132,7 +132,7 @@ TEST_CASE("a forward relays bytes both ways and counts them") {
   CHECK(echo_once(s.listen_port, "hello through the relay") == "hello through the relay");
   REQUIRE(eventually([&] { return engine.status(1).stats.connections_active == 0; }));
   auto st = engine.status(1);
-  CHECK(st.state == "active");
+  CHECK(st.state == relay::forward_state::active);
   CHECK(st.stats.connections_total == 1);
   CHECK(st.stats.bytes_up == 23);
   CHECK(st.stats.bytes_down == 23);
@@ -481,7 +481,7 @@ TEST_CASE("removing or disabling a forward closes its listener and live connecti
 
   SECTION("delete") {
     engine.remove(1);
-    CHECK(engine.status(1).state == "error");
+    CHECK(engine.status(1).state == relay::forward_state::error);
   }
   SECTION("disable") {
     auto off = s;
@@ -489,7 +489,7 @@ TEST_CASE("removing or disabling a forward closes its listener and live connecti
     auto p = engine.prepare(off);
     REQUIRE(p);
     engine.apply(off, std::move(p.value()));
-    CHECK(engine.status(1).state == "disabled");
+    CHECK(engine.status(1).state == relay::forward_state::disabled);
   }
   CHECK(closed_by_peer(c.get()));
   CHECK_FALSE(connect_to(s.listen_port));
@@ -556,7 +556,7 @@ TEST_CASE("changing the listen port binds the new one before releasing the old")
     CHECK(p.error().code == std::errc::address_in_use);
     CHECK(p.error().message.find("bind 127.0.0.1:" + std::to_string(taken)) == 0);
     CHECK(echo_once(old_port, "still") == "still");
-    CHECK(engine.status(1).state == "active");
+    CHECK(engine.status(1).state == relay::forward_state::active);
   }
 }
 
@@ -651,7 +651,7 @@ TEST_CASE("a forward that could not start is reported with its reason") {
   auto s = spec_for(5, 80, 1);
   engine.fail(s, "bind 127.0.0.1:1: Permission denied");
   auto st = engine.status(5);
-  CHECK(st.state == "error");
+  CHECK(st.state == relay::forward_state::error);
   CHECK(st.error == "bind 127.0.0.1:1: Permission denied");
 }
 

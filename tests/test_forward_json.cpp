@@ -110,16 +110,10 @@ TEST_CASE("UDP settings: defaults, limits, and null for TCP forwards") {
   CHECK(s.udp_max_sessions == 1000000);
 
   store::stored_forward f{s, "t", "t"};
-  relay::forward_status st{"active", "", {}};
-  st.stats.connections_active = 1;
-  st.stats.connections_total = 2;
-  st.stats.bytes_up = 3;
-  st.stats.bytes_down = 4;
-  st.stats.datagrams_up = 5;
-  st.stats.datagrams_down = 6;
-  st.stats.datagrams_dropped = 7;
-  st.stats.sessions_evicted = 8;
-  st.stats.target_unreachable = 9;
+  relay::forward_status st{relay::forward_state::active, "",
+                          {.connections_active = 1, .connections_total = 2, .bytes_up = 3, .bytes_down = 4,
+                           .datagrams_up = 5, .datagrams_down = 6, .datagrams_dropped = 7, .sessions_evicted = 8,
+                           .target_unreachable = 9}};
   auto j = api::to_json(f, st);
   CHECK(j["udp_idle_timeout_s"] == 86400);
   CHECK(j["udp_max_sessions"] == 1000000);
@@ -174,7 +168,9 @@ TEST_CASE("a forward renders with its status and stats") {
   f.spec.target_port = 2000;
   f.created_at = "2026-01-01T00:00:00Z";
   f.updated_at = "2026-01-02T00:00:00Z";
-  relay::forward_status st{"error", "bind failed", {1, 2, 3, 4, 5}};
+  relay::forward_status st{relay::forward_state::error, "bind failed",
+                          {.connections_active = 1, .connections_total = 2, .bytes_up = 3, .bytes_down = 4,
+                           .connect_errors = 5}};
   auto j = api::to_json(f, st);
   CHECK(j["id"] == 3);
   CHECK(j["protocol"] == "tcp");
@@ -295,7 +291,7 @@ TEST_CASE("strings that fail the checks render as U+FFFD, so the page gets valid
   f.spec.name = "a\xff\u202E" "b";
   f.spec.listen_host = std::string("127.0.0.1\0x", 11);
   f.spec.target_host = "t\x01";
-  auto j = api::to_json(f, relay::forward_status{"error", "stored forward is invalid", {}});
+  auto j = api::to_json(f, relay::forward_status{relay::forward_state::error, "stored forward is invalid", {}});
   std::string text;
   REQUIRE_NOTHROW(text = j.dump());
   CHECK(j["name"] == "a\uFFFD\uFFFD" "b");

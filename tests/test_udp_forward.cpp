@@ -267,7 +267,7 @@ TEST_CASE("udp: a target that is down costs only that session's datagrams") {
     auto st = engine.status(1).stats;
     return st.datagrams_up + st.datagrams_dropped == 5;
   }));
-  CHECK(engine.status(1).state == "active");
+  CHECK(engine.status(1).state == relay::forward_state::active);
   CHECK(engine.status(1).stats.connections_active == 1);
   CHECK(engine.status(1).stats.datagrams_down == 0);
   CHECK(ask(ok.get(), "still fine") == "still fine");
@@ -328,7 +328,7 @@ TEST_CASE("udp: when every address of the name fails the session stays and each 
   const auto st = engine.status(1).stats;
   CHECK(st.connections_active == 1);
   CHECK(st.datagrams_up == 4);
-  CHECK(engine.status(1).state == "active");
+  CHECK(engine.status(1).state == relay::forward_state::active);
 }
 
 TEST_CASE("udp: a TCP and a UDP forward share a port number") {
