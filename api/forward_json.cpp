@@ -1,6 +1,8 @@
 // forward_json: field-by-field mapping between JSON and forward_spec, naming each bad field.
 #include "api/forward_json.hpp"
 
+#include "relay/forward_fields.hpp"
+
 #include <algorithm>
 #include <array>
 #include <optional>
@@ -13,39 +15,10 @@ namespace api {
 namespace {
 
 constexpr std::array read_only_fields{"id", "state", "error", "created_at", "updated_at", "stats"};
-constexpr std::array required_on_create{"protocol", "listen_port", "target_host", "target_port"};
 
 api_error invalid(std::string field, std::string message) {
   return {400, "invalid_field", std::move(message), std::move(field)};
 }
-
-template <class T>
-std::optional<api_error> read_integer(const json& v, const char* field, std::int64_t min, std::int64_t max, T& out) {
-  const std::string range = " from " + std::to_string(min) + " to " + std::to_string(max);
-  if (!v.is_number_integer()) return invalid(field, std::string(field) + " must be an integer" + range);
-  // Huge values parse as unsigned; compare in the type they were parsed as so none wraps.
-  const bool in_range =
-      v.is_number_unsigned()
-          ? v.get<std::uint64_t>() >= static_cast<std::uint64_t>(min) && v.get<std::uint64_t>() <= static_cast<std::uint64_t>(max)
-          : v.get<std::int64_t>() >= min && v.get<std::int64_t>() <= max;
-  if (!in_range) return invalid(field, std::string(field) + " must be" + range);
-  out = static_cast<T>(v.get<std::int64_t>());
-  return std::nullopt;
-}
-
-std::optional<api_error> read_string(const json& v, const char* field, std::string& out) {
-  if (!v.is_string()) return invalid(field, std::string(field) + " must be a string");
-  out = v.get<std::string>();
-  return std::nullopt;
-}
-
-std::optional<api_error> checked(const char* field, std::optional<std::string> problem) {
-  if (problem) return invalid(field, *problem);
-  return std::nullopt;
-}
-
-constexpr std::array writable_fields{"name",        "protocol",           "listen_host",     "listen_port", "target_host",
-                                     "target_port", "enabled", "udp_idle_timeout_s", "udp_max_sessions"};
 
 // Optimal string alignment distance: edits, where swapping two neighbours is one edit ("tagret").
 std::size_t edit_distance(std::string_view a, std::string_view b) {
@@ -70,10 +43,10 @@ std::optional<std::string_view> nearest_field(std::string_view key) {
   std::optional<std::string_view> best;
   std::size_t best_distance = limit + 1;
   bool tie = false;
-  for (std::string_view field : writable_fields) {
-    const auto distance = edit_distance(key, field);
+  for (const auto& field : relay::forward_fields()) {
+    const auto distance = edit_distance(key, field.name);
     if (distance < best_distance) {
-      best = field;
+      best = field.name;
       best_distance = distance;
       tie = false;
     } else if (distance == best_distance) {
@@ -84,39 +57,7 @@ std::optional<std::string_view> nearest_field(std::string_view key) {
   return best;
 }
 
-// Applies one field of a request body to spec.
-std::optional<api_error> apply_field(const std::string& key, const json& v, relay::forward_spec& spec) {
-  if (key == "name") {
-    if (auto e = read_string(v, "name", spec.name)) return e;
-    return checked("name", relay::check_name(spec.name));
-  }
-  if (key == "protocol") {
-    std::string text;
-    if (auto e = read_string(v, "protocol", text)) return e;
-    auto p = relay::parse_protocol(text);
-    if (!p) return invalid("protocol", "protocol must be \"tcp\" or \"udp\"");
-    spec.protocol = *p;
-    return std::nullopt;
-  }
-  if (key == "udp_idle_timeout_s") return read_integer(v, "udp_idle_timeout_s", 1, 86400, spec.udp_idle_timeout_s);
-  if (key == "udp_max_sessions") return read_integer(v, "udp_max_sessions", 1, 1000000, spec.udp_max_sessions);
-  if (key == "listen_host") {
-    if (auto e = read_string(v, "listen_host", spec.listen_host)) return e;
-    if (auto e = checked("listen_host", relay::check_listen_host(spec.listen_host))) return e;
-    spec.listen_host = relay::canonical_address(spec.listen_host);
-    return std::nullopt;
-  }
-  if (key == "listen_port") return read_integer(v, "listen_port", 0, 65535, spec.listen_port);
-  if (key == "target_host") {
-    if (auto e = read_string(v, "target_host", spec.target_host)) return e;
-    return checked("target_host", relay::check_target_host(spec.target_host));
-  }
-  if (key == "target_port") return read_integer(v, "target_port", 1, 65535, spec.target_port);
-  if (key == "enabled") {
-    if (!v.is_boolean()) return invalid("enabled", "enabled must be true or false");
-    spec.enabled = v.get<bool>();
-    return std::nullopt;
-  }
+api_error unknown_field(const std::string& key) {
   for (const char* ro : read_only_fields) {
     if (key == ro) return api_error{400, "read_only_field", "field '" + key + "' is read-only", key};
   }
@@ -125,10 +66,27 @@ std::optional<api_error> apply_field(const std::string& key, const json& v, rela
   return api_error{400, "unknown_field", std::move(message), key};
 }
 
+// Applies a request body's fields to spec, in two passes. The first reads every value that is not
+// null, so the protocol is known; the second holds each field to that protocol: a value for a
+// field that does not apply to it is refused, and null is accepted only for such a field (it is
+// what GET shows there), never in place of a value.
 std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spec) {
   if (!body.is_object()) return api_error{400, "invalid_body", "the request body must be a JSON object"};
   for (const auto& [key, value] : body.items()) {
-    if (auto e = apply_field(key, value, spec)) return e;
+    const auto* field = relay::find_field(key);
+    if (!field) return unknown_field(key);
+    if (value.is_null()) continue;
+    if (auto bad = field->read(value, spec)) return invalid(key, std::move(*bad));
+  }
+  for (const auto& [key, value] : body.items()) {
+    const auto* field = relay::find_field(key);
+    if (field->applies_to(spec.protocol)) {
+      if (value.is_null()) {
+        if (auto bad = field->read(value, spec)) return invalid(key, std::move(*bad));
+      }
+    } else if (!value.is_null()) {
+      return invalid(key, key + " applies only to " + (field->tcp ? "tcp" : "udp") + " forwards");
+    }
   }
   return std::nullopt;
 }
@@ -163,9 +121,9 @@ std::optional<api_error> parse_body(std::string_view text, json& out) {
 std::optional<api_error> parse_create(const json& body, relay::forward_spec& out) {
   relay::forward_spec spec;
   if (auto e = apply_fields(body, spec)) return e;
-  for (const char* field : required_on_create) {
-    if (!body.contains(field)) {
-      return api_error{400, "missing_field", std::string("field '") + field + "' is required", field};
+  for (const auto& field : relay::forward_fields()) {
+    if (field.required && !body.contains(field.name)) {
+      return api_error{400, "missing_field", "field '" + field.name + "' is required", field.name};
     }
   }
   out = std::move(spec);
@@ -182,8 +140,8 @@ std::optional<api_error> apply_patch(const json& body, relay::forward_spec& spec
 
 std::optional<api_error> apply_patch(const json& body, const store::stored_forward& current, relay::forward_spec& out) {
   if (!current.invalid_field.empty() && body.is_object() && !body.contains(current.invalid_field)) {
-    return invalid(current.invalid_field, "the stored " + current.invalid + "; the change must give a new " +
-                                              current.invalid_field);
+    return invalid(current.invalid_field, "the stored forward is invalid (" + current.invalid +
+                                              "); the change must give a new " + current.invalid_field);
   }
   relay::forward_spec next = current.spec;
   if (auto e = apply_patch(body, next)) return e;
@@ -192,17 +150,11 @@ std::optional<api_error> apply_patch(const json& body, const store::stored_forwa
 }
 
 std::optional<api_error> check_spec(const relay::forward_spec& spec) {
-  const json body{{"name", spec.name},
-                  {"protocol", relay::to_string(spec.protocol)},
-                  {"listen_host", spec.listen_host},
-                  {"listen_port", spec.listen_port},
-                  {"target_host", spec.target_host},
-                  {"target_port", spec.target_port},
-                  {"enabled", spec.enabled},
-                  {"udp_idle_timeout_s", spec.udp_idle_timeout_s},
-                  {"udp_max_sessions", spec.udp_max_sessions}};
   relay::forward_spec checked_spec;
-  return parse_create(body, checked_spec);
+  if (auto bad = relay::from_document(relay::to_document(spec), checked_spec)) {
+    return invalid(bad->field, std::move(bad->message));
+  }
+  return std::nullopt;
 }
 
 json to_json(const store::stored_forward& f, const relay::forward_status& status) {
@@ -222,23 +174,18 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
     stats["sessions_evicted"] = st.sessions_evicted;
     stats["target_unreachable"] = st.target_unreachable;
   }
-  return json{
-      {"id", s.id},
-      {"name", relay::printable(s.name)},
-      {"protocol", relay::to_string(s.protocol)},
-      {"listen_host", relay::printable(s.listen_host)},
-      {"listen_port", s.listen_port},
-      {"target_host", relay::printable(s.target_host)},
-      {"target_port", s.target_port},
-      {"enabled", s.enabled},
-      {"udp_idle_timeout_s", udp ? json(s.udp_idle_timeout_s) : json(nullptr)},
-      {"udp_max_sessions", udp ? json(s.udp_max_sessions) : json(nullptr)},
-      {"state", relay::to_string(status.state)},
-      {"error", status.error.empty() ? json(nullptr) : json(status.error)},
-      {"created_at", f.created_at},
-      {"updated_at", f.updated_at},
-      {"stats", std::move(stats)},
-  };
+  json out{{"id", s.id}};
+  for (const auto& field : relay::forward_fields()) {
+    auto value = field.applies_to(s.protocol) ? field.write(s) : json(nullptr);
+    if (value.is_string()) value = relay::printable(value.get<std::string>());  // a hand-edited store
+    out[field.name] = std::move(value);
+  }
+  out["state"] = relay::to_string(status.state);
+  out["error"] = status.error.empty() ? json(nullptr) : json(status.error);
+  out["created_at"] = f.created_at;
+  out["updated_at"] = f.updated_at;
+  out["stats"] = std::move(stats);
+  return out;
 }
 
 }  // namespace api

@@ -1,6 +1,7 @@
 // engine: keeps the running forwards by id and moves each change through prepare/apply/abandon.
 #include "relay/engine.hpp"
 
+#include "relay/forward_fields.hpp"
 #include "relay/tcp_forward.hpp"
 #include "relay/udp_forward.hpp"
 
@@ -20,12 +21,6 @@ bool same_listen(const forward_spec& a, const forward_spec& b) {
 bool overlaps(const forward_spec& a, const forward_spec& b) {
   return a.protocol == b.protocol && a.listen_port == b.listen_port &&
          (a.listen_host == b.listen_host || is_wildcard(a.listen_host) || is_wildcard(b.listen_host));
-}
-
-// What a running forward must be told about: where new traffic goes and the UDP settings.
-bool config_differs(const forward_spec& a, const forward_spec& b) {
-  return a.target_host != b.target_host || a.target_port != b.target_port ||
-         a.udp_idle_timeout_s != b.udp_idle_timeout_s || a.udp_max_sessions != b.udp_max_sessions;
 }
 }  // namespace
 
@@ -92,7 +87,7 @@ void engine::apply(const forward_spec& next, prepared p) {
       e.live = make_forward(e, next);
     }
     e.live->listen(std::move(*p.socket));
-  } else if (e.live && config_differs(e.spec, next)) {
+  } else if (e.live && changes(e.spec, next, change_effect::reconfigure)) {
     e.live->configure(next);
   }
   e.spec = next;

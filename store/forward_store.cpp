@@ -1,9 +1,10 @@
 // forward_store: SQL for the forwards table and the numbered schema migrations.
 #include "store/forward_store.hpp"
 
+#include "relay/forward_fields.hpp"
+
 #include <chrono>
 #include <ctime>
-#include <limits>
 
 namespace store {
 
@@ -31,68 +32,95 @@ const char* const migrations[] = {
     ALTER TABLE forwards ADD COLUMN udp_max_sessions INTEGER NOT NULL DEFAULT 4096
       CHECK (udp_max_sessions BETWEEN 1 AND 1000000);
     )sql",
+    // 3: the writable fields as one JSON document (relay/forward_fields' own form), so that a new
+    // field needs no SQL; protocol and the listen address stay columns beside it, for queries. A
+    // value of the wrong type (a hand edit) is carried over as it is and reported when read.
+    R"sql(
+    ALTER TABLE forwards ADD COLUMN spec TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(spec));
+    UPDATE forwards SET spec = json_object(
+      'name',               CASE typeof(name) WHEN 'blob' THEN CAST(name AS TEXT) ELSE name END,
+      'protocol',           CASE typeof(protocol) WHEN 'blob' THEN CAST(protocol AS TEXT) ELSE protocol END,
+      'listen_host',        CASE typeof(listen_host) WHEN 'blob' THEN CAST(listen_host AS TEXT) ELSE listen_host END,
+      'listen_port',        CASE typeof(listen_port) WHEN 'blob' THEN CAST(listen_port AS TEXT) ELSE listen_port END,
+      'target_host',        CASE typeof(target_host) WHEN 'blob' THEN CAST(target_host AS TEXT) ELSE target_host END,
+      'target_port',        CASE typeof(target_port) WHEN 'blob' THEN CAST(target_port AS TEXT) ELSE target_port END,
+      'enabled',            CASE WHEN enabled IS 1 THEN json('true') WHEN enabled IS 0 THEN json('false')
+                                 WHEN typeof(enabled) = 'blob' THEN CAST(enabled AS TEXT) ELSE enabled END,
+      'udp_idle_timeout_s', CASE typeof(udp_idle_timeout_s) WHEN 'blob' THEN CAST(udp_idle_timeout_s AS TEXT)
+                                 ELSE udp_idle_timeout_s END,
+      'udp_max_sessions',   CASE typeof(udp_max_sessions) WHEN 'blob' THEN CAST(udp_max_sessions AS TEXT)
+                                 ELSE udp_max_sessions END);
+    ALTER TABLE forwards DROP COLUMN name;
+    ALTER TABLE forwards DROP COLUMN target_host;
+    ALTER TABLE forwards DROP COLUMN target_port;
+    ALTER TABLE forwards DROP COLUMN enabled;
+    ALTER TABLE forwards DROP COLUMN udp_idle_timeout_s;
+    ALTER TABLE forwards DROP COLUMN udp_max_sessions;
+    )sql",
 };
 
-constexpr const char* columns =
-    "id, name, protocol, listen_host, listen_port, target_host, target_port, enabled, udp_idle_timeout_s, "
-    "udp_max_sessions, created_at, updated_at";
+// A forward's row with its document's top-level members, one result row each (none for an empty
+// document); a document that is not JSON (a hand edit) reads as empty, and is_json says so.
+constexpr const char* select_rows =
+    "SELECT f.id, f.created_at, f.updated_at, json_valid(f.spec) AS is_json, j.key, j.type, j.value "
+    "FROM forwards f LEFT JOIN json_each(CASE WHEN json_valid(f.spec) THEN f.spec ELSE '{}' END) j ";
 
-// Notes the first column of a row that the spec cannot hold.
-void mark_invalid(stored_forward& f, const char* field, const char* why) {
-  if (!f.invalid.empty()) return;
-  f.invalid = std::string(field) + " " + why;
-  f.invalid_field = field;
+// One member's value as JSON. Text is taken byte for byte (bad UTF-8 included, for the field's check
+// to name), so one bad member does not hide the others.
+relay::json member_value(const statement& s) {
+  const auto type = s.column_text(5);
+  if (type == "text") return s.column_text(6);
+  if (type == "integer") return s.column_int(6);
+  if (type == "real") return s.column_double(6);
+  if (type == "true") return true;
+  if (type == "false") return false;
+  if (type == "null") return nullptr;
+  auto nested = relay::json::parse(s.column_text(6), nullptr, false);  // object or array
+  return nested.is_discarded() ? relay::json(s.column_text(6)) : nested;
 }
 
-// Reads column `index` as an integer of type T, or marks the row invalid.
-template <class T>
-T read_integer(const statement& s, int index, const char* field, stored_forward& f) {
-  const auto v = s.column_int(index);
-  const bool fits = v >= std::numeric_limits<T>::min() && v <= std::numeric_limits<T>::max();
-  if (s.column_type(index) != SQLITE_INTEGER || !fits) {
-    mark_invalid(f, field, "is not an integer of its range");
-    return T{};
+// Reads the statement's rows (select_rows) into forwards, one per id, in order.
+std::vector<stored_forward> read_rows(statement& s) {
+  std::vector<stored_forward> out;
+  std::vector<relay::json> docs;
+  std::vector<bool> is_json;
+  while (s.step()) {
+    const auto id = s.column_int(0);
+    if (out.empty() || out.back().spec.id != id) {
+      stored_forward f;
+      f.spec.id = id;
+      f.created_at = s.column_text(1);
+      f.updated_at = s.column_text(2);
+      out.push_back(std::move(f));
+      docs.push_back(relay::json::object());
+      is_json.push_back(s.column_int(3) == 1);
+    }
+    if (s.column_type(4) != SQLITE_NULL) docs.back()[s.column_text(4)] = member_value(s);
   }
-  return static_cast<T>(v);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    auto& f = out[i];
+    if (!is_json[i]) {
+      f.invalid = "spec is not valid JSON";
+      f.invalid_field = "spec";
+    } else if (auto bad = relay::from_document(docs[i], f.spec)) {
+      f.invalid = std::move(bad->message);
+      f.invalid_field = std::move(bad->field);
+    }
+  }
+  return out;
 }
 
-std::string read_text(const statement& s, int index, const char* field, stored_forward& f) {
-  if (s.column_type(index) != SQLITE_TEXT) mark_invalid(f, field, "is not text");
-  return s.column_text(index);
-}
-
-stored_forward read_row(const statement& s) {
-  stored_forward f;
-  f.spec.id = s.column_int(0);
-  f.spec.name = read_text(s, 1, "name", f);
-  const auto protocol = relay::parse_protocol(read_text(s, 2, "protocol", f));
-  if (!protocol) mark_invalid(f, "protocol", "is not \"tcp\" or \"udp\"");
-  f.spec.protocol = protocol.value_or(relay::protocol::tcp);
-  f.spec.listen_host = read_text(s, 3, "listen_host", f);
-  f.spec.listen_port = read_integer<std::uint16_t>(s, 4, "listen_port", f);
-  f.spec.target_host = read_text(s, 5, "target_host", f);
-  f.spec.target_port = read_integer<std::uint16_t>(s, 6, "target_port", f);
-  const auto enabled = s.column_int(7);
-  if (s.column_type(7) != SQLITE_INTEGER || (enabled != 0 && enabled != 1)) mark_invalid(f, "enabled", "is not 0 or 1");
-  f.spec.enabled = enabled == 1;
-  f.spec.udp_idle_timeout_s = read_integer<std::uint32_t>(s, 8, "udp_idle_timeout_s", f);
-  f.spec.udp_max_sessions = read_integer<std::uint32_t>(s, 9, "udp_max_sessions", f);
-  f.created_at = s.column_text(10);
-  f.updated_at = s.column_text(11);
-  return f;
-}
-
-// Binds the writable fields as parameters 1..9, in the order of the columns after id.
+// The columns beside the document, and the document: parameters 1 to 4. A spec its own fields'
+// checks refuse is not written (the API checks first; this is the store's own guard).
 void bind_spec(statement& s, const relay::forward_spec& spec) {
-  s.bind(1, spec.name)
-      .bind(2, relay::to_string(spec.protocol))
-      .bind(3, spec.listen_host)
-      .bind(4, std::int64_t{spec.listen_port})
-      .bind(5, spec.target_host)
-      .bind(6, std::int64_t{spec.target_port})
-      .bind(7, std::int64_t{spec.enabled ? 1 : 0})
-      .bind(8, std::int64_t{spec.udp_idle_timeout_s})
-      .bind(9, std::int64_t{spec.udp_max_sessions});
+  relay::forward_spec checked;
+  if (auto bad = relay::from_document(relay::to_document(spec), checked)) {
+    throw store_error("refused to store forward " + std::to_string(spec.id) + ": " + bad->message);
+  }
+  s.bind(1, relay::to_string(spec.protocol))
+      .bind(2, spec.listen_host)
+      .bind(3, std::int64_t{spec.listen_port})
+      .bind(4, relay::to_document(spec).dump(-1, ' ', false, relay::json::error_handler_t::replace));
 }
 
 }  // namespace
@@ -162,17 +190,16 @@ void forward_store::prove_writable() {
 
 std::vector<stored_forward> forward_store::list() {
   std::lock_guard lock(mutex_);
-  statement s(db_.handle(), std::string("SELECT ") + columns + " FROM forwards ORDER BY id");
-  std::vector<stored_forward> out;
-  while (s.step()) out.push_back(read_row(s));
-  return out;
+  statement s(db_.handle(), std::string(select_rows) + "ORDER BY f.id");
+  return read_rows(s);
 }
 
 std::optional<stored_forward> forward_store::select_one(std::int64_t id) {
-  statement s(db_.handle(), std::string("SELECT ") + columns + " FROM forwards WHERE id = ?1");
+  statement s(db_.handle(), std::string(select_rows) + "WHERE f.id = ?1");
   s.bind(1, id);
-  if (!s.step()) return std::nullopt;
-  return read_row(s);
+  auto rows = read_rows(s);
+  if (rows.empty()) return std::nullopt;
+  return std::move(rows.front());
 }
 
 std::optional<stored_forward> forward_store::get(std::int64_t id) {
@@ -184,11 +211,10 @@ stored_forward forward_store::insert(const relay::forward_spec& spec) {
   std::lock_guard lock(mutex_);
   const auto now = rfc3339_now();
   statement s(db_.handle(),
-              "INSERT INTO forwards (name, protocol, listen_host, listen_port, target_host, target_port, enabled, "
-              "udp_idle_timeout_s, udp_max_sessions, created_at, updated_at) "
-              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)");
+              "INSERT INTO forwards (protocol, listen_host, listen_port, spec, created_at, updated_at) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?5)");
   bind_spec(s, spec);
-  s.bind(10, now);
+  s.bind(5, now);
   s.step();
   stored_forward f{spec, now, now};
   f.spec.id = db_.last_insert_id();
@@ -198,11 +224,10 @@ stored_forward forward_store::insert(const relay::forward_spec& spec) {
 std::optional<stored_forward> forward_store::update(const relay::forward_spec& spec) {
   std::lock_guard lock(mutex_);
   statement s(db_.handle(),
-              "UPDATE forwards SET name = ?1, protocol = ?2, listen_host = ?3, listen_port = ?4, target_host = ?5, "
-              "target_port = ?6, enabled = ?7, udp_idle_timeout_s = ?8, udp_max_sessions = ?9, updated_at = ?10 "
-              "WHERE id = ?11");
+              "UPDATE forwards SET protocol = ?1, listen_host = ?2, listen_port = ?3, spec = ?4, updated_at = ?5 "
+              "WHERE id = ?6");
   bind_spec(s, spec);
-  s.bind(10, rfc3339_now()).bind(11, spec.id);
+  s.bind(5, rfc3339_now()).bind(6, spec.id);
   s.step();
   if (db_.changes() == 0) return std::nullopt;
   return select_one(spec.id);

@@ -16,10 +16,10 @@ struct stored_forward {
   relay::forward_spec spec;
   std::string created_at;  // RFC 3339, UTC
   std::string updated_at;
-  // Why the row is not one this daemon writes (a hand-edited file): a column of the wrong type, or
-  // a value `spec` cannot hold, such as an unknown protocol (`spec` then holds a placeholder for
-  // it), and that column's name. Empty for a row the API wrote. The field checks the API applies
-  // are not repeated here; see api::check_spec.
+  // Why the row is not one this daemon writes (a hand-edited file): the first field of its document
+  // that the field's own check refuses (relay::from_document: a string is kept as it was, a number
+  // or an unknown protocol holds a default), with that field's name; or a document that is not
+  // JSON ("spec"). Empty for a row the API wrote.
   std::string invalid = {};
   std::string invalid_field = {};
 };

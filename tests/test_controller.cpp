@@ -88,12 +88,13 @@ TEST_CASE("controller: restore puts a stored forward that fails the API's checks
     }
   }
   // Row 1 stays valid. The others as a hand edit left them:
-  hand_edit(path, "UPDATE forwards SET protocol = 'sctp' WHERE id = 2");
-  hand_edit(path, "UPDATE forwards SET target_host = '' WHERE id = 3");
-  hand_edit(path, "UPDATE forwards SET name = ?1 WHERE id = 4", "a\xff\xfe\xe2\x80\xae" "b");
-  hand_edit(path, "UPDATE forwards SET listen_host = ?1 WHERE id = 5", std::string("127.0.0.1\0evil", 14));
-  hand_edit(path, "UPDATE forwards SET enabled = 0, target_port = 0 WHERE id = 6");
-  hand_edit(path, "UPDATE forwards SET udp_idle_timeout_s = 4294967297 WHERE id = 7");
+  hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.protocol', 'sctp') WHERE id = 2");
+  hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.target_host', '') WHERE id = 3");
+  hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.name', ?1) WHERE id = 4", "a\xff\xfe\xe2\x80\xae" "b");
+  hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.listen_host', ?1) WHERE id = 5",
+            std::string("127.0.0.1\0evil", 14));
+  hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.enabled', json('false'), '$.target_port', 0) WHERE id = 6");
+  hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.udp_idle_timeout_s', 4294967297) WHERE id = 7");
 
   store::forward_store store(path);
   relay::engine engine(test_engine_options());

@@ -136,7 +136,7 @@ TEST_CASE("UDP settings round-trip") {
   CHECK(got->spec.udp_max_sessions == 10);
 }
 
-TEST_CASE("migration 2 adds the UDP settings to a version 1 database, keeping its rows") {
+TEST_CASE("migrations 2 and 3 bring a version 1 database up to date, keeping its rows") {
   temp_db tmp;
   sqlite3* raw = nullptr;
   REQUIRE(sqlite3_open(tmp.path().c_str(), &raw) == SQLITE_OK);
@@ -157,7 +157,7 @@ TEST_CASE("migration 2 adds the UDP settings to a version 1 database, keeping it
   sqlite3_close(raw);
 
   store::forward_store db(tmp.path());
-  CHECK(db.schema_version() == 2);
+  CHECK(db.schema_version() == store::forward_store::latest_schema_version());
   auto list = db.list();
   REQUIRE(list.size() == 1);
   CHECK(list[0].spec.name == "old");
@@ -213,27 +213,81 @@ TEST_CASE("a row a hand edit made unrepresentable is read with the reason, never
   temp_db tmp;
   {
     store::forward_store db(tmp.path());
-    for (int i = 0; i < 6; ++i) db.insert(sample(static_cast<std::uint16_t>(2000 + i)));
+    for (int i = 0; i < 7; ++i) db.insert(sample(static_cast<std::uint16_t>(2000 + i)));
   }
   sqlite3* raw = nullptr;
   REQUIRE(sqlite3_open(tmp.path().c_str(), &raw) == SQLITE_OK);
   REQUIRE(sqlite3_exec(raw,
                        "PRAGMA ignore_check_constraints = ON;"
-                       "UPDATE forwards SET protocol = 'sctp' WHERE id = 2;"
-                       "UPDATE forwards SET listen_port = 70000 WHERE id = 3;"
-                       "UPDATE forwards SET enabled = 2 WHERE id = 4;"
-                       "UPDATE forwards SET name = X'6E616D65' WHERE id = 5;"
-                       "UPDATE forwards SET target_port = '443x' WHERE id = 6;",
+                       "UPDATE forwards SET spec = json_set(spec, '$.protocol', 'sctp') WHERE id = 2;"
+                       "UPDATE forwards SET spec = json_set(spec, '$.listen_port', 70000) WHERE id = 3;"
+                       "UPDATE forwards SET spec = json_set(spec, '$.enabled', 2) WHERE id = 4;"
+                       "UPDATE forwards SET spec = json_set(spec, '$.name', 5) WHERE id = 5;"
+                       "UPDATE forwards SET spec = json_set(spec, '$.target_port', '443x') WHERE id = 6;"
+                       "UPDATE forwards SET spec = '{\"name\": ' WHERE id = 7;",
                        nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(raw);
   store::forward_store db(tmp.path());
   const auto rows = db.list();
-  REQUIRE(rows.size() == 6);
+  REQUIRE(rows.size() == 7);
   CHECK(rows[0].invalid.empty());
-  CHECK(rows[1].invalid == "protocol is not \"tcp\" or \"udp\"");
+  CHECK(rows[1].invalid == "protocol must be \"tcp\" or \"udp\"");
   CHECK(rows[1].invalid_field == "protocol");
-  CHECK(rows[2].invalid == "listen_port is not an integer of its range");
-  CHECK(rows[3].invalid == "enabled is not 0 or 1");
-  CHECK(rows[4].invalid == "name is not text");
-  CHECK(rows[5].invalid == "target_port is not an integer of its range");
+  CHECK(rows[2].invalid == "listen_port must be from 0 to 65535");
+  CHECK(rows[3].invalid == "enabled must be true or false");
+  CHECK(rows[4].invalid == "name must be a string");
+  CHECK(rows[5].invalid == "target_port must be an integer from 1 to 65535");
+  CHECK(rows[5].invalid_field == "target_port");
+  CHECK(rows[6].invalid == "spec is not valid JSON");
+  // The fields after a bad one are still read: the row shows what it holds.
+  CHECK(rows[1].spec.listen_port == 2001);
+  CHECK(rows[1].spec.target_host == "example.com");
+}
+
+TEST_CASE("migration 3: a version-2 file made by portrelay 0.1.0 keeps every row, id and value") {
+  temp_db tmp;
+  std::filesystem::copy_file(std::string(PORTRELAY_SOURCE_DIR) + "/tests/data/schema-v2.db", tmp.path(),
+                             std::filesystem::copy_options::overwrite_existing);
+  {
+    store::forward_store db(tmp.path());
+    CHECK(db.schema_version() == store::forward_store::latest_schema_version());
+    const auto rows = db.list();
+    // Made through the API: 1 web (tcp), 2 deleted, 3 dns (udp, its own settings), 4 off (disabled), 5 deleted.
+    REQUIRE(rows.size() == 3);
+    for (const auto& r : rows) CHECK(r.invalid.empty());
+    const auto& web = rows[0].spec;
+    CHECK(web.id == 1);
+    CHECK(web.name == "web");
+    CHECK(web.protocol == relay::protocol::tcp);
+    CHECK(web.listen_host == "127.0.0.1");
+    CHECK(web.listen_port == 40609);
+    CHECK(web.target_host == "localhost");
+    CHECK(web.target_port == 8080);
+    CHECK(web.enabled);
+    CHECK(web.udp_idle_timeout_s == 60);
+    CHECK(web.udp_max_sessions == 4096);
+    const auto& dns = rows[1].spec;
+    CHECK(dns.id == 3);
+    CHECK(dns.name == "dns \xE2\x98\x83");
+    CHECK(dns.protocol == relay::protocol::udp);
+    CHECK(dns.listen_host == "::1");
+    CHECK(dns.listen_port == 37377);
+    CHECK(dns.target_host == "127.0.0.53");
+    CHECK(dns.target_port == 53);
+    CHECK(dns.udp_idle_timeout_s == 30);
+    CHECK(dns.udp_max_sessions == 100);
+    const auto& off = rows[2].spec;
+    CHECK(off.id == 4);
+    CHECK_FALSE(off.enabled);
+    CHECK(off.target_host == "db.internal");
+    CHECK(off.target_port == 5432);
+    CHECK(rows[0].created_at == "2026-11-30T09:49:25Z");
+    CHECK(rows[2].updated_at == "2026-11-30T09:49:25Z");
+    // Ids are never reused: the next one follows the deleted 5.
+    CHECK(db.insert(sample(2222)).spec.id == 6);
+  }
+  // Opened again, nothing more migrates and everything reads the same.
+  store::forward_store again(tmp.path());
+  CHECK(again.list().size() == 4);
+  CHECK(again.get(3)->spec.udp_max_sessions == 100);
 }

@@ -2,8 +2,12 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const FIELDS = ['name', 'protocol', 'listen_host', 'listen_port', 'target_host', 'target_port',
-  'udp_idle_timeout_s', 'udp_max_sessions'];
+// The form's named inputs are the page's one list of a forward's fields: name="<API field>",
+// inputmode="numeric" for numbers, a checkbox for a boolean, inside .udp-only for UDP-only fields.
+// A new field is one block in index.html (its input and its <p class="error" id="err-<field>">).
+function formInputs() {
+  return [...$('forward-form').elements].filter((el) => el.name);
+}
 let token = sessionStorage.getItem('portrelay-token') || '';
 let editing = null;           // the forward being edited, or null when the form creates
 const samples = new Map();    // id -> {t, bytes}: the last reading, for throughput
@@ -291,12 +295,11 @@ async function remove(f) {
 }
 
 function clearErrors() {
-  for (const k of [...FIELDS, 'form']) {
-    const p = $('err-' + k);
+  document.querySelectorAll('#forward-form .error').forEach((p) => {
     p.hidden = true;
     p.textContent = '';
-    $('f-' + k)?.removeAttribute('aria-invalid');
-  }
+  });
+  formInputs().forEach((el) => el.removeAttribute('aria-invalid'));
 }
 
 function showUdp() {
@@ -306,16 +309,13 @@ function showUdp() {
 
 // Numbers go as numbers; anything else goes as typed, so the API's message names the problem.
 function formBody() {
-  const text = (k) => $('f-' + k).value.trim();
-  const number = (k) => (/^-?\d+$/.test(text(k)) ? Number(text(k)) : text(k));
-  const body = {
-    name: text('name'), protocol: text('protocol'), listen_host: text('listen_host'),
-    listen_port: number('listen_port'), target_host: text('target_host'), target_port: number('target_port'),
-    enabled: $('f-enabled').checked,
-  };
-  if (body.protocol === 'udp') {
-    body.udp_idle_timeout_s = number('udp_idle_timeout_s');
-    body.udp_max_sessions = number('udp_max_sessions');
+  const udp = $('f-protocol').value === 'udp';
+  const body = {};
+  for (const el of formInputs()) {
+    if (el.closest('.udp-only') && !udp) continue;
+    const text = el.value.trim();
+    if (el.type === 'checkbox') body[el.name] = el.checked;
+    else body[el.name] = el.inputMode === 'numeric' && /^-?\d+$/.test(text) ? Number(text) : text;
   }
   return body;
 }
@@ -323,11 +323,12 @@ function formBody() {
 function startEdit(f) {
   editing = f;
   clearErrors();
-  for (const k of FIELDS) {
-    const value = f[k];
-    if (value !== null && value !== undefined) $('f-' + k).value = value;
+  for (const el of formInputs()) {
+    const value = f[el.name];
+    if (value === null || value === undefined) continue;
+    if (el.type === 'checkbox') el.checked = value;
+    else el.value = value;
   }
-  $('f-enabled').checked = f.enabled;
   showUdp();
   $('form-heading').textContent = `Edit forward ${f.name ? `"${f.name}"` : '#' + f.id}`;
   $('submit').textContent = 'Save changes';
