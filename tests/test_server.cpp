@@ -250,20 +250,25 @@ TEST_CASE("zones are kept as typed through POST, PATCH and a restart - an unknow
   CHECK(r->status == 200);
   CHECK(body_of(r)["listen_host"] == "fe80::1%" + lo);
 
-  // A stored forward whose interface has gone is restored disabled, can be changed, and enabling it
-  // is a 400 naming the interface.
+  // A stored forward whose interface has gone is restored in error naming it, or disabled; that one
+  // can be changed, and enabling it is a 400 naming the interface.
   relay::forward_spec gone;
   gone.listen_host = "fe80::1%gone0";
   gone.target_host = "127.0.0.1";
   gone.target_port = 80;
   gone.enabled = false;
   f.store.insert(gone);
+  gone.listen_host = "fe80::1%gone1";
+  gone.enabled = true;
+  f.store.insert(gone);
   store::forward_store again((f.dir.path / "api.db").string());
   relay::engine e(test_engine_options());
   api::controller restarted(again, e);
   restarted.restore();
   auto list = restarted.list().body;
-  REQUIRE(list.size() == 2);
+  REQUIRE(list.size() == 3);
+  CHECK(list[2]["state"] == "error");
+  CHECK(list[2]["error"].get<std::string>().find("unknown network interface 'gone1'") != std::string::npos);
   CHECK(list[0]["listen_host"] == "fe80::1%" + lo);
   CHECK(list[0]["target_host"] == "fe80::2%nosuchif0");
   CHECK(list[1]["listen_host"] == "fe80::1%gone0");
