@@ -1,6 +1,8 @@
 // forward_json: field-by-field mapping between JSON and forward_spec, naming each bad field.
 #include "api/forward_json.hpp"
 
+#include "relay/ip_zone.hpp"
+
 #include <algorithm>
 #include <array>
 #include <optional>
@@ -133,6 +135,25 @@ std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spe
   return std::nullopt;
 }
 
+// The interface in a listen_host that a request gives must exist now. One stored earlier is not
+// asked for again (the forward may be disabled, its interface due to come back): binding it tells.
+std::optional<api_error> check_given_interface(const json& body, const relay::forward_spec& spec) {
+  if (!body.contains("listen_host")) return std::nullopt;
+  return checked("listen_host", relay::check_interface(spec.listen_host));
+}
+
+std::optional<api_error> parse_fields(const json& body, relay::forward_spec& out) {
+  relay::forward_spec spec;
+  if (auto e = apply_fields(body, spec)) return e;
+  for (const char* field : required_on_create) {
+    if (!body.contains(field)) {
+      return api_error{400, "missing_field", std::string("field '") + field + "' is required", field};
+    }
+  }
+  out = std::move(spec);
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<api_error> parse_body(std::string_view text, json& out) {
@@ -162,12 +183,8 @@ std::optional<api_error> parse_body(std::string_view text, json& out) {
 
 std::optional<api_error> parse_create(const json& body, relay::forward_spec& out) {
   relay::forward_spec spec;
-  if (auto e = apply_fields(body, spec)) return e;
-  for (const char* field : required_on_create) {
-    if (!body.contains(field)) {
-      return api_error{400, "missing_field", std::string("field '") + field + "' is required", field};
-    }
-  }
+  if (auto e = parse_fields(body, spec)) return e;
+  if (auto e = check_given_interface(body, spec)) return e;
   out = std::move(spec);
   return std::nullopt;
 }
@@ -176,6 +193,7 @@ std::optional<api_error> apply_patch(const json& body, relay::forward_spec& spec
   relay::forward_spec next = spec;
   if (auto e = apply_fields(body, next)) return e;
   if (auto e = check_spec(next)) return e;
+  if (auto e = check_given_interface(body, next)) return e;
   spec = std::move(next);
   return std::nullopt;
 }
@@ -202,7 +220,7 @@ std::optional<api_error> check_spec(const relay::forward_spec& spec) {
                   {"udp_idle_timeout_s", spec.udp_idle_timeout_s},
                   {"udp_max_sessions", spec.udp_max_sessions}};
   relay::forward_spec checked_spec;
-  return parse_create(body, checked_spec);
+  return parse_fields(body, checked_spec);
 }
 
 json to_json(const store::stored_forward& f, const relay::forward_status& status) {
