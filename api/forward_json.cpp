@@ -2,6 +2,7 @@
 #include "api/forward_json.hpp"
 
 #include "relay/forward_fields.hpp"
+#include "relay/ip_zone.hpp"
 
 #include <algorithm>
 #include <array>
@@ -91,6 +92,14 @@ std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spe
   return std::nullopt;
 }
 
+// The interface in a listen_host that a request gives must exist now. One stored earlier is not
+// asked for again (the forward may be disabled, its interface due to come back): binding it tells.
+std::optional<api_error> check_given_interface(const json& body, const relay::forward_spec& spec) {
+  if (!body.contains("listen_host")) return std::nullopt;
+  if (auto bad = relay::check_interface(spec.listen_host)) return invalid("listen_host", std::move(*bad));
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<api_error> parse_body(std::string_view text, json& out) {
@@ -126,6 +135,7 @@ std::optional<api_error> parse_create(const json& body, relay::forward_spec& out
       return api_error{400, "missing_field", "field '" + field.name + "' is required", field.name};
     }
   }
+  if (auto e = check_given_interface(body, spec)) return e;
   out = std::move(spec);
   return std::nullopt;
 }
@@ -134,6 +144,7 @@ std::optional<api_error> apply_patch(const json& body, relay::forward_spec& spec
   relay::forward_spec next = spec;
   if (auto e = apply_fields(body, next)) return e;
   if (auto e = check_spec(next)) return e;
+  if (auto e = check_given_interface(body, next)) return e;
   spec = std::move(next);
   return std::nullopt;
 }

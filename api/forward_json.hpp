@@ -14,19 +14,21 @@ namespace api {
 // with duplicates one of the values would be silently dropped, perhaps the one that was checked.
 std::optional<api_error> parse_body(std::string_view text, json& out);
 
-// A POST body: the fields given are checked and the rest take their defaults. Errors are 400s.
+// A POST body: the fields given are checked and the rest take their defaults. Errors are 400s. A
+// zone in listen_host ("fe80::1%eth0") must name an interface that exists now, even when disabled.
 std::optional<api_error> parse_create(const json& body, relay::forward_spec& out);
 
-// A PATCH body: the fields given replace those in `spec`; `spec` is unchanged on error. The result
-// must pass every check, so a forward stored invalid (see check_spec) is changed only together with
-// what makes it valid.
+// A PATCH body: the fields given replace those in `spec`; `spec` is unchanged on error. A listen_host
+// given is checked as in parse_create. The result must pass every check, so a forward stored
+// invalid (see check_spec) is changed only together with what makes it valid.
 std::optional<api_error> apply_patch(const json& body, relay::forward_spec& spec);
 // The same for a stored forward; one with a column the spec could not hold (store::stored_forward's
 // `invalid`) needs a new value for that field in the body.
 std::optional<api_error> apply_patch(const json& body, const store::stored_forward& current, relay::forward_spec& out);
 
 // Whether a spec (one read back from the store, one a patch made) passes the checks a request must
-// pass, by running its fields through the same code as parse_create. The error names the first bad field.
+// pass, by running its fields through the same code as parse_create. The error names the first bad
+// field. Whether listen_host's interface exists is left to binding: it may have gone and come back.
 std::optional<api_error> check_spec(const relay::forward_spec& spec);
 
 // Strings that did not pass the checks (a hand-edited store) are rendered through relay::printable.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "relay/forward_spec.hpp"
+#include "relay/ip_zone.hpp"
 #include "relay/result.hpp"
 
 #include <asio/ip/address.hpp>
@@ -14,15 +15,17 @@
 namespace relay {
 
 // open, [IPV6_V6ONLY], [SO_REUSEADDR], bind on `s` (a TCP acceptor or a UDP socket). "::" means IPv6
-// only, so 0.0.0.0 and :: are separate forwards. Errors read "bind 0.0.0.0:80: Address already in use"
-// and carry a std::system_category code, comparable with std::errc values.
+// only, so 0.0.0.0 and :: are separate forwards. "fe80::1%eth0" binds on eth0 (its scope id), so one
+// link-local address on two interfaces makes two forwards. Errors read "bind 0.0.0.0:80: Address
+// already in use" and carry a std::system_category code, comparable with std::errc values.
 template <class Socket>
 std::optional<op_error> open_and_bind(Socket& s, const std::string& host, std::uint16_t port, bool reuse_address) {
   const std::string where = format_endpoint(host, port);
-  std::error_code ec;
-  const auto address = asio::ip::make_address(host, ec);
-  if (ec) return op_error{ec, "address " + host + ": " + ec.message()};
+  const auto scoped = scoped_address(host);  // a zone names its interface now, when it is bound
+  if (!scoped) return op_error{scoped.error().code, "address " + host + ": " + scoped.error().message};
+  const auto& address = scoped.value();
   const typename Socket::endpoint_type endpoint(address, port);
+  std::error_code ec;
   auto failed = [&](const char* step) {
     return op_error{std::error_code(ec.value(), std::system_category()),
                     std::string(step) + " " + where + ": " + ec.message()};

@@ -1,6 +1,8 @@
 // forward_spec: printing and field validation of the forward configuration value.
 #include "relay/forward_spec.hpp"
 
+#include "relay/ip_zone.hpp"
+
 #include <asio/ip/address.hpp>
 
 namespace relay {
@@ -90,13 +92,15 @@ std::optional<std::string> check_name(std::string_view name) {
 std::optional<std::string> check_listen_host(std::string_view host) {
   if (auto bad = check_host_characters("listen_host", host)) return bad;
   if (!is_ip_literal(host)) return "listen_host must be an IPv4 or IPv6 address literal, e.g. \"0.0.0.0\" or \"::1\"";
+  if (auto bad = check_zone("listen_host", host)) return bad;
+  if (lacks_zone(host)) return "listen_host: a link-local address needs a zone naming its interface, e.g. \"fe80::1%eth0\"";
   return std::nullopt;
 }
 
 std::optional<std::string> check_target_host(std::string_view host) {
   if (auto bad = check_host_characters("target_host", host)) return bad;
   if (host.empty() || host.size() > 253) return "target_host must be 1 to 253 characters long";
-  if (is_ip_literal(host)) return std::nullopt;
+  if (is_ip_literal(host)) return check_zone("target_host", host);
   const std::string_view bad = "target_host must be a host name or an IP address literal (without brackets)";
   std::string_view rest = host.back() == '.' ? host.substr(0, host.size() - 1) : host;
   if (rest.empty()) return std::string(bad);
@@ -131,9 +135,11 @@ std::string printable(std::string_view text) {
 }
 
 std::string canonical_address(std::string_view host) {
+  const auto [text, zone] = split_zone(host);
   std::error_code ec;
-  auto addr = asio::ip::make_address(std::string(host), ec);
-  return ec ? std::string(host) : addr.to_string();
+  auto addr = asio::ip::make_address(std::string(text), ec);
+  if (ec) return std::string(host);
+  return zone ? addr.to_string() + "%" + std::string(*zone) : addr.to_string();
 }
 
 }  // namespace relay

@@ -37,7 +37,8 @@ std::string target_endpoint(const forward_spec& s);
 // Field checks shared by every way a spec is built. Each returns why the value is bad, or nothing.
 // Names: valid UTF-8, at most 64 characters, no control or bidirectional formatting characters
 // (joiners such as U+200D, which emoji sequences need, are allowed). Hosts: no control characters,
-// checked before any address parsing.
+// checked before any address parsing; a zone only as check_zone allows, and a link-local listen_host
+// needs one. Whether a zone's interface exists is not checked here (see check_interface).
 std::optional<std::string> check_name(std::string_view name);
 std::optional<std::string> check_listen_host(std::string_view host);
 std::optional<std::string> check_target_host(std::string_view host);
@@ -46,7 +47,8 @@ std::optional<std::string> check_target_host(std::string_view host);
 // bidirectional formatting character becomes U+FFFD. The identity on any value the checks accept.
 std::string printable(std::string_view text);
 
-// The canonical text of an IP literal ("::0001" -> "::1"); the input when it is not one.
+// The canonical text of an IP literal ("::0001" -> "::1", "FE80::1%Eth0" -> "fe80::1%Eth0": a zone
+// stays as typed); the input when it is not one.
 std::string canonical_address(std::string_view host);
 
 }  // namespace relay

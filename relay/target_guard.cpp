@@ -1,6 +1,8 @@
 // target_guard: the reaches rule, the walk along forwards' targets, and the per-worker guard.
 #include "relay/target_guard.hpp"
 
+#include "relay/ip_zone.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <ifaddrs.h>
@@ -20,7 +22,7 @@ address normalised(const address& a) {
   if (!a.is_v6()) return a;
   auto v6 = a.to_v6();
   if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6);
-  v6.scope_id(0);
+  if (!v6.is_link_local()) v6.scope_id(0);  // the kernel reads a scope id for link-local addresses only
   return v6;
 }
 
@@ -65,7 +67,7 @@ std::vector<address> interface_addresses() {
       const auto* in6 = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
       asio::ip::address_v6::bytes_type bytes;
       std::memcpy(bytes.data(), in6->sin6_addr.s6_addr, bytes.size());
-      out.push_back(normalised(asio::ip::address_v6(bytes)));
+      out.push_back(normalised(asio::ip::address_v6(bytes, in6->sin6_scope_id)));
     }
   }
   ::freeifaddrs(list);
@@ -80,10 +82,10 @@ local_test fresh_local_test() {
 }
 
 std::optional<guard_node> node_of(const forward_spec& spec) {
-  std::error_code ec;
-  const auto listen = asio::ip::make_address(spec.listen_host, ec);
-  if (ec || spec.listen_port == 0) return std::nullopt;
-  guard_node n{spec.id, {spec.protocol, listen, spec.listen_port, true}, std::nullopt, spec.target_port};
+  const auto listen = scoped_address(spec.listen_host);
+  if (!listen || spec.listen_port == 0) return std::nullopt;
+  guard_node n{spec.id, {spec.protocol, listen.value(), spec.listen_port, true}, std::nullopt, spec.target_port};
+  std::error_code ec;  // parsed as the sessions parse it, so a zone means the interface they connect on
   const auto target = asio::ip::make_address(spec.target_host, ec);
   if (!ec) n.target = target;
   return n;

@@ -36,8 +36,10 @@ using local_test = std::function<bool(const asio::ip::address&)>;
 //    too unless v6_only) and `to` is an address of this host of a family it takes: loopback
 //    (127.0.0.0/8, ::1) or an address on a local interface (getifaddrs: they change at runtime).
 // Both sides are normalised first: an IPv4-mapped IPv6 address (::ffff:127.0.0.1) is the IPv4
-// address, and scope ids are ignored. A destination "0.0.0.0" or "::" is its family's loopback
-// address, where Linux sends a connect to it (ip_route_output_key_hash_rcu, tcp_v6_connect).
+// address, and scope ids are ignored except on link-local addresses, where fe80::1%eth0 and
+// fe80::1%eth1 are two addresses (and fe80::1 with none reaches nothing: it cannot be connected).
+// A destination "0.0.0.0" or "::" is its family's loopback address, where Linux sends a connect to
+// it (ip_route_output_key_hash_rcu, tcp_v6_connect).
 // Not seen: "local" routes for whole prefixes other than 127/8 (AnyIP: `ip route add local ... dev lo`).
 bool reaches(const asio::ip::address& to, std::uint16_t port, relay::protocol protocol, const listen_point& l,
              const local_test& is_local);

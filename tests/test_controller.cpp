@@ -47,14 +47,17 @@ TEST_CASE("controller: a create or a rebind at the descriptor limit is a 503 nam
   const auto id = first.body["id"].get<std::int64_t>();
   const auto port = first.body["listen_port"].get<std::uint16_t>();
 
-  api::reply created, rebound;
+  api::reply created, rebound, zoned;
+  auto on_lo = tcp_body(0);
+  on_lo["listen_host"] = "fe80::1%lo";  // looking the interface up takes a descriptor too
   {
     descriptors_exhausted full;
     REQUIRE(full.refused_with() == EMFILE);
     created = ctl.create(tcp_body(0));
     rebound = ctl.patch(id, json{{"listen_port", 0}});
+    zoned = ctl.create(on_lo);
   }
-  for (const auto* r : {&created, &rebound}) {
+  for (const auto* r : {&created, &rebound, &zoned}) {
     INFO(r->body.dump());
     CHECK(r->status == 503);
     CHECK(r->body["error"]["code"] == "resource_exhausted");

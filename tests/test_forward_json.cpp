@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <net/if.h>
+
 using api::json;
 
 namespace {
@@ -284,6 +286,44 @@ TEST_CASE("a stored spec is judged by the checks a request must pass") {
   bad = s;
   bad.udp_max_sessions = 0;
   CHECK(api::check_spec(bad)->field == "udp_max_sessions");
+}
+
+TEST_CASE("a zone in listen_host is kept as typed and must name an interface that exists now") {
+  const std::string lo = std::to_string(if_nametoindex("lo"));
+  auto body = valid();
+  body["enabled"] = false;  // a disabled forward binds nothing, yet its interface is checked
+  body["listen_host"] = "FE80::0001%lo";
+  body["target_host"] = "fe80::2%nosuchif0";  // a target's interface may appear later
+  relay::forward_spec s;
+  REQUIRE_FALSE(api::parse_create(body, s));
+  CHECK(s.listen_host == "fe80::1%lo");
+  CHECK(s.target_host == "fe80::2%nosuchif0");
+  body["listen_host"] = "fe80::1%" + lo;
+  REQUIRE_FALSE(api::parse_create(body, s));
+  CHECK(s.listen_host == "fe80::1%" + lo);  // by number, not turned into the name
+
+  body["listen_host"] = "fe80::1%nosuchif0";
+  relay::forward_spec refused;
+  auto e = api::parse_create(body, refused);
+  REQUIRE(e);
+  CHECK(e->status == 400);
+  CHECK(e->code == "invalid_field");
+  CHECK(e->field == "listen_host");
+  CHECK(e->message == "unknown network interface 'nosuchif0'");
+
+  const auto before = s;
+  e = api::apply_patch(json{{"listen_host", "fe80::1%nosuchif0"}}, s);
+  REQUIRE(e);
+  CHECK(e->field == "listen_host");
+  CHECK(e->message.find("'nosuchif0'") != std::string::npos);
+  CHECK(s == before);
+
+  // One stored earlier whose interface has gone is not refused for it: binding it tells.
+  auto stored = s;
+  stored.listen_host = "fe80::1%gone0";
+  CHECK_FALSE(api::check_spec(stored));
+  CHECK_FALSE(api::apply_patch(json{{"name", "renamed"}}, stored));
+  CHECK(stored.listen_host == "fe80::1%gone0");
 }
 
 TEST_CASE("strings that fail the checks render as U+FFFD, so the page gets valid UTF-8") {

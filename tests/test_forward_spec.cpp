@@ -54,6 +54,33 @@ TEST_CASE("target_host: host names and IP literals, 1 to 253 characters") {
   CHECK_FALSE(check_target_host(long_name.substr(0, 249) + "abc"));
 }
 
+TEST_CASE("IPv6 zones: only on link-local addresses, an interface name or index, kept as typed") {
+  // The interface need not exist for the form to pass: check_interface asks that, of a request only.
+  for (const char* ok : {"fe80::1%eth0", "FE80::1%Eth0", "fe80::1%2", "fe80::1%nosuchif0", "fe80::1%" "abcdefghijklmno",
+                         "febf::1%wlan0"}) {
+    INFO(ok);
+    CHECK_FALSE(check_listen_host(ok));
+    CHECK_FALSE(check_target_host(ok));
+  }
+  for (const char* bad : {"fe80::1%", "fe80::1%a/b", "fe80::1%a:b", "fe80::1%a b", "fe80::1%eth0%1", "fe80::1%.",
+                          "fe80::1%" "abcdefghijklmnop", "2001:db8::1%eth0", "2001:db8::1%2", "::1%lo", "::%lo",
+                          "::ffff:127.0.0.1%lo", "fec0::1%eth0"}) {
+    INFO(bad);
+    CHECK(check_listen_host(bad));
+    CHECK(check_target_host(bad));
+  }
+  CHECK(check_target_host("2001:db8::1%eth0")->find("link-local") != std::string::npos);
+  // Nothing can listen on a link-local address without its link; a target's connect reports it.
+  CHECK(check_listen_host("fe80::1")->find("needs a zone") != std::string::npos);
+  CHECK_FALSE(check_target_host("fe80::1"));
+  CHECK(check_listen_host("127.0.0.1%lo"));
+
+  CHECK(canonical_address("FE80::0001%Eth0") == "fe80::1%Eth0");
+  CHECK(canonical_address("fe80::1%1") == "fe80::1%1");
+  CHECK(canonical_address("fe80::1%nosuchif0") == "fe80::1%nosuchif0");
+  CHECK(format_endpoint("fe80::1%eth0", 80) == "[fe80::1%eth0]:80");
+}
+
 TEST_CASE("endpoints print with brackets around IPv6") {
   CHECK(format_endpoint("127.0.0.1", 80) == "127.0.0.1:80");
   CHECK(format_endpoint("::1", 443) == "[::1]:443");

@@ -5,6 +5,8 @@
 
 #include <asio/ip/address.hpp>
 
+#include <net/if.h>
+
 #include <cstring>
 
 using namespace test;
@@ -214,6 +216,70 @@ TEST_CASE("a listen address this host does not have is a 400") {
   body["listen_host"] = "192.0.2.1";  // TEST-NET-1: never local; bind fails before any packet
   check_error(f.client.Post("/api/v1/forwards", body.dump(), "application/json"), 400, "bind_failed");
   CHECK(f.store.list().empty());
+}
+
+TEST_CASE("zones are kept as typed through POST, PATCH and a restart - an unknown listen interface is a 400") {
+  const std::string lo = std::to_string(if_nametoindex("lo"));
+  api_fixture f;
+  auto body = json::parse(forward_body(80));
+  body["enabled"] = false;  // nothing is bound, yet the interface is checked
+  body["listen_host"] = "fe80::1%nosuchif0";
+  auto r = f.client.Post("/api/v1/forwards", body.dump(), "application/json");
+  check_error(r, 400, "invalid_field");
+  CHECK(body_of(r)["error"]["field"] == "listen_host");
+  CHECK(body_of(r)["error"]["message"] == "unknown network interface 'nosuchif0'");
+  body["listen_host"] = "2001:db8::1%lo";
+  check_error(f.client.Post("/api/v1/forwards", body.dump(), "application/json"), 400, "invalid_field");
+  CHECK(f.store.list().empty());
+
+  body["listen_host"] = "FE80::0001%lo";
+  body["target_host"] = "fe80::2%nosuchif0";  // a target's interface may appear later
+  r = f.client.Post("/api/v1/forwards", body.dump(), "application/json");
+  REQUIRE(r);
+  REQUIRE(r->status == 201);
+  CHECK(body_of(r)["listen_host"] == "fe80::1%lo");
+  CHECK(body_of(r)["target_host"] == "fe80::2%nosuchif0");
+  const std::string path = "/api/v1/forwards/" + std::to_string(body_of(r)["id"].get<int>());
+
+  r = f.client.Patch(path.c_str(), R"({"listen_host":"fe80::1%nosuchif1"})", "application/json");
+  check_error(r, 400, "invalid_field");
+  CHECK(body_of(r)["error"]["message"] == "unknown network interface 'nosuchif1'");
+  CHECK(body_of(f.client.Get(path.c_str()))["listen_host"] == "fe80::1%lo");
+  r = f.client.Patch(path.c_str(), json{{"listen_host", "fe80::1%" + lo}}.dump(), "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(body_of(r)["listen_host"] == "fe80::1%" + lo);
+
+  // A stored forward whose interface has gone is restored in error naming it, or disabled; that one
+  // can be changed, and enabling it is a 400 naming the interface.
+  relay::forward_spec gone;
+  gone.listen_host = "fe80::1%gone0";
+  gone.target_host = "127.0.0.1";
+  gone.target_port = 80;
+  gone.enabled = false;
+  f.store.insert(gone);
+  gone.listen_host = "fe80::1%gone1";
+  gone.enabled = true;
+  f.store.insert(gone);
+  store::forward_store again((f.dir.path / "api.db").string());
+  relay::engine e(test_engine_options());
+  api::controller restarted(again, e);
+  restarted.restore();
+  auto list = restarted.list().body;
+  REQUIRE(list.size() == 3);
+  CHECK(list[2]["state"] == "error");
+  CHECK(list[2]["error"].get<std::string>().find("unknown network interface 'gone1'") != std::string::npos);
+  CHECK(list[0]["listen_host"] == "fe80::1%" + lo);
+  CHECK(list[0]["target_host"] == "fe80::2%nosuchif0");
+  CHECK(list[1]["listen_host"] == "fe80::1%gone0");
+  CHECK(list[1]["state"] == "disabled");
+  CHECK(restarted.patch(list[1]["id"].get<std::int64_t>(), json{{"name", "later"}}).status == 200);
+  auto enabled = restarted.patch(list[1]["id"].get<std::int64_t>(), json{{"enabled", true}});
+  CHECK(enabled.status == 400);
+  INFO(enabled.body.dump());
+  CHECK(enabled.body["error"]["code"] == "bind_failed");
+  CHECK(enabled.body["error"]["message"].get<std::string>().find("unknown network interface 'gone0'") !=
+        std::string::npos);
 }
 
 TEST_CASE("bodies over 64 KiB get a 413 the client can read, even while it is still sending") {

@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <net/if.h>
+
 namespace {
 
 using relay::protocol;
@@ -69,6 +71,39 @@ TEST_CASE("target guard: a wildcard listener is reached by this host's addresses
   CHECK(reaches("127.0.0.1", 80, any6_dual));
   CHECK(reaches("::ffff:127.0.0.1", 80, any6_dual));
   CHECK(reaches("0.0.0.0", 80, any6_dual));
+}
+
+TEST_CASE("target guard: a link-local address is one per interface - other scope ids are ignored") {
+  auto scoped = [](const char* text, unsigned scope) {
+    auto a = asio::ip::make_address_v6(text);
+    a.scope_id(scope);
+    return asio::ip::address(a);
+  };
+  const relay::listen_point on_2{protocol::tcp, scoped("fe80::1", 2), 80, true};
+  auto reaches_2 = [&](const asio::ip::address& to, const relay::local_test& local = only_loopback) {
+    return relay::reaches(to, 80, protocol::tcp, on_2, local);
+  };
+  CHECK(reaches_2(scoped("fe80::1", 2)));
+  CHECK_FALSE(reaches_2(scoped("fe80::1", 3)));  // the same address on another link
+  CHECK_FALSE(reaches_2(ip("fe80::1")));         // no link: such a connect fails
+  const relay::listen_point global{protocol::tcp, ip("2001:db8::1"), 80, true};
+  CHECK(relay::reaches(scoped("2001:db8::1", 5), 80, protocol::tcp, global, only_loopback));
+
+  const relay::local_test on_link_2 = [&](const asio::ip::address& a) { return a == scoped("fe80::1", 2); };
+  CHECK(relay::reaches(scoped("fe80::1", 2), 80, protocol::tcp, point("::", 80), on_link_2));
+  CHECK_FALSE(relay::reaches(scoped("fe80::1", 3), 80, protocol::tcp, point("::", 80), on_link_2));
+
+  // A forward on fe80::1%lo: its own target by name or index, not the same address on another link.
+  const auto lo = std::to_string(if_nametoindex("lo"));
+  const auto n = node(1, "fe80::1%lo", 5000, "fe80::9%99", 5000);
+  CHECK(n.listen.address == scoped("fe80::1", if_nametoindex("lo")));
+  relay::target_guard guard({}, {n});
+  auto check = [&](const std::string& to) {
+    return guard.check(1, protocol::tcp, ip(to.c_str()), 5000, only_loopback);
+  };
+  CHECK(check("fe80::1%lo")->kind == relay::refusal::kind::own_listener);
+  CHECK(check("fe80::1%" + lo)->kind == relay::refusal::kind::own_listener);
+  CHECK_FALSE(check("fe80::1%99"));
 }
 
 TEST_CASE("target guard: interface addresses include loopback and are normalised") {
