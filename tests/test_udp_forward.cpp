@@ -148,7 +148,7 @@ bool carries_datagrams(const std::string& address) {
 }
 
 // Enters a network namespace of its own, with loopback up and these IPv6 addresses on it, ready:
-// the first datagrams in a new namespace can be lost (seen under gVisor), so each address must
+// the first datagram in a new namespace was seen lost (TSan on a loaded machine), so each address must
 // carry one first. False (and the test passes vacuously) unless run by run_in_own_network_namespace.
 bool own_network_namespace(const std::vector<std::string>& addresses) {
   if (!std::getenv("PORTRELAY_TEST_NETNS")) return false;
