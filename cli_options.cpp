@@ -1,131 +1,236 @@
-// cli_options: hand-rolled flag parsing (both "--flag value" and "--flag=value").
+// cli_options: the daemon's flags, each declared once with CLI11: its check, its help line and the
+// words of its error come from that one declaration.
 #include "cli_options.hpp"
 
 #include "relay/forward_spec.hpp"
 
-#include <asio/ip/address.hpp>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 
 namespace {
 
-template <class T>
-bool parse_number(const std::string& text, T& out) {
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-  return ec == std::errc() && end == text.data() + text.size();
-}
-
-bool parse_seconds(const std::string& text, double& out, bool zero_ok = false) {
-  try {
-    std::size_t used = 0;
-    out = std::stod(text, &used);
-    return used == text.size() && std::isfinite(out) && (out > 0 || (zero_ok && out == 0)) && out <= 86400;
-  } catch (const std::exception&) {
-    return false;
-  }
-}
+constexpr std::size_t help_width = 100;
 
 // "127.0.0.1:7410", "[::1]:7410", "0.0.0.0:0", "localhost:7410" (the one name taken: it means
 // loopback whatever the resolver says of other names).
 bool parse_host_port(const std::string& text, std::string& host, std::uint16_t& port) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos) return false;
+  const std::string digits = text.substr(colon + 1);
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return false;
   std::string h = text.substr(0, colon);
   std::string lower = h;
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
   if (lower == "localhost") {
-    if (!parse_number(text.substr(colon + 1), port)) return false;
     host = lower;
     return true;
   }
   if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
   else if (h.find(':') != std::string::npos) return false;  // IPv6 needs brackets
   if (relay::check_listen_host(h)) return false;
-  if (!parse_number(text.substr(colon + 1), port)) return false;
   host = relay::canonical_address(h);
   return true;
+}
+
+// The checks. Each one's description says what it accepts, in the words of the help and the error.
+// A check returns an empty string for a good value (CLI11's convention).
+
+CLI::Validator file_name() {
+  return CLI::Validator([](std::string& v) { return v.empty() ? std::string("empty") : std::string(); }, "a file name");
+}
+
+// Decimal digits only, rewritten without leading zeros: CLI11 converts integers with base 0, which
+// would read 010 as 8 and accept 0x10.
+const CLI::Validator decimal([](std::string& v) {
+  if (v.empty() || !std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); })) return std::string("not decimal");
+  v.erase(0, std::min(v.find_first_not_of('0'), v.size() - 1));
+  return std::string();
+}, "");
+
+CLI::Validator integer(int min, int max) {
+  return (decimal & CLI::Range(min, max))
+      .description("an integer from " + std::to_string(min) + " to " + std::to_string(max));
+}
+
+// CLI::Range lets NaN through: every comparison with it is false.
+const CLI::Validator finite([](std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  return !v.empty() && end == v.c_str() + v.size() && std::isfinite(d) ? std::string() : std::string("not finite");
+}, "");
+
+CLI::Validator seconds(bool zero_ok) {
+  constexpr int max = 86400;
+  const std::string most = std::to_string(max);
+  if (zero_ok) return (finite & CLI::Range(0.0, double(max))).description("seconds, from 0 to " + most);
+  return (finite & CLI::Range(std::numeric_limits<double>::denorm_min(), double(max)))
+      .description("seconds, more than 0 and at most " + most);
+}
+
+CLI::Validator one_of(const std::vector<std::string>& names) {
+  std::string listed = names.front();
+  for (std::size_t i = 1; i < names.size(); ++i) listed += (i + 1 == names.size() ? " or " : ", ") + names[i];
+  return CLI::IsMember(names).description(listed);
+}
+
+CLI::Validator host_port() {
+  return CLI::Validator(
+      [](std::string& v) {
+        std::string host;
+        std::uint16_t port = 0;
+        return parse_host_port(v, host, port) ? std::string() : std::string("not HOST:PORT");
+      },
+      "HOST:PORT with an IP address or localhost, e.g. 127.0.0.1:7410, [::1]:7410 or localhost:7410");
+}
+
+// Adds check to opt. What it accepts ends the flag's help line and is the error's reason:
+// "--workers: 'two' (an integer from 1 to 256)", to which parse_cli adds "invalid value for ".
+// A transform, not a check, which CLI11 would hand a copy, so that decimal's rewrite is kept.
+CLI::Option* accepts(CLI::Option* opt, const CLI::Validator& check) {
+  const std::string what = check.get_description();
+  opt->transform(CLI::Validator(
+      [what, check](std::string& value) {
+        const std::string given = value;
+        return check(value).empty() ? std::string() : "'" + given + "' (" + what + ")";
+      },
+      ""));
+  return opt->description(opt->get_description() + ": " + what);
+}
+
+// Fills lines of at most width characters with words; the lines after the first start with indent.
+std::string fill(const std::vector<std::string>& items, std::size_t width, const std::string& indent = "") {
+  std::string out, line;
+  for (const auto& word : items) {
+    if (!line.empty() && line.size() + 1 + word.size() > width) {
+      out += line + "\n" + indent;
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + word;
+  }
+  return out + line;
+}
+
+std::vector<std::string> words(const std::string& text) {
+  std::vector<std::string> out;
+  for (std::size_t start = 0, end; start < text.size(); start = end + 1) {
+    end = std::min(text.find(' ', start), text.size());
+    out.push_back(text.substr(start, end - start));
+  }
+  return out;
+}
+
+// The help: a usage line built from the flags, then one entry per flag with its default.
+class help_formatter : public CLI::Formatter {
+ public:
+  std::string make_help(const CLI::App* app, std::string name, CLI::AppFormatMode mode) const override {
+    return make_usage(app, name) + "\n" + app->get_description() + "\n" + make_groups(app, mode);
+  }
+
+  std::string make_usage(const CLI::App* app, std::string name) const override {
+    const std::string lead = "usage: " + name + " ";
+    std::vector<std::string> flags;
+    for (const CLI::Option* opt : app->get_options()) {
+      if (!opt->get_option_text().empty()) flags.push_back("[" + opt->get_name() + " " + opt->get_option_text() + "]");
+    }
+    const std::string indent(lead.size(), ' ');
+    return lead + fill(flags, help_width - lead.size(), indent) + "\n" +
+           indent.substr(name.size() + 1) + name + " --help | --version\n";
+  }
+
+  std::string make_option_desc(const CLI::Option* opt) const override {
+    std::string desc = opt->get_description();
+    if (!opt->get_default_str().empty()) desc += " (default " + opt->get_default_str() + ")";
+    return fill(words(desc), help_width - get_column_width() - 2);
+  }
+};
+
+void declare(CLI::App& app, cli_options& o) {
+  app.description("Forwards local TCP and UDP ports to remote host:port targets, managed over a REST API.");
+  app.formatter(std::make_shared<help_formatter>());
+  app.set_help_flag();  // --help is an ordinary flag: main prints the help once every flag checked out
+  app.allow_extras();   // parse_cli names the first unknown one itself
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // CLI11's default refuses a repeat
+
+  app.add_flag("-h,--help", o.help, "print this help and exit");
+  app.add_flag("--version", o.version, "print the version and exit");
+  accepts(app.add_option("--db", o.db, "SQLite database, created when missing"), file_name())
+      ->option_text("FILE")->capture_default_str();
+  accepts(app.add_option_function<std::string>(
+              "--api", [&o](const std::string& v) { parse_host_port(v, o.api_host, o.api_port); },
+              "API address (localhost: 127.0.0.1 and ::1; port 0: any free port)"),
+          host_port())
+      ->option_text("HOST:PORT")->default_str(o.api_host + ":" + std::to_string(o.api_port));
+  accepts(app.add_option("--token-file", o.token_file,
+                         "require 'Authorization: Bearer <token>' on /api/ and /metrics, needed off loopback; "
+                         "without it, $CREDENTIALS_DIRECTORY/token when systemd passes one"),
+          file_name())
+      ->option_text("FILE");
+  accepts(app.add_option("--workers", o.workers, "data-plane threads"), integer(1, 256))
+      ->option_text("N")->default_str("one per CPU");
+  accepts(app.add_option("--log-level", o.log_level, "the least severe messages logged"),
+          one_of({"trace", "debug", "info", "warn", "error"}))
+      ->option_text("LEVEL")->capture_default_str();
+  accepts(app.add_option("--connect-timeout", o.connect_timeout_s, "per-address connect timeout to targets"),
+          seconds(false))
+      ->option_text("S")->capture_default_str();
+  accepts(app.add_option("--half-close-timeout", o.half_close_timeout_s,
+                         "idle time before a half-closed connection is closed"),
+          seconds(false))
+      ->option_text("S")->capture_default_str();
+  accepts(app.add_option("--drain-timeout", o.drain_timeout_s,
+                         "on SIGTERM, how long live connections may finish; 0, or a second SIGTERM or "
+                         "SIGINT, closes them at once"),
+          seconds(true))
+      ->option_text("S")->capture_default_str();
+  accepts(app.add_option("--datapath", o.datapath,
+                         "how TCP bytes move: auto copies small messages and splices bulk, splice always "
+                         "goes through a pipe, copy always through a buffer"),
+          one_of({"auto", "splice", "copy"}))
+      ->option_text("MODE")->capture_default_str();
 }
 
 }  // namespace
 
 std::string usage() {
-  return "usage: portrelay [--db FILE] [--api HOST:PORT] [--token-file FILE] [--workers N]\n"
-         "                 [--log-level LEVEL] [--connect-timeout SECONDS] [--half-close-timeout SECONDS]\n"
-         "                 [--drain-timeout SECONDS] [--datapath auto|splice|copy]\n"
-         "\n"
-         "Forwards local TCP and UDP ports to remote host:port targets, managed over a REST API.\n"
-         "\n"
-         "  --db FILE                 SQLite database (default portrelay.db; created when missing)\n"
-         "  --api HOST:PORT           API address: an IP, or localhost for 127.0.0.1 and ::1 (default\n"
-         "                            127.0.0.1:7410; port 0 = any free port)\n"
-         "  --token-file FILE         require 'Authorization: Bearer <token>' on /api/ and /metrics (needed\n"
-         "                            off loopback; default: $CREDENTIALS_DIRECTORY/token when systemd passes one)\n"
-         "  --workers N               data-plane threads (default: one per CPU)\n"
-         "  --log-level LEVEL         trace, debug, info (default), warn, error\n"
-         "  --connect-timeout S       per-address connect timeout to targets (default 10)\n"
-         "  --half-close-timeout S    idle time before a half-closed connection is closed (default 60)\n"
-         "  --drain-timeout S         on SIGTERM, how long live connections may finish (default 30; 0 = close\n"
-         "                            at once); a second SIGTERM or SIGINT closes them at once\n"
-         "  --datapath MODE           how TCP bytes move: auto (default: copy small messages, splice bulk),\n"
-         "                            splice (always through a pipe), copy (always through a buffer)\n"
-         "  --help, --version\n";
+  cli_options o;
+  CLI::App app("", "portrelay");
+  declare(app, o);
+  return app.help();
 }
 
 cli_parse parse_cli(const std::vector<std::string>& args) {
   cli_options o;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    std::string flag = args[i], value;
-    bool has_value = false;
-    if (auto eq = flag.find('='); flag.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = flag.substr(eq + 1);
-      flag = flag.substr(0, eq);
-      has_value = true;
-    }
-    if (flag == "--help" || flag == "-h") {
-      o.help = true;
-      continue;
-    }
-    if (flag == "--version") {
-      o.version = true;
-      continue;
-    }
-    const bool takes_value = flag == "--db" || flag == "--api" || flag == "--token-file" || flag == "--workers" ||
-                             flag == "--log-level" || flag == "--connect-timeout" || flag == "--half-close-timeout" ||
-                             flag == "--drain-timeout" || flag == "--datapath";
-    if (!takes_value) return {std::nullopt, "unknown option: " + args[i]};
-    if (!has_value) {
-      if (i + 1 >= args.size()) return {std::nullopt, "option " + flag + " needs a value"};
-      value = args[++i];
-    }
-    auto bad = [&](const std::string& what) { return cli_parse{std::nullopt, "invalid value for " + flag + ": '" + value + "' (" + what + ")"}; };
-    if (flag == "--db") {
-      if (value.empty()) return bad("a file name");
-      o.db = value;
-    } else if (flag == "--api") {
-      if (!parse_host_port(value, o.api_host, o.api_port)) return bad("HOST:PORT with an IP address or localhost, e.g. 127.0.0.1:7410, [::1]:7410 or localhost:7410");
-    } else if (flag == "--token-file") {
-      if (value.empty()) return bad("a file name");
-      o.token_file = value;
-    } else if (flag == "--workers") {
-      if (!parse_number(value, o.workers) || o.workers < 1 || o.workers > 256) return bad("an integer from 1 to 256");
-    } else if (flag == "--log-level") {
-      if (value != "trace" && value != "debug" && value != "info" && value != "warn" && value != "error") {
-        return bad("trace, debug, info, warn or error");
-      }
-      o.log_level = value;
-    } else if (flag == "--connect-timeout") {
-      if (!parse_seconds(value, o.connect_timeout_s)) return bad("seconds, more than 0 and at most 86400");
-    } else if (flag == "--half-close-timeout") {
-      if (!parse_seconds(value, o.half_close_timeout_s)) return bad("seconds, more than 0 and at most 86400");
-    } else if (flag == "--drain-timeout") {
-      if (!parse_seconds(value, o.drain_timeout_s, true)) return bad("seconds, from 0 to 86400");
-    } else if (flag == "--datapath") {
-      if (value != "auto" && value != "splice" && value != "copy") return bad("auto, splice or copy");
-      o.datapath = value;
+  CLI::App app("", "portrelay");
+  declare(app, o);
+  // CLI11 takes them last first, and reads "--db=" as "--db" wanting the next argument: the empty
+  // value is meant, and refused as one.
+  std::vector<std::string> reversed;
+  for (auto arg = args.rbegin(); arg != args.rend(); ++arg) {
+    const std::string name = arg->substr(0, arg->size() - 1);
+    const auto* opt = arg->ends_with('=') ? app.get_option_no_throw(name) : nullptr;
+    if (opt && opt->get_expected_min() > 0) {
+      reversed.insert(reversed.end(), {"", name});
+    } else {
+      reversed.push_back(*arg);
     }
   }
+  try {
+    app.parse(reversed);
+  } catch (const CLI::ArgumentMismatch&) {
+    // CLI11 takes any next argument as a flag's value, so only the last one can lack it.
+    return {std::nullopt, "option " + args.back().substr(0, args.back().find('=')) + " needs a value"};
+  } catch (const CLI::ValidationError& e) {
+    return {std::nullopt, std::string("invalid value for ") + e.what()};
+  } catch (const CLI::ParseError& e) {
+    return {std::nullopt, e.what()};
+  }
+  if (const auto unknown = app.remaining(); !unknown.empty()) return {std::nullopt, "unknown option: " + unknown.front()};
   return {o, {}};
 }

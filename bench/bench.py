@@ -193,10 +193,12 @@ class Direct(Relay):
 class Portrelay(Relay):
     name = "portrelay"
 
-    def __init__(self, work, binary):
+    def __init__(self, work, binary, udp_listen_host=LOOPBACK):
         super().__init__(work)
         self.binary = binary
-        self.settings = "release build, --workers 2 (one per CPU), defaults otherwise"
+        self.udp_listen_host = udp_listen_host  # clients still send to 127.0.0.1
+        self.settings = "release build, --workers 2 (one per CPU), defaults otherwise" + (
+            f", UDP listening on {udp_listen_host}" if udp_listen_host != LOOPBACK else "")
 
     def start(self, listen, target, pinned, udp):
         api = free_port()
@@ -205,7 +207,8 @@ class Portrelay(Relay):
                    "--drain-timeout", "0"], pinned)
         wait_port(api)
         for proto in (["tcp", "udp"] if udp else ["tcp"]):
-            body = json.dumps({"protocol": proto, "listen_host": LOOPBACK, "listen_port": listen,
+            host = self.udp_listen_host if proto == "udp" else LOOPBACK
+            body = json.dumps({"protocol": proto, "listen_host": host, "listen_port": listen,
                                "target_host": LOOPBACK, "target_port": target}).encode()
             req = urllib.request.Request(f"http://{LOOPBACK}:{api}/api/v1/forwards", body,
                                          {"Content-Type": "application/json"})
@@ -616,6 +619,8 @@ def main():
                     help="comma-separated groups to run (default: all): tcp (1 and 4 streams, CPU per GB), "
                          "conn (new connections), rtt (TCP and UDP ping-pong), udp (loss), idle (memory), "
                          "control (1,000 forwards through the API)")
+    ap.add_argument("--udp-listen-host", default=LOOPBACK,
+                    help="portrelay's UDP listen address (0.0.0.0 or :: measures the reply-address path)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
     groups = set(args.measures.split(","))
@@ -626,7 +631,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     work = tempfile.mkdtemp(prefix="portrelay-bench-")
-    relays = [Direct(work), Portrelay(work, args.binary), Haproxy(work), Nginx(work), Rinetd(work), Socat(work)]
+    relays = [Direct(work), Portrelay(work, args.binary, args.udp_listen_host), Haproxy(work), Nginx(work), Rinetd(work), Socat(work)]
     if args.only:
         wanted = args.only.split(",")
         relays = [r for r in relays if r.name in wanted]

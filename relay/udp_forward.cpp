@@ -4,16 +4,15 @@
 #include "relay/bind_steps.hpp"
 #include "relay/forward_spec.hpp"
 #include "relay/target_guard.hpp"
+#include "relay/udp_batch.hpp"
 
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
-#include <netinet/udp.h>
 #include <sys/socket.h>
 
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -22,7 +21,6 @@ namespace relay {
 
 namespace {
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
-constexpr std::size_t max_datagram = 65536;        // larger than any UDP payload, so none is truncated
 constexpr int rounds = 4;                          // recvmmsg batches per wake-up, so one forward cannot starve a worker
 constexpr std::size_t max_pending = 8;             // per session while its target's name resolves
 constexpr int listener_buffer = 4 * 1024 * 1024;  // bursts wait in the kernel, not in the relay
@@ -38,182 +36,14 @@ void size_buffers(int fd, int bytes) {
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
   }
 }
-// A worker's scratch space for batched I/O, shared by all its UDP forwards (used only between waits):
-// `slots` datagram buffers of the largest size, so nothing is ever truncated. Pages are touched only
-// as large datagrams arrive, so small traffic costs little resident memory.
-struct batch_space {
-  static constexpr int slots = 32;
-  std::vector<char> data = std::vector<char>(slots * max_datagram);
-  std::array<mmsghdr, slots> in{};
-  std::array<iovec, slots> in_iov{};
-  std::array<sockaddr_storage, slots> from{};
-  std::array<mmsghdr, slots> out{};
-  std::array<iovec, slots> out_iov{};
-
-  char* slot(int i) { return data.data() + static_cast<std::size_t>(i) * max_datagram; }
-  // Sets up `in` to receive into every slot (with the sender's address when `addresses`).
-  void arm(bool addresses) {
-    for (int i = 0; i < slots; ++i) {
-      in_iov[i] = {slot(i), max_datagram};
-      in[i].msg_hdr = msghdr{};
-      in[i].msg_hdr.msg_iov = &in_iov[i];
-      in[i].msg_hdr.msg_iovlen = 1;
-      if (addresses) {
-        in[i].msg_hdr.msg_name = &from[i];
-        in[i].msg_hdr.msg_namelen = sizeof from[i];
-      }
-    }
-  }
-  // Queues slot `i`'s datagram for the next send_batch, to `to` (nullptr on a connected socket).
-  void queue(int count, int i, const asio::ip::udp::endpoint* to) {
-    out_iov[count] = {slot(i), in[i].msg_len};
-    out[count].msg_hdr = msghdr{};
-    out[count].msg_hdr.msg_iov = &out_iov[count];
-    out[count].msg_hdr.msg_iovlen = 1;
-    if (to) {
-      out[count].msg_hdr.msg_name = const_cast<sockaddr*>(to->data());
-      out[count].msg_hdr.msg_namelen = static_cast<socklen_t>(to->size());
-    }
-  }
-};
-
-batch_space& scratch() {
-  thread_local batch_space space;
-  return space;
-}
-
-// One system call for a run of same-size datagrams to one destination (the last may be shorter):
-// UDP generic segmentation offload (UDP_SEGMENT) passes the run down the stack once and cuts it
-// into its datagrams at the end (on loopback, at the receiving socket). The kernel's bounds: at
-// most 64 segments and one IP packet's worth of bytes.
-constexpr int max_gso_segments = 64;
-constexpr std::size_t max_gso_bytes = 65000;
-
-// How many of the queued datagrams from `first` on can leave as one GSO send.
-int gso_run(const batch_space& b, int first, int count) {
-  const auto size = b.out_iov[first].iov_len;
-  std::size_t total = size;
-  int k = 1;
-  while (first + k < count && k < max_gso_segments) {
-    const auto len = b.out_iov[first + k].iov_len;
-    if (b.out[first + k].msg_hdr.msg_name != b.out[first].msg_hdr.msg_name || len > size || len == 0 ||
-        total + len > max_gso_bytes) {
-      break;
-    }
-    total += len;
-    ++k;
-    if (len < size) break;  // a shorter one can only end the run
-  }
-  return k;
-}
-
-// The errors an ICMP message leaves on a connected UDP socket saying the destination does not take
-// datagrams: port, host or network unreachable, protocol unreachable, administratively prohibited
-// (Linux's icmp_err_convert and icmpv6_err_convert). Not EMSGSIZE: that one is about the datagram.
-bool is_unreachable(int error) {
-  switch (error) {
-    case ECONNREFUSED:
-    case EHOSTUNREACH:
-    case ENETUNREACH:
-    case EHOSTDOWN:
-    case ENONET:
-    case ENOPROTOOPT:
-    case EACCES:
-      return true;
-    default:
-      return false;
-  }
-}
-
-// sendmmsg of queued datagrams [first, first + count) on `fd`, counting each one as sent
-// (`datagrams`, `bytes`) or `dropped`. A datagram the kernel refuses is dropped; after an ICMP
-// error that was queued on the socket (then in `unreachable`) the rest are dropped too, since the
-// caller moves the session elsewhere; after any other error the rest still go. Returns false when
-// the rest were dropped (the socket is full, or the destination is unreachable): never queued.
-bool send_each(int fd, batch_space& b, int first, int count, std::atomic<std::uint64_t>& datagrams,
-               std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped, int& unreachable) {
-  int done = 0;
-  while (done < count) {
-    const int n = ::sendmmsg(fd, b.out.data() + first + done, static_cast<unsigned>(count - done), MSG_DONTWAIT);
-    if (n > 0) {
-      for (int i = first + done; i < first + done + n; ++i) bump(bytes, b.out[i].msg_len);
-      bump(datagrams, static_cast<std::uint64_t>(n));
-      done += n;
-      continue;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || is_unreachable(errno)) {
-      if (is_unreachable(errno)) unreachable = errno;
-      bump(dropped, static_cast<std::uint64_t>(count - done));
-      return false;
-    }
-    bump(dropped);  // this one is refused; the next may well go
-    ++done;
-  }
-  return true;
-}
-
-// Sends the `count` queued datagrams on `fd` (-1: nowhere to send; all are dropped). Runs that can
-// go as one GSO send do, while `gso` holds; a socket whose path refuses GSO (a segment above the
-// MTU, no checksum offload) clears it and uses sendmmsg from then on. Counting as in send_each.
-// Returns the ICMP error (is_unreachable) that was waiting on the socket, or 0.
-int send_batch(int fd, batch_space& b, int count, bool& gso, std::atomic<std::uint64_t>& datagrams,
-               std::atomic<std::uint64_t>& bytes, std::atomic<std::uint64_t>& dropped) {
-  int unreachable = 0;
-  if (fd < 0) {
-    bump(dropped, static_cast<std::uint64_t>(count));
-    return unreachable;
-  }
-  int singles = 0;  // queued datagrams from here on that go by sendmmsg
-  int i = 0;
-  while (i < count) {
-    const int k = gso ? gso_run(b, i, count) : 1;
-    if (k < 2) {
-      ++i;
-      continue;
-    }
-    if (i > singles && !send_each(fd, b, singles, i - singles, datagrams, bytes, dropped, unreachable)) {
-      bump(dropped, static_cast<std::uint64_t>(count - i));
-      return unreachable;
-    }
-    const auto size = static_cast<std::uint16_t>(b.out_iov[i].iov_len);
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof size)] = {};
-    msghdr m = b.out[i].msg_hdr;
-    m.msg_iov = &b.out_iov[i];  // the run's buffers, in order: one payload cut every `size` bytes
-    m.msg_iovlen = static_cast<std::size_t>(k);
-    m.msg_control = control;
-    m.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof size);
-    std::memcpy(CMSG_DATA(c), &size, sizeof size);
-    const ssize_t sent = ::sendmsg(fd, &m, MSG_DONTWAIT);
-    if (sent >= 0) {
-      bump(bytes, static_cast<std::uint64_t>(sent));
-      bump(datagrams, static_cast<std::uint64_t>(k));
-      i += k;
-      singles = i;
-      continue;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || is_unreachable(errno)) {
-      if (is_unreachable(errno)) unreachable = errno;
-      bump(dropped, static_cast<std::uint64_t>(count - i));
-      return unreachable;
-    }
-    if (errno == EINVAL || errno == EIO || errno == EOPNOTSUPP || errno == ENOPROTOOPT || errno == EMSGSIZE) {
-      gso = false;  // this path cannot segment: datagram by datagram from now on
-    }
-    i += k;  // the run goes by sendmmsg (which meets a queued ICMP error datagram by datagram)
-  }
-  if (count > singles) send_each(fd, b, singles, count - singles, datagrams, bytes, dropped, unreachable);
-  return unreachable;
-}
-
 }  // namespace
 
 struct udp_forward::session {
-  session(const asio::any_io_executor& ex, asio::ip::udp::endpoint c) : client(c), upstream(ex), resolver(ex) {}
+  session(const asio::any_io_executor& ex, const flow& f)
+      : client(f.client), local(f.local), source(f.local), upstream(ex), resolver(ex) {}
   asio::ip::udp::endpoint client;
+  asio::ip::address local;  // what the client sent to, on a wildcard listener; else unspecified
+  reply_source source;      // `local` as control data for the replies
   asio::ip::udp::socket upstream;  // connected to the target: it sees one peer per client
   asio::ip::udp::resolver resolver;
   clock::time_point last_active;
@@ -226,21 +56,23 @@ struct udp_forward::session {
   std::size_t at = 0;                            // the one `upstream` is connected to
 };
 
-std::size_t endpoint_hash::operator()(const asio::ip::udp::endpoint& e) const noexcept {
-  std::size_t h = std::hash<unsigned short>()(e.port());
-  if (e.address().is_v4()) {
-    h ^= std::hash<std::uint32_t>()(e.address().to_v4().to_uint()) * 0x9E3779B97F4A7C15ull;
-  } else {
-    for (auto b : e.address().to_v6().to_bytes()) h = h * 131 + b;
-  }
-  return h;
+std::size_t flow_hash::operator()(const flow& f) const noexcept {
+  return std::hash<asio::ip::udp::endpoint>()(f.client) * 31 + std::hash<asio::ip::address>()(f.local);
 }
 
 result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port) {
   auto socket = std::make_shared<asio::ip::udp::socket>(io);
   if (auto e = open_and_bind(*socket, host, port, false)) return *e;
-  size_buffers(socket->native_handle(), listener_buffer);
   std::error_code ignored;
+  // A wildcard listener learns each datagram's destination, to reply from it (receive_from_target).
+  const auto bound = socket->local_endpoint(ignored).address();
+  if (bound.is_unspecified()) {
+    if (auto ec = receive_destinations(socket->native_handle(), bound.is_v6())) {
+      return op_error{ec, std::string(bound.is_v6() ? "set IPV6_RECVPKTINFO on " : "set IP_PKTINFO on ") +
+                              format_endpoint(host, port) + ": " + ec.message()};
+    }
+  }
+  size_buffers(socket->native_handle(), listener_buffer);
   socket->non_blocking(true, ignored);
   return socket;
 }
@@ -266,6 +98,8 @@ void udp_forward::listen(bound_socket socket) {
     close_all_sessions();
     socket_ = std::get<udp_socket_ptr>(std::move(socket));
     reply_gso_ = true;
+    std::error_code ec;
+    wildcard_ = socket_->local_endpoint(ec).address().is_unspecified();
     auto self = shared_from_this();
     asio::co_spawn(pool_.context(home_), [self, s = socket_] { return self->receive_from_clients(s); },
                    log_coroutine_exception);
@@ -323,7 +157,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
     if (!socket->is_open() || ec == asio::error::operation_aborted) break;
     auto& b = scratch();
     for (int round = 0; round < rounds && socket->is_open(); ++round) {
-      b.arm(true);
+      b.arm(true, wildcard_);
       const int n = ::recvmmsg(socket->native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -334,14 +168,18 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
       int queued = 0;
       auto flush = [&] {
         if (!batch_for || queued == 0) return;
-        const int unreachable = send_batch(batch_for->upstream.native_handle(), b, queued, batch_for->gso,
-                                           stats_->datagrams_up, stats_->bytes_up, stats_->datagrams_dropped);
+        const auto sent = send_batch(batch_for->upstream.native_handle(), b, queued, batch_for->gso);
         queued = 0;
-        if (unreachable) target_failed(*batch_for);
+        bump(stats_->datagrams_up, sent.datagrams);
+        bump(stats_->bytes_up, sent.bytes);
+        bump(stats_->datagrams_dropped, sent.dropped);
+        if (sent.unreachable) target_failed(*batch_for);
       };
       for (int i = 0; i < n; ++i) {
-        asio::ip::udp::endpoint from;
-        std::memcpy(from.data(), &b.from[i], std::min<std::size_t>(b.in[i].msg_hdr.msg_namelen, sizeof b.from[i]));
+        flow from;
+        std::memcpy(from.client.data(), &b.from[i],
+                    std::min<std::size_t>(b.in[i].msg_hdr.msg_namelen, sizeof b.from[i]));
+        if (wildcard_) from.local = destination(b.in[i].msg_hdr);
         session* s = client_datagram(from);
         if (!s) continue;
         if (!s->ready) {
@@ -360,7 +198,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
   }
 }
 
-udp_forward::session* udp_forward::client_datagram(const asio::ip::udp::endpoint& from) {
+udp_forward::session* udp_forward::client_datagram(const flow& from) {
   auto it = sessions_.find(from);
   session* s = it != sessions_.end() ? it->second.get() : draining_ ? nullptr : open_session(from);
   if (!s) {
@@ -379,13 +217,13 @@ void udp_forward::hold(session& s, const char* data, std::size_t n) {
   }
 }
 
-udp_forward::session* udp_forward::open_session(const asio::ip::udp::endpoint& client) {
+udp_forward::session* udp_forward::open_session(const flow& f) {
   if (sessions_.size() >= max_sessions_ && !lru_.empty()) close_session(*lru_.back(), true);
-  auto s = std::make_shared<session>(pool_.context(home_).get_executor(), client);
+  auto s = std::make_shared<session>(pool_.context(home_).get_executor(), f);
   s->last_active = clock::now();
   lru_.push_front(s.get());
   s->lru_pos = lru_.begin();
-  sessions_.emplace(client, s);
+  sessions_.emplace(f, s);
   bump(stats_->connections_total);
   bump(stats_->connections_active);
   // The lambda owns the forward for as long as the coroutine runs (co_spawn keeps it in its frame).
@@ -505,7 +343,7 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
     if (ec == asio::error::operation_aborted) continue;  // the session moved to a new socket
     auto& b = scratch();
     for (int round = 0; round < rounds && s->open; ++round) {
-      b.arm(false);
+      b.arm(false, false);
       const int n = ::recvmmsg(s->upstream.native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -513,9 +351,12 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
         continue;
       }
       touch(*s);
-      for (int i = 0; i < n; ++i) b.queue(i, i, &s->client);  // replies leave through the listening socket
-      send_batch(socket_ ? socket_->native_handle() : -1, b, n, reply_gso_, stats_->datagrams_down,
-                 stats_->bytes_down, stats_->datagrams_dropped);
+      // Replies leave through the listening socket, from the address the client sent to.
+      for (int i = 0; i < n; ++i) b.queue(i, i, &s->client, &s->source);
+      const auto sent = send_batch(socket_ ? socket_->native_handle() : -1, b, n, reply_gso_);
+      bump(stats_->datagrams_down, sent.datagrams);
+      bump(stats_->bytes_down, sent.bytes);
+      bump(stats_->datagrams_dropped, sent.dropped);
       if (n < batch_space::slots) break;
     }
   }
@@ -537,7 +378,7 @@ void udp_forward::touch(session& s) {
 }
 
 void udp_forward::close_session(session& s, bool evicted) {
-  auto it = sessions_.find(s.client);
+  auto it = sessions_.find(flow{s.client, s.local});
   if (it == sessions_.end()) return;
   session_ptr keep = it->second;  // the session's own coroutine may hold the last other reference
   s.open = false;

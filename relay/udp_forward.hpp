@@ -27,16 +27,28 @@ inline constexpr std::chrono::seconds udp_fail_timeout{10};
 // At most this many failed addresses are remembered per forward; past it, new failures are not.
 inline constexpr std::size_t udp_max_failed_addresses = 1024;
 
-struct endpoint_hash {
-  std::size_t operator()(const asio::ip::udp::endpoint& e) const noexcept;
+// What a session is: a client's IP:port and the local address it sent to. On a wildcard listener
+// (0.0.0.0, ::) a client sending to two of the host's addresses has two sessions, as a NAT would
+// see two flows, and each session's replies leave from its own address. On a listener bound to one
+// address `local` is left unspecified.
+struct flow {
+  asio::ip::udp::endpoint client;
+  asio::ip::address local;
+  bool operator==(const flow&) const = default;
+};
+
+struct flow_hash {
+  std::size_t operator()(const flow& f) const noexcept;
 };
 
 // Everything lives on the home worker: the socket, the session table, the LRU list and the one
-// sweep timer, so nothing here needs a lock. Sessions are found in O(1) by client IP:port; the LRU
+// sweep timer, so nothing here needs a lock. Sessions are found in O(1) by flow; the LRU
 // list (front = most recent) gives eviction and idle expiry in O(1) with a single timer.
 // Datagrams are never queued: one that cannot be sent at once is dropped and counted. I/O is
 // batched: recvmmsg of up to 32 datagrams per call into the worker's scratch space, and one sendmmsg
-// per run of datagrams bound for the same session (or, for replies, the same client).
+// per run of datagrams bound for the same session (or, for replies, the same client). A wildcard
+// listener takes each datagram's destination address from the same recvmmsg (IP_PKTINFO) and
+// replies from it in the same sendmmsg, so a client always hears back from the address it sent to.
 class udp_forward final : public running_forward, public std::enable_shared_from_this<udp_forward> {
  public:
   // `drain_idle`: during a drain, a session idle this long is done (engine_options::udp_drain_idle_timeout).
@@ -66,10 +78,10 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   asio::awaitable<void> sweep();
 
   // The session for a client's datagram (opened if new), or nullptr when it is dropped (counted).
-  session* client_datagram(const asio::ip::udp::endpoint& from);
+  session* client_datagram(const flow& from);
   // Keeps a datagram for a session whose target is still resolving (a few at most; then dropped).
   void hold(session& s, const char* data, std::size_t n);
-  session* open_session(const asio::ip::udp::endpoint& client);
+  session* open_session(const flow& f);
   // Connects the session to address `index` of its target (a new socket, so ICMP errors meant for
   // the old address are gone with it). False when it is closed instead: the address leads back into
   // the daemon, or no socket could be opened (each counted).
@@ -99,10 +111,11 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   std::size_t max_sessions_;
   udp_socket_ptr socket_;
   bool reply_gso_ = true;  // replies through socket_ may go as GSO sends (see send_batch)
-  std::unordered_map<asio::ip::udp::endpoint, session_ptr, endpoint_hash> sessions_;
+  bool wildcard_ = false;  // socket_ is bound to 0.0.0.0 or ::, so replies name their source
+  std::unordered_map<flow, session_ptr, flow_hash> sessions_;
   std::list<session*> lru_;
   // Target addresses that answered with an ICMP error, and when (see udp_fail_timeout).
-  std::unordered_map<asio::ip::udp::endpoint, clock::time_point, endpoint_hash> failed_;
+  std::unordered_map<asio::ip::udp::endpoint, clock::time_point> failed_;  // asio's std::hash
   asio::steady_timer sweep_timer_;
   bool sweeping_ = false;
   bool stopped_ = false;

@@ -15,7 +15,7 @@ install_missing() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-BUILD_PACKAGES=(build-essential cmake pkg-config libasio-dev libcpp-httplib-dev nlohmann-json3-dev
+BUILD_PACKAGES=(build-essential cmake pkg-config libasio-dev libcli11-dev libcpp-httplib-dev nlohmann-json3-dev
   libsqlite3-dev libspdlog-dev libsystemd-dev)
 # python3-prometheus-client: the Prometheus parser the metrics test checks /metrics with; systemd:
 # systemd-analyze for the unit test; dpkg-dev: dpkg-shlibdeps for the .deb; lintian checks the .deb.
