@@ -70,7 +70,7 @@ api_error unknown_field(const std::string& key) {
 // Applies a request body's fields to spec, in two passes. The first reads every value that is not
 // null, so the protocol is known; the second holds each field to that protocol: a value for a
 // field that does not apply to it is refused, and null is accepted only for such a field (it is
-// what GET shows there), never in place of a value.
+// what GET shows there; it sets the field back to its default), never in place of a value.
 std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spec) {
   if (!body.is_object()) return api_error{400, "invalid_body", "the request body must be a JSON object"};
   for (const auto& [key, value] : body.items()) {
@@ -87,6 +87,8 @@ std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spe
       }
     } else if (!value.is_null()) {
       return invalid(key, key + " applies only to " + (field->tcp ? "tcp" : "udp") + " forwards");
+    } else {
+      field->read(field->write(relay::forward_spec{}), spec);  // null: back to the default
     }
   }
   return std::nullopt;

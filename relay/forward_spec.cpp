@@ -36,23 +36,6 @@ bool is_ip_literal(std::string_view host) {
   return !ec;
 }
 
-// Decodes one UTF-8 code point at s[i], advancing i; nothing when the sequence is malformed (overlong
-// forms, surrogates and values past U+10FFFF included).
-std::optional<char32_t> next_code_point(std::string_view s, std::size_t& i) {
-  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char lead = byte(i);
-  std::size_t len = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
-  if (len == 0 || i + len > s.size()) return std::nullopt;
-  char32_t cp = len == 1 ? lead : lead & (0x7F >> len);
-  for (std::size_t k = 1; k < len; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return std::nullopt;
-    cp = (cp << 6) | (byte(i + k) & 0x3F);
-  }
-  constexpr char32_t shortest[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < shortest[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return std::nullopt;
-  i += len;
-  return cp;
-}
 
 bool is_control(char32_t cp) { return cp < 0x20 || (cp >= 0x7F && cp < 0xA0); }
 
@@ -73,6 +56,22 @@ std::optional<std::string> check_host_characters(std::string_view field, std::st
 }
 
 }  // namespace
+
+std::optional<char32_t> next_code_point(std::string_view s, std::size_t& i) {
+  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char lead = byte(i);
+  std::size_t len = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
+  if (len == 0 || i + len > s.size()) return std::nullopt;
+  char32_t cp = len == 1 ? lead : lead & (0x7F >> len);
+  for (std::size_t k = 1; k < len; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return std::nullopt;
+    cp = (cp << 6) | (byte(i + k) & 0x3F);
+  }
+  constexpr char32_t shortest[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < shortest[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return std::nullopt;
+  i += len;
+  return cp;
+}
 
 std::optional<std::string> check_name(std::string_view name) {
   std::size_t count = 0;

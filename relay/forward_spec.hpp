@@ -43,6 +43,10 @@ std::optional<std::string> check_name(std::string_view name);
 std::optional<std::string> check_listen_host(std::string_view host);
 std::optional<std::string> check_target_host(std::string_view host);
 
+// Decodes one UTF-8 code point at s[i], advancing i; nothing when the sequence is malformed (overlong
+// forms, surrogates and values past U+10FFFF included), with i unchanged.
+std::optional<char32_t> next_code_point(std::string_view s, std::size_t& i);
+
 // `text` fit for a page or a metric label: each malformed UTF-8 byte, control character and
 // bidirectional formatting character becomes U+FFFD. The identity on any value the checks accept.
 std::string printable(std::string_view text);

@@ -29,7 +29,6 @@ class statement {
   bool step();
 
   std::int64_t column_int(int index) const;
-  double column_double(int index) const { return sqlite3_column_double(stmt_, index); }
   int column_type(int index) const { return sqlite3_column_type(stmt_, index); }
   std::string column_text(int index) const;
 

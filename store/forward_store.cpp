@@ -59,55 +59,41 @@ const char* const migrations[] = {
     )sql",
 };
 
-// A forward's row with its document's top-level members, one result row each (none for an empty
-// document); a document that is not JSON (a hand edit) reads as empty, and is_json says so.
-constexpr const char* select_rows =
-    "SELECT f.id, f.created_at, f.updated_at, json_valid(f.spec) AS is_json, j.key, j.type, j.value "
-    "FROM forwards f LEFT JOIN json_each(CASE WHEN json_valid(f.spec) THEN f.spec ELSE '{}' END) j ";
+constexpr const char* select_rows = "SELECT id, created_at, updated_at, spec FROM forwards ";
 
-// One member's value as JSON. Text is taken byte for byte (bad UTF-8 included, for the field's check
-// to name), so one bad member does not hide the others.
-relay::json member_value(const statement& s) {
-  const auto type = s.column_text(5);
-  if (type == "text") return s.column_text(6);
-  if (type == "integer") return s.column_int(6);
-  if (type == "real") return s.column_double(6);
-  if (type == "true") return true;
-  if (type == "false") return false;
-  if (type == "null") return nullptr;
-  auto nested = relay::json::parse(s.column_text(6), nullptr, false);  // object or array
-  return nested.is_discarded() ? relay::json(s.column_text(6)) : nested;
-}
-
-// Reads the statement's rows (select_rows) into forwards, one per id, in order.
-std::vector<stored_forward> read_rows(statement& s) {
-  std::vector<stored_forward> out;
-  std::vector<relay::json> docs;
-  std::vector<bool> is_json;
-  while (s.step()) {
-    const auto id = s.column_int(0);
-    if (out.empty() || out.back().spec.id != id) {
-      stored_forward f;
-      f.spec.id = id;
-      f.created_at = s.column_text(1);
-      f.updated_at = s.column_text(2);
-      out.push_back(std::move(f));
-      docs.push_back(relay::json::object());
-      is_json.push_back(s.column_int(3) == 1);
-    }
-    if (s.column_type(4) != SQLITE_NULL) docs.back()[s.column_text(4)] = member_value(s);
-  }
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    auto& f = out[i];
-    if (!is_json[i]) {
-      f.invalid = "spec is not valid JSON";
-      f.invalid_field = "spec";
-    } else if (auto bad = relay::from_document(docs[i], f.spec)) {
-      f.invalid = std::move(bad->message);
-      f.invalid_field = std::move(bad->field);
+// A document's text with each byte that is not UTF-8 (a hand edit: SQLite does not check) written as
+// the escape of U+0000, so that it parses and the field that holds it is refused by its own check
+// (every text field refuses control characters) rather than the whole row being unreadable. Such
+// bytes can only be inside strings: anywhere else the document is not JSON at all.
+std::string escape_bad_bytes(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t start = i;
+    if (relay::next_code_point(text, i)) {
+      out.append(text, start, i - start);
+    } else {
+      out += "\\u0000";
+      ++i;
     }
   }
   return out;
+}
+
+stored_forward read_row(const statement& s) {
+  stored_forward f;
+  f.spec.id = s.column_int(0);
+  f.created_at = s.column_text(1);
+  f.updated_at = s.column_text(2);
+  const auto doc = relay::json::parse(escape_bad_bytes(s.column_text(3)), nullptr, false);
+  if (doc.is_discarded()) {
+    f.invalid = "spec is not valid JSON";
+    f.invalid_field = "spec";
+  } else if (auto bad = relay::from_document(doc, f.spec)) {
+    f.invalid = std::move(bad->message);
+    f.invalid_field = std::move(bad->field);
+  }
+  return f;
 }
 
 // The columns beside the document, and the document: parameters 1 to 4. A spec its own fields'
@@ -190,16 +176,17 @@ void forward_store::prove_writable() {
 
 std::vector<stored_forward> forward_store::list() {
   std::lock_guard lock(mutex_);
-  statement s(db_.handle(), std::string(select_rows) + "ORDER BY f.id");
-  return read_rows(s);
+  statement s(db_.handle(), std::string(select_rows) + "ORDER BY id");
+  std::vector<stored_forward> out;
+  while (s.step()) out.push_back(read_row(s));
+  return out;
 }
 
 std::optional<stored_forward> forward_store::select_one(std::int64_t id) {
-  statement s(db_.handle(), std::string(select_rows) + "WHERE f.id = ?1");
+  statement s(db_.handle(), std::string(select_rows) + "WHERE id = ?1");
   s.bind(1, id);
-  auto rows = read_rows(s);
-  if (rows.empty()) return std::nullopt;
-  return std::move(rows.front());
+  if (!s.step()) return std::nullopt;
+  return read_row(s);
 }
 
 std::optional<stored_forward> forward_store::get(std::int64_t id) {

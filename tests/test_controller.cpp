@@ -94,8 +94,9 @@ TEST_CASE("controller: restore puts a stored forward that fails the API's checks
   hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.protocol', 'sctp') WHERE id = 2");
   hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.target_host', '') WHERE id = 3");
   hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.name', ?1) WHERE id = 4", "a\xff\xfe\xe2\x80\xae" "b");
-  hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.listen_host', ?1) WHERE id = 5",
-            std::string("127.0.0.1\0evil", 14));
+  // SQLite's JSON functions end text at a NUL, so the edit writes the escape itself.
+  hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.listen_host', json('\"127.0.0.1\\u0000evil\"')) "
+                  "WHERE id = 5");
   hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.enabled', json('false'), '$.target_port', 0) WHERE id = 6");
   hand_edit(path, "UPDATE forwards SET spec = json_set(spec, '$.udp_idle_timeout_s', 4294967297) WHERE id = 7");
 
@@ -111,7 +112,7 @@ TEST_CASE("controller: restore puts a stored forward that fails the API's checks
   REQUIRE(list.size() == 7);
   CHECK(list[0]["state"] == "active");
   const std::vector<std::pair<int, std::string>> reasons{
-      {1, "protocol"}, {2, "target_host"}, {3, "name must be valid UTF-8"}, {4, "control characters"},
+      {1, "protocol"}, {2, "target_host"}, {3, "name must contain only printable characters"}, {4, "control characters"},
       {5, "target_port"}, {6, "udp_idle_timeout_s"}};
   for (const auto& [row, reason] : reasons) {
     INFO("row " << row + 1);
@@ -139,7 +140,7 @@ TEST_CASE("controller: restore puts a stored forward that fails the API's checks
   const std::vector<std::tuple<std::int64_t, json, const char*>> fixes{
       {2, json{{"protocol", "tcp"}}, "protocol"},      {3, json{{"target_host", "127.0.0.1"}}, "target_host"},
       {4, json{{"name", "row4"}}, "name"},             {5, json{{"listen_host", "127.0.0.1"}}, "listen_host"},
-      {7, json{{"udp_idle_timeout_s", 60}}, "udp_idle_timeout_s"}};
+      {7, json{{"udp_idle_timeout_s", nullptr}}, "udp_idle_timeout_s"}};
   for (const auto& [id, fix, field] : fixes) {
     INFO("forward " << id);
     auto refused = ctl.patch(id, json{{"enabled", true}});
