@@ -1,6 +1,6 @@
 // tcp_session: connect, then a readiness-driven relay: splice through a pooled pipe, or copy through
 // the worker's buffer; half-close, backpressure, a connect timeout, a half-closed idle timeout, and
-// resets seen on a socket it has stopped reading.
+// resets passed on from one side to the other (also when seen on a socket it has stopped reading).
 #include "relay/tcp_session.hpp"
 
 #include "relay/disconnect.hpp"
@@ -20,7 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <limits>
 
 namespace relay {
 
@@ -77,9 +79,25 @@ std::error_code last_error() { return {errno, asio::error::get_system_category()
 
 // Bytes in the socket's send queue that its peer has not acknowledged yet (SIOCOUTQ, tcp(7)): a
 // peer whose receive buffer is full acknowledges nothing more until its application reads.
-bool unacknowledged(asio::ip::tcp::socket& s) {
+int send_queue(asio::ip::tcp::socket& s) {
   int queued = 0;
-  return s.is_open() && ::ioctl(s.native_handle(), SIOCOUTQ, &queued) == 0 && queued > 0;
+  return s.is_open() && ::ioctl(s.native_handle(), SIOCOUTQ, &queued) == 0 ? queued : 0;
+}
+
+bool unacknowledged(asio::ip::tcp::socket& s) { return send_queue(s) > 0; }
+
+// A connection that is over (reset, or timed out): its send queue will never be acknowledged.
+bool gone(asio::ip::tcp::socket& s) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  return !s.is_open() || ::getsockopt(s.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+         info.tcpi_state == TCP_CLOSE;
+}
+
+// Closing with a linger of zero sends a reset instead of a FIN (and drops the send queue).
+void reset_on_close(asio::ip::tcp::socket& s) {
+  std::error_code ignored;
+  s.set_option(asio::socket_base::linger(true, 0), ignored);
 }
 
 // Bytes in the socket's receive queue that the relay has not read yet (SIOCINQ, tcp(7)): they are
@@ -157,8 +175,7 @@ void tcp_session::resolve() {
           spdlog::debug("forward {}: {}: resolve {}: {}", self->route_.forward_id, self->peer(),
                         self->route_.target_host, self->timed_out_ ? "timed out" : ec.message());
           bump(self->stats_.connect_errors);
-          self->stop();
-          return;
+          return self->refuse();
         }
         self->endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>();
         for (const auto& entry : results) self->endpoints_->push_back(entry.endpoint());
@@ -170,15 +187,11 @@ void tcp_session::try_connect(std::size_t index) {
   if (stopped_) return;
   if (index >= endpoints_->size()) {
     bump(stats_.connect_errors);
-    stop();
-    return;
+    return refuse();
   }
   const auto endpoint = (*endpoints_)[index];
+  if (leads_back(route_.forward_id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) return refuse();
   std::error_code ec;
-  if (leads_back(route_.forward_id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) {
-    client_.set_option(asio::socket_base::linger(true, 0), ec);  // the client sees a reset
-    return stop();
-  }
   upstream_.close(ec);
   // A non-blocking socket from the start, connected by hand: fewer system calls than asio's
   // async_connect (no ioctl, no poll), which matters when connections are short.
@@ -226,8 +239,10 @@ void tcp_session::try_connect(std::size_t index) {
 }
 
 void tcp_session::on_connect(std::size_t index, std::error_code ec) {
-  if (!ec && !timed_out_) {
-    connected();
+  // A refused connect is ECONNREFUSED; ECONNRESET means the target accepted, and reset (maybe after
+  // sending) before the connect was seen here: relayed as any reset.
+  if ((!ec || ec == asio::error::connection_reset) && !timed_out_) {
+    connected(ec);
     return;
   }
   if (spdlog::should_log(spdlog::level::debug)) {
@@ -237,6 +252,13 @@ void tcp_session::on_connect(std::size_t index, std::error_code ec) {
                   timed_out_ ? "timed out" : ec.message());
   }
   try_connect(index + 1);
+}
+
+// No target to relay to: the client sees a reset, as it would from a port where nothing listens,
+// never an orderly end (which would pass for an empty answer).
+void tcp_session::refuse() {
+  reset_on_close(client_);
+  stop();
 }
 
 void tcp_session::arm_connect_timeout() {
@@ -250,7 +272,7 @@ void tcp_session::arm_connect_timeout() {
   });
 }
 
-void tcp_session::connected() {
+void tcp_session::connected(const std::error_code& reset) {
   timer_.cancel();
   phase_ = phase::relaying;
   endpoints_.reset();
@@ -259,6 +281,10 @@ void tcp_session::connected() {
   client_.non_blocking(true, ignored);  // its other options come from the listener
   if (spdlog::should_log(spdlog::level::debug)) {
     spdlog::debug("forward {}: {} -> {} connected", route_.forward_id, peer(), describe(upstream_));
+  }
+  if (reset) {
+    broken(upstream_, reset);
+    return pump(down_);
   }
   pump(up_);                                     // the client may well have sent already
   wait(down_, asio::socket_base::wait_read);     // the target has not: no need to try reading it
@@ -269,7 +295,7 @@ void tcp_session::pump(direction& d) {
     if (stopped_ || d.finished) return;
     std::error_code ec;
     if (!flush(d, ec)) {
-      if (ec) return fail(ec);
+      if (ec) return broken(*d.to, ec);
       d.drained = false;  // bytes may arrive meanwhile: read again (to EAGAIN) before waiting to read
       if (!d.watched) watch(d);
       return wait(d, asio::socket_base::wait_write);  // `to` is full: reading this direction pauses
@@ -281,7 +307,10 @@ void tcp_session::pump(direction& d) {
       return wait(d, asio::socket_base::wait_read);
     }
     fill(d, ec);
-    if (ec) return fail(ec);
+    if (ec) {
+      broken(*d.from, ec);
+      d.eof = true;  // nothing more comes from `from`: what was read still goes, then the reset
+    }
   }
   // A fast direction has had its share of this wake-up: the worker's other connections go first.
   asio::post(client_.get_executor(), [self = shared_from_this(), &d] { self->pump(d); });
@@ -376,11 +405,9 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
   if (got == 0) return;
   if (got >= bulk_read) d.splicing = true;  // bulk: the next reads splice
   const int more = d.eof ? MSG_MORE : 0;
+  // On an error other than EAGAIN the bytes are held too: the flush that follows sees it again, as
+  // the destination's (`ec` is the source's).
   const ssize_t sent = ::send(d.to->native_handle(), buffer.data(), got, MSG_DONTWAIT | MSG_NOSIGNAL | more);
-  if (sent < 0 && !would_block(errno)) {
-    if (!ec) ec = last_error();
-    return;
-  }
   const std::size_t taken = sent < 0 ? 0 : static_cast<std::size_t>(sent);
   moved(d, taken);
   if (taken < got) {  // only what the destination would not take is kept, until it takes it
@@ -404,9 +431,9 @@ void tcp_session::release_pipe(direction& d) {
 
 void tcp_session::wait(direction& d, asio::socket_base::wait_type what) {
   auto& socket = what == asio::socket_base::wait_read ? *d.from : *d.to;
-  socket.async_wait(what, [self = shared_from_this(), &d](const std::error_code& ec) {
+  socket.async_wait(what, [self = shared_from_this(), &d, &socket](const std::error_code& ec) {
     if (self->stopped_) return;
-    if (ec) return self->fail(ec);
+    if (ec) return self->broken(socket, ec);
     self->pump(d);
   });
 }
@@ -420,9 +447,10 @@ void tcp_session::watch(direction& d) {
   d.watched = true;
   d.from->async_wait(asio::socket_base::wait_error, [self = shared_from_this(), &d](const std::error_code& ec) {
     if (self->stopped_) return;
-    if (ec) return self->fail(ec);
+    if (ec) return self->broken(*d.from, ec);
     const auto woke = check_error_wake(d.from->native_handle());
-    if (woke.error) return self->fail(woke.error);  // counted and logged as any reset
+    // The error is read (and cleared) here: reads on `from` now give what it still holds, then EOF.
+    if (woke.error) return self->broken(*d.from, woke.error);
     if (woke.wait_again) self->watch(d);
   });
 }
@@ -430,6 +458,7 @@ void tcp_session::watch(direction& d) {
 void tcp_session::finish(direction& d) {
   d.finished = true;
   release_pipe(d);
+  if (phase_ == phase::resetting) return pass_reset();  // the failed side's bytes are all delivered
   if (up_.finished && down_.finished) {
     stop();  // both ways done: closing sends the last FIN, no shutdown needed first
     return;
@@ -445,7 +474,11 @@ void tcp_session::finish(direction& d) {
 void tcp_session::moved(direction& d, std::size_t n) {
   if (n == 0) return;
   bump(*d.counter, n);
-  if (phase_ == phase::half_closed) deadline_ = clock::now() + options_.half_close_timeout;
+  if (phase_ == phase::half_closed) {
+    deadline_ = clock::now() + options_.half_close_timeout;
+  } else if (phase_ == phase::resetting) {
+    deadline_ = clock::now() + reset_delivery_stall;
+  }
 }
 
 void tcp_session::arm_idle_timer() {
@@ -469,17 +502,66 @@ void tcp_session::arm_idle_timer() {
   });
 }
 
-void tcp_session::fail(const std::error_code& ec) {
+// A relay passes on what happened: the side that stays sees a reset, not an orderly end that
+// would make a truncated stream look complete. The failed socket's direction goes on, to hand over
+// what was read before the error (and what the socket still holds, when the error came by
+// another way: reads then give it, then EOF); the reverse direction has nowhere to go any more.
+void tcp_session::broken(asio::ip::tcp::socket& s, const std::error_code& ec) {
+  if (stopped_) return;
   if (!is_ordinary_disconnect(ec) && ec != asio::error::operation_aborted) {
     spdlog::warn("forward {}: {} -> {}: {}", route_.forward_id, peer(),
                  format_endpoint(route_.target_host, route_.target_port), ec.message());
   }
-  stop();  // one side failed: the other direction has nowhere to go
+  if (phase_ == phase::resetting) {
+    if (&s != failed_) stop();  // both sides failed: nobody left to deliver to
+    return;                     // (the failed side again: its direction sees the end itself)
+  }
+  phase_ = phase::resetting;
+  failed_ = &s;
+  auto& drain = &s == &client_ ? up_ : down_;
+  auto& dropped = &drain == &up_ ? down_ : up_;
+  dropped.finished = true;
+  dropped.held.reset();
+  release_pipe(dropped);
+  deadline_ = clock::now() + reset_delivery_stall;
+  unacknowledged_ = std::numeric_limits<int>::max();
+  if (drain.finished) return pass_reset();
+  arm_reset_timer(deadline_);  // a receiver that takes nothing does not hold the session
+}
+
+// The failed side's bytes are all with the other side's kernel; a reset would drop those its peer
+// has not acknowledged yet, so it waits for them (the interval doubling from 1 ms to 64 ms) while
+// they keep being acknowledged.
+void tcp_session::pass_reset() {
+  auto& other = failed_ == &client_ ? upstream_ : client_;
+  const int queued = send_queue(other);
+  const auto now = clock::now();
+  if (queued == 0 || now >= deadline_ || gone(other)) return stop();
+  if (queued < unacknowledged_) deadline_ = now + reset_delivery_stall;
+  unacknowledged_ = queued;
+  const auto poll = std::chrono::milliseconds(1 << polls_);
+  if (polls_ < 6) ++polls_;
+  arm_reset_timer(std::min(deadline_, now + poll));
+}
+
+void tcp_session::arm_reset_timer(clock::time_point at) {
+  timer_.expires_at(at);  // replaces the half-closed idle timer, or the previous wait of this one
+  timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+    if (ec || self->stopped_) return;
+    const auto& drain = self->failed_ == &self->client_ ? self->up_ : self->down_;
+    if (drain.finished) return self->pass_reset();
+    if (clock::now() >= self->deadline_) return self->stop();  // stalled: the reset goes now
+    self->arm_reset_timer(self->deadline_);
+  });
 }
 
 void tcp_session::stop() {
   if (stopped_) return;
   stopped_ = true;
+  if (phase_ == phase::resetting) {  // both: the failed one may have failed on this side (no pipe, no memory)
+    reset_on_close(client_);
+    reset_on_close(upstream_);
+  }
   phase_ = phase::done;
   if (listed_) {
     lower(stats_.connections_active);  // before the sockets close, so no client sees it still counted

@@ -28,6 +28,11 @@ inline constexpr std::size_t max_idle_pipes_per_worker = 64;
 inline constexpr std::size_t large_pipe_bytes = 256 * 1024;
 inline constexpr std::size_t max_large_pipes = 128;
 
+// A reset is passed on after the bytes the resetting side sent before it, as long as the other
+// side keeps taking them: when it takes nothing (reads nothing, acknowledges nothing) for this
+// long, the reset goes at once and what it had not taken is lost.
+inline constexpr std::chrono::milliseconds reset_delivery_stall{2'000};
+
 // A pipe for splicing: both ends, and how much one splice may move through it.
 struct splice_pipe {
   int read = -1;
@@ -53,8 +58,16 @@ struct tcp_route {
 // readiness waits, through a pipe leased from the worker's pool (splice) or the worker's one copy
 // buffer; only bytes the destination would not take at once are held, and reading that direction
 // stops until they are gone. A socket that nothing reads any more (its direction blocked on the
-// destination, or ended) gets an error wait from then on, so its peer's reset still ends the
-// session at once. Everything runs on the worker that owns the client socket.
+// destination, or ended) gets an error wait from then on, so its peer's reset is still seen at
+// once. Everything runs on the worker that owns the client socket.
+//
+// connecting --connected--> relaying --one direction's EOF--> half_closed --the other's--> done
+// connecting --no address connects, resolve fails--> done (the client is reset)
+// relaying | half_closed --a socket's error--> resetting --delivered, or stalled--> done (reset)
+// any --stop()--> done
+// In `resetting`, the direction that reads the failed socket takes what it still holds to the other
+// side, and once the other side's kernel has acknowledged it all, that side is reset; the reverse
+// direction, which could only write to the failed socket, is dropped.
 class tcp_session final : public stoppable, public std::enable_shared_from_this<tcp_session> {
  public:
   // `owner` keeps the forward (its connection set and stats) alive for as long as the session.
@@ -73,7 +86,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
 
  private:
   using clock = std::chrono::steady_clock;
-  enum class phase : std::uint8_t { connecting, relaying, half_closed, done };
+  enum class phase : std::uint8_t { connecting, relaying, half_closed, resetting, done };
 
   // One direction of the relay: from `from` to `to`.
   struct direction {
@@ -99,7 +112,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void try_connect(std::size_t index);
   void on_connect(std::size_t index, std::error_code ec);
   void arm_connect_timeout();
-  void connected();
+  void connected(const std::error_code& reset);
 
   void pump(direction& d);
   // Moves what is pending (pipe or held bytes) to `to`: true when nothing is left.
@@ -112,7 +125,11 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void wait(direction& d, asio::socket_base::wait_type what);
   void watch(direction& d);
   void finish(direction& d);
-  void fail(const std::error_code& ec);
+  // `s` failed (reset, or a local error): deliver what its direction still holds, then reset the other.
+  void broken(asio::ip::tcp::socket& s, const std::error_code& ec);
+  void pass_reset();
+  void arm_reset_timer(clock::time_point at);
+  void refuse();
   void arm_idle_timer();
   void moved(direction& d, std::size_t n);
   std::string peer() const;
@@ -125,7 +142,10 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   direction up_;
   direction down_;
   clock::time_point deadline_ = clock::time_point::max();
+  asio::ip::tcp::socket* failed_ = nullptr;  // resetting: the socket whose error is passed on
   unsigned attempt_ = 0;  // which connect attempt a timeout belongs to
+  int unacknowledged_ = 0;  // resetting: the other side's send queue when last looked at
+  std::uint8_t polls_ = 0;  // resetting: how often it was looked at (the interval doubles)
   phase phase_ = phase::connecting;
   bool stopped_ = false;
   bool timed_out_ = false;

@@ -12,51 +12,10 @@ using namespace test;
 
 namespace {
 
-// Timeouts are far above what any real work here takes, so that a slow machine (or a sanitizer
-// build) never turns a busy peer into a connect error or a live transfer into an idle one. Only the
-// tests of a timeout itself shorten it, and their peers are idle for real.
-relay::engine_options fast_options(std::chrono::milliseconds connect_timeout = 30s,
-                                   relay::datapath path = relay::datapath::splice) {
-  relay::engine_options o;
-  o.workers = 2;
-  o.connect_timeout = connect_timeout;
-  o.half_close_timeout = 60s;
-  o.datapath = path;
-  return o;
-}
-
-// The tests of what must hold for every byte run on every TCP datapath: forced splice, forced
-// copy, and the automatic switching between them.
-relay::engine_options each_datapath() {
-  const auto path = GENERATE(relay::datapath::splice, relay::datapath::copy, relay::datapath::automatic);
-  UNSCOPED_INFO("datapath: " << (path == relay::datapath::splice ? "splice"
-                                 : path == relay::datapath::copy ? "copy" : "automatic"));
-  return fast_options(30s, path);
-}
-
-relay::forward_spec spec_for(std::int64_t id, std::uint16_t target_port, std::uint16_t listen_port = 0) {
-  relay::forward_spec s;
-  s.id = id;
-  s.listen_host = "127.0.0.1";
-  s.listen_port = listen_port;
-  s.target_host = "127.0.0.1";
-  s.target_port = target_port;
-  return s;
-}
-
 // Sends `text` and reads as many bytes back, leaving the connection open.
 std::string exchange(int s, const std::string& text) {
   send_all(s, text);
   return recv_exact(s, text.size());
-}
-
-// The next connection on `listener`, or an empty fd when none comes within the timeout.
-fd accept_within(const fd& listener) {
-  pollfd p{listener.get(), POLLIN, 0};
-  if (::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(io_timeout).count())) != 1) return fd();
-  fd s(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (s) set_timeouts(s.get());
-  return s;
 }
 
 // Sends until a send makes no progress for a second: the peer reads nothing, so every buffer on the
@@ -87,27 +46,11 @@ bool stops_moving(Counter moved) {
   });
 }
 
-// Gives up on the connection with a reset (SO_LINGER of zero), as a client that times out does.
-void reset(fd& s) {
-  const linger abort{1, 0};
-  setsockopt(s.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
-  s.reset();
-}
-
-// Reads to the end: true when the peer ended the connection (EOF or reset), false on the timeout.
-bool reads_to_end(int s) {
-  char buf[65536];
-  for (;;) {
-    const auto r = ::recv(s, buf, sizeof buf, 0);
-    if (r == 0) return true;
-    if (r < 0) return errno == ECONNRESET;
-  }
-}
-
 // Forward 1's `sender` fills every buffer up to `reader`, which reads nothing, until the relay waits
-// only for `reader` to take bytes (`moved` stops); then `sender` resets. The relay must end the
-// connection at once, whatever it was waiting for: not counted any more, and its socket to
-// `reader` closed, which `reader` sees after the bytes that were on their way.
+// only for `reader` to take bytes (`moved` stops); then `sender` resets. The relay must see that
+// whatever it was waiting for, and pass it on once `reader` has taken nothing for
+// `reset_delivery_stall`: not counted any more, and `reader` sees a reset after the bytes that were
+// on their way.
 template <class Counter>
 void reset_while_stalled(relay::engine& engine, fd& sender, const fd& reader, Counter moved) {
   CHECK(fill_until_blocked(sender.get()) > 0);
@@ -119,7 +62,7 @@ void reset_while_stalled(relay::engine& engine, fd& sender, const fd& reader, Co
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
   INFO("the reset was acted on after " << took.count() << " ms");
   CHECK(took < io_timeout);
-  CHECK(reads_to_end(reader.get()));
+  CHECK(read_to_end(reader.get()).error == ECONNRESET);
 }
 
 }  // namespace
@@ -232,19 +175,9 @@ TEST_CASE("a refused target closes the client promptly and counts a connect erro
 }
 
 TEST_CASE("a target that never answers the handshake times out") {
-  // A listener whose accept queue is full drops further SYNs, so connecting to it hangs.
-  std::uint16_t port = 0;
-  auto full = listen_on(port, "127.0.0.1", 0);
-  std::vector<fd> fillers;
-  for (int i = 0; i < 4; ++i) {
-    socklen_t len;
-    auto ss = make_addr("127.0.0.1", port, len);
-    fd f(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    ::connect(f.get(), reinterpret_cast<sockaddr*>(&ss), len);
-    fillers.push_back(std::move(f));
-  }
+  unanswering_listener target;
   relay::engine engine(fast_options(300ms));
-  auto s = start(engine, spec_for(1, port));
+  auto s = start(engine, spec_for(1, target.port));
   auto c = connect_to(s.listen_port);
   REQUIRE(c);
   const auto t0 = std::chrono::steady_clock::now();
