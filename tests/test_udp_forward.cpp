@@ -427,13 +427,16 @@ TEST_CASE("udp: a target that is down costs only that session's datagrams") {
   CHECK(eventually([&] { return engine.status(1).stats.target_unreachable >= 1; }));
   CHECK(engine.status(1).stats.target_unreachable <= engine.status(1).stats.datagrams_up);
   CHECK(engine.status(2).stats.target_unreachable == 0);
-  // One at a time, each datagram's error is counted.
-  const auto before = engine.status(1).stats.target_unreachable;
-  for (std::uint64_t i = 1; i <= 3; ++i) {
-    send_all(c.get(), std::string("one more"));
-    CHECK(eventually([&] { return engine.status(1).stats.target_unreachable == before + i; }));
-  }
   CHECK(engine.status(1).stats.connect_errors == 0);
+  // One at a time, each datagram's error is counted. A forward of its own: the burst's errors may
+  // still be arriving at the first one's session.
+  auto one = start(engine, udp_spec(3, dead_port));
+  auto d = udp_client(one.listen_port);
+  for (std::uint64_t i = 1; i <= 3; ++i) {
+    send_all(d.get(), std::string("one more"));
+    CHECK(eventually([&] { return engine.status(3).stats.target_unreachable == i; }));
+  }
+  CHECK(engine.status(3).stats.datagrams_up == 3);
 }
 
 TEST_CASE("udp: a name whose first address is unreachable: the session moves to the next and counts it") {
