@@ -6,6 +6,9 @@ Every relay is started fresh for every repetition, on loopback, in its own proce
 CPU time (utime+stime of the group, plus reaped children) and memory (PSS) are read from /proc.
 Prints one markdown table of medians with portrelay's ratio to the best peer, and writes it with
 the machine and versions to bench/results/. Called by bench/run.sh, which installs the tools.
+With --baseline OTHER_BINARY, another portrelay build (an earlier commit) runs as one more relay,
+"baseline", interleaved with the others in every repetition, and a column gives portrelay's ratio
+to it: a before/after comparison in one sitting, on a machine whose speed drifts by the minute.
 """
 import argparse
 import datetime
@@ -193,16 +196,18 @@ class Direct(Relay):
 class Portrelay(Relay):
     name = "portrelay"
 
-    def __init__(self, work, binary, udp_listen_host=LOOPBACK):
+    def __init__(self, work, binary, udp_listen_host=LOOPBACK, name="portrelay"):
         super().__init__(work)
+        self.name = name
         self.binary = binary
         self.udp_listen_host = udp_listen_host  # clients still send to 127.0.0.1
         self.settings = "release build, --workers 2 (one per CPU), defaults otherwise" + (
-            f", UDP listening on {udp_listen_host}" if udp_listen_host != LOOPBACK else "")
+            f", UDP listening on {udp_listen_host}" if udp_listen_host != LOOPBACK else "") + (
+            f" ({binary})" if name != "portrelay" else "")
 
     def start(self, listen, target, pinned, udp):
         api = free_port()
-        db = os.path.join(self.work, f"portrelay-{listen}.db")
+        db = os.path.join(self.work, f"{self.name}-{listen}.db")
         g = Group([self.binary, "--db", db, "--api", f"{LOOPBACK}:{api}", "--workers", "2", "--log-level", "warn",
                    "--drain-timeout", "0"], pinned)
         wait_port(api)
@@ -621,6 +626,9 @@ def main():
                          "control (1,000 forwards through the API)")
     ap.add_argument("--udp-listen-host", default=LOOPBACK,
                     help="portrelay's UDP listen address (0.0.0.0 or :: measures the reply-address path)")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="another portrelay build (an earlier commit's), run as the relay 'baseline' right after "
+                         "portrelay in every repetition, with a 'portrelay ÷ baseline' column")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
     groups = set(args.measures.split(","))
@@ -631,9 +639,12 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     work = tempfile.mkdtemp(prefix="portrelay-bench-")
-    relays = [Direct(work), Portrelay(work, args.binary, args.udp_listen_host), Haproxy(work), Nginx(work), Rinetd(work), Socat(work)]
+    relays = [Direct(work), Portrelay(work, args.binary, args.udp_listen_host)]
+    if args.baseline:
+        relays.append(Portrelay(work, args.baseline, args.udp_listen_host, name="baseline"))
+    relays += [Haproxy(work), Nginx(work), Rinetd(work), Socat(work)]
     if args.only:
-        wanted = args.only.split(",")
+        wanted = args.only.split(",") + (["baseline"] if args.baseline else [])
         relays = [r for r in relays if r.name in wanted]
     names = [r.name for r in relays]
     results = {r.name: {m[0]: [] for m in MEASURES} for r in relays}
@@ -692,9 +703,11 @@ def main():
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
 
-    peers = [n for n in names if n not in ("direct", "portrelay")]
-    lines = ["| measure | " + " | ".join(names) + " | portrelay ÷ best peer | target |",
-             "|---|" + "---:|" * len(names) + "---:|---|"]
+    peers = [n for n in names if n not in ("direct", "portrelay", "baseline")]
+    versus = "baseline" in names
+    lines = ["| measure | " + " | ".join(names) + " | portrelay ÷ best peer | target |" +
+             (" portrelay ÷ baseline |" if versus else ""),
+             "|---|" + "---:|" * len(names) + "---:|---|" + ("---:|" if versus else "")]
     verdicts = []
     for key, label, _, higher, target in MEASURES:
         med = {n: median(results[n][key]) for n in names}
@@ -722,7 +735,15 @@ def main():
             ok = added <= 20
             target_cell = f"≤ 20 µs added: {added:.0f} {'met' if ok else 'NOT met'}"
             verdicts.append((label, ok))
-        lines.append(f"| {label} | " + " | ".join(fmt(med[n], key) for n in names) + f" | {ratio_cell} | {target_cell} |")
+        versus_cell = ""
+        if versus:
+            mine, theirs = med.get("portrelay"), med.get("baseline")
+            versus_cell = " – |"
+            if mine is not None and theirs:
+                worse = (1 - mine / theirs) if higher else (mine / theirs - 1)  # as a fraction of the baseline
+                versus_cell = f" {mine / theirs:.3f} ({abs(worse) * 100:.1f} % {'worse' if worse > 0 else 'better'}) |"
+        lines.append(f"| {label} | " + " | ".join(fmt(med[n], key) for n in names) + f" | {ratio_cell} | {target_cell} |"
+                     + versus_cell)
     table = "\n".join(lines)
 
     def version(argv):

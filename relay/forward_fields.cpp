@@ -116,7 +116,7 @@ std::vector<forward_field> declare() {
   auto idle = integer("udp_idle_timeout_s", &forward_spec::udp_idle_timeout_s, 1, 86400);
   idle.tcp = false;
   idle.effect = change_effect::reconfigure;
-  idle.examples = {30, 120};
+  idle.examples = {120, 1};  // long, then short: the walk sees the short one end a session
   fields.push_back(std::move(idle));
 
   auto sessions = integer("udp_max_sessions", &forward_spec::udp_max_sessions, 1, 1000000);

@@ -1,12 +1,17 @@
 // forward_fields: every writable field, walked from the one declaration (relay/forward_fields), so a
 // new field is covered here without editing this file: POST, GET, restart, GET, PATCH, its refused
-// values and its wrong protocol, through the real controller, store file and engine.
+// values and its wrong protocol, through the real controller, store file and engine. A field whose
+// change reaches a live forward through configure() must also say here how a client sees its value
+// at work (`observers`), or which test shows it: the walk fails for a field that does neither.
 #include "api/controller.hpp"
 #include "api_fixture.hpp"
+#include "hosts.hpp"
 #include "relay/forward_fields.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <functional>
+#include <map>
 #include <memory>
 
 using namespace test;
@@ -37,15 +42,142 @@ struct daemon_state {
   }
 };
 
-json base_body(relay::protocol p) {
+// A target that says which of its addresses a client reached: TCP and UDP on 127.0.0.1 and on ::1,
+// all four on one port, answering each connection or datagram with that address ("127.0.0.1:P" or
+// "[::1]:P"). A connection is answered and closed; a datagram gets one back.
+class address_teller {
+ public:
+  address_teller() {
+    for (int attempt = 0; attempt < 100 && sockets_.empty(); ++attempt) bind_all();
+    if (sockets_.empty()) throw std::runtime_error("address_teller: no port free on both loopbacks");
+    thread_ = std::thread([this] { run(); });
+  }
+  ~address_teller() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  struct socket_at {
+    fd s;
+    bool udp;
+    std::string answer;
+  };
+
+  void bind_all() {
+    std::vector<socket_at> all;
+    std::uint16_t port = 0;
+    for (const char* host : {"127.0.0.1", "::1"}) {
+      for (const bool udp : {false, true}) {
+        socklen_t len;
+        auto ss = make_addr(host, port, len);
+        fd s(::socket(ss.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
+        if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || (!udp && ::listen(s.get(), 64) != 0)) {
+          return;  // the kernel's port is taken on the other address: try another
+        }
+        ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+        port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+        all.push_back({std::move(s), udp, relay::format_endpoint(host, port)});
+      }
+    }
+    port_ = port;
+    sockets_ = std::move(all);
+  }
+
+  void run() {
+    std::vector<pollfd> polled;
+    for (const auto& s : sockets_) polled.push_back({s.s.get(), POLLIN, 0});
+    char buf[2048];
+    while (!stop_) {
+      if (::poll(polled.data(), polled.size(), 20) <= 0) continue;
+      for (std::size_t i = 0; i < polled.size(); ++i) {
+        if (!(polled[i].revents & POLLIN)) continue;
+        const auto& s = sockets_[i];
+        if (s.udp) {
+          sockaddr_storage from{};
+          socklen_t len = sizeof from;
+          if (::recvfrom(s.s.get(), buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len) >= 0) {
+            ::sendto(s.s.get(), s.answer.data(), s.answer.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
+          }
+        } else {
+          fd c(::accept4(s.s.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+          if (c.get() >= 0) send_all(c.get(), s.answer);
+        }
+      }
+    }
+  }
+
+  std::vector<socket_at> sockets_;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+json base_body(relay::protocol p, std::uint16_t target_port) {
   return json{{"protocol", relay::to_string(p)}, {"listen_host", "127.0.0.1"}, {"listen_port", free_port()},
-              {"target_host", "127.0.0.1"}, {"target_port", 9}};
+              {"target_host", "127.0.0.1"}, {"target_port", target_port}};
 }
 
-// The values a field takes in the walk: its examples, or for the listen port two free ports.
-std::vector<json> values_of(const relay::forward_field& f) {
+// Two targets for the walk: target_port moves the forward from one to the other.
+struct targets {
+  address_teller first, second;
+};
+
+// The values a field takes in the walk: its examples; two free ports for the listen port, the two
+// targets' ports for the target port.
+std::vector<json> values_of(const relay::forward_field& f, const targets& t) {
   if (f.name == "listen_port") return {free_port(), free_port()};
+  if (f.name == "target_port") return {t.second.port(), t.first.port()};
   return {f.examples.begin(), f.examples.end()};
+}
+
+// What a client reaches through `forward` now: the target's answer to a new connection or to a
+// datagram from a new client port (a new UDP session), or "" when nothing answers.
+std::string reached(const json& forward) {
+  const auto host = forward["listen_host"].get<std::string>();
+  const auto port = forward["listen_port"].get<std::uint16_t>();
+  if (forward["protocol"] == "tcp") return recv_all(connect_to(port, host).get());
+  auto c = udp_client(port, host);
+  ::send(c.get(), "?", 1, 0);
+  return recv_datagram(c.get());
+}
+
+json stats_of(daemon_state& d, const json& forward) { return d.ctl->get(forward["id"].get<std::int64_t>()).body["stats"]; }
+
+// How a client sees each reconfigure field's value at work in the live forward, given the forward as
+// GET shows it after a POST or a PATCH.
+using observer = std::function<void(daemon_state&, const json& forward)>;
+const std::map<std::string, observer>& observers() {
+  static const std::map<std::string, observer> all{
+      // New connections and sessions reach the target named by target_host and target_port: the
+      // address the target says it was reached on. "localhost" is ::1 first (tests/hosts.hpp).
+      {"target_host", [](daemon_state&, const json& f) {
+         const auto host = f["target_host"].get<std::string>();
+         CHECK(reached(f) == relay::format_endpoint(host == "localhost" ? "::1" : host, f["target_port"]));
+       }},
+      {"target_port", [](daemon_state&, const json& f) {
+         CHECK(reached(f) == relay::format_endpoint(f["target_host"].get<std::string>(), f["target_port"]));
+       }},
+      // At the cap, one more client's session evicts the least recent: the live count stays at the cap.
+      {"udp_max_sessions", [](daemon_state& d, const json& f) {
+         const auto cap = f["udp_max_sessions"].get<std::uint64_t>();
+         const auto evicted = stats_of(d, f)["sessions_evicted"].get<std::uint64_t>();
+         for (std::uint64_t i = 0; i <= cap; ++i) REQUIRE(!reached(f).empty());
+         CHECK(stats_of(d, f)["connections_active"] == cap);
+         CHECK(stats_of(d, f)["sessions_evicted"].get<std::uint64_t>() > evicted);
+       }},
+      // A short timeout ends an idle session well within the wait; a long one keeps it meanwhile
+      // (the walk goes from the long example to the short one, so a PATCH that did not reach the
+      // live forward leaves its sessions up and fails here).
+      {"udp_idle_timeout_s", [](daemon_state& d, const json& f) {
+         REQUIRE(!reached(f).empty());
+         const bool expires = f["udp_idle_timeout_s"].get<int>() <= 2;
+         CHECK(eventually([&] { return stats_of(d, f)["connections_active"] == 0; }, expires ? 30s : 0s) == expires);
+       }},
+  };
+  return all;
 }
 
 // Whether something listens on the forward's address now: binding it ourselves fails.
@@ -61,19 +193,27 @@ bool address_taken(const json& forward) {
 
 TEST_CASE("every writable field: POST, GET, restart, PATCH, refused values and wrong protocol are 400s naming it",
           "[api][store]") {
+  REQUIRE(test_hosts::installed);  // "localhost" resolves the same on every machine
   const relay::forward_spec defaults;
+  const targets servers;
   for (const auto& field : relay::forward_fields()) {
+    // A change that reaches the live forward through configure() is seen by a client here.
+    const auto observe = observers().find(field.name);
+    if (field.effect == relay::change_effect::reconfigure) {
+      INFO("field " << field.name << " changes live forwards: give it an observer in tests/test_forward_fields.cpp");
+      REQUIRE(observe != observers().end());
+    }
     for (const auto protocol : {relay::protocol::tcp, relay::protocol::udp}) {
       if (!field.applies_to(protocol)) continue;
       if (field.name == "protocol" && protocol == relay::protocol::udp) continue;  // its example is udp
       INFO("field " << field.name << " on a " << relay::to_string(protocol) << " forward");
-      const auto values = values_of(field);
+      const auto values = values_of(field, servers);
       REQUIRE(!values.empty());
       const auto first = values.front();
       REQUIRE(first != field.write(defaults));
       daemon_state d;
 
-      auto body = base_body(protocol);
+      auto body = base_body(protocol, servers.first.port());
       body[field.name] = first;
       auto created = d.ctl->create(body);
       INFO(created.body.dump());
@@ -84,6 +224,7 @@ TEST_CASE("every writable field: POST, GET, restart, PATCH, refused values and w
       if (field.effect == relay::change_effect::rebind || field.effect == relay::change_effect::enable) {
         CHECK(address_taken(created.body) == created.body["enabled"].get<bool>());
       }
+      if (observe != observers().end()) observe->second(d, created.body);
 
       d.restart();
       auto restored = d.ctl->get(id);
@@ -106,20 +247,14 @@ TEST_CASE("every writable field: POST, GET, restart, PATCH, refused values and w
           CHECK_FALSE(address_taken(restored.body));
         }
       }
-      if (field.effect == relay::change_effect::reconfigure) {
-        // What the engine is told: the change reaches the live forward through configure().
-        relay::forward_spec a, b;
-        REQUIRE_FALSE(relay::from_document(json{{field.name, first}}, a));
-        REQUIRE_FALSE(relay::from_document(json{{field.name, second}}, b));
-        CHECK(relay::changes(a, b, relay::change_effect::reconfigure));
-      }
+      if (observe != observers().end()) observe->second(d, patched.body);  // the live forward uses it
       d.restart();
       CHECK(d.ctl->get(id).body[field.name] == second);
 
       // Refused values: a 400 naming the field, in POST and PATCH, and nothing changes.
       for (const auto& bad : field.refused) {
         INFO("refused value " << bad.dump());
-        auto post = base_body(protocol);
+        auto post = base_body(protocol, servers.first.port());
         post[field.name] = bad;
         auto r = d.ctl->create(post);
         CHECK(r.status == 400);
@@ -141,7 +276,7 @@ TEST_CASE("a value for a field that does not apply to the forward's protocol is 
       if (field.applies_to(protocol)) continue;
       INFO("field " << field.name << " on a " << relay::to_string(protocol) << " forward");
       daemon_state d;
-      auto body = base_body(protocol);
+      auto body = base_body(protocol, 9);
       body[field.name] = field.examples.front();
       auto r = d.ctl->create(body);
       CHECK(r.status == 400);
