@@ -82,12 +82,9 @@ udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec
     : pool_(pool),
       home_(home),
       stats_(std::move(stats)),
-      id_(spec.id),
-      target_host_(spec.target_host),
-      target_port_(spec.target_port),
+      spec_(spec),
       idle_(std::chrono::seconds(spec.udp_idle_timeout_s)),
       drain_idle_(drain_idle),
-      max_sessions_(spec.udp_max_sessions),
       sweep_timer_(pool.context(home)) {}
 
 udp_forward::~udp_forward() = default;
@@ -132,10 +129,8 @@ void udp_forward::drain() {
 
 void udp_forward::configure(const forward_spec& spec) {
   pool_.run_on(home_, [&] {
-    target_host_ = spec.target_host;
-    target_port_ = spec.target_port;
+    spec_ = spec;
     idle_ = std::chrono::seconds(spec.udp_idle_timeout_s);
-    max_sessions_ = spec.udp_max_sessions;
     enforce_cap();
     sweep_timer_.cancel();  // the sweep re-arms for the new idle timeout
   });
@@ -218,7 +213,7 @@ void udp_forward::hold(session& s, const char* data, std::size_t n) {
 }
 
 udp_forward::session* udp_forward::open_session(const flow& f) {
-  if (sessions_.size() >= max_sessions_ && !lru_.empty()) close_session(*lru_.back(), true);
+  if (sessions_.size() >= spec_.udp_max_sessions && !lru_.empty()) close_session(*lru_.back(), true);
   auto s = std::make_shared<session>(pool_.context(home_).get_executor(), f);
   s->last_active = clock::now();
   lru_.push_front(s.get());
@@ -235,8 +230,8 @@ udp_forward::session* udp_forward::open_session(const flow& f) {
 }
 
 asio::awaitable<void> udp_forward::start_session(session_ptr s) {
-  const std::string host = target_host_;  // taken now: a later PATCH affects only later sessions
-  const std::uint16_t port = target_port_;
+  const std::string host = spec_.target_host;  // taken now: a later PATCH affects only later sessions
+  const std::uint16_t port = spec_.target_port;
   std::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
   if (!ec) {
@@ -246,7 +241,7 @@ asio::awaitable<void> udp_forward::start_session(session_ptr s) {
                                                              asio::ip::udp::resolver::numeric_service, use_tuple);
     if (!s->open) co_return;
     if (rec || results.empty()) {
-      spdlog::debug("forward {}: resolve {}: {}", id_, host, rec ? rec.message() : "no address");
+      spdlog::debug("forward {}: resolve {}: {}", spec_.id, host, rec ? rec.message() : "no address");
       bump(stats_->connect_errors);
       close_session(*s, false);
       co_return;
@@ -261,7 +256,7 @@ asio::awaitable<void> udp_forward::start_session(session_ptr s) {
 
 bool udp_forward::connect_to(session& s, std::size_t index) {
   const auto target = s.targets[index];
-  if (leads_back(id_, protocol::udp, target.address(), target.port(), *stats_)) {
+  if (leads_back(spec_.id, protocol::udp, target.address(), target.port(), *stats_)) {
     close_session(s, false);  // its datagrams are dropped and counted
     return false;
   }
@@ -299,7 +294,7 @@ void udp_forward::target_failed(session& s) {
   if (failed_.size() < udp_max_failed_addresses) failed_[dead] = now;
   if (s.targets.size() < 2) return;  // nowhere else to go: the session stays, its datagrams counted
   const auto next = choose_address(s.targets, (s.at + 1) % s.targets.size());
-  spdlog::debug("forward {}: {} unreachable, session of {} moves to {}", id_,
+  spdlog::debug("forward {}: {} unreachable, session of {} moves to {}", spec_.id,
                 format_endpoint(dead.address().to_string(), dead.port()),
                 format_endpoint(s.client.address().to_string(), s.client.port()),
                 format_endpoint(s.targets[next].address().to_string(), s.targets[next].port()));
@@ -315,12 +310,12 @@ bool udp_forward::connect_upstream(session& s, const asio::ip::udp::endpoint& ta
   if (!ec) s.upstream.non_blocking(true, ec);
   if (!ec) s.upstream.connect(target, ec);
   if (ec) {
-    spdlog::debug("forward {}: connect {}: {}", id_, format_endpoint(target.address().to_string(), target.port()),
+    spdlog::debug("forward {}: connect {}: {}", spec_.id, format_endpoint(target.address().to_string(), target.port()),
                   ec.message());
     return false;
   }
   s.ready = true;
-  spdlog::debug("forward {}: session {} -> {}", id_, format_endpoint(s.client.address().to_string(), s.client.port()),
+  spdlog::debug("forward {}: session {} -> {}", spec_.id, format_endpoint(s.client.address().to_string(), s.client.port()),
                 format_endpoint(target.address().to_string(), target.port()));
   return true;
 }
@@ -398,7 +393,7 @@ void udp_forward::close_all_sessions() {
 }
 
 void udp_forward::enforce_cap() {
-  while (sessions_.size() > max_sessions_ && !lru_.empty()) close_session(*lru_.back(), true);
+  while (sessions_.size() > spec_.udp_max_sessions && !lru_.empty()) close_session(*lru_.back(), true);
 }
 
 }  // namespace relay

@@ -1,6 +1,7 @@
 // udp_forward: a running UDP forward: one listening socket and a session per client address, on one worker.
 #pragma once
 
+#include "relay/forward_spec.hpp"
 #include "relay/forward_stats.hpp"
 #include "relay/running_forward.hpp"
 #include "relay/worker_pool.hpp"
@@ -103,12 +104,9 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   const std::size_t home_;
   std::shared_ptr<forward_stats> stats_;
   // Home worker only, from here on.
-  std::int64_t id_;
-  std::string target_host_;
-  std::uint16_t target_port_;
-  std::chrono::milliseconds idle_;
+  forward_spec spec_;  // as last configured: what new sessions use, and the cap
+  std::chrono::milliseconds idle_;  // spec_'s idle timeout, shortened while draining
   const std::chrono::milliseconds drain_idle_;
-  std::size_t max_sessions_;
   udp_socket_ptr socket_;
   bool reply_gso_ = true;  // replies through socket_ may go as GSO sends (see send_batch)
   bool wildcard_ = false;  // socket_ is bound to 0.0.0.0 or ::, so replies name their source
