@@ -20,7 +20,7 @@ std::string exchange(int s, const std::string& text) {
 
 }  // namespace
 
-TEST_CASE("a forward listens only on its listen_host") {
+TEST_CASE("a forward listens only on its listen_host", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(fast_options());
   auto s = start(engine, spec_for(1, target.port()));
@@ -28,7 +28,7 @@ TEST_CASE("a forward listens only on its listen_host") {
   CHECK_FALSE(connect_to(s.listen_port, "127.0.0.2"));
 }
 
-TEST_CASE("removing or disabling a forward closes its listener and live connections at once") {
+TEST_CASE("removing or disabling a forward closes its listener and live connections at once", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
@@ -52,7 +52,7 @@ TEST_CASE("removing or disabling a forward closes its listener and live connecti
   CHECK_FALSE(connect_to(s.listen_port));
 }
 
-TEST_CASE("re-enabling a disabled forward serves again on its port") {
+TEST_CASE("re-enabling a disabled forward serves again on its port", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(fast_options());
   auto s = start(engine, spec_for(1, target.port()));
@@ -64,7 +64,7 @@ TEST_CASE("re-enabling a disabled forward serves again on its port") {
   CHECK(echo_once(s.listen_port, "again") == "again");
 }
 
-TEST_CASE("changing the target: new connections go to the new one, live ones stay") {
+TEST_CASE("changing the target: new connections go to the new one, live ones stay", "[tcp]") {
   auto tagged = [](char tag) {
     return [tag](int fd) {
       send_all(fd, std::string(1, tag));
@@ -87,7 +87,7 @@ TEST_CASE("changing the target: new connections go to the new one, live ones sta
   CHECK(exchange(fresh.get(), "new") == "new");
 }
 
-TEST_CASE("changing the listen port binds the new one before releasing the old") {
+TEST_CASE("changing the listen port binds the new one before releasing the old", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(fast_options());
   auto s = start(engine, spec_for(1, target.port()));
@@ -117,7 +117,7 @@ TEST_CASE("changing the listen port binds the new one before releasing the old")
   }
 }
 
-TEST_CASE("two forwards cannot share a listen address") {
+TEST_CASE("two forwards cannot share a listen address", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(fast_options());
   auto s = start(engine, spec_for(1, target.port()));
@@ -127,7 +127,7 @@ TEST_CASE("two forwards cannot share a listen address") {
   CHECK(p.error().code == std::errc::address_in_use);
 }
 
-TEST_CASE("a forward that could not start is reported with its reason") {
+TEST_CASE("a forward that could not start is reported with its reason", "[engine]") {
   relay::engine engine(fast_options());
   auto s = spec_for(5, 80, 1);
   engine.fail(s, "bind 127.0.0.1:1: Permission denied");
@@ -136,7 +136,7 @@ TEST_CASE("a forward that could not start is reported with its reason") {
   CHECK(st.error == "bind 127.0.0.1:1: Permission denied");
 }
 
-TEST_CASE("worker liveness: a stuck worker leaves the watchdog's ping unanswered until it runs again") {
+TEST_CASE("a stuck worker leaves the watchdog's ping unanswered until it runs again", "[engine]") {
   std::promise<void> entered, release;  // declared first: they outlive the pool, which joins its threads
   auto released = release.get_future();
   relay::worker_pool pool(2);
@@ -178,7 +178,7 @@ relay::forward_spec retarget(relay::engine& engine, relay::forward_spec s, const
 
 }  // namespace
 
-TEST_CASE("a target that is the forward's own listener is reset and counted, not connected") {
+TEST_CASE("a target that is the forward's own listener is reset and counted, not connected", "[tcp]") {
   relay::engine engine(fast_options());
   const auto listen_host = GENERATE(as<std::string>{}, "127.0.0.1", "0.0.0.0");
   const auto target_host = GENERATE(as<std::string>{}, "localhost", "127.0.0.1");
@@ -195,7 +195,7 @@ TEST_CASE("a target that is the forward's own listener is reset and counted, not
   CHECK(st.connect_errors == 0);
 }
 
-TEST_CASE("a host-name target that reaches the API is reset and counted - the API sees nothing") {
+TEST_CASE("a host-name target that reaches the API is reset and counted - the API sees nothing", "[tcp]") {
   target_server api(target_server::echo);
   relay::engine engine(fast_options());
   engine.set_api_endpoints({"127.0.0.1"}, api.port());
@@ -206,7 +206,7 @@ TEST_CASE("a host-name target that reaches the API is reset and counted - the AP
   CHECK(api.accepted() == 0);
 }
 
-TEST_CASE("a cycle through another forward is refused where a host-name target closes it") {
+TEST_CASE("a cycle through another forward is refused where a host-name target closes it", "[tcp]") {
   relay::engine engine(fast_options());
   auto a = start(engine, spec_for(1, 9));
   auto b = start(engine, spec_for(2, a.listen_port));  // B -> A
@@ -226,7 +226,7 @@ TEST_CASE("a cycle through another forward is refused where a host-name target c
   CHECK(engine.status(2).stats.connections_total == 1);
 }
 
-TEST_CASE("udp: a session that moves to a name's next address is refused there when it leads back") {
+TEST_CASE("a UDP session that moves to a name's next address is refused there when it leads back", "[udp]") {
   REQUIRE(test_hosts::installed);
   relay::engine engine(fast_options());
   auto s = spec_for(1, 9);
@@ -245,7 +245,7 @@ TEST_CASE("udp: a session that moves to a name's next address is refused there w
   CHECK(st.datagrams_up == 1);
 }
 
-TEST_CASE("udp: a target that is the forward's own listener drops the datagram and counts the session") {
+TEST_CASE("a UDP forward whose target is its own listener drops the datagram and counts the session", "[udp]") {
   relay::engine engine(fast_options());
   const auto target_host = GENERATE(as<std::string>{}, test_hosts::v4_only, "127.0.0.1");
   INFO(target_host);

@@ -111,7 +111,7 @@ void reset_while_stalled(relay::engine& engine, fd& sender, const fd& reader, Co
 
 }  // namespace
 
-TEST_CASE("a reset reaches the other side after every byte sent before it") {
+TEST_CASE("a reset reaches the other side after every byte sent before it", "[tcp]") {
   relayed r(each_datapath());
   const auto sent = payload();
   const bool late = read_late();
@@ -126,7 +126,7 @@ TEST_CASE("a reset reaches the other side after every byte sent before it") {
   CHECK(eventually([&] { return r.engine.status(1).stats.connections_active == 0; }));
 }
 
-TEST_CASE("a target's reset after the client's EOF reaches the client after the answer") {
+TEST_CASE("a target's reset after the client's EOF reaches the client after the answer", "[tcp]") {
   relayed r(each_datapath());
   const auto answer = payload();
   REQUIRE(send_all(r.client.get(), std::string("request")));
@@ -137,7 +137,7 @@ TEST_CASE("a target's reset after the client's EOF reaches the client after the 
   check_bytes_then_reset(read_to_end(r.client.get()), answer);
 }
 
-TEST_CASE("orderly ends stay orderly both ways through a reset-aware relay") {
+TEST_CASE("orderly ends stay orderly both ways through a reset-aware relay", "[tcp]") {
   relayed r(each_datapath());
   const auto sent = payload();
   std::jthread target([&] {
@@ -156,7 +156,7 @@ TEST_CASE("orderly ends stay orderly both ways through a reset-aware relay") {
   CHECK(up.error == 0);
 }
 
-TEST_CASE("a target that cannot be reached resets the client: never an orderly end") {
+TEST_CASE("a target that cannot be reached resets the client: never an orderly end", "[tcp]") {
   auto options = fast_options(300ms);  // the timeout's own case; the others fail at once
   auto spec = spec_for(1, free_port());  // nothing listens there: refused
   std::unique_ptr<unanswering_listener> unanswering;
@@ -177,7 +177,7 @@ TEST_CASE("a target that cannot be reached resets the client: never an orderly e
   CHECK(eventually([&] { return engine.status(1).stats.connect_errors == 1; }));
 }
 
-TEST_CASE("a client's reset ends the connection while the relay waits on a target that reads nothing") {
+TEST_CASE("a client's reset ends the connection while the relay waits on a target that reads nothing", "[tcp]") {
   // The target accepts and never reads. The client fills every buffer up to it, so the relay is
   // waiting only for the target to take bytes and reads nothing from the client; then the client
   // gives up with a reset. The relay must notice that at once, not when the target next moves.
@@ -197,7 +197,7 @@ TEST_CASE("a client's reset ends the connection while the relay waits on a targe
   reset_while_stalled(engine, c, target, [&] { return engine.status(1).stats.bytes_up; });
 }
 
-TEST_CASE("a target's reset ends the connection while the relay waits on a client that reads nothing") {
+TEST_CASE("a target's reset ends the connection while the relay waits on a client that reads nothing", "[tcp]") {
   // The mirror case: the client reads nothing, the target fills every buffer up to it, so the relay
   // waits only for the client to take bytes; then the target resets.
   std::uint16_t port = 0;
@@ -214,7 +214,7 @@ TEST_CASE("a target's reset ends the connection while the relay waits on a clien
   reset_while_stalled(engine, target, c, [&] { return engine.status(1).stats.bytes_down; });
 }
 
-TEST_CASE("a client's reset after its EOF ends the connection while the target is silent") {
+TEST_CASE("a client's reset after its EOF ends the connection while the target is silent", "[tcp]") {
   // The client sends a request and half-closes; the target takes it all, sees the end and then
   // works on its answer for a long time. Nothing reads the client's socket any more, yet the
   // client's giving up must end the connection at once, not after the half-close timeout.
@@ -237,7 +237,7 @@ TEST_CASE("a client's reset after its EOF ends the connection while the target i
   release = true;
 }
 
-TEST_CASE("what wakes an error wait: a reset ends the connection - urgent data or an orderly end does not") {
+TEST_CASE("what wakes an error wait: a reset ends the connection - urgent data or an orderly end does not", "[tcp]") {
   std::uint16_t port = 0;
   fd listener = listen_on(port);
   auto a = connect_to(port);

@@ -10,7 +10,7 @@
 
 using namespace test;
 
-TEST_CASE("a forward relays bytes both ways and counts them") {
+TEST_CASE("a forward relays bytes both ways and counts them", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
@@ -25,7 +25,7 @@ TEST_CASE("a forward relays bytes both ways and counts them") {
   CHECK(st.stats.connect_errors == 0);
 }
 
-TEST_CASE("32 MiB pass intact with half-close, and the counters are exact") {
+TEST_CASE("32 MiB pass intact with half-close, and the counters are exact", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
@@ -46,7 +46,7 @@ TEST_CASE("32 MiB pass intact with half-close, and the counters are exact") {
   CHECK(engine.status(1).stats.bytes_down == data.size());
 }
 
-TEST_CASE("half-close from the target: the client keeps sending after the reply ended") {
+TEST_CASE("half-close from the target: the client keeps sending after the reply ended", "[tcp]") {
   std::atomic<std::size_t> received{0};
   target_server target([&](int fd) {
     send_all(fd, std::string("banner"));
@@ -66,7 +66,7 @@ TEST_CASE("half-close from the target: the client keeps sending after the reply 
   CHECK(eventually([&] { return received == data.size(); }));
 }
 
-TEST_CASE("a slow reader holds back a fast sender: memory stays bounded") {
+TEST_CASE("a slow reader holds back a fast sender: memory stays bounded", "[tcp]") {
   // The target reads nothing until released. The relay may hold one small buffer per direction;
   // everything else must stay in kernel buffers, so the client's sends stop long before 64 MiB.
   std::atomic<bool> release{false};
@@ -98,7 +98,7 @@ TEST_CASE("a slow reader holds back a fast sender: memory stays bounded") {
   CHECK(engine.status(1).stats.bytes_up == sent);
 }
 
-TEST_CASE("a refused target closes the client promptly and counts a connect error") {
+TEST_CASE("a refused target closes the client promptly and counts a connect error", "[tcp]") {
   const auto dead_port = free_port();
   relay::engine engine(fast_options());
   auto s = start(engine, spec_for(1, dead_port));
@@ -109,7 +109,7 @@ TEST_CASE("a refused target closes the client promptly and counts a connect erro
   CHECK(engine.status(1).stats.connections_active == 0);
 }
 
-TEST_CASE("a target that never answers the handshake times out") {
+TEST_CASE("a target that never answers the handshake times out", "[tcp]") {
   unanswering_listener target;
   relay::engine engine(fast_options(300ms));
   auto s = start(engine, spec_for(1, target.port));
@@ -121,7 +121,7 @@ TEST_CASE("a target that never answers the handshake times out") {
   CHECK(eventually([&] { return engine.status(1).stats.connect_errors == 1; }));
 }
 
-TEST_CASE("a half-closed connection that goes idle is closed") {
+TEST_CASE("a half-closed connection that goes idle is closed", "[tcp]") {
   std::atomic<bool> release{false};
   target_server target([&](int fd) {
     recv_all(fd);  // sees the client's EOF, then neither writes nor closes
@@ -139,7 +139,7 @@ TEST_CASE("a half-closed connection that goes idle is closed") {
   release = true;
 }
 
-TEST_CASE("a half-closed connection blocked on a slow reader is not idle") {
+TEST_CASE("a half-closed connection blocked on a slow reader is not idle", "[tcp]") {
   // The target sends a large reply at once; the client reads none of it, so the reply waits in the
   // relay and in kernel buffers. Only then does the client half-close: from that moment the open
   // direction is blocked on a slow reader, for far longer than the half-close timeout, and all of
@@ -185,7 +185,7 @@ TEST_CASE("a half-closed connection blocked on a slow reader is not idle") {
   CHECK(digest(back) == digest(reply));
 }
 
-TEST_CASE("a half-closed connection is not idle while the target has not taken what the client sent") {
+TEST_CASE("a half-closed connection is not idle while the target has not taken what the client sent", "[tcp]") {
   // The client sends a request and half-closes; the relay has passed it all on, but it waits in the
   // kernel's send queue towards a target that reads nothing yet (its receive buffer is small). The
   // connection must outlive many half-close timeouts and carry the target's late answer. (Once the
@@ -232,7 +232,7 @@ TEST_CASE("a half-closed connection is not idle while the target has not taken w
   CHECK(received == request);
 }
 
-TEST_CASE("IPv6 listeners and targets") {
+TEST_CASE("IPv6 listeners and targets", "[tcp]") {
   target_server target(target_server::echo, "::1");
   relay::engine engine(fast_options());
   auto spec = spec_for(1, target.port());
@@ -246,7 +246,7 @@ TEST_CASE("IPv6 listeners and targets") {
   CHECK(recv_all(c.get()) == "six");
 }
 
-TEST_CASE("a host name target is resolved for each connection") {
+TEST_CASE("a host name target is resolved for each connection", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(fast_options());
   auto spec = spec_for(1, target.port());
@@ -255,7 +255,7 @@ TEST_CASE("a host name target is resolved for each connection") {
   CHECK(echo_once(s.listen_port, "by name") == "by name");
 }
 
-TEST_CASE("200 concurrent connections each get their own bytes back") {
+TEST_CASE("200 concurrent connections each get their own bytes back", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(each_datapath());
   auto s = start(engine, spec_for(1, target.port()));
@@ -272,7 +272,7 @@ TEST_CASE("200 concurrent connections each get their own bytes back") {
   CHECK(engine.status(1).stats.connections_total == 200);
 }
 
-TEST_CASE("closed connections leave no descriptors behind, beyond a bounded pool of pipes") {
+TEST_CASE("closed connections leave no descriptors behind, beyond a bounded pool of pipes", "[tcp]") {
   target_server target(target_server::echo);
   auto options = each_datapath();
   const auto baseline = open_fds();
