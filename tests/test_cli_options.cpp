@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <regex>
 
-TEST_CASE("defaults") {
+TEST_CASE("defaults", "[cli]") {
   auto r = parse_cli({});
   REQUIRE(r.options);
   CHECK(r.options->db == "portrelay.db");
@@ -18,7 +18,7 @@ TEST_CASE("defaults") {
   CHECK(r.options->datapath == "auto");
 }
 
-TEST_CASE("every flag, in both spellings") {
+TEST_CASE("every flag, in both spellings", "[cli]") {
   auto r = parse_cli({"--db", "x.db", "--api=[::1]:0", "--token-file", "t", "--workers=3", "--log-level", "debug",
                       "--connect-timeout", "2.5", "--half-close-timeout=30", "--drain-timeout", "0", "--datapath=copy"});
   REQUIRE(r.options);
@@ -34,14 +34,14 @@ TEST_CASE("every flag, in both spellings") {
   CHECK(r.options->datapath == "copy");
 }
 
-TEST_CASE("the API address may be localhost, in any case, the one name taken") {
+TEST_CASE("the API address may be localhost, in any case, the one name taken", "[cli]") {
   auto r = parse_cli({"--api", "LocalHost:7411"});
   REQUIRE(r.options);
   CHECK(r.options->api_host == "localhost");
   CHECK(r.options->api_port == 7411);
 }
 
-TEST_CASE("bad flags and values name themselves") {
+TEST_CASE("bad flags and values name themselves", "[cli]") {
   CHECK(parse_cli({"--bogus"}).error == "unknown option: --bogus");
   CHECK(parse_cli({"--db"}).error == "option --db needs a value");
   for (auto args : std::vector<std::vector<std::string>>{{"--api", "example.com:80"},
@@ -78,7 +78,7 @@ std::string refused(const std::vector<std::string>& args) {
 }
 }  // namespace
 
-TEST_CASE("every range and choice is checked, and the error says what the flag takes") {
+TEST_CASE("every range and choice is checked, and the error says what the flag takes", "[cli]") {
   const std::string workers = "(an integer from 1 to 256)";
   for (auto value : {"0", "257", "-1", "two", "3.5", "0x10", "+3", " 3", ""}) {
     CHECK(refused({"--workers", value}) == "invalid value for --workers: '" + std::string(value) + "' " + workers);
@@ -103,7 +103,7 @@ TEST_CASE("every range and choice is checked, and the error says what the flag t
         "127.0.0.1:7410, [::1]:7410 or localhost:7410)");
 }
 
-TEST_CASE("the ends of every range and every choice are taken") {
+TEST_CASE("the ends of every range and every choice are taken", "[cli]") {
   CHECK(parse_cli({"--workers", "1"}).options->workers == 1);
   CHECK(parse_cli({"--workers", "256"}).options->workers == 256);
   CHECK(parse_cli({"--workers", "010"}).options->workers == 10);  // decimal, never octal
@@ -114,7 +114,7 @@ TEST_CASE("the ends of every range and every choice are taken") {
   for (auto mode : {"auto", "splice", "copy"}) CHECK(parse_cli({"--datapath", mode}).options->datapath == mode);
 }
 
-TEST_CASE("a missing value or an unknown argument is one line naming it") {
+TEST_CASE("a missing value or an unknown argument is one line naming it", "[cli]") {
   for (auto flag : {"--db", "--api", "--token-file", "--workers", "--log-level", "--connect-timeout",
                     "--half-close-timeout", "--drain-timeout", "--datapath"}) {
     CHECK(refused({"--log-level", "debug", flag}) == "option " + std::string(flag) + " needs a value");
@@ -126,7 +126,7 @@ TEST_CASE("a missing value or an unknown argument is one line naming it") {
   CHECK(refused({"-d"}) == "unknown option: -d");
 }
 
-TEST_CASE("a flag given twice: the last one counts, and -h is --help") {
+TEST_CASE("a flag given twice: the last one counts, and -h is --help", "[cli]") {
   auto r = parse_cli({"--workers", "2", "--workers=4", "--log-level", "warn", "--log-level", "error"});
   REQUIRE(r.options);
   CHECK(r.options->workers == 4);
@@ -137,7 +137,7 @@ TEST_CASE("a flag given twice: the last one counts, and -h is --help") {
   CHECK_FALSE(parse_cli({"--help", "--workers", "0"}).options);  // every flag is checked before the help is printed
 }
 
-TEST_CASE("the help comes from the declarations: each flag with what it takes and its default") {
+TEST_CASE("the help comes from the declarations: each flag with what it takes and its default", "[cli]") {
   const auto help = usage();
   INFO(help);
   CHECK(help.find("usage: portrelay [--db FILE] [--api HOST:PORT]") == 0);

@@ -37,7 +37,7 @@ void hand_edit(const std::string& path, const std::string& sql, const std::strin
 
 }  // namespace
 
-TEST_CASE("controller: a create or a rebind at the descriptor limit is a 503 naming the resource, not a 400") {
+TEST_CASE("a create or a rebind at the descriptor limit is a 503 naming the resource, not a 400", "[api]") {
   temp_dir dir;
   store::forward_store store((dir.path / "c.db").string());
   relay::engine engine(test_engine_options());
@@ -72,8 +72,9 @@ TEST_CASE("controller: a create or a rebind at the descriptor limit is a 503 nam
   CHECK(ctl.create(tcp_body(0)).status == 201);
 }
 
-TEST_CASE("controller: restore puts a stored forward that fails the API's checks in error, and nothing "
-          "invalid reaches the list or /metrics") {
+TEST_CASE("restore puts a stored forward that fails the API's checks in error, and nothing "
+          "invalid reaches the list or /metrics",
+          "[api]") {
   temp_dir dir;
   const auto path = (dir.path / "restore.db").string();
   std::vector<std::uint16_t> ports;

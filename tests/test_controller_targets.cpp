@@ -42,7 +42,7 @@ std::string path_of(const json& f) { return "/api/v1/forwards/" + std::to_string
 
 }  // namespace
 
-TEST_CASE("a forward to the daemon's own API is a 400 naming target_port, whatever the address form") {
+TEST_CASE("a forward to the daemon's own API is a 400 naming target_port, whatever the address form", "[api]") {
   guarded_api f;
   const std::string api = "127.0.0.1:" + std::to_string(f.port);
   const auto listen = GENERATE(as<std::string>{}, "127.0.0.2", "0.0.0.0");
@@ -61,7 +61,7 @@ TEST_CASE("a forward to the daemon's own API is a 400 naming target_port, whatev
   CHECK(f.store.get(tcp["id"])->spec.target_port == 9);
 }
 
-TEST_CASE("a host-name target that resolves to the API: created, but each connection is reset and counted") {
+TEST_CASE("a host-name target that resolves to the API: created, but each connection is reset and counted", "[api]") {
   guarded_api f;
   auto fw = created(f.client.Post("/api/v1/forwards", forward("127.0.0.2", 0, "localhost", f.port).dump(),
                                   "application/json"));
@@ -81,7 +81,7 @@ TEST_CASE("a host-name target that resolves to the API: created, but each connec
         std::string::npos);
 }
 
-TEST_CASE("a forward whose target is its own listen address is a 400, for TCP and UDP") {
+TEST_CASE("a forward whose target is its own listen address is a 400, for TCP and UDP", "[api]") {
   guarded_api f;
   const auto protocol = GENERATE(as<std::string>{}, "tcp", "udp");
   INFO(protocol);
@@ -116,7 +116,7 @@ TEST_CASE("a forward whose target is its own listen address is a 400, for TCP an
   }
 }
 
-TEST_CASE("a wildcard listener is its own target through any address of this host's interfaces") {
+TEST_CASE("a wildcard listener is its own target through any address of this host's interfaces", "[api]") {
   guarded_api f;
   std::string own;
   for (const auto& a : relay::interface_addresses()) {
@@ -134,7 +134,7 @@ TEST_CASE("a wildcard listener is its own target through any address of this hos
   created(f.client.Post("/api/v1/forwards", forward("127.0.0.1", port, own, port).dump(), "application/json"));
 }
 
-TEST_CASE("a change that closes a cycle of forwards is a 400 - a chain that leaves is not") {
+TEST_CASE("a change that closes a cycle of forwards is a 400 - a chain that leaves is not", "[api]") {
   guarded_api f;
   target_server outside(target_server::echo);
   auto b = created(f.client.Post("/api/v1/forwards", forward("127.0.0.1", 0, "127.0.0.1", outside.port()).dump(),

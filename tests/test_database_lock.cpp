@@ -14,7 +14,7 @@
 using namespace test;
 namespace fs = std::filesystem;
 
-TEST_CASE("database lock: a second holder is refused with the file and the holder's pid") {
+TEST_CASE("a second holder of the database lock is refused with the file and the holder's pid", "[store]") {
   temp_dir dir;
   const auto path = (dir.path / "x.db").string();
   store::database_lock first(path);
@@ -29,7 +29,7 @@ TEST_CASE("database lock: a second holder is refused with the file and the holde
   CHECK(message.find("pid " + std::to_string(::getpid())) != std::string::npos);
 }
 
-TEST_CASE("database lock: released with its holder, then taken again") {
+TEST_CASE("the database lock is released with its holder, then taken again", "[store]") {
   temp_dir dir;
   const auto path = (dir.path / "x.db").string();
   { store::database_lock first(path); first.keep(); }
@@ -37,7 +37,7 @@ TEST_CASE("database lock: released with its holder, then taken again") {
   CHECK(fs::exists(path));
 }
 
-TEST_CASE("database lock: a file it created goes again unless kept, with SQLite's companions") {
+TEST_CASE("a database file the lock created goes again unless kept, with SQLite's companions", "[store]") {
   temp_dir dir;
   const auto path = (dir.path / "x.db").string();
   SECTION("not kept: a failed start leaves nothing") {
@@ -71,7 +71,7 @@ TEST_CASE("database lock: a file it created goes again unless kept, with SQLite'
   }
 }
 
-TEST_CASE("database lock: a file it cannot open is an error naming it") {
+TEST_CASE("a database file the lock cannot open is an error naming it", "[store]") {
   temp_dir dir;
   const auto path = (dir.path / "missing-dir" / "x.db").string();
   try {

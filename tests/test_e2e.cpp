@@ -29,7 +29,7 @@ std::string refused_start(daemon_process& d) {
 }
 }  // namespace
 
-TEST_CASE("e2e: full CRUD with traffic, and lifecycle lines in the log") {
+TEST_CASE("full CRUD with traffic, and lifecycle lines in the log", "[e2e]") {
   target_server target(target_server::echo);
   temp_dir dir;
   running d(args_for(dir));
@@ -64,7 +64,7 @@ TEST_CASE("e2e: full CRUD with traffic, and lifecycle lines in the log") {
   CHECK(log.find("Z warning ") == std::string::npos);
 }
 
-TEST_CASE("e2e: a restart restores every forward with its id and port - disabled ones stay closed") {
+TEST_CASE("a restart restores every forward with its id and port - disabled ones stay closed", "[e2e]") {
   target_server target(target_server::echo);
   temp_dir dir;
   int active_port = 0, disabled_id = 0;
@@ -88,7 +88,7 @@ TEST_CASE("e2e: a restart restores every forward with its id and port - disabled
   CHECK(create(d.client, target.port())["id"] == 3);
 }
 
-TEST_CASE("e2e: kill -9 right after a 201 loses nothing") {
+TEST_CASE("kill -9 right after a 201 loses nothing", "[e2e]") {
   target_server target(target_server::echo);
   temp_dir dir;
   int port = 0;
@@ -105,7 +105,7 @@ TEST_CASE("e2e: kill -9 right after a 201 loses nothing") {
   CHECK(echo_once(port, "durable") == "durable");
 }
 
-TEST_CASE("e2e: a port conflict is a 409 and nothing is persisted") {
+TEST_CASE("a port conflict is a 409 and nothing is persisted", "[e2e]") {
   temp_dir dir;
   std::uint16_t taken = 0;
   auto other = listen_on(taken);
@@ -126,7 +126,7 @@ TEST_CASE("e2e: a port conflict is a 409 and nothing is persisted") {
   CHECK(json::parse(d.client.Get("/api/v1/forwards")->body).empty());
 }
 
-TEST_CASE("e2e: a stored forward whose port is taken at start is in error - the daemon serves the rest") {
+TEST_CASE("a stored forward whose port is taken at start is in error - the daemon serves the rest", "[e2e]") {
   target_server target(target_server::echo);
   temp_dir dir;
   int blocked_port = 0, fine_port = 0;
@@ -148,7 +148,7 @@ TEST_CASE("e2e: a stored forward whose port is taken at start is in error - the 
   CHECK(d.proc.log().find("forward 1 failed to bind") != std::string::npos);
 }
 
-TEST_CASE("e2e: token auth from a file, surrounding whitespace ignored") {
+TEST_CASE("token auth from a file, surrounding whitespace ignored", "[e2e]") {
   temp_dir dir;
   const auto token_file = (dir.path / "token").string();
   std::ofstream(token_file) << "  tok-123 \n";
@@ -168,7 +168,7 @@ std::vector<std::string> files_in(const temp_dir& dir) {
 }
 }  // namespace
 
-TEST_CASE("e2e: one daemon per database - a second one exits 1 naming the file and the holder") {
+TEST_CASE("one daemon per database - a second one exits 1 naming the file and the holder", "[e2e]") {
   target_server target(target_server::echo);
   temp_dir dir;
   running first(args_for(dir));
@@ -194,7 +194,7 @@ TEST_CASE("e2e: one daemon per database - a second one exits 1 naming the file a
   CHECK(json::parse(third.client.Get("/api/v1/forwards")->body).size() == 1);
 }
 
-TEST_CASE("e2e: a daemon that fails to start leaves no file behind") {
+TEST_CASE("a daemon that fails to start leaves no file behind", "[e2e]") {
   temp_dir dir;
   std::uint16_t taken = 0;
   auto holder = listen_on(taken, "127.0.0.1");
@@ -207,7 +207,7 @@ TEST_CASE("e2e: a daemon that fails to start leaves no file behind") {
   CHECK(files_in(dir).empty());
 }
 
-TEST_CASE("e2e: an API off loopback without a token is refused at start") {
+TEST_CASE("an API off loopback without a token is refused at start", "[e2e]") {
   temp_dir dir;
   daemon_process d({"--db", (dir.path / "x.db").string(), "--api", "0.0.0.0:0"});
   auto st = d.wait_exit();
@@ -218,7 +218,7 @@ TEST_CASE("e2e: an API off loopback without a token is refused at start") {
   CHECK_FALSE(std::filesystem::exists(dir.path / "x.db"));
 }
 
-TEST_CASE("e2e: bad flags give one line and exit 2 - --help and --version exit 0") {
+TEST_CASE("bad flags give one line and exit 2 - --help and --version exit 0", "[e2e]") {
   for (auto args : std::vector<std::vector<std::string>>{
            {"--frobnicate"}, {"--workers", "zero"}, {"--api", "nowhere"}, {"--log-level", "chatty"},
            {"--token-file", "/nonexistent/token"}}) {
@@ -239,7 +239,7 @@ TEST_CASE("e2e: bad flags give one line and exit 2 - --help and --version exit 0
   CHECK(version.log().find("portrelay ") == 0);
 }
 
-TEST_CASE("e2e: the accept loop survives running out of file descriptors") {
+TEST_CASE("the accept loop survives running out of file descriptors", "[e2e]") {
   target_server target(target_server::echo);
   temp_dir dir;
   // The daemon inherits a small descriptor limit, so a burst of clients exhausts it.
@@ -262,7 +262,7 @@ TEST_CASE("e2e: the accept loop survives running out of file descriptors") {
   CHECK_FALSE(d.proc.exited());
 }
 
-TEST_CASE("e2e: every failure class gets its status and JSON error from the binary") {
+TEST_CASE("every failure class gets its status and JSON error from the binary", "[e2e]") {
   temp_dir dir;
   running d(args_for(dir));
   std::uint16_t taken = 0;
@@ -323,7 +323,7 @@ TEST_CASE("e2e: every failure class gets its status and JSON error from the bina
   CHECK_FALSE(d.proc.exited());
 }
 
-TEST_CASE("e2e: a UDP forward relays, and a restart restores it with its settings") {
+TEST_CASE("a UDP forward relays, and a restart restores it with its settings", "[e2e][udp]") {
   udp_echo_server target;
   temp_dir dir;
   const json udp{{"protocol", "udp"},         {"listen_host", "127.0.0.1"}, {"listen_port", 0},
@@ -382,7 +382,7 @@ TEST_CASE("e2e: a UDP forward relays, and a restart restores it with its setting
   CHECK(paired);
 }
 
-TEST_CASE("e2e: UDP sessions expire and the daemon's descriptor count returns to its baseline") {
+TEST_CASE("UDP sessions expire and the daemon's descriptor count returns to its baseline", "[e2e][udp]") {
   udp_echo_server target;
   temp_dir dir;
   running d(args_for(dir));
@@ -418,7 +418,7 @@ TEST_CASE("e2e: UDP sessions expire and the daemon's descriptor count returns to
 
 // ---- start-up database checks, input checks and the descriptor limit (issue 12, parts 5 and 6) ----
 
-TEST_CASE("e2e: a read-only database is refused at start, in one line naming the file, exit 1") {
+TEST_CASE("a read-only database is refused at start, in one line naming the file, exit 1", "[e2e]") {
   temp_dir dir;
   const auto db = (dir.path / "e2e.db").string();
   {
@@ -437,7 +437,7 @@ TEST_CASE("e2e: a read-only database is refused at start, in one line naming the
   CHECK(log.find("database " + db + ": the file is read-only") != std::string::npos);
 }
 
-TEST_CASE("e2e: a file that is not a database is refused at start, naming the file") {
+TEST_CASE("a file that is not a database is refused at start, naming the file", "[e2e]") {
   temp_dir dir;
   const auto db = (dir.path / "e2e.db").string();
   std::ofstream(db) << "not a database, but long enough to be read as a header of one\n";
@@ -446,7 +446,7 @@ TEST_CASE("e2e: a file that is not a database is refused at start, naming the fi
   CHECK(log.find("database " + db + ": sqlite: file is not a database") != std::string::npos);
 }
 
-TEST_CASE("e2e: duplicate keys, control characters in hosts and bidi controls in names are 400s") {
+TEST_CASE("duplicate keys, control characters in hosts and bidi controls in names are 400s", "[e2e]") {
   temp_dir dir;
   running d(args_for(dir));
   const std::string good = R"("protocol": "tcp", "listen_host": "127.0.0.1", "listen_port": 0, "target_port": 9)";
@@ -505,7 +505,7 @@ struct udp_at_64 {
 };
 }  // namespace
 
-TEST_CASE("e2e: out of descriptors, /metrics counts them exactly and a POST is a 503, not the client's fault") {
+TEST_CASE("out of descriptors, /metrics counts them exactly and a POST is a 503, not the client's fault", "[e2e]") {
   udp_at_64 setup;
   auto& d = *setup.d;
   const std::uint16_t port = setup.forward["listen_port"];
@@ -561,7 +561,7 @@ TEST_CASE("e2e: out of descriptors, /metrics counts them exactly and a POST is a
   CHECK_FALSE(d.proc.exited());
 }
 
-TEST_CASE("e2e: a UDP session that cannot open its socket drops the datagram, and the daemon lives") {
+TEST_CASE("a UDP session that cannot open its socket drops the datagram, and the daemon lives", "[e2e][udp]") {
   udp_at_64 setup;
   auto& d = *setup.d;
   const auto& forward = setup.forward;
@@ -587,7 +587,7 @@ TEST_CASE("e2e: a UDP session that cannot open its socket drops the datagram, an
   CHECK_FALSE(d.proc.exited());
 }
 
-TEST_CASE("e2e: no forward leads into the daemon's own API - a forged Host through one never gets a 200") {
+TEST_CASE("no forward leads into the daemon's own API - a forged Host through one never gets a 200", "[e2e]") {
   temp_dir dir;
   running d(args_for(dir));
   const std::string api = "127.0.0.1:" + std::to_string(d.port);

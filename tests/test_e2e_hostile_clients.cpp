@@ -34,7 +34,8 @@ std::size_t resident_kib(pid_t pid) {
 
 }  // namespace
 
-TEST_CASE("e2e: a thousand idle or slowly sent API connections from one source or many do not keep the operator out") {
+TEST_CASE("a thousand idle or slowly sent API connections from one source or many do not keep the operator out",
+          "[e2e]") {
   if (!raise_descriptor_limit()) {
     WARN("the hard descriptor limit is below 4,096: not enough for 1,000 connections on each side");
     return;
@@ -75,7 +76,7 @@ TEST_CASE("e2e: a thousand idle or slowly sent API connections from one source o
        << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms");
 }
 
-TEST_CASE("e2e: a request head that never ends is a 431 at 64 KiB before the token and memory stays flat") {
+TEST_CASE("a request head that never ends is a 431 at 64 KiB before the token and memory stays flat", "[e2e]") {
   const bool with_token = GENERATE(false, true);
   INFO((with_token ? "with" : "without") << " a token");
   temp_dir dir;
@@ -110,7 +111,7 @@ TEST_CASE("e2e: a request head that never ends is a 431 at 64 KiB before the tok
   CHECK(r->status == 200);
 }
 
-TEST_CASE("e2e: the siblings of the header flood each get their status and end the connection") {
+TEST_CASE("the siblings of the header flood each get their status and end the connection", "[e2e]") {
   temp_dir dir;
   running d(args_for(dir));
   const std::string post = "POST /api/v1/forwards HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";

@@ -17,7 +17,7 @@ std::string create_error(const json& body) {
 }
 }  // namespace
 
-TEST_CASE("a minimal body takes the defaults") {
+TEST_CASE("a minimal body takes the defaults", "[api]") {
   relay::forward_spec s;
   REQUIRE_FALSE(api::parse_create(valid(), s));
   CHECK(s.name.empty());
@@ -29,7 +29,7 @@ TEST_CASE("a minimal body takes the defaults") {
   CHECK(s.enabled);
 }
 
-TEST_CASE("all writable fields are read") {
+TEST_CASE("all writable fields are read", "[api]") {
   auto body = valid();
   body["name"] = "db";
   body["listen_host"] = "::0001";
@@ -41,7 +41,7 @@ TEST_CASE("all writable fields are read") {
   CHECK_FALSE(s.enabled);
 }
 
-TEST_CASE("each bad value class is a 400 naming the field") {
+TEST_CASE("each bad value class is a 400 naming the field", "[api]") {
   struct bad_case {
     const char* field;
     json value;
@@ -77,7 +77,7 @@ TEST_CASE("each bad value class is a 400 naming the field") {
   }
 }
 
-TEST_CASE("an unknown field names the known one it resembles, when one clearly does") {
+TEST_CASE("an unknown field names the known one it resembles, when one clearly does", "[api]") {
   const std::vector<std::pair<std::string, std::string>> cases{
       {"targt_port", "unknown_field: unknown field 'targt_port' (did you mean 'target_port'?)"},
       {"tagret_host", "unknown_field: unknown field 'tagret_host' (did you mean 'target_host'?)"},
@@ -97,7 +97,7 @@ TEST_CASE("an unknown field names the known one it resembles, when one clearly d
   }
 }
 
-TEST_CASE("UDP settings: defaults, limits, and null for TCP forwards") {
+TEST_CASE("UDP settings: defaults, limits, and null for TCP forwards", "[api]") {
   auto body = valid();
   body["protocol"] = "udp";
   relay::forward_spec s;
@@ -132,7 +132,7 @@ TEST_CASE("UDP settings: defaults, limits, and null for TCP forwards") {
   CHECK_FALSE(j["stats"].contains("target_unreachable"));
 }
 
-TEST_CASE("missing required fields and non-object bodies") {
+TEST_CASE("missing required fields and non-object bodies", "[api]") {
   for (const char* field : {"protocol", "listen_port", "target_host", "target_port"}) {
     auto body = valid();
     body.erase(field);
@@ -144,7 +144,7 @@ TEST_CASE("missing required fields and non-object bodies") {
   CHECK(create_error(json(nullptr)).rfind("invalid_body", 0) == 0);
 }
 
-TEST_CASE("a patch changes only what it names and nothing on error") {
+TEST_CASE("a patch changes only what it names and nothing on error", "[api]") {
   relay::forward_spec s;
   REQUIRE_FALSE(api::parse_create(valid(), s));
   REQUIRE_FALSE(api::apply_patch(json{{"target_port", 81}, {"name", "x"}}, s));
@@ -160,7 +160,7 @@ TEST_CASE("a patch changes only what it names and nothing on error") {
   CHECK(s == before);
 }
 
-TEST_CASE("a forward renders with its status and stats") {
+TEST_CASE("a forward renders with its status and stats", "[api]") {
   store::stored_forward f;
   f.spec.id = 3;
   f.spec.name = "n";
@@ -199,7 +199,7 @@ std::optional<api::api_error> create_failure(const std::string& field, const std
 }
 }  // namespace
 
-TEST_CASE("a control character anywhere in a host field is a 400 naming the field") {
+TEST_CASE("a control character anywhere in a host field is a 400 naming the field", "[api]") {
   const std::vector<std::string> hosts{std::string("127.0.0.1\0evil", 14), std::string("\0", 1), "127.0.0.1\n",
                                        "\t127.0.0.1", "example.com\r", "exa\x7fmple.com", "::1\xc2\x85",
                                        "\x1b[31mexample.com"};
@@ -219,7 +219,7 @@ TEST_CASE("a control character anywhere in a host field is a 400 naming the fiel
   CHECK_FALSE(create_failure("target_host", "db-1.example.com."));
 }
 
-TEST_CASE("names refuse the bidirectional controls and keep emoji sequences") {
+TEST_CASE("names refuse the bidirectional controls and keep emoji sequences", "[api]") {
   for (const char* bidi : {"\u200E", "\u200F", "\u202A", "\u202B", "\u202C", "\u202D", "\u202E", "\u2066",
                            "\u2067", "\u2068", "\u2069"}) {
     INFO(json(bidi).dump());
@@ -246,7 +246,7 @@ TEST_CASE("names refuse the bidirectional controls and keep emoji sequences") {
   }
 }
 
-TEST_CASE("a key given twice in one object is a 400 at any depth") {
+TEST_CASE("a key given twice in one object is a 400 at any depth", "[api]") {
   json out;
   auto e = api::parse_body(R"({"listen_port": 70000, "target_host": "a", "listen_port": 8080})", out);
   REQUIRE(e);
@@ -272,7 +272,7 @@ TEST_CASE("a key given twice in one object is a 400 at any depth") {
   CHECK(e->code == "invalid_json");
 }
 
-TEST_CASE("a stored spec is judged by the checks a request must pass") {
+TEST_CASE("a stored spec is judged by the checks a request must pass", "[api]") {
   relay::forward_spec s;
   REQUIRE_FALSE(api::parse_create(valid(), s));
   CHECK_FALSE(api::check_spec(s));
@@ -288,7 +288,7 @@ TEST_CASE("a stored spec is judged by the checks a request must pass") {
   CHECK(api::check_spec(bad)->field == "udp_max_sessions");
 }
 
-TEST_CASE("a zone in listen_host is kept as typed and must name an interface that exists now") {
+TEST_CASE("a zone in listen_host is kept as typed and must name an interface that exists now", "[api]") {
   const std::string lo = std::to_string(if_nametoindex("lo"));
   auto body = valid();
   body["enabled"] = false;  // a disabled forward binds nothing, yet its interface is checked
@@ -326,7 +326,7 @@ TEST_CASE("a zone in listen_host is kept as typed and must name an interface tha
   CHECK(stored.listen_host == "fe80::1%gone0");
 }
 
-TEST_CASE("strings that fail the checks render as U+FFFD, so the page gets valid UTF-8") {
+TEST_CASE("strings that fail the checks render as U+FFFD, so the page gets valid UTF-8", "[api]") {
   store::stored_forward f;
   f.spec.name = "a\xff\u202E" "b";
   f.spec.listen_host = std::string("127.0.0.1\0x", 11);
@@ -339,7 +339,7 @@ TEST_CASE("strings that fail the checks render as U+FFFD, so the page gets valid
   CHECK(j["target_host"] == "t\uFFFD");
 }
 
-TEST_CASE("an unknown key is echoed printable in the message") {
+TEST_CASE("an unknown key is echoed printable in the message", "[api]") {
   auto body = valid();
   body["x\u202Ey"] = 1;
   relay::forward_spec s;

@@ -5,7 +5,7 @@
 
 using namespace relay;
 
-TEST_CASE("names: up to 64 printable characters, UTF-8 counted by character") {
+TEST_CASE("names: up to 64 printable characters, UTF-8 counted by character", "[api]") {
   CHECK_FALSE(check_name(""));
   CHECK_FALSE(check_name("web frontend #1"));
   CHECK_FALSE(check_name(std::string(64, 'a')));
@@ -23,7 +23,7 @@ TEST_CASE("names: up to 64 printable characters, UTF-8 counted by character") {
   CHECK(check_name("\xFF\xFE"));      // not UTF-8
 }
 
-TEST_CASE("listen_host: IP literals only") {
+TEST_CASE("listen_host: IP literals only", "[api]") {
   CHECK_FALSE(check_listen_host("0.0.0.0"));
   CHECK_FALSE(check_listen_host("127.0.0.1"));
   CHECK_FALSE(check_listen_host("::"));
@@ -36,7 +36,7 @@ TEST_CASE("listen_host: IP literals only") {
   CHECK(canonical_address("::0001") == "::1");
 }
 
-TEST_CASE("target_host: host names and IP literals, 1 to 253 characters") {
+TEST_CASE("target_host: host names and IP literals, 1 to 253 characters", "[api]") {
   for (const char* ok : {"example.com", "db-1.internal", "localhost", "10.0.0.1", "::1", "fe80::1", "my_service",
                          "a.b.c.", "xn--bcher-kva.example"}) {
     INFO(ok);
@@ -54,7 +54,7 @@ TEST_CASE("target_host: host names and IP literals, 1 to 253 characters") {
   CHECK_FALSE(check_target_host(long_name.substr(0, 249) + "abc"));
 }
 
-TEST_CASE("IPv6 zones: only on link-local addresses, an interface name or index, kept as typed") {
+TEST_CASE("IPv6 zones: only on link-local addresses, an interface name or index, kept as typed", "[api]") {
   // The interface need not exist for the form to pass: check_interface asks that, of a request only.
   for (const char* ok : {"fe80::1%eth0", "FE80::1%Eth0", "fe80::1%2", "fe80::1%nosuchif0", "fe80::1%" "abcdefghijklmno",
                          "febf::1%wlan0"}) {
@@ -81,7 +81,7 @@ TEST_CASE("IPv6 zones: only on link-local addresses, an interface name or index,
   CHECK(format_endpoint("fe80::1%eth0", 80) == "[fe80::1%eth0]:80");
 }
 
-TEST_CASE("endpoints print with brackets around IPv6") {
+TEST_CASE("endpoints print with brackets around IPv6", "[api]") {
   CHECK(format_endpoint("127.0.0.1", 80) == "127.0.0.1:80");
   CHECK(format_endpoint("::1", 443) == "[::1]:443");
   CHECK(parse_protocol("tcp") == protocol::tcp);

@@ -26,7 +26,7 @@ relay::forward_spec sample(std::uint16_t port) {
 }
 }  // namespace
 
-TEST_CASE("insert, get, list, update and remove") {
+TEST_CASE("insert, get, list, update and remove", "[store]") {
   temp_db tmp;
   store::forward_store db(tmp.path());
   auto a = db.insert(sample(1001));
@@ -62,7 +62,7 @@ TEST_CASE("insert, get, list, update and remove") {
   CHECK(db.list().size() == 1);
 }
 
-TEST_CASE("ids are never reused, even after deleting the newest") {
+TEST_CASE("ids are never reused, even after deleting the newest", "[store]") {
   temp_db tmp;
   store::forward_store db(tmp.path());
   db.insert(sample(1));
@@ -71,7 +71,7 @@ TEST_CASE("ids are never reused, even after deleting the newest") {
   CHECK(db.insert(sample(3)).spec.id == 3);
 }
 
-TEST_CASE("a reopened database has everything, in WAL mode, at the latest schema") {
+TEST_CASE("a reopened database has everything, in WAL mode, at the latest schema", "[store]") {
   temp_db tmp;
   {
     store::forward_store db(tmp.path());
@@ -97,7 +97,7 @@ TEST_CASE("a reopened database has everything, in WAL mode, at the latest schema
   sqlite3_close(raw);
 }
 
-TEST_CASE("migrations: a new file is created at the latest version - a newer one is refused") {
+TEST_CASE("migrations: a new file is created at the latest version - a newer one is refused", "[store]") {
   temp_db tmp;
   { store::forward_store db(tmp.path()); }
   sqlite3* raw = nullptr;
@@ -109,7 +109,7 @@ TEST_CASE("migrations: a new file is created at the latest version - a newer one
                                                         Catch::Contains("newer than this portrelay"));
 }
 
-TEST_CASE("the schema refuses out-of-range values even if a caller slips") {
+TEST_CASE("the schema refuses out-of-range values even if a caller slips", "[store]") {
   temp_db tmp;
   store::forward_store db(tmp.path());
   auto s = sample(1);
@@ -118,11 +118,11 @@ TEST_CASE("the schema refuses out-of-range values even if a caller slips") {
   CHECK(db.list().empty());
 }
 
-TEST_CASE("an unopenable path is a clear error") {
+TEST_CASE("an unopenable path is a clear error", "[store]") {
   CHECK_THROWS_WITH(store::forward_store("/nonexistent-dir/x/portrelay.db"), Catch::Contains("cannot open database"));
 }
 
-TEST_CASE("UDP settings round-trip") {
+TEST_CASE("UDP settings round-trip", "[store]") {
   temp_db tmp;
   store::forward_store db(tmp.path());
   auto s = sample(53);
@@ -136,7 +136,7 @@ TEST_CASE("UDP settings round-trip") {
   CHECK(got->spec.udp_max_sessions == 10);
 }
 
-TEST_CASE("migrations 2 and 3 bring a version 1 database up to date, keeping its rows") {
+TEST_CASE("migrations 2 and 3 bring a version 1 database up to date, keeping its rows", "[store]") {
   temp_db tmp;
   sqlite3* raw = nullptr;
   REQUIRE(sqlite3_open(tmp.path().c_str(), &raw) == SQLITE_OK);
@@ -168,7 +168,7 @@ TEST_CASE("migrations 2 and 3 bring a version 1 database up to date, keeping its
 
 // ---- a file that cannot be trusted or written (issue 12, part 6) ----
 
-TEST_CASE("a read-only database file is refused when opened, naming the file") {
+TEST_CASE("a read-only database file is refused when opened, naming the file", "[store]") {
   temp_db tmp;
   { store::forward_store db(tmp.path()); }
   test::read_only_file ro(tmp.path());
@@ -179,7 +179,7 @@ TEST_CASE("a read-only database file is refused when opened, naming the file") {
   CHECK_THROWS_WITH(store::forward_store(tmp.path()), "database " + tmp.path() + ": the file is read-only");
 }
 
-TEST_CASE("a database whose journal cannot be written is refused when opened, not at the first change") {
+TEST_CASE("a database whose journal cannot be written is refused when opened, not at the first change", "[store]") {
   temp_db tmp;
   { store::forward_store db(tmp.path()); }
   // Another connection keeps the -wal file in place; that file is made read-only. The database
@@ -202,14 +202,14 @@ TEST_CASE("a database whose journal cannot be written is refused when opened, no
   sqlite3_close(other);
 }
 
-TEST_CASE("a file that is not a database is refused naming the file") {
+TEST_CASE("a file that is not a database is refused naming the file", "[store]") {
   temp_db tmp;
   { std::ofstream(tmp.path()) << "this is not a database, only text long enough to look like a header\n"; }
   CHECK_THROWS_WITH(store::forward_store(tmp.path()),
                     "database " + tmp.path() + ": sqlite: file is not a database");
 }
 
-TEST_CASE("a row a hand edit made unrepresentable is read with the reason, never as a default") {
+TEST_CASE("a row a hand edit made unrepresentable is read with the reason, never as a default", "[store]") {
   temp_db tmp;
   {
     store::forward_store db(tmp.path());
@@ -244,7 +244,7 @@ TEST_CASE("a row a hand edit made unrepresentable is read with the reason, never
   CHECK(rows[1].spec.target_host == "example.com");
 }
 
-TEST_CASE("migration 3: a version-2 file made by portrelay 0.1.0 keeps every row, id and value") {
+TEST_CASE("migration 3: a version-2 file made by portrelay 0.1.0 keeps every row, id and value", "[store]") {
   temp_db tmp;
   std::filesystem::copy_file(std::string(PORTRELAY_SOURCE_DIR) + "/tests/data/schema-v2.db", tmp.path(),
                              std::filesystem::copy_options::overwrite_existing);

@@ -70,7 +70,7 @@ api::front_limits patient() {
   return limits;
 }
 
-TEST_CASE("front: idle connections and half-sent requests hold no handler thread") {
+TEST_CASE("idle connections and half-sent requests hold no handler thread", "[api]") {
   auto limits = patient();
   limits.handler_threads = 1;
   front_fixture f(limits);
@@ -88,7 +88,7 @@ TEST_CASE("front: idle connections and half-sent requests hold no handler thread
   for (auto& c : idle) CHECK(still_open(c.get()));
 }
 
-TEST_CASE("front: a request must arrive whole within the request deadline, however steadily it trickles") {
+TEST_CASE("a request must arrive whole within the request deadline, however steadily it trickles", "[api]") {
   auto limits = patient();
   limits.request_timeout = 500ms;
   front_fixture f(limits);
@@ -108,7 +108,7 @@ TEST_CASE("front: a request must arrive whole within the request deadline, howev
   CHECK(f.front.counts().timed_out == 1);
 }
 
-TEST_CASE("front: an idle connection ends without an answer at its deadline") {
+TEST_CASE("an idle connection ends without an answer at its deadline", "[api]") {
   // Before its first request, the request deadline; between requests, the keep-alive one. Each case
   // has only the deadline it tests short, so nothing else can race it.
   auto before_first = patient();
@@ -129,7 +129,7 @@ TEST_CASE("front: an idle connection ends without an answer at its deadline") {
   CHECK(kept_front.front.counts().timed_out == 0);
 }
 
-TEST_CASE("front: at a cap the quietest connection makes room - at the per-source cap one of that source") {
+TEST_CASE("at a cap the quietest connection makes room - at the per-source cap one of that source", "[api]") {
   const bool per_source = GENERATE(true, false);
   INFO((per_source ? "per-source" : "total") << " cap");
   auto limits = patient();
@@ -166,7 +166,7 @@ fd stalled_client(std::uint16_t port, const std::string& path) {
   return c;
 }
 
-TEST_CASE("front: an answer the client does not read holds no handler thread") {
+TEST_CASE("an answer the client does not read holds no handler thread", "[api]") {
   auto limits = patient();  // the stalled answer cannot end by a deadline while this runs
   limits.handler_threads = 1;
   front_fixture f(limits, 64 * 1024 * 1024);  // far more than both sockets' buffers hold
@@ -175,7 +175,7 @@ TEST_CASE("front: an answer the client does not read holds no handler thread") {
   CHECK(f.front.counts().timed_out == 0);
 }
 
-TEST_CASE("front: an answer the client does not read ends at the send deadline") {
+TEST_CASE("an answer the client does not read ends at the send deadline", "[api]") {
   auto limits = patient();
   limits.send_timeout = 500ms;  // the client never reads: nothing can race this deadline
   front_fixture f(limits, 64 * 1024 * 1024);
@@ -184,7 +184,7 @@ TEST_CASE("front: an answer the client does not read ends at the send deadline")
   CHECK(eventually([&] { return f.front.counts().open == 0; }));
 }
 
-TEST_CASE("front: stop() writes the answer of a request being handled, then returns") {
+TEST_CASE("stop() writes the answer of a request being handled, then returns", "[api]") {
   std::promise<void> entered, release;
   auto released = release.get_future().share();
   front_fixture f(patient(), [&, released](const api::http_exchange& ex) {
@@ -207,7 +207,7 @@ TEST_CASE("front: stop() writes the answer of a request being handled, then retu
   CHECK_FALSE(connect_to(f.port));
 }
 
-TEST_CASE("front: stop() returns whether or not the front listened or started") {
+TEST_CASE("stop() returns whether or not the front listened or started", "[api]") {
   for (const bool listens : {false, true}) {
     for (const bool starts : {false, true}) {
       INFO("listens " << listens << ", starts " << starts);
@@ -226,7 +226,7 @@ TEST_CASE("front: stop() returns whether or not the front listened or started") 
                   std::invalid_argument);
 }
 
-TEST_CASE("front: pipelined requests that end with the client's EOF are all answered") {
+TEST_CASE("pipelined requests that end with the client's EOF are all answered", "[api]") {
   front_fixture f(patient(), 0, false);
   auto c = connect_to(f.port);  // accepted by the kernel; the front reads it all in one go once started
   const std::string first = "GET /a HTTP/1.1\r\n\r\n", second = "GET /b HTTP/1.1\r\n\r\n";
@@ -238,7 +238,7 @@ TEST_CASE("front: pipelined requests that end with the client's EOF are all answ
   CHECK(closed_by_peer(c.get()));
 }
 
-TEST_CASE("front: Expect 100-continue gets its interim answer, pipelined requests their answers in order") {
+TEST_CASE("Expect 100-continue gets its interim answer, pipelined requests their answers in order", "[api]") {
   front_fixture f(patient());
   auto c = connect_to(f.port);
   REQUIRE(send_all(c.get(), "POST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"));
@@ -254,7 +254,7 @@ TEST_CASE("front: Expect 100-continue gets its interim answer, pipelined request
   CHECK(recv_http_answer(c.get()).find(second) != std::string::npos);
 }
 
-TEST_CASE("front: a head that never ends is refused at its limit and nothing more of it is kept") {
+TEST_CASE("a head that never ends is refused at its limit and nothing more of it is kept", "[api]") {
   front_fixture f(patient());
   auto c = connect_to(f.port);
   std::atomic<std::size_t> sent{0};
@@ -271,7 +271,7 @@ TEST_CASE("front: a head that never ends is refused at its limit and nothing mor
   CHECK(eventually([&] { return f.front.counts().open == 0; }));  // dropped after the lingering close
 }
 
-TEST_CASE("front: a handler that throws is a 500 that ends the connection") {
+TEST_CASE("a handler that throws is a 500 that ends the connection", "[api]") {
   front_fixture f(patient());
   auto c = connect_to(f.port);
   REQUIRE(send_all(c.get(), "GET /throw HTTP/1.1\r\n\r\n"));
@@ -321,7 +321,7 @@ std::vector<fd> slow_clients(std::uint16_t port, gate& g, int n, int run) {
 
 }  // namespace
 
-TEST_CASE("front: at the total cap with every request being run, a new connection waits instead of being closed") {
+TEST_CASE("at the total cap with every request being run, a new connection waits instead of being closed", "[api]") {
   auto limits = patient();
   limits.max_connections = 4;
   limits.handler_threads = 4;
@@ -336,7 +336,7 @@ TEST_CASE("front: at the total cap with every request being run, a new connectio
   CHECK(f.front.counts().turned_away == 0);
 }
 
-TEST_CASE("front: at the total cap a request still waiting for a thread makes room, never one being run") {
+TEST_CASE("at the total cap a request still waiting for a thread makes room, never one being run", "[api]") {
   auto limits = patient();
   limits.max_connections = 4;
   limits.handler_threads = 1;
@@ -353,7 +353,7 @@ TEST_CASE("front: at the total cap a request still waiting for a thread makes ro
   CHECK(f.front.counts().evicted == 1);
 }
 
-TEST_CASE("front: stop() runs no request that was still waiting for a handler thread") {
+TEST_CASE("stop() runs no request that was still waiting for a handler thread", "[api]") {
   auto limits = patient();
   limits.handler_threads = 1;
   gate g;
@@ -377,7 +377,7 @@ TEST_CASE("front: stop() runs no request that was still waiting for a handler th
   CHECK(recv_http_answer(clients[0].get()).rfind("HTTP/1.1 200 OK", 0) == 0);
 }
 
-TEST_CASE("front: answers held for clients that do not read them are bounded in all") {
+TEST_CASE("answers held for clients that do not read them are bounded in all", "[api]") {
   auto limits = patient();
   limits.max_answer_bytes = 20 * 1024 * 1024;
   front_fixture f(limits, 16 * 1024 * 1024);  // each answer far more than the sockets' buffers hold

@@ -3,7 +3,7 @@
 
 #include <catch2/catch.hpp>
 
-TEST_CASE("bearer tokens") {
+TEST_CASE("bearer tokens", "[api]") {
   CHECK(api::bearer_matches("Bearer s3cret", "s3cret"));
   CHECK(api::bearer_matches("bearer s3cret", "s3cret"));
   CHECK_FALSE(api::bearer_matches("Bearer s3cre", "s3cret"));
@@ -15,7 +15,7 @@ TEST_CASE("bearer tokens") {
   CHECK_FALSE(api::constant_time_equal("a", ""));
 }
 
-TEST_CASE("Host header: the API's own address and the loopback names, with or without the port") {
+TEST_CASE("Host header: the API's own address and the loopback names, with or without the port", "[api]") {
   for (const char* ok : {"127.0.0.1", "127.0.0.1:7410", "localhost", "LOCALHOST:7410", "[::1]", "[::1]:7410"}) {
     INFO(ok);
     CHECK(api::host_allowed(ok, "127.0.0.1", 7410));

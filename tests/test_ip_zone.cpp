@@ -116,7 +116,7 @@ std::string error_code(const httplib::Result& r) {
 
 }  // namespace
 
-TEST_CASE("ip_zone: a zone names an interface by name or by index - unknown ones are told apart") {
+TEST_CASE("an IPv6 zone names an interface by name or by index - unknown ones are told apart", "[api]") {
   REQUIRE(lo_index != 0);
   CHECK(relay::split_zone("fe80::1%eth0").address == "fe80::1");
   CHECK(relay::split_zone("fe80::1%eth0").zone == "eth0");
@@ -151,7 +151,7 @@ TEST_CASE("ip_zone: a zone names an interface by name or by index - unknown ones
   CHECK_FALSE(relay::scoped_address("fe80::zz%lo"));
 }
 
-TEST_CASE("link-local forwards listen on their own link: one address on two links is two forwards") {
+TEST_CASE("link-local forwards listen on their own link: one address on two links is two forwards", "[api]") {
   const auto skipped = in_own_network([] {
     target_server one([](int s) { send_all(s, "one"); }, "::");
     target_server two([](int s) { send_all(s, "two"); });

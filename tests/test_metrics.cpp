@@ -24,7 +24,7 @@ json create(httplib::Client& c, json body) {
 
 }  // namespace
 
-TEST_CASE("metrics: the Prometheus parser accepts the scrape, and the numbers move with traffic") {
+TEST_CASE("the Prometheus parser accepts the /metrics scrape, and the numbers move with traffic", "[api]") {
   target_server tcp_target(target_server::echo);
   udp_echo_server udp_target;
   api_fixture f;
@@ -123,7 +123,7 @@ TEST_CASE("metrics: the Prometheus parser accepts the scrape, and the numbers mo
   CHECK(after.find(R"(portrelay_forward_target_unreachable_total{id="1")") == std::string::npos);
 }
 
-TEST_CASE("metrics: the format checker itself refuses what promtool refuses") {
+TEST_CASE("the metrics format checker itself refuses what promtool refuses", "[api]") {
   temp_dir dir;
   const std::string good = "# HELP a_total A \\\\ b\\n c.\n# TYPE a_total counter\n"
                            "a_total{id=\"1\",name=\"we\\\"b \\\\ x\\n\"} 3\n# HELP g G.\n# TYPE g gauge\ng 1\n";
@@ -142,7 +142,7 @@ TEST_CASE("metrics: the format checker itself refuses what promtool refuses") {
   }
 }
 
-TEST_CASE("metrics: the token rule of /api/ applies, and only GET and HEAD are allowed") {
+TEST_CASE("/metrics follows the token rule of /api/, and only GET and HEAD are allowed", "[api]") {
   SECTION("with a token") {
     api_fixture f("s3cret-token");
     auto r = f.client.Get("/metrics");
@@ -170,7 +170,7 @@ TEST_CASE("metrics: the token rule of /api/ applies, and only GET and HEAD are a
   }
 }
 
-TEST_CASE("metrics: label values are escaped as the format requires") {
+TEST_CASE("metric label values are escaped as the format requires", "[api]") {
   CHECK(api::escape_label_value("plain") == "plain");
   CHECK(api::escape_label_value("a\"b") == "a\\\"b");
   CHECK(api::escape_label_value("a\\b") == "a\\\\b");
@@ -179,7 +179,7 @@ TEST_CASE("metrics: label values are escaped as the format requires") {
 
 // ---- process figures at the descriptor limit (issue 12, part 5) ----
 
-TEST_CASE("metrics: at the descriptor limit the process figures are exact, never 0") {
+TEST_CASE("at the descriptor limit the process figures in /metrics are exact, never 0", "[api]") {
   relay::engine engine(test_engine_options());
   temp_dir dir;  // for the format check, made before the descriptors run out
   std::string text;
@@ -207,7 +207,7 @@ TEST_CASE("metrics: at the descriptor limit the process figures are exact, never
   CHECK(samples(again.value()).at("process_open_fds") == static_cast<double>(open_fds() - 1));
 }
 
-TEST_CASE("metrics: the API's own connections are counted: open, accepted, and requests refused at a limit") {
+TEST_CASE("/metrics counts the API's own connections: open, accepted, and requests refused at a limit", "[api]") {
   api_fixture f;
   auto sample = [&](const std::string& name) {
     auto r = f.client.Get("/metrics");

@@ -26,7 +26,7 @@ framing whole(const std::string& text, api::request_limits limits = {}) { return
 
 }  // namespace
 
-TEST_CASE("framing: a request ends after its head, its Content-Length or its last chunk") {
+TEST_CASE("a request ends after its head, its Content-Length or its last chunk", "[api]") {
   const std::string get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
   const std::string post = "POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
   const std::string chunked = "POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n\r\n";
@@ -41,7 +41,7 @@ TEST_CASE("framing: a request ends after its head, its Content-Length or its las
   CHECK(whole(chunked.substr(0, chunked.size() - 2)).state == framing::verdict::incomplete);
 }
 
-TEST_CASE("framing: the head is bounded in bytes and in fields, whatever the line lengths") {
+TEST_CASE("the head is bounded in bytes and in fields, whatever the line lengths", "[api]") {
   api::request_limits small{1024, 10, 4096};
   const std::string start = "GET / HTTP/1.1\r\n";
   std::string fields;
@@ -59,7 +59,7 @@ TEST_CASE("framing: the head is bounded in bytes and in fields, whatever the lin
   }
 }
 
-TEST_CASE("framing: bodies over the limit are refused from their Content-Length or as their chunks add up") {
+TEST_CASE("bodies over the limit are refused from their Content-Length or as their chunks add up", "[api]") {
   api::request_limits small{1024, 10, 100};
   auto f = whole("POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", small);
   CHECK(f.state == framing::verdict::refused);
@@ -78,7 +78,7 @@ TEST_CASE("framing: bodies over the limit are refused from their Content-Length 
   CHECK(trickle("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\r\n\r\n", small).status == 400);
 }
 
-TEST_CASE("framing: heads that two parsers could read two ways are refused") {
+TEST_CASE("heads that two parsers could read two ways are refused", "[api]") {
   const std::map<std::string, int> cases{
       {"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
@@ -101,7 +101,7 @@ TEST_CASE("framing: heads that two parsers could read two ways are refused") {
   }
 }
 
-TEST_CASE("framing: Expect 100-continue is reported, with the field's place, only while a body is due") {
+TEST_CASE("Expect 100-continue is reported, with the field's place, only while a body is due", "[api]") {
   const std::string head = "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n";
   auto f = whole(head);
   CHECK(f.state == framing::verdict::incomplete);
@@ -112,7 +112,7 @@ TEST_CASE("framing: Expect 100-continue is reported, with the field's place, onl
   CHECK(whole("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expects_continue == false);
 }
 
-TEST_CASE("framing: a field's value is found by its name in any case, trimmed, the first of several") {
+TEST_CASE("a field's value is found by its name in any case, trimmed, the first of several", "[api]") {
   const std::string head = "POST / HTTP/1.1\r\nHost: x\r\nauthorization:  Bearer t  \r\nAuthorization: Bearer u\r\n\r\n";
   CHECK(api::field_value(head, "Authorization") == std::optional<std::string_view>("Bearer t"));
   CHECK(api::field_value(head, "host") == std::optional<std::string_view>("x"));
@@ -120,7 +120,7 @@ TEST_CASE("framing: a field's value is found by its name in any case, trimmed, t
   CHECK_FALSE(api::field_value(head, "POST / HTTP/1.1\r\nHost"));  // the request line is not a field
 }
 
-TEST_CASE("framing: whatever arrives, one byte past the largest request brings a verdict") {
+TEST_CASE("whatever arrives, one byte past the largest request brings a verdict", "[api]") {
   // The front reads at most max_request_size + 1 bytes of a request; it must never be left waiting
   // for more with nothing decided. Streams that try to stay undecided for as long as they can:
   const api::request_limits small{1024, 10, 4096};
@@ -158,7 +158,7 @@ TEST_CASE("framing: whatever arrives, one byte past the largest request brings a
   }
 }
 
-TEST_CASE("framing: an Expect field is cut even without a body, and two are refused") {
+TEST_CASE("an Expect field is cut even without a body, and two are refused", "[api]") {
   const std::string head = "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n";
   const auto f = whole(head);
   REQUIRE(f.state == framing::verdict::complete);

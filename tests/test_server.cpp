@@ -58,7 +58,7 @@ std::string raw_request(std::uint16_t port, const std::string& head, const std::
 
 }  // namespace
 
-TEST_CASE("healthz needs nothing") {
+TEST_CASE("healthz needs nothing", "[api]") {
   api_fixture f("tok");
   auto r = f.client.Get("/healthz");
   REQUIRE(r);
@@ -66,7 +66,7 @@ TEST_CASE("healthz needs nothing") {
   CHECK(body_of(r) == json{{"status", "ok"}});
 }
 
-TEST_CASE("create, get, list, patch and delete") {
+TEST_CASE("create, get, list, patch and delete", "[api]") {
   target_server target(target_server::echo);
   api_fixture f;
   auto created = f.client.Post("/api/v1/forwards", forward_body(target.port()), "application/json");
@@ -103,7 +103,7 @@ TEST_CASE("create, get, list, patch and delete") {
   CHECK(f.store.list().empty());
 }
 
-TEST_CASE("list is ordered by id") {
+TEST_CASE("list is ordered by id", "[api]") {
   target_server target(target_server::echo);
   api_fixture f;
   for (int i = 0; i < 3; ++i) f.client.Post("/api/v1/forwards", forward_body(target.port()), "application/json");
@@ -113,7 +113,7 @@ TEST_CASE("list is ordered by id") {
   CHECK(list[2]["id"] == 3);
 }
 
-TEST_CASE("malformed, non-object, unknown-field and out-of-range bodies are 400s that persist nothing") {
+TEST_CASE("malformed, non-object, unknown-field and out-of-range bodies are 400s that persist nothing", "[api]") {
   api_fixture f;
   const std::pair<std::string, std::string> cases[] = {
       {"{not json", "invalid_json"},
@@ -138,7 +138,7 @@ TEST_CASE("malformed, non-object, unknown-field and out-of-range bodies are 400s
   CHECK(f.store.list().empty());
 }
 
-TEST_CASE("415 for a mutation that is not JSON - 405 and 404 for methods and paths") {
+TEST_CASE("415 for a mutation that is not JSON - 405 and 404 for methods and paths", "[api]") {
   api_fixture f;
   check_error(f.client.Post("/api/v1/forwards", forward_body(80), "text/plain"), 415, "unsupported_media_type");
   check_error(f.client.Post("/api/v1/forwards", forward_body(80), "application/x-www-form-urlencoded"), 415,
@@ -162,14 +162,14 @@ TEST_CASE("415 for a mutation that is not JSON - 405 and 404 for methods and pat
   }
 }
 
-TEST_CASE("PATCH and DELETE of an unknown id are 404 whatever the body") {
+TEST_CASE("PATCH and DELETE of an unknown id are 404 whatever the body", "[api]") {
   api_fixture f;
   check_error(f.client.Patch("/api/v1/forwards/42", "{garbage", "text/plain"), 404, "not_found");
   check_error(f.client.Patch("/api/v1/forwards/42", R"({"listen_port":"x"})", "application/json"), 404, "not_found");
   check_error(f.client.Delete("/api/v1/forwards/42"), 404, "not_found");
 }
 
-TEST_CASE("PATCH validates like POST and changes nothing when refused") {
+TEST_CASE("PATCH validates like POST and changes nothing when refused", "[api]") {
   target_server target(target_server::echo);
   api_fixture f;
   auto fwd = body_of(f.client.Post("/api/v1/forwards", forward_body(target.port()), "application/json"));
@@ -184,7 +184,7 @@ TEST_CASE("PATCH validates like POST and changes nothing when refused") {
   CHECK(now["updated_at"] == fwd["updated_at"]);
 }
 
-TEST_CASE("a listen address in use is a 409 that persists nothing") {
+TEST_CASE("a listen address in use is a 409 that persists nothing", "[api]") {
   target_server target(target_server::echo);
   api_fixture f;
   SECTION("taken by another process") {
@@ -210,7 +210,7 @@ TEST_CASE("a listen address in use is a 409 that persists nothing") {
   CHECK(f.store.list().empty());
 }
 
-TEST_CASE("a listen address this host does not have is a 400") {
+TEST_CASE("a listen address this host does not have is a 400", "[api]") {
   api_fixture f;
   auto body = json::parse(forward_body(80));
   body["listen_host"] = "192.0.2.1";  // TEST-NET-1: never local; bind fails before any packet
@@ -218,7 +218,7 @@ TEST_CASE("a listen address this host does not have is a 400") {
   CHECK(f.store.list().empty());
 }
 
-TEST_CASE("zones are kept as typed through POST, PATCH and a restart - an unknown listen interface is a 400") {
+TEST_CASE("zones are kept as typed through POST, PATCH and a restart - an unknown listen interface is a 400", "[api]") {
   const std::string lo = std::to_string(if_nametoindex("lo"));
   api_fixture f;
   auto body = json::parse(forward_body(80));
@@ -282,7 +282,7 @@ TEST_CASE("zones are kept as typed through POST, PATCH and a restart - an unknow
         std::string::npos);
 }
 
-TEST_CASE("bodies over 64 KiB get a 413 the client can read, even while it is still sending") {
+TEST_CASE("bodies over 64 KiB get a 413 the client can read, even while it is still sending", "[api]") {
   api_fixture f;
   const std::string big(1 << 20, 'x');
   SECTION("with Content-Length") {
@@ -305,7 +305,7 @@ TEST_CASE("bodies over 64 KiB get a 413 the client can read, even while it is st
   CHECK(f.store.list().empty());
 }
 
-TEST_CASE("a foreign Host header is refused when there is no token (DNS rebinding)") {
+TEST_CASE("a foreign Host header is refused when there is no token (DNS rebinding)", "[api]") {
   api_fixture f;
   check_error(f.client.Get("/api/v1/forwards", {{"Host", "attacker.example"}}), 403, "host_not_allowed");
   check_error(f.client.Post("/api/v1/forwards", {{"Host", "attacker.example:" + std::to_string(f.server.port())}},
@@ -319,7 +319,7 @@ TEST_CASE("a foreign Host header is refused when there is no token (DNS rebindin
   }
 }
 
-TEST_CASE("with a token every /api/ request needs it") {
+TEST_CASE("with a token every /api/ request needs it", "[api]") {
   api_fixture f("s3cret-token");
   check_error(f.client.Get("/api/v1/forwards"), 401, "unauthorized");
   auto r = f.client.Get("/api/v1/forwards");
@@ -336,7 +336,7 @@ TEST_CASE("with a token every /api/ request needs it") {
   CHECK(created->status == 201);
 }
 
-TEST_CASE("with a token no byte of a body is read before the token is checked") {
+TEST_CASE("with a token no byte of a body is read before the token is checked", "[api]") {
   api_fixture f("s3cret-token");
   const std::string head = "POST /api/v1/forwards HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                            "Content-Length: 60000\r\n";
@@ -357,7 +357,7 @@ TEST_CASE("with a token no byte of a body is read before the token is checked") 
   CHECK(recv_http_answer(c.get()).rfind("HTTP/1.1 201 ", 0) == 0);
 }
 
-TEST_CASE("a stored forward that cannot bind at start is kept in state error - the rest work") {
+TEST_CASE("a stored forward that cannot bind at start is kept in state error - the rest work", "[api]") {
   target_server target(target_server::echo);
   test::temp_dir dir;
   const auto db = (dir.path / "restore.db").string();
@@ -400,7 +400,7 @@ TEST_CASE("a stored forward that cannot bind at start is kept in state error - t
   CHECK(fixed.body["name"] == "blocked");
 }
 
-TEST_CASE("the admin page is served from the binary with its content types, ETag and security headers") {
+TEST_CASE("the admin page is served from the binary with its content types, ETag and security headers", "[api]") {
   api_fixture f("tok");  // the page itself needs no token; only /api/ does
   const std::pair<const char*, const char*> files[] = {
       {"/", "text/html; charset=utf-8"}, {"/app.js", "text/javascript; charset=utf-8"},
@@ -430,7 +430,7 @@ TEST_CASE("the admin page is served from the binary with its content types, ETag
   check_error(f.client.Get("/index.html"), 404, "not_found");
 }
 
-TEST_CASE("API connections have TCP_NODELAY and stay open across many requests") {
+TEST_CASE("API connections have TCP_NODELAY and stay open across many requests", "[api]") {
   // httplib writes an answer in two sends; with Nagle the second waits for the client's delayed ACK
   // on every answer after the first on a kept-alive connection. The server is in this process, so
   // the accepted socket is one of our descriptors: find it by its peer and ask the kernel.
@@ -471,7 +471,7 @@ TEST_CASE("API connections have TCP_NODELAY and stay open across many requests")
   CHECK(found == 1);
 }
 
-TEST_CASE("an API on localhost listens on the loopback address of each family, on one port") {
+TEST_CASE("an API on localhost listens on the loopback address of each family, on one port", "[api]") {
   const auto addresses = api::listen_addresses("localhost");
   REQUIRE_FALSE(addresses.empty());
   for (const auto& a : addresses) CHECK(asio::ip::make_address(a).is_loopback());
@@ -498,7 +498,7 @@ TEST_CASE("an API on localhost listens on the loopback address of each family, o
   CHECK_FALSE(connect_to(server.port(), "::1"));
 }
 
-TEST_CASE("a bound API that never started releases its port when it goes") {
+TEST_CASE("a bound API that never started releases its port when it goes", "[api]") {
   temp_dir dir;
   store::forward_store store{(dir.path / "api.db").string()};
   relay::engine engine{test_engine_options()};

@@ -76,7 +76,7 @@ std::size_t index_of(const std::vector<std::string>& messages, const std::string
 
 }  // namespace
 
-TEST_CASE("service: READY, STATUS, WATCHDOG and STOPPING reach NOTIFY_SOCKET in order") {
+TEST_CASE("READY, STATUS, WATCHDOG and STOPPING reach NOTIFY_SOCKET in order", "[e2e]") {
   temp_dir dir;
   target_server target(target_server::echo);
   {  // A stored forward, so READY can be seen to follow its restore.
@@ -118,7 +118,7 @@ TEST_CASE("service: READY, STATUS, WATCHDOG and STOPPING reach NOTIFY_SOCKET in 
   }
 }
 
-TEST_CASE("service: without WATCHDOG_USEC no watchdog messages are sent") {
+TEST_CASE("without WATCHDOG_USEC no watchdog messages are sent", "[e2e]") {
   temp_dir dir;
   notify_socket ns((dir.path / "notify.sock").string());
   running d(args_for(dir), {{ns.env()}});
@@ -134,7 +134,7 @@ TEST_CASE("service: without WATCHDOG_USEC no watchdog messages are sent") {
   for (const auto& m : ns.messages()) CHECK(m.find("WATCHDOG") == std::string::npos);
 }
 
-TEST_CASE("service: with JOURNAL_STREAM on stderr, lines carry syslog priorities and no timestamps") {
+TEST_CASE("with JOURNAL_STREAM on stderr, lines carry syslog priorities and no timestamps", "[e2e]") {
   temp_dir dir;
   std::uint16_t taken_port = 0;
   {
@@ -174,7 +174,7 @@ TEST_CASE("service: with JOURNAL_STREAM on stderr, lines carry syslog priorities
   CHECK(std::regex_search(d.proc.log(), std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info portrelay)")));
 }
 
-TEST_CASE("service: the token comes from $CREDENTIALS_DIRECTORY/token unless --token-file is given") {
+TEST_CASE("the token comes from $CREDENTIALS_DIRECTORY/token unless --token-file is given", "[e2e]") {
   temp_dir dir;
   const auto creds = dir.path / "creds";
   std::filesystem::create_directory(creds);
@@ -200,7 +200,7 @@ TEST_CASE("service: the token comes from $CREDENTIALS_DIRECTORY/token unless --t
   }
 }
 
-TEST_CASE("drain: a transfer in flight completes intact while new connections are refused") {
+TEST_CASE("in a drain a transfer in flight completes intact while new connections are refused", "[e2e]") {
   std::uint16_t target_port = 0;
   fd target_listener = listen_on(target_port);
   set_timeouts(target_listener.get());
@@ -243,7 +243,7 @@ TEST_CASE("drain: a transfer in flight completes intact while new connections ar
   CHECK(d.proc.log().find("drained: no live connections left") != std::string::npos);  // not the timeout
 }
 
-TEST_CASE("drain: what is still open at --drain-timeout is closed, and the exit is 0") {
+TEST_CASE("what a drain leaves open at --drain-timeout is closed, and the exit is 0", "[e2e]") {
   for (int seconds : {1, 0}) {  // 0: no drain at all
     INFO("--drain-timeout " << seconds);
     target_server target(target_server::echo);
@@ -264,7 +264,7 @@ TEST_CASE("drain: what is still open at --drain-timeout is closed, and the exit 
   }
 }
 
-TEST_CASE("drain: a second SIGTERM or SIGINT stops at once") {
+TEST_CASE("a second SIGTERM or SIGINT in a drain stops at once", "[e2e]") {
   for (int second : {SIGTERM, SIGINT}) {
     target_server target(target_server::echo);
     temp_dir dir;
@@ -283,7 +283,7 @@ TEST_CASE("drain: a second SIGTERM or SIGINT stops at once") {
   }
 }
 
-TEST_CASE("drain: an idle UDP session ends the drain early, and the first signal says how to stop at once") {
+TEST_CASE("an idle UDP session ends the drain early, and the first signal says how to stop at once", "[e2e][udp]") {
   // Sessions in use keeping their replies, and new clients refused, are engine tests (test_udp_forward).
   udp_echo_server target;
   temp_dir dir;

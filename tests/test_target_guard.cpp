@@ -37,7 +37,7 @@ relay::guard_node node(std::int64_t id, const char* listen, std::uint16_t port, 
 
 }  // namespace
 
-TEST_CASE("target guard: an address reaches a listener on its own address and port only") {
+TEST_CASE("an address reaches a listener on its own address and port only", "[engine]") {
   const auto api = point("127.0.0.1", 7410);
   CHECK(reaches("127.0.0.1", 7410, api));
   CHECK_FALSE(reaches("127.0.0.1", 7411, api));
@@ -51,7 +51,7 @@ TEST_CASE("target guard: an address reaches a listener on its own address and po
   CHECK_FALSE(reaches("::1", 7410, api));
 }
 
-TEST_CASE("target guard: a wildcard listener is reached by this host's addresses of the families it takes") {
+TEST_CASE("a wildcard listener is reached by this host's addresses of the families it takes", "[engine]") {
   const auto any4 = point("0.0.0.0", 80);
   CHECK(reaches("127.0.0.1", 80, any4));
   CHECK(reaches("127.3.4.5", 80, any4));  // all of 127/8
@@ -73,7 +73,7 @@ TEST_CASE("target guard: a wildcard listener is reached by this host's addresses
   CHECK(reaches("0.0.0.0", 80, any6_dual));
 }
 
-TEST_CASE("target guard: a link-local address is one per interface - other scope ids are ignored") {
+TEST_CASE("a link-local address is one per interface - other scope ids are ignored", "[engine]") {
   auto scoped = [](const char* text, unsigned scope) {
     auto a = asio::ip::make_address_v6(text);
     a.scope_id(scope);
@@ -106,14 +106,14 @@ TEST_CASE("target guard: a link-local address is one per interface - other scope
   CHECK_FALSE(check("fe80::1%99"));
 }
 
-TEST_CASE("target guard: interface addresses include loopback and are normalised") {
+TEST_CASE("the guard's interface addresses include loopback and are normalised", "[engine]") {
   const auto found = relay::interface_addresses();
   CHECK(std::find(found.begin(), found.end(), ip("127.0.0.1")) != found.end());
   CHECK(relay::fresh_local_test()(ip("127.0.0.1")));
   CHECK_FALSE(relay::fresh_local_test()(ip("198.51.100.254")));  // TEST-NET-2: no host has it
 }
 
-TEST_CASE("target guard: the API, a forward's own listener and cycles are refused - chains out are not") {
+TEST_CASE("as targets the API, a forward's own listener and cycles are refused - chains out are not", "[engine]") {
   relay::target_guard guard({point("127.0.0.1", 7410)},
                             {node(1, "127.0.0.1", 5001, "127.0.0.1", 5002), node(2, "0.0.0.0", 5002, "127.0.0.1", 5001),
                              node(3, "127.0.0.1", 5003, "192.0.2.1", 80), node(4, "127.0.0.1", 5004, "127.0.0.1", 5003),
@@ -151,7 +151,7 @@ TEST_CASE("target guard: the API, a forward's own listener and cycles are refuse
   CHECK_FALSE(guard.listens_on(5007));
 }
 
-TEST_CASE("target guard: a change is checked with its IP-literal target only, against the guard it is in") {
+TEST_CASE("a change is checked with its IP-literal target only, against the guard it is in", "[engine]") {
   relay::forward_spec next;
   next.id = 7;
   next.listen_host = "0.0.0.0";

@@ -165,7 +165,7 @@ bool own_network_namespace(const std::vector<std::string>& addresses) {
 
 }  // namespace
 
-TEST_CASE("udp: a datagram goes to the target and the reply comes back from the listening address") {
+TEST_CASE("a datagram goes to the target and the reply comes back from the listening address", "[udp]") {
   udp_echo_server target;
   relay::engine engine(options());
   auto s = start(engine, udp_spec(1, target.port()));
@@ -185,7 +185,7 @@ TEST_CASE("udp: a datagram goes to the target and the reply comes back from the 
   CHECK(target.distinct_peers() == 1);
 }
 
-TEST_CASE("udp: 500 clients at once, each with its own session, each getting only its own replies") {
+TEST_CASE("500 clients at once, each with its own session, each getting only its own replies", "[udp]") {
   udp_echo_server target;
   relay::engine engine(options());
   auto s = start(engine, udp_spec(1, target.port()));
@@ -210,7 +210,7 @@ TEST_CASE("udp: 500 clients at once, each with its own session, each getting onl
   CHECK(target.distinct_peers() == 500);
 }
 
-TEST_CASE("udp: 60,000-byte datagrams pass intact, never truncated or merged") {
+TEST_CASE("60,000-byte datagrams pass intact, never truncated or merged", "[udp]") {
   udp_echo_server target;
   relay::engine engine(options());
   auto s = start(engine, udp_spec(1, target.port()));
@@ -229,7 +229,7 @@ TEST_CASE("udp: 60,000-byte datagrams pass intact, never truncated or merged") {
 // runs longer than 64 segments and than 65,000 bytes, a shorter datagram ending a run, a larger
 // one starting the next, single bytes.
 // On a wildcard listener, each run's GSO send also names the address the client sent to.
-TEST_CASE("udp: a burst of datagrams in runs of equal size arrives whole, in order, each on its own") {
+TEST_CASE("a burst of datagrams in runs of equal size arrives whole, in order, each on its own", "[udp]") {
   const auto [listen_host, client_to] =
       GENERATE(std::make_pair(std::string("127.0.0.1"), std::string("127.0.0.1")),
                std::make_pair(std::string("0.0.0.0"), std::string("127.0.0.5")));
@@ -276,20 +276,20 @@ TEST_CASE("udp: a burst of datagrams in runs of equal size arrives whole, in ord
   CHECK(st.datagrams_dropped == 0);
 }
 
-TEST_CASE("udp: on 0.0.0.0 a client hears back from the address it sent to, one session per address") {
+TEST_CASE("on 0.0.0.0 a client hears back from the address it sent to, one session per address", "[udp]") {
   replies_come_from_the_address_sent_to("0.0.0.0", {"127.0.0.5", "127.0.0.7", "127.0.0.1"});
 }
 
-TEST_CASE("udp: on :: a client hears back from the address it sent to (in a namespace with a second address)") {
-  CHECK(run_in_own_network_namespace("udp: in a namespace of its own: on :: replies come from the address sent to") == 0);
+TEST_CASE("on :: a client hears back from the address it sent to (in a namespace with a second address)", "[udp]") {
+  CHECK(run_in_own_network_namespace("in a namespace of its own: on :: replies come from the address sent to") == 0);
 }
 
-TEST_CASE("udp: in a namespace of its own: on :: replies come from the address sent to", "[.]") {
+TEST_CASE("in a namespace of its own: on :: replies come from the address sent to", "[.][udp]") {
   if (!own_network_namespace({"fd00::5", "fd00::7"})) return;
   replies_come_from_the_address_sent_to("::", {"fd00::5", "fd00::7", "::1"});
 }
 
-TEST_CASE("udp: idle sessions expire and their descriptors come back") {
+TEST_CASE("idle sessions expire and their descriptors come back", "[udp]") {
   udp_echo_server target;
   relay::engine engine(options());
   auto spec = udp_spec(1, target.port());
@@ -310,7 +310,7 @@ TEST_CASE("udp: idle sessions expire and their descriptors come back") {
   CHECK(engine.status(1).stats.sessions_evicted == 0);
 }
 
-TEST_CASE("udp: at the cap the least recently active session is evicted and counted") {
+TEST_CASE("at the cap the least recently active session is evicted and counted", "[udp]") {
   udp_echo_server target;
   relay::engine engine(options());
   auto spec = udp_spec(1, target.port());
@@ -342,7 +342,7 @@ TEST_CASE("udp: at the cap the least recently active session is evicted and coun
   }
 }
 
-TEST_CASE("udp: delete and disable close every session at once") {
+TEST_CASE("delete and disable close every session at once", "[udp]") {
   udp_echo_server target;
   relay::engine engine(options());
   auto s = start(engine, udp_spec(1, target.port()));
@@ -365,7 +365,7 @@ TEST_CASE("udp: delete and disable close every session at once") {
   CHECK(recv_datagram(late.get(), 300ms).empty());
 }
 
-TEST_CASE("udp: in a drain, sessions in use keep their replies and new clients get none") {
+TEST_CASE("in a drain, sessions in use keep their replies and new clients get none", "[udp]") {
   udp_echo_server target;
   auto o = options();
   o.udp_drain_idle_timeout = 60s;  // in use means a datagram within this; no test step comes near it
@@ -382,7 +382,7 @@ TEST_CASE("udp: in a drain, sessions in use keep their replies and new clients g
   CHECK(engine.status(1).stats.connections_active == 1);
 }
 
-TEST_CASE("udp: in a drain, a session idle for the drain idle time is done, whatever its own idle timeout") {
+TEST_CASE("in a drain, a session idle for the drain idle time is done, whatever its own idle timeout", "[udp]") {
   udp_echo_server target;
   auto o = options();
   o.udp_drain_idle_timeout = 200ms;  // the client sends nothing more: no work races this
@@ -398,7 +398,7 @@ TEST_CASE("udp: in a drain, a session idle for the drain idle time is done, what
   CHECK(eventually([&] { return open_fds() < fds_with_session; }));  // its socket to the target is closed
 }
 
-TEST_CASE("udp: a target that is down costs only that session's datagrams") {
+TEST_CASE("a target that is down costs only that session's datagrams", "[udp]") {
   udp_echo_server target;
   std::uint16_t dead_port = 0;
   {
@@ -439,7 +439,7 @@ TEST_CASE("udp: a target that is down costs only that session's datagrams") {
   CHECK(engine.status(3).stats.datagrams_up == 3);
 }
 
-TEST_CASE("udp: a name whose first address is unreachable: the session moves to the next and counts it") {
+TEST_CASE("a name whose first address is unreachable: the session moves to the next and counts it", "[udp]") {
   REQUIRE(test_hosts::installed);
   udp_echo_server target;  // on 127.0.0.1 only; the name lists [::1] first, where nothing listens
   relay::engine engine(options());
@@ -464,7 +464,7 @@ TEST_CASE("udp: a name whose first address is unreachable: the session moves to 
   CHECK(target.distinct_peers() == 2);
 }
 
-TEST_CASE("udp: when every address of the name fails the session stays and each error is counted") {
+TEST_CASE("when every address of the name fails the session stays and each error is counted", "[udp]") {
   REQUIRE(test_hosts::installed);
   std::uint16_t dead_port = 0;
   {
@@ -486,7 +486,7 @@ TEST_CASE("udp: when every address of the name fails the session stays and each 
   CHECK(engine.status(1).state == relay::forward_state::active);
 }
 
-TEST_CASE("udp: a TCP and a UDP forward share a port number") {
+TEST_CASE("a TCP and a UDP forward share a port number", "[udp][tcp]") {
   udp_echo_server udp_target;
   target_server tcp_target(target_server::echo);
   relay::engine engine(options());
@@ -524,7 +524,7 @@ TEST_CASE("udp: a TCP and a UDP forward share a port number") {
   CHECK(p.error().code == std::errc::address_in_use);
 }
 
-TEST_CASE("udp: IPv6 and host-name targets") {
+TEST_CASE("a UDP forward reaches IPv6 and host-name targets", "[udp]") {
   udp_echo_server target6("::1");
   relay::engine engine(options());
   auto s = start(engine, udp_spec(1, target6.port(), "::1"));
@@ -541,7 +541,7 @@ TEST_CASE("udp: IPv6 and host-name targets") {
   CHECK(engine.status(2).stats.connections_total == 1);
 }
 
-TEST_CASE("udp: changing the target moves new sessions only") {
+TEST_CASE("changing the target moves new sessions only", "[udp]") {
   udp_echo_server a, b;
   relay::engine engine(options());
   auto s = start(engine, udp_spec(1, a.port()));
