@@ -3,7 +3,7 @@
 
 #include "api/front_connection.hpp"
 #include "relay/forward_spec.hpp"
-#include "relay/result.hpp"
+#include "relay/socket_options.hpp"
 
 #include <asio/ip/v6_only.hpp>
 #include <asio/post.hpp>
@@ -84,7 +84,7 @@ void http_front::accept(listener& l) {
   l.acceptor.async_accept([this, &l](const std::error_code& ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !l.acceptor.is_open()) return;
     if (!ec) return accepted(l, std::move(socket));
-    if (ec == asio::error::connection_aborted || ec == asio::error::connection_reset) return accept(l);  // it left
+    if (relay::is_aborted_handshake(ec)) return accept(l);  // it left
     // Short of descriptors or memory, or anything else: back off, and retry with the client waiting
     // in the backlog. Once per streak, what the quietest connection holds is freed for it.
     ++figures_->accept_errors;

@@ -3,14 +3,14 @@
 
 #include "relay/bind_steps.hpp"
 #include "relay/forward_spec.hpp"
-#include "relay/tcp_session.hpp"
+#include "relay/socket_options.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
-#include <cerrno>
+#include <algorithm>
 
 namespace relay {
 
@@ -51,8 +51,7 @@ asio::awaitable<void> accept_loop(acceptor_ptr acceptor, std::size_t worker, acc
         if (more_ec) break;  // none queued (or an error the waiting accept will meet and report)
         on_accept(std::move(more), worker);
       }
-    } else if (ec == asio::error::connection_aborted || ec == asio::error::connection_reset ||
-               ec == asio::error::operation_aborted) {
+    } else if (is_aborted_handshake(ec) || ec == asio::error::operation_aborted) {
       spdlog::debug("{}: accept: {}", label, ec.message());  // the client gave up during the handshake
     } else {
       // EMFILE and friends: the condition lasts a while, so pause instead of spinning on it.

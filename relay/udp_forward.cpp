@@ -3,6 +3,7 @@
 
 #include "relay/bind_steps.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/socket_options.hpp"
 #include "relay/target_guard.hpp"
 #include "relay/udp_batch.hpp"
 
@@ -25,17 +26,6 @@ constexpr int rounds = 4;                          // recvmmsg batches per wake-
 constexpr std::size_t max_pending = 8;             // per session while its target's name resolves
 constexpr int listener_buffer = 4 * 1024 * 1024;  // bursts wait in the kernel, not in the relay
 constexpr int session_buffer = 1024 * 1024;       // a target's burst of replies to one client
-
-// Room for bursts: SO_RCVBUFFORCE passes the sysctl cap when we may (root or CAP_NET_ADMIN). A
-// limit, not an allocation: memory is used only while datagrams wait.
-void size_buffers(int fd, int bytes) {
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
-  }
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0) {
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-  }
-}
 }  // namespace
 
 struct udp_forward::session {
@@ -160,7 +150,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
       b.arm(true, wildcard_);
       const int n = ::recvmmsg(socket->native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
       if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (would_block(errno)) break;
         continue;  // an error queued on the socket (ICMP); it is consumed, nothing else is hurt
       }
       // Consecutive datagrams of one session leave together on its upstream socket (send_batch).
@@ -346,7 +336,7 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
       b.arm(false, false);
       const int n = ::recvmmsg(s->upstream.native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
       if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (would_block(errno)) break;
         if (is_unreachable(errno)) target_failed(*s);  // this session's alone; it may move or close
         continue;
       }
