@@ -48,7 +48,7 @@ http_front::http_front(front_limits limits, handler h, error_response e, body_ch
 
 http_front::~http_front() { stop(); }
 
-// Not relay::open_and_bind: a forward on "::" is IPv6 only, but an API on "::" (which needs a token)
+// Not relay::bind_listener: a forward on "::" is IPv6 only, but an API on "::" (which needs a token)
 // has always taken IPv4 too, and the API's acceptor also listens here.
 tcp::endpoint http_front::listen(const tcp::endpoint& at) {
   auto l = std::make_unique<listener>(io_);

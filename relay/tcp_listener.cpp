@@ -1,8 +1,6 @@
-// tcp_listener: step-named binding and the accept loop with back-off on resource exhaustion.
+// tcp_listener: the accept loop, batched, with back-off on resource exhaustion.
 #include "relay/tcp_listener.hpp"
 
-#include "relay/bind_steps.hpp"
-#include "relay/forward_spec.hpp"
 #include "relay/socket_options.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
@@ -17,19 +15,6 @@ namespace relay {
 namespace {
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 }  // namespace
-
-result<acceptor_ptr> bind_tcp(asio::io_context& io, const std::string& host, std::uint16_t port) {
-  auto acceptor = std::make_shared<asio::ip::tcp::acceptor>(io);
-  if (auto e = open_and_bind(*acceptor, host, port, true)) return *e;
-  set_connection_options(acceptor->native_handle());  // inherited by every accepted connection
-  std::error_code ec;
-  acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return op_error{std::error_code(ec.value(), std::system_category()),
-                    "listen on " + format_endpoint(host, port) + ": " + ec.message()};
-  }
-  return acceptor;
-}
 
 asio::awaitable<void> accept_loop(acceptor_ptr acceptor, std::size_t worker, accept_handler on_accept,
                                   std::string label) {

@@ -1,7 +1,6 @@
 // udp_forward: per-client UDP sessions with connected upstream sockets, LRU eviction and one sweep timer.
 #include "relay/udp_forward.hpp"
 
-#include "relay/bind_steps.hpp"
 #include "relay/forward_spec.hpp"
 #include "relay/socket_options.hpp"
 #include "relay/target_guard.hpp"
@@ -24,7 +23,6 @@ namespace {
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr int rounds = 4;                          // recvmmsg batches per wake-up, so one forward cannot starve a worker
 constexpr std::size_t max_pending = 8;             // per session while its target's name resolves
-constexpr int listener_buffer = 4 * 1024 * 1024;  // bursts wait in the kernel, not in the relay
 constexpr int session_buffer = 1024 * 1024;       // a target's burst of replies to one client
 }  // namespace
 
@@ -48,23 +46,6 @@ struct udp_forward::session {
 
 std::size_t flow_hash::operator()(const flow& f) const noexcept {
   return std::hash<asio::ip::udp::endpoint>()(f.client) * 31 + std::hash<asio::ip::address>()(f.local);
-}
-
-result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port) {
-  auto socket = std::make_shared<asio::ip::udp::socket>(io);
-  if (auto e = open_and_bind(*socket, host, port, false)) return *e;
-  std::error_code ignored;
-  // A wildcard listener learns each datagram's destination, to reply from it (receive_from_target).
-  const auto bound = socket->local_endpoint(ignored).address();
-  if (bound.is_unspecified()) {
-    if (auto ec = receive_destinations(socket->native_handle(), bound.is_v6())) {
-      return op_error{ec, std::string(bound.is_v6() ? "set IPV6_RECVPKTINFO on " : "set IP_PKTINFO on ") +
-                              format_endpoint(host, port) + ": " + ec.message()};
-    }
-  }
-  size_buffers(socket->native_handle(), listener_buffer);
-  socket->non_blocking(true, ignored);
-  return socket;
 }
 
 udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
