@@ -2,6 +2,7 @@
 #include "api/controller.hpp"
 
 #include "api/forward_json.hpp"
+#include "relay/socket_options.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -3,7 +3,7 @@
 
 #include "api/front_connection.hpp"
 #include "relay/forward_spec.hpp"
-#include "relay/result.hpp"
+#include "relay/socket_options.hpp"
 
 #include <asio/ip/v6_only.hpp>
 #include <asio/post.hpp>
@@ -48,7 +48,7 @@ http_front::http_front(front_limits limits, handler h, error_response e, body_ch
 
 http_front::~http_front() { stop(); }
 
-// Not relay::open_and_bind: a forward on "::" is IPv6 only, but an API on "::" (which needs a token)
+// Not relay::bind_listener: a forward on "::" is IPv6 only, but an API on "::" (which needs a token)
 // has always taken IPv4 too, and the API's acceptor also listens here.
 tcp::endpoint http_front::listen(const tcp::endpoint& at) {
   auto l = std::make_unique<listener>(io_);
@@ -84,7 +84,7 @@ void http_front::accept(listener& l) {
   l.acceptor.async_accept([this, &l](const std::error_code& ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !l.acceptor.is_open()) return;
     if (!ec) return accepted(l, std::move(socket));
-    if (ec == asio::error::connection_aborted || ec == asio::error::connection_reset) return accept(l);  // it left
+    if (relay::is_aborted_handshake(ec)) return accept(l);  // it left
     // Short of descriptors or memory, or anything else: back off, and retry with the client waiting
     // in the backlog. Once per streak, what the quietest connection holds is freed for it.
     ++figures_->accept_errors;

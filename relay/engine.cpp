@@ -3,6 +3,7 @@
 
 #include "relay/forward_fields.hpp"
 #include "relay/ip_zone.hpp"
+#include "relay/listen_socket.hpp"
 #include "relay/tcp_forward.hpp"
 #include "relay/udp_forward.hpp"
 

@@ -1,12 +1,11 @@
 // error_wake: what woke a TCP socket's error wait (asio's wait_error): the peer's reset, or nothing to act on.
 #pragma once
 
-#include <asio/error.hpp>
+#include "relay/socket_options.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
 
-#include <cerrno>
 #include <system_error>
 
 namespace relay {
@@ -23,10 +22,7 @@ struct error_wake {
 // - EPOLLHUP without an error: both directions were shut down in order, and what the socket still
 //   holds is read as usual; nothing more can arrive on it, so there is nothing left to wait for.
 inline error_wake check_error_wake(int fd) {
-  int error = 0;
-  socklen_t len = sizeof error;
-  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
-  if (error != 0) return {std::error_code(error, asio::error::get_system_category()), false};
+  if (auto error = pending_error(fd)) return {error, false};
   pollfd p{fd, POLLPRI, 0};
   if (::poll(&p, 1, 0) == 1 && (p.revents & POLLPRI) != 0) {
     char urgent;

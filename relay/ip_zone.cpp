@@ -2,6 +2,7 @@
 #include "relay/ip_zone.hpp"
 
 #include "relay/forward_spec.hpp"
+#include "relay/socket_options.hpp"
 
 #include <net/if.h>
 #include <sys/ioctl.h>

@@ -1,25 +1,12 @@
 // result: a value or the error that prevented it, for module boundaries that must not throw.
 #pragma once
 
-#include <asio/error.hpp>
-
-#include <cerrno>
 #include <string>
 #include <system_error>
 #include <utility>
 #include <variant>
 
 namespace relay {
-
-// The host is short of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): a condition that
-// lasts a while, and that no client's request caused. Compared by value: asio's system category does
-// not map its codes onto std::errc conditions.
-inline bool is_resource_error(const std::error_code& ec) {
-  const int v = ec.value();
-  const auto& c = ec.category();
-  return (c == asio::error::get_system_category() || c == std::system_category() || c == std::generic_category()) &&
-         (v == EMFILE || v == ENFILE || v == ENOBUFS || v == ENOMEM);
-}
 
 // An error with the OS code that caused it and a sentence for people ("bind 0.0.0.0:80: Permission denied").
 struct op_error {

@@ -2,27 +2,9 @@
 #pragma once
 
 #include "relay/forward_spec.hpp"
-#include "relay/result.hpp"
-#include "relay/tcp_listener.hpp"
-
-#include <asio/io_context.hpp>
-#include <asio/ip/tcp.hpp>
-#include <asio/ip/udp.hpp>
-
-#include <memory>
-#include <variant>
+#include "relay/listen_socket.hpp"
 
 namespace relay {
-
-using udp_socket_ptr = std::shared_ptr<asio::ip::udp::socket>;
-// A bound socket that does not serve yet: a TCP acceptor or a UDP socket.
-using bound_socket = std::variant<acceptor_ptr, udp_socket_ptr>;
-
-// Binds the listening socket of `spec` on `io`; each failure names its step and the address.
-// Call on the worker that will own it.
-result<bound_socket> bind_listener(asio::io_context& io, const forward_spec& spec);
-std::uint16_t local_port(const bound_socket& s);
-void close_socket(const bound_socket& s);
 
 // Every method is for the control plane: it posts to the owning worker(s) and waits.
 class running_forward {

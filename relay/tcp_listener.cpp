@@ -1,35 +1,20 @@
-// tcp_listener: step-named binding and the accept loop with back-off on resource exhaustion.
+// tcp_listener: the accept loop, batched, with back-off on resource exhaustion.
 #include "relay/tcp_listener.hpp"
 
-#include "relay/bind_steps.hpp"
-#include "relay/forward_spec.hpp"
-#include "relay/tcp_session.hpp"
+#include "relay/socket_options.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
-#include <cerrno>
+#include <algorithm>
 
 namespace relay {
 
 namespace {
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 }  // namespace
-
-result<acceptor_ptr> bind_tcp(asio::io_context& io, const std::string& host, std::uint16_t port) {
-  auto acceptor = std::make_shared<asio::ip::tcp::acceptor>(io);
-  if (auto e = open_and_bind(*acceptor, host, port, true)) return *e;
-  set_connection_options(acceptor->native_handle());  // inherited by every accepted connection
-  std::error_code ec;
-  acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return op_error{std::error_code(ec.value(), std::system_category()),
-                    "listen on " + format_endpoint(host, port) + ": " + ec.message()};
-  }
-  return acceptor;
-}
 
 asio::awaitable<void> accept_loop(acceptor_ptr acceptor, std::size_t worker, accept_handler on_accept,
                                   std::string label) {
@@ -51,8 +36,7 @@ asio::awaitable<void> accept_loop(acceptor_ptr acceptor, std::size_t worker, acc
         if (more_ec) break;  // none queued (or an error the waiting accept will meet and report)
         on_accept(std::move(more), worker);
       }
-    } else if (ec == asio::error::connection_aborted || ec == asio::error::connection_reset ||
-               ec == asio::error::operation_aborted) {
+    } else if (is_aborted_handshake(ec) || ec == asio::error::operation_aborted) {
       spdlog::debug("{}: accept: {}", label, ec.message());  // the client gave up during the handshake
     } else {
       // EMFILE and friends: the condition lasts a while, so pause instead of spinning on it.

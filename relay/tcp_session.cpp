@@ -3,10 +3,10 @@
 // resets passed on from one side to the other (also when seen on a socket it has stopped reading).
 #include "relay/tcp_session.hpp"
 
-#include "relay/disconnect.hpp"
 #include "relay/error_wake.hpp"
 #include "relay/forward_spec.hpp"
 #include "relay/result.hpp"
+#include "relay/socket_options.hpp"
 #include "relay/target_guard.hpp"
 
 #include <asio/post.hpp>
@@ -75,41 +75,6 @@ worker_resources& resources() {
   return r;
 }
 
-std::error_code last_error() { return {errno, asio::error::get_system_category()}; }
-
-// Bytes in the socket's send queue that its peer has not acknowledged yet (SIOCOUTQ, tcp(7)): a
-// peer whose receive buffer is full acknowledges nothing more until its application reads.
-int send_queue(asio::ip::tcp::socket& s) {
-  int queued = 0;
-  return s.is_open() && ::ioctl(s.native_handle(), SIOCOUTQ, &queued) == 0 ? queued : 0;
-}
-
-bool unacknowledged(asio::ip::tcp::socket& s) { return send_queue(s) > 0; }
-
-// A connection that is over (reset, or timed out): its send queue will never be acknowledged.
-bool gone(asio::ip::tcp::socket& s) {
-  tcp_info info{};
-  socklen_t len = sizeof info;
-  return !s.is_open() || ::getsockopt(s.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
-         info.tcpi_state == TCP_CLOSE;
-}
-
-// Closing with a linger of zero sends a reset instead of a FIN (and drops the send queue).
-void reset_on_close(asio::ip::tcp::socket& s) {
-  std::error_code ignored;
-  s.set_option(asio::socket_base::linger(true, 0), ignored);
-}
-
-// Bytes in the socket's receive queue that the relay has not read yet (SIOCINQ, tcp(7)): they are
-// on their way, whether or not the worker has got round to them.
-bool unread(asio::ip::tcp::socket& s) {
-  int queued = 0;
-  return s.is_open() && ::ioctl(s.native_handle(), SIOCINQ, &queued) == 0 && queued > 0;
-}
-
-bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
-
-
 std::string describe(const asio::ip::tcp::socket& s) {
   std::error_code ec;
   auto ep = s.remote_endpoint(ec);
@@ -117,15 +82,6 @@ std::string describe(const asio::ip::tcp::socket& s) {
 }
 
 }  // namespace
-
-void set_connection_options(int fd) {
-  const int one = 1, idle = 60, interval = 10, count = 6;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-}
 
 tcp_session::tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_stats& stats,
                          const engine_options& options, std::shared_ptr<void> owner)

@@ -41,11 +41,6 @@ struct splice_pipe {
   explicit operator bool() const { return read >= 0; }
 };
 
-// TCP_NODELAY and keepalive (first probe after 60 s idle, then every 10 s, given up after 6: a
-// peer that vanished without a FIN is found in about 2 minutes). Set on listening sockets, whose
-// accepted connections inherit them, and on each connection to a target.
-void set_connection_options(int fd);
-
 // Where a new connection goes: captured when it is accepted, so a PATCH only affects later ones.
 struct tcp_route {
   std::int64_t forward_id = 0;

@@ -2,6 +2,7 @@
 #include "relay/udp_batch.hpp"
 
 #include "relay/forward_stats.hpp"
+#include "relay/socket_options.hpp"
 
 #include <netinet/udp.h>
 
@@ -35,13 +36,6 @@ reply_source::reply_source(const asio::ip::address& local) {
     std::memcpy(CMSG_DATA(c), &info, sizeof info);
     size_ = CMSG_SPACE(sizeof info);
   }
-}
-
-std::error_code receive_destinations(int fd, bool v6) {
-  const int on = 1;
-  const int r = v6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on)
-                   : setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &on, sizeof on);
-  return r == 0 ? std::error_code() : std::error_code(errno, std::system_category());
 }
 
 asio::ip::address destination(const msghdr& m) {
@@ -152,7 +146,7 @@ bool send_each(int fd, batch_space& b, int first, int count, send_tally& t) {
       done += n;
       continue;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || is_unreachable(errno)) {
+    if (would_block(errno) || errno == ENOBUFS || is_unreachable(errno)) {
       if (is_unreachable(errno)) t.unreachable = errno;
       t.dropped += static_cast<std::uint64_t>(count - done);
       return false;
@@ -164,20 +158,6 @@ bool send_each(int fd, batch_space& b, int first, int count, send_tally& t) {
 }
 
 }  // namespace
-
-bool is_unreachable(int error) {
-  switch (error) {
-    case ECONNREFUSED:
-    case EHOSTUNREACH:
-    case ENETUNREACH:
-    case EHOSTDOWN:
-    case ENONET:
-    case EACCES:
-      return true;
-    default:
-      return false;
-  }
-}
 
 send_tally send_batch(int fd, batch_space& b, int count, bool& gso) {
   send_tally t;
@@ -220,7 +200,7 @@ send_tally send_batch(int fd, batch_space& b, int count, bool& gso) {
       singles = i;
       continue;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || is_unreachable(errno)) {
+    if (would_block(errno) || errno == ENOBUFS || is_unreachable(errno)) {
       if (is_unreachable(errno)) t.unreachable = errno;
       t.dropped += static_cast<std::uint64_t>(count - i);
       return t;

@@ -10,7 +10,6 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <system_error>
 #include <vector>
 
 namespace relay {
@@ -37,10 +36,6 @@ class reply_source {
   pktinfo_space space_;
   std::size_t size_ = 0;
 };
-
-// Has the kernel hand over each datagram's destination address (IP_PKTINFO / IPV6_RECVPKTINFO) with
-// it. Only a wildcard listener needs it: its datagrams reach it on many addresses.
-std::error_code receive_destinations(int fd, bool v6);
 
 // The address a datagram was sent to, from its control data: the one to reply from. Unspecified
 // when there is none, or it cannot be a source (IPv6 multicast). Link-local IPv6 keeps the
@@ -84,11 +79,5 @@ struct send_tally {
 // clears it and uses sendmmsg from then on. Control data rides on the same calls: no system call
 // per datagram. After an ICMP error the rest of the batch is dropped.
 send_tally send_batch(int fd, batch_space& b, int count, bool& gso);
-
-// The errors an ICMP message leaves on a connected UDP socket saying the destination does not take
-// datagrams: port, host or network unreachable, administratively prohibited (Linux's
-// icmp_err_convert and icmpv6_err_convert). Not EMSGSIZE, which is about the datagram, nor
-// ENOPROTOOPT, which a GSO send also answers when the kernel cannot segment.
-bool is_unreachable(int error);
 
 }  // namespace relay

@@ -1,8 +1,8 @@
 // udp_forward: per-client UDP sessions with connected upstream sockets, LRU eviction and one sweep timer.
 #include "relay/udp_forward.hpp"
 
-#include "relay/bind_steps.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/socket_options.hpp"
 #include "relay/target_guard.hpp"
 #include "relay/udp_batch.hpp"
 
@@ -23,19 +23,7 @@ namespace {
 constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr int rounds = 4;                          // recvmmsg batches per wake-up, so one forward cannot starve a worker
 constexpr std::size_t max_pending = 8;             // per session while its target's name resolves
-constexpr int listener_buffer = 4 * 1024 * 1024;  // bursts wait in the kernel, not in the relay
 constexpr int session_buffer = 1024 * 1024;       // a target's burst of replies to one client
-
-// Room for bursts: SO_RCVBUFFORCE passes the sysctl cap when we may (root or CAP_NET_ADMIN). A
-// limit, not an allocation: memory is used only while datagrams wait.
-void size_buffers(int fd, int bytes) {
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
-  }
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0) {
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-  }
-}
 }  // namespace
 
 struct udp_forward::session {
@@ -58,23 +46,6 @@ struct udp_forward::session {
 
 std::size_t flow_hash::operator()(const flow& f) const noexcept {
   return std::hash<asio::ip::udp::endpoint>()(f.client) * 31 + std::hash<asio::ip::address>()(f.local);
-}
-
-result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port) {
-  auto socket = std::make_shared<asio::ip::udp::socket>(io);
-  if (auto e = open_and_bind(*socket, host, port, false)) return *e;
-  std::error_code ignored;
-  // A wildcard listener learns each datagram's destination, to reply from it (receive_from_target).
-  const auto bound = socket->local_endpoint(ignored).address();
-  if (bound.is_unspecified()) {
-    if (auto ec = receive_destinations(socket->native_handle(), bound.is_v6())) {
-      return op_error{ec, std::string(bound.is_v6() ? "set IPV6_RECVPKTINFO on " : "set IP_PKTINFO on ") +
-                              format_endpoint(host, port) + ": " + ec.message()};
-    }
-  }
-  size_buffers(socket->native_handle(), listener_buffer);
-  socket->non_blocking(true, ignored);
-  return socket;
 }
 
 udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
@@ -155,7 +126,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
       b.arm(true, wildcard_);
       const int n = ::recvmmsg(socket->native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
       if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (would_block(errno)) break;
         continue;  // an error queued on the socket (ICMP); it is consumed, nothing else is hurt
       }
       // Consecutive datagrams of one session leave together on its upstream socket (send_batch).
@@ -341,7 +312,7 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
       b.arm(false, false);
       const int n = ::recvmmsg(s->upstream.native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
       if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (would_block(errno)) break;
         if (is_unreachable(errno)) target_failed(*s);  // this session's alone; it may move or close
         continue;
       }

@@ -18,10 +18,6 @@
 
 namespace relay {
 
-// open, bind: each failure names its step. No SO_REUSEADDR: on UDP it would let two sockets share
-// a port silently. Call on the worker that will own the socket.
-result<udp_socket_ptr> bind_udp(asio::io_context& io, const std::string& host, std::uint16_t port);
-
 // How long an address of a UDP target that answered with an ICMP error is passed over by new
 // sessions, while its name has other addresses (nginx's `fail_timeout`, with its default).
 inline constexpr std::chrono::seconds udp_fail_timeout{10};

@@ -1,0 +1,67 @@
+// socket_options: setsockopt, getsockopt and ioctl on the relay's sockets.
+#include "relay/socket_options.hpp"
+
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+namespace relay {
+
+void set_connection_options(int fd) {
+  const int one = 1, idle = 60, interval = 10, count = 6;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
+
+void size_buffers(int fd, int bytes) {
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+  }
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+  }
+}
+
+std::error_code receive_destinations(int fd, bool v6) {
+  const int on = 1;
+  const int r = v6 ? ::setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on)
+                   : ::setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &on, sizeof on);
+  return r == 0 ? std::error_code() : std::error_code(errno, std::system_category());
+}
+
+void reset_on_close(asio::ip::tcp::socket& s) {
+  std::error_code ignored;
+  s.set_option(asio::socket_base::linger(true, 0), ignored);
+}
+
+int send_queue(asio::ip::tcp::socket& s) {
+  int queued = 0;
+  return s.is_open() && ::ioctl(s.native_handle(), SIOCOUTQ, &queued) == 0 ? queued : 0;
+}
+
+bool unread(asio::ip::tcp::socket& s) {
+  int queued = 0;
+  return s.is_open() && ::ioctl(s.native_handle(), SIOCINQ, &queued) == 0 && queued > 0;
+}
+
+bool gone(asio::ip::tcp::socket& s) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  return !s.is_open() || ::getsockopt(s.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+         info.tcpi_state == TCP_CLOSE;
+}
+
+std::error_code pending_error(int fd) {
+  int error = 0;
+  socklen_t len = sizeof error;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+  if (error == 0) return {};
+  return {error, asio::error::get_system_category()};
+}
+
+}  // namespace relay

@@ -1,0 +1,97 @@
+// socket_options: the options the relay sets on its sockets, what it asks the kernel about them, and what their errors mean.
+#pragma once
+
+#include <asio/error.hpp>
+#include <asio/ip/tcp.hpp>
+
+#include <cerrno>
+#include <system_error>
+
+namespace relay {
+
+// ---- Options set (tcp(7), socket(7), ip(7), ipv6(7))
+
+// TCP_NODELAY and keepalive (SO_KEEPALIVE; TCP_KEEPIDLE 60 s, TCP_KEEPINTVL 10 s, TCP_KEEPCNT 6: a
+// peer that vanished without a FIN is found in about 2 minutes). Set on listening sockets, whose
+// accepted connections inherit them, and on each connection to a target. Best effort: a failure
+// leaves the kernel's default.
+void set_connection_options(int fd);
+
+// Receive and send buffer limits of `bytes` each (SO_RCVBUF, SO_SNDBUF). SO_RCVBUFFORCE and
+// SO_SNDBUFFORCE pass the net.core.rmem_max / wmem_max caps when the process may (root or
+// CAP_NET_ADMIN); otherwise the kernel clamps to them. A limit, not an allocation: memory is used
+// only while datagrams wait. Best effort.
+void size_buffers(int fd, int bytes);
+
+// Has the kernel hand over each datagram's destination address with it (IP_PKTINFO, or
+// IPV6_RECVPKTINFO when `v6`). Only a wildcard listener needs it: its datagrams reach it on many
+// addresses. The error is in std::system_category.
+std::error_code receive_destinations(int fd, bool v6);
+
+// Closing with a linger of zero (SO_LINGER {1, 0}) sends a reset instead of a FIN, and drops the
+// send queue.
+void reset_on_close(asio::ip::tcp::socket& s);
+
+// ---- What the kernel says about a socket
+
+// Bytes in the socket's send queue that its peer has not acknowledged yet (SIOCOUTQ, tcp(7)); 0 for
+// a closed socket. A peer whose receive buffer is full acknowledges nothing more until its
+// application reads.
+int send_queue(asio::ip::tcp::socket& s);
+inline bool unacknowledged(asio::ip::tcp::socket& s) { return send_queue(s) > 0; }
+
+// Bytes in the socket's receive queue that the relay has not read yet (SIOCINQ, tcp(7)): they are
+// on their way, whether or not the worker has got round to them.
+bool unread(asio::ip::tcp::socket& s);
+
+// A connection that is over (TCP_INFO's state is TCP_CLOSE: reset, or timed out), or a socket that
+// is closed: its send queue will never be acknowledged.
+bool gone(asio::ip::tcp::socket& s);
+
+// The socket's pending error (SO_ERROR, socket(7)), which reading clears: a reset, or how a
+// non-blocking connect ended. In asio's system category, as last_error().
+std::error_code pending_error(int fd);
+
+// ---- What an error means
+
+// errno as an error code in asio's system category, so that it compares equal to asio::error
+// values (connection_reset, eof …) as the codes of asio's own operations do.
+inline std::error_code last_error() { return {errno, asio::error::get_system_category()}; }
+
+// A non-blocking call found nothing to do (EAGAIN, EWOULDBLOCK): wait for readiness.
+inline bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+
+// The host is short of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): a condition that
+// lasts a while, and that no client's request caused. Compared by value: asio's system category does
+// not map its codes onto std::errc conditions.
+inline bool is_resource_error(const std::error_code& ec) {
+  const int v = ec.value();
+  const auto& c = ec.category();
+  return (c == asio::error::get_system_category() || c == std::system_category() || c == std::generic_category()) &&
+         (v == EMFILE || v == ENFILE || v == ENOBUFS || v == ENOMEM);
+}
+
+// The errors an ICMP message leaves on a connected UDP socket saying the destination does not take
+// datagrams: port, host or network unreachable, administratively prohibited (Linux's
+// icmp_err_convert and icmpv6_err_convert). Not EMSGSIZE, which is about the datagram, nor
+// ENOPROTOOPT, which a GSO send also answers when the kernel cannot segment.
+inline bool is_unreachable(int err) {
+  return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EHOSTDOWN || err == ENONET ||
+         err == EACCES;
+}
+
+// A client that gave up while its connection waited to be accepted (ECONNABORTED, ECONNRESET):
+// accept the next one.
+inline bool is_aborted_handshake(const std::error_code& ec) {
+  return ec == asio::error::connection_aborted || ec == asio::error::connection_reset;
+}
+
+// The ordinary end of a connection rather than a fault (EOF, reset, broken pipe, timed out,
+// cancelled, closed under it): logged at debug level only.
+inline bool is_ordinary_disconnect(const std::error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == asio::error::operation_aborted || ec == asio::error::timed_out || ec == asio::error::not_connected ||
+         ec == asio::error::connection_aborted || ec == asio::error::bad_descriptor;
+}
+
+}  // namespace relay
