@@ -28,46 +28,17 @@ namespace relay {
 
 namespace {
 
-constexpr std::size_t chunk = 64 * 1024;     // per recv, and per splice through a pipe of the default size
+constexpr std::size_t chunk = 64 * 1024;     // per recv, into the copy buffer
 constexpr std::size_t small_splice = 4 * 1024;  // automatic datapath: below this, copying is cheaper
 constexpr std::size_t bulk_read = 16 * 1024;    // automatic datapath: from this, splicing is cheaper
 constexpr int rounds_per_wakeup = 16;        // then the worker's other connections get their turn
 
-std::atomic<std::size_t> large_pipes{0};  // enlarged pipes open in the process
-
-// Closes a pipe, and gives back its share of the large-pipe bound.
-void close_pipe(splice_pipe& p) {
-  ::close(p.read);
-  ::close(p.write);
-  if (p.capacity > chunk) large_pipes.fetch_sub(1, std::memory_order_relaxed);
-  p = splice_pipe{};
-}
-
-// A new pipe, enlarged while the process holds fewer than `max_large_pipes` large ones; an
-// empty one (no `read`) when none can be had.
-splice_pipe open_pipe() {
-  int fds[2];
-  if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return {};
-  splice_pipe p{fds[0], fds[1], chunk};
-  if (large_pipes.fetch_add(1, std::memory_order_relaxed) < max_large_pipes &&
-      ::fcntl(p.write, F_SETPIPE_SZ, static_cast<int>(large_pipe_bytes)) >= static_cast<int>(large_pipe_bytes)) {
-    p.capacity = large_pipe_bytes;
-  } else {
-    large_pipes.fetch_sub(1, std::memory_order_relaxed);  // the kernel may refuse (pipe-user-pages-soft)
-  }
-  return p;
-}
-
 // What a worker owns for all its connections: empty pipes ready for lease, and one copy buffer.
+// The buffer stays here rather than in splice_pipe's module: it is the copy datapath's scratch,
+// filled and emptied within one call of fill_copy, and one thread_local holds both.
 struct worker_resources {
-  std::vector<splice_pipe> pipes;
+  pipe_pool pipes;
   std::vector<char> buffer = std::vector<char>(chunk);
-  worker_resources() = default;
-  worker_resources(const worker_resources&) = delete;
-  worker_resources& operator=(const worker_resources&) = delete;
-  ~worker_resources() {
-    for (auto& p : pipes) close_pipe(p);
-  }
 };
 
 worker_resources& resources() {
@@ -139,13 +110,10 @@ tcp_session::tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_
       options_(options),
       owner_(std::move(owner)) {}
 
-tcp_session::~tcp_session() {
-  // Pipes still leased here were cut off mid-transfer: closed, not pooled (this may also run off
-  // the worker, when an engine is destroyed with connections still queued).
-  for (auto* d : {&up_, &down_}) {
-    if (d->pipe) close_pipe(d->pipe);
-  }
-}
+// Pipes still leased here were cut off mid-transfer: their own destructors close them, never
+// pooling them (this may also run off the worker, when an engine is destroyed with connections
+// still queued, and the pool is the worker's).
+tcp_session::~tcp_session() = default;
 
 std::string tcp_session::peer() const { return describe(client_); }
 
@@ -318,13 +286,12 @@ void tcp_session::pump(direction& d) {
 
 bool tcp_session::flush(direction& d, std::error_code& ec) {
   const int to = d.to->native_handle();
-  while (d.in_pipe > 0) {
-    const ssize_t n = ::splice(d.pipe.read, nullptr, to, nullptr, d.in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+  while (d.pipe.size() > 0) {
+    const ssize_t n = d.pipe.splice_to(to);
     if (n < 0) {
       if (!would_block(errno)) ec = last_error();
       return false;
     }
-    d.in_pipe -= static_cast<std::size_t>(n);
     moved(d, static_cast<std::size_t>(n));
   }
   while (d.held) {
@@ -345,15 +312,7 @@ void tcp_session::fill(direction& d, std::error_code& ec) {
   const bool splice = options_.datapath == datapath::splice ||
                       (options_.datapath == datapath::automatic && d.splicing);
   if (splice) {
-    if (!d.pipe) {
-      auto& pool = resources().pipes;
-      if (!pool.empty()) {
-        d.pipe = pool.back();
-        pool.pop_back();
-      } else {
-        d.pipe = open_pipe();
-      }
-    }
+    if (!d.pipe) d.pipe = resources().pipes.lease();
     if (d.pipe) return fill_splice(d, ec);
     // No pipe to be had (out of descriptors): this round copies instead.
   }
@@ -364,8 +323,7 @@ void tcp_session::fill(direction& d, std::error_code& ec) {
 // into a pipe that already holds data could also fail for want of pipe slots, which says nothing
 // about the socket.)
 void tcp_session::fill_splice(direction& d, std::error_code& ec) {
-  const ssize_t n = ::splice(d.from->native_handle(), nullptr, d.pipe.write, nullptr, d.pipe.capacity,
-                             SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+  const ssize_t n = d.pipe.splice_from(d.from->native_handle());
   if (n < 0) {
     if (would_block(errno)) {
       d.drained = true;
@@ -375,7 +333,6 @@ void tcp_session::fill_splice(direction& d, std::error_code& ec) {
     return;
   }
   if (n == 0) d.eof = true;
-  d.in_pipe = static_cast<std::size_t>(n);
   if (n > 0 && static_cast<std::size_t>(n) < small_splice) d.splicing = false;  // back to copying small messages
 }
 
@@ -417,16 +374,9 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
   }
 }
 
+// Pooled when empty; closed with bytes still in it (the connection is going away) or a full pool.
 void tcp_session::release_pipe(direction& d) {
-  if (!d.pipe) return;
-  auto& pool = resources().pipes;
-  if (d.in_pipe == 0 && pool.size() < max_idle_pipes_per_worker) {
-    pool.push_back(d.pipe);
-    d.pipe = splice_pipe{};
-  } else {  // bytes still in it (the connection is going away), or the pool is full
-    close_pipe(d.pipe);
-  }
-  d.in_pipe = 0;
+  if (d.pipe) resources().pipes.give_back(std::move(d.pipe));
 }
 
 void tcp_session::wait(direction& d, asio::socket_base::wait_type what) {

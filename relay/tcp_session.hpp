@@ -5,6 +5,7 @@
 #include "relay/connection_set.hpp"
 #include "relay/engine_options.hpp"
 #include "relay/forward_stats.hpp"
+#include "relay/splice_pipe.hpp"
 
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
@@ -17,29 +18,12 @@
 
 namespace relay {
 
-// Empty pipes a worker keeps for the next connections' splices; more are closed when returned.
-inline constexpr std::size_t max_idle_pipes_per_worker = 64;
-
-// Splice pipes are enlarged from the default 64 KiB to this (a quarter of the system calls per
-// byte moved), up to `max_large_pipes` at a time in the process. The kernel counts a pipe's
-// capacity against its user (pipe-user-pages-soft, 64 MiB by default, after which an unprivileged
-// user's new pipes get 8 KiB): the bound keeps the large ones to half of that, and pipes beyond it
-// keep the default size.
-inline constexpr std::size_t large_pipe_bytes = 256 * 1024;
-inline constexpr std::size_t max_large_pipes = 128;
-
 // A reset is passed on after the bytes the resetting side sent before it, as long as the other
 // side keeps taking them: when it takes nothing (reads nothing, acknowledges nothing) for this
 // long, the reset goes at once and what it had not taken is lost.
 inline constexpr std::chrono::milliseconds reset_delivery_stall{2'000};
 
-// A pipe for splicing: both ends, and how much one splice may move through it.
-struct splice_pipe {
-  int read = -1;
-  int write = -1;
-  std::size_t capacity = 0;
-  explicit operator bool() const { return read >= 0; }
-};
+// The splice datapath's pipes, their per-worker pool and their limits: relay/splice_pipe.hpp.
 
 // TCP_NODELAY and keepalive (first probe after 60 s idle, then every 10 s, given up after 6: a
 // peer that vanished without a FIN is found in about 2 minutes). Set on listening sockets, whose
@@ -95,8 +79,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     asio::ip::tcp::socket* from;
     asio::ip::tcp::socket* to;
     std::atomic<std::uint64_t>* counter;
-    splice_pipe pipe;  // leased from the worker's pool while bytes are in it
-    std::size_t in_pipe = 0;
+    splice_pipe pipe;  // splice path: leased from the worker's pool until the direction waits to read or finishes
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
     bool eof = false;     // `from` has ended; `to` is shut down once nothing is pending
@@ -105,7 +88,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     bool finished = false;
     bool watched = false;  // an error wait on `from` was queued (when nothing read it any more): once only
     // Bytes read from `from` that `to` has not taken yet.
-    bool pending() const { return in_pipe > 0 || held != nullptr; }
+    bool pending() const { return pipe.size() > 0 || held != nullptr; }
   };
 
   void resolve();
