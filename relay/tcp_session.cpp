@@ -1,6 +1,8 @@
 // tcp_session: connect, then a readiness-driven relay: splice through a pooled pipe, or copy through
 // the worker's buffer; half-close, backpressure, a connect timeout, a half-closed idle timeout, and
 // resets passed on from one side to the other (also when seen on a socket it has stopped reading).
+// The session's phases and each direction's states, with their transitions: the class comment in
+// tcp_session.hpp.
 #include "relay/tcp_session.hpp"
 
 #include "relay/disconnect.hpp"
@@ -138,7 +140,7 @@ void tcp_session::resolve() {
   resolver_->async_resolve(
       route_.target_host, std::to_string(route_.target_port), asio::ip::tcp::resolver::numeric_service,
       [self = shared_from_this()](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
-        if (self->stopped_) return;
+        if (self->phase_ == phase::done) return;
         if (ec || self->timed_out_) {
           spdlog::debug("forward {}: {}: resolve {}: {}", self->route_.forward_id, self->peer(),
                         self->route_.target_host, self->timed_out_ ? "timed out" : ec.message());
@@ -152,7 +154,7 @@ void tcp_session::resolve() {
 }
 
 void tcp_session::try_connect(std::size_t index) {
-  if (stopped_) return;
+  if (phase_ == phase::done) return;
   if (index >= endpoints_->size()) {
     bump(stats_.connect_errors);
     return refuse();
@@ -195,7 +197,7 @@ void tcp_session::try_connect(std::size_t index) {
   }
   arm_connect_timeout();
   upstream_.async_wait(asio::socket_base::wait_write, [self = shared_from_this(), index](std::error_code ec) {
-    if (self->stopped_) return;
+    if (self->phase_ == phase::done) return;
     if (!ec) {
       int error = 0;
       socklen_t len = sizeof error;
@@ -232,7 +234,7 @@ void tcp_session::refuse() {
 void tcp_session::arm_connect_timeout() {
   timer_.expires_after(options_.connect_timeout);
   timer_.async_wait([self = shared_from_this(), attempt = ++attempt_](const std::error_code& ec) {
-    if (ec || self->stopped_ || self->phase_ != phase::connecting || attempt != self->attempt_) return;
+    if (ec || self->phase_ != phase::connecting || attempt != self->attempt_) return;
     self->timed_out_ = true;
     if (self->resolver_) self->resolver_->cancel();
     std::error_code ignored;
@@ -260,24 +262,29 @@ void tcp_session::connected(const std::error_code& reset) {
 
 void tcp_session::pump(direction& d) {
   for (int round = 0; round < rounds_per_wakeup; ++round) {
-    if (stopped_ || d.finished) return;
+    if (phase_ == phase::done || d.finished()) return;
     std::error_code ec;
     if (!flush(d, ec)) {
       if (ec) return broken(*d.to, ec);
-      d.drained = false;  // bytes may arrive meanwhile: read again (to EAGAIN) before waiting to read
+      // Bytes may arrive meanwhile: once unblocked, read again (to EAGAIN) before waiting to read.
+      if (d.state != flow::ended) d.state = flow::blocked;
       if (!d.watched) watch(d);
       return wait(d, asio::socket_base::wait_write);  // `to` is full: reading this direction pauses
     }
-    if (d.eof) return finish(d);
-    if (d.drained) {  // the last read saw EAGAIN, and nothing is pending: wait for more
-      d.drained = false;
-      release_pipe(d);  // idle: the connection holds no pipe and no buffer
-      return wait(d, asio::socket_base::wait_read);
+    switch (d.state) {
+      case flow::ended:
+        return finish(d);
+      case flow::drained:  // the last read saw EAGAIN, and nothing is pending: wait for more
+        d.state = flow::reading;
+        release_pipe(d);  // idle: the connection holds no pipe and no buffer
+        return wait(d, asio::socket_base::wait_read);
+      default:
+        d.state = flow::reading;  // (from `blocked`: `to` took it all)
     }
     fill(d, ec);
     if (ec) {
       broken(*d.from, ec);
-      d.eof = true;  // nothing more comes from `from`: what was read still goes, then the reset
+      d.state = flow::ended;  // nothing more comes from `from`: what was read still goes, then the reset
     }
   }
   // A fast direction has had its share of this wake-up: the worker's other connections go first.
@@ -326,13 +333,13 @@ void tcp_session::fill_splice(direction& d, std::error_code& ec) {
   const ssize_t n = d.pipe.splice_from(d.from->native_handle());
   if (n < 0) {
     if (would_block(errno)) {
-      d.drained = true;
+      d.state = flow::drained;
     } else {
       ec = last_error();
     }
     return;
   }
-  if (n == 0) d.eof = true;
+  if (n == 0) d.state = flow::ended;
   if (n > 0 && static_cast<std::size_t>(n) < small_splice) d.splicing = false;  // back to copying small messages
 }
 
@@ -350,9 +357,9 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
       got += static_cast<std::size_t>(n);
     } else {
       if (n == 0) {
-        d.eof = true;
+        d.state = flow::ended;
       } else if (would_block(errno)) {
-        d.drained = true;
+        d.state = flow::drained;
       } else {
         ec = last_error();  // what was read before the error is still passed on
       }
@@ -361,7 +368,7 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
   }
   if (got == 0) return;
   if (got >= bulk_read) d.splicing = true;  // bulk: the next reads splice
-  const int more = d.eof ? MSG_MORE : 0;
+  const int more = d.state == flow::ended ? MSG_MORE : 0;
   // On an error other than EAGAIN the bytes are held too: the flush that follows sees it again, as
   // the destination's (`ec` is the source's).
   const ssize_t sent = ::send(d.to->native_handle(), buffer.data(), got, MSG_DONTWAIT | MSG_NOSIGNAL | more);
@@ -382,7 +389,7 @@ void tcp_session::release_pipe(direction& d) {
 void tcp_session::wait(direction& d, asio::socket_base::wait_type what) {
   auto& socket = what == asio::socket_base::wait_read ? *d.from : *d.to;
   socket.async_wait(what, [self = shared_from_this(), &d, &socket](const std::error_code& ec) {
-    if (self->stopped_) return;
+    if (self->phase_ == phase::done) return;
     if (ec) return self->broken(socket, ec);
     self->pump(d);
   });
@@ -396,7 +403,7 @@ void tcp_session::wait(direction& d, asio::socket_base::wait_type what) {
 void tcp_session::watch(direction& d) {
   d.watched = true;
   d.from->async_wait(asio::socket_base::wait_error, [self = shared_from_this(), &d](const std::error_code& ec) {
-    if (self->stopped_) return;
+    if (self->phase_ == phase::done) return;
     if (ec) return self->broken(*d.from, ec);
     const auto woke = check_error_wake(d.from->native_handle());
     // The error is read (and cleared) here: reads on `from` now give what it still holds, then EOF.
@@ -406,10 +413,10 @@ void tcp_session::watch(direction& d) {
 }
 
 void tcp_session::finish(direction& d) {
-  d.finished = true;
+  d.state = flow::finished;
   release_pipe(d);
   if (phase_ == phase::resetting) return pass_reset();  // the failed side's bytes are all delivered
-  if (up_.finished && down_.finished) {
+  if (up_.finished() && down_.finished()) {
     stop();  // both ways done: closing sends the last FIN, no shutdown needed first
     return;
   }
@@ -437,7 +444,7 @@ void tcp_session::arm_idle_timer() {
   timer_.expires_at(deadline_);
   timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
     self->timer_armed_ = false;
-    if (ec || self->stopped_ || self->phase_ != phase::half_closed) return;
+    if (ec || self->phase_ != phase::half_closed) return;
     if (clock::now() < self->deadline_) return self->arm_idle_timer();  // bytes moved meanwhile
     if (self->up_.pending() || self->down_.pending() || unacknowledged(self->client_) ||
         unacknowledged(self->upstream_) || unread(self->client_) || unread(self->upstream_)) {
@@ -457,7 +464,7 @@ void tcp_session::arm_idle_timer() {
 // what was read before the error (and what the socket still holds, when the error came by
 // another way: reads then give it, then EOF); the reverse direction has nowhere to go any more.
 void tcp_session::broken(asio::ip::tcp::socket& s, const std::error_code& ec) {
-  if (stopped_) return;
+  if (phase_ == phase::done) return;
   if (!is_ordinary_disconnect(ec) && ec != asio::error::operation_aborted) {
     spdlog::warn("forward {}: {} -> {}: {}", route_.forward_id, peer(),
                  format_endpoint(route_.target_host, route_.target_port), ec.message());
@@ -470,12 +477,12 @@ void tcp_session::broken(asio::ip::tcp::socket& s, const std::error_code& ec) {
   failed_ = &s;
   auto& drain = &s == &client_ ? up_ : down_;
   auto& dropped = &drain == &up_ ? down_ : up_;
-  dropped.finished = true;
+  dropped.state = flow::finished;
   dropped.held.reset();
   release_pipe(dropped);
   deadline_ = clock::now() + reset_delivery_stall;
   unacknowledged_ = std::numeric_limits<int>::max();
-  if (drain.finished) return pass_reset();
+  if (drain.finished()) return pass_reset();
   arm_reset_timer(deadline_);  // a receiver that takes nothing does not hold the session
 }
 
@@ -497,17 +504,16 @@ void tcp_session::pass_reset() {
 void tcp_session::arm_reset_timer(clock::time_point at) {
   timer_.expires_at(at);  // replaces the half-closed idle timer, or the previous wait of this one
   timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
-    if (ec || self->stopped_) return;
+    if (ec || self->phase_ == phase::done) return;
     const auto& drain = self->failed_ == &self->client_ ? self->up_ : self->down_;
-    if (drain.finished) return self->pass_reset();
+    if (drain.finished()) return self->pass_reset();
     if (clock::now() >= self->deadline_) return self->stop();  // stalled: the reset goes now
     self->arm_reset_timer(self->deadline_);
   });
 }
 
 void tcp_session::stop() {
-  if (stopped_) return;
-  stopped_ = true;
+  if (phase_ == phase::done) return;
   if (phase_ == phase::resetting) {  // both: the failed one may have failed on this side (no pipe, no memory)
     reset_on_close(client_);
     reset_on_close(upstream_);

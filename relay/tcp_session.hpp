@@ -45,13 +45,25 @@ struct tcp_route {
 // destination, or ended) gets an error wait from then on, so its peer's reset is still seen at
 // once. Everything runs on the worker that owns the client socket.
 //
-// connecting --connected--> relaying --one direction's EOF--> half_closed --the other's--> done
-// connecting --no address connects, resolve fails--> done (the client is reset)
-// relaying | half_closed --a socket's error--> resetting --delivered, or stalled--> done (reset)
-// any --stop()--> done
+// The session's phase:
+//   connecting --connected--> relaying --one direction finished--> half_closed --the other--> done
+//   connecting --no address connects, resolve fails--> done (the client is reset)
+//   relaying | half_closed --a socket's error--> resetting --delivered, or stalled--> done (reset)
+//   any --stop()--> done
 // In `resetting`, the direction that reads the failed socket takes what it still holds to the other
 // side, and once the other side's kernel has acknowledged it all, that side is reset; the reverse
 // direction, which could only write to the failed socket, is dropped.
+//
+// Each direction's flow (bytes read from `from` and not yet taken by `to` are `pending()`; nothing
+// is read while they are):
+//   reading --a read found `from` empty--> drained --nothing pending: wait for `from`--> reading
+//   reading | drained --`to` would not take it all--> blocked --`to` took it--> reading
+//   reading --`from` ended (EOF, or its error is passed on)--> ended
+//   ended --nothing pending--> finished (`to` is shut down for sending; or, resetting, the reset is passed on)
+//   any --the session resets and `to` is the failed socket: dropped--> finished
+// `blocked` and `ended` with bytes pending wait for `to` to take them. Two facts sit beside the
+// state, since they do not follow the life cycle: `splicing` (the automatic datapath's mode, which
+// flips with the sizes read) and `watched` (an error wait on `from` was queued; once only).
 class tcp_session final : public stoppable, public std::enable_shared_from_this<tcp_session> {
  public:
   // `owner` keeps the forward (its connection set and stats) alive for as long as the session.
@@ -71,6 +83,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
  private:
   using clock = std::chrono::steady_clock;
   enum class phase : std::uint8_t { connecting, relaying, half_closed, resetting, done };
+  enum class flow : std::uint8_t { reading, drained, blocked, ended, finished };  // a direction's state
 
   // One direction of the relay: from `from` to `to`.
   struct direction {
@@ -82,13 +95,12 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     splice_pipe pipe;  // splice path: leased from the worker's pool until the direction waits to read or finishes
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
-    bool eof = false;     // `from` has ended; `to` is shut down once nothing is pending
-    bool drained = false;  // the last read found nothing more: wait for `from` once nothing is pending
+    flow state = flow::reading;
     bool splicing = false;  // automatic datapath: bulk seen, so splice
-    bool finished = false;
     bool watched = false;  // an error wait on `from` was queued (when nothing read it any more): once only
     // Bytes read from `from` that `to` has not taken yet.
     bool pending() const { return pipe.size() > 0 || held != nullptr; }
+    bool finished() const { return state == flow::finished; }
   };
 
   void resolve();
@@ -100,7 +112,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void pump(direction& d);
   // Moves what is pending (pipe or held bytes) to `to`: true when nothing is left.
   bool flush(direction& d, std::error_code& ec);
-  // Reads from `from` and passes it on; notes in `d` whether `from` ended or was drained.
+  // Reads from `from` and passes it on; `d` becomes `ended` or `drained` when the read saw so.
   void fill(direction& d, std::error_code& ec);
   void fill_splice(direction& d, std::error_code& ec);
   void fill_copy(direction& d, std::error_code& ec);
@@ -130,7 +142,6 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   int unacknowledged_ = 0;  // resetting: the other side's send queue when last looked at
   std::uint8_t polls_ = 0;  // resetting: how often it was looked at (the interval doubles)
   phase phase_ = phase::connecting;
-  bool stopped_ = false;
   bool timed_out_ = false;
   bool timer_armed_ = false;
   tcp_route route_;
