@@ -1,6 +1,8 @@
 // tcp_session: connect, then a readiness-driven relay: splice through a pooled pipe, or copy through
 // the worker's buffer; half-close, backpressure, a connect timeout, a half-closed idle timeout, and
 // resets passed on from one side to the other (also when seen on a socket it has stopped reading).
+// The session's phases and each direction's states, with their transitions: the class comment in
+// tcp_session.hpp.
 #include "relay/tcp_session.hpp"
 
 #include "relay/error_wake.hpp"
@@ -28,46 +30,17 @@ namespace relay {
 
 namespace {
 
-constexpr std::size_t chunk = 64 * 1024;     // per recv, and per splice through a pipe of the default size
+constexpr std::size_t chunk = 64 * 1024;     // per recv, into the copy buffer
 constexpr std::size_t small_splice = 4 * 1024;  // automatic datapath: below this, copying is cheaper
 constexpr std::size_t bulk_read = 16 * 1024;    // automatic datapath: from this, splicing is cheaper
 constexpr int rounds_per_wakeup = 16;        // then the worker's other connections get their turn
 
-std::atomic<std::size_t> large_pipes{0};  // enlarged pipes open in the process
-
-// Closes a pipe, and gives back its share of the large-pipe bound.
-void close_pipe(splice_pipe& p) {
-  ::close(p.read);
-  ::close(p.write);
-  if (p.capacity > chunk) large_pipes.fetch_sub(1, std::memory_order_relaxed);
-  p = splice_pipe{};
-}
-
-// A new pipe, enlarged while the process holds fewer than `max_large_pipes` large ones; an
-// empty one (no `read`) when none can be had.
-splice_pipe open_pipe() {
-  int fds[2];
-  if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return {};
-  splice_pipe p{fds[0], fds[1], chunk};
-  if (large_pipes.fetch_add(1, std::memory_order_relaxed) < max_large_pipes &&
-      ::fcntl(p.write, F_SETPIPE_SZ, static_cast<int>(large_pipe_bytes)) >= static_cast<int>(large_pipe_bytes)) {
-    p.capacity = large_pipe_bytes;
-  } else {
-    large_pipes.fetch_sub(1, std::memory_order_relaxed);  // the kernel may refuse (pipe-user-pages-soft)
-  }
-  return p;
-}
-
 // What a worker owns for all its connections: empty pipes ready for lease, and one copy buffer.
+// The buffer stays here rather than in splice_pipe's module: it is the copy datapath's scratch,
+// filled and emptied within one call of fill_copy, and one thread_local holds both.
 struct worker_resources {
-  std::vector<splice_pipe> pipes;
+  pipe_pool pipes;
   std::vector<char> buffer = std::vector<char>(chunk);
-  worker_resources() = default;
-  worker_resources(const worker_resources&) = delete;
-  worker_resources& operator=(const worker_resources&) = delete;
-  ~worker_resources() {
-    for (auto& p : pipes) close_pipe(p);
-  }
 };
 
 worker_resources& resources() {
@@ -95,13 +68,10 @@ tcp_session::tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_
       options_(options),
       owner_(std::move(owner)) {}
 
-tcp_session::~tcp_session() {
-  // Pipes still leased here were cut off mid-transfer: closed, not pooled (this may also run off
-  // the worker, when an engine is destroyed with connections still queued).
-  for (auto* d : {&up_, &down_}) {
-    if (d->pipe) close_pipe(d->pipe);
-  }
-}
+// Pipes still leased here were cut off mid-transfer: their own destructors close them, never
+// pooling them (this may also run off the worker, when an engine is destroyed with connections
+// still queued, and the pool is the worker's).
+tcp_session::~tcp_session() = default;
 
 std::string tcp_session::peer() const { return describe(client_); }
 
@@ -126,7 +96,7 @@ void tcp_session::resolve() {
   resolver_->async_resolve(
       route_.target_host, std::to_string(route_.target_port), asio::ip::tcp::resolver::numeric_service,
       [self = shared_from_this()](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
-        if (self->stopped_) return;
+        if (self->phase_ == phase::done) return;
         if (ec || self->timed_out_) {
           spdlog::debug("forward {}: {}: resolve {}: {}", self->route_.forward_id, self->peer(),
                         self->route_.target_host, self->timed_out_ ? "timed out" : ec.message());
@@ -140,7 +110,7 @@ void tcp_session::resolve() {
 }
 
 void tcp_session::try_connect(std::size_t index) {
-  if (stopped_) return;
+  if (phase_ == phase::done) return;
   if (index >= endpoints_->size()) {
     bump(stats_.connect_errors);
     return refuse();
@@ -183,7 +153,7 @@ void tcp_session::try_connect(std::size_t index) {
   }
   arm_connect_timeout();
   upstream_.async_wait(asio::socket_base::wait_write, [self = shared_from_this(), index](std::error_code ec) {
-    if (self->stopped_) return;
+    if (self->phase_ == phase::done) return;
     if (!ec) {
       int error = 0;
       socklen_t len = sizeof error;
@@ -220,7 +190,7 @@ void tcp_session::refuse() {
 void tcp_session::arm_connect_timeout() {
   timer_.expires_after(options_.connect_timeout);
   timer_.async_wait([self = shared_from_this(), attempt = ++attempt_](const std::error_code& ec) {
-    if (ec || self->stopped_ || self->phase_ != phase::connecting || attempt != self->attempt_) return;
+    if (ec || self->phase_ != phase::connecting || attempt != self->attempt_) return;
     self->timed_out_ = true;
     if (self->resolver_) self->resolver_->cancel();
     std::error_code ignored;
@@ -248,24 +218,29 @@ void tcp_session::connected(const std::error_code& reset) {
 
 void tcp_session::pump(direction& d) {
   for (int round = 0; round < rounds_per_wakeup; ++round) {
-    if (stopped_ || d.finished) return;
+    if (phase_ == phase::done || d.finished()) return;
     std::error_code ec;
     if (!flush(d, ec)) {
       if (ec) return broken(*d.to, ec);
-      d.drained = false;  // bytes may arrive meanwhile: read again (to EAGAIN) before waiting to read
+      // Bytes may arrive meanwhile: once unblocked, read again (to EAGAIN) before waiting to read.
+      if (d.state != flow::ended) d.state = flow::blocked;
       if (!d.watched) watch(d);
       return wait(d, asio::socket_base::wait_write);  // `to` is full: reading this direction pauses
     }
-    if (d.eof) return finish(d);
-    if (d.drained) {  // the last read saw EAGAIN, and nothing is pending: wait for more
-      d.drained = false;
-      release_pipe(d);  // idle: the connection holds no pipe and no buffer
-      return wait(d, asio::socket_base::wait_read);
+    switch (d.state) {
+      case flow::ended:
+        return finish(d);
+      case flow::drained:  // the last read saw EAGAIN, and nothing is pending: wait for more
+        d.state = flow::reading;
+        release_pipe(d);  // idle: the connection holds no pipe and no buffer
+        return wait(d, asio::socket_base::wait_read);
+      default:
+        d.state = flow::reading;  // (from `blocked`: `to` took it all)
     }
     fill(d, ec);
     if (ec) {
       broken(*d.from, ec);
-      d.eof = true;  // nothing more comes from `from`: what was read still goes, then the reset
+      d.state = flow::ended;  // nothing more comes from `from`: what was read still goes, then the reset
     }
   }
   // A fast direction has had its share of this wake-up: the worker's other connections go first.
@@ -274,13 +249,12 @@ void tcp_session::pump(direction& d) {
 
 bool tcp_session::flush(direction& d, std::error_code& ec) {
   const int to = d.to->native_handle();
-  while (d.in_pipe > 0) {
-    const ssize_t n = ::splice(d.pipe.read, nullptr, to, nullptr, d.in_pipe, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+  while (d.pipe.size() > 0) {
+    const ssize_t n = d.pipe.splice_to(to);
     if (n < 0) {
       if (!would_block(errno)) ec = last_error();
       return false;
     }
-    d.in_pipe -= static_cast<std::size_t>(n);
     moved(d, static_cast<std::size_t>(n));
   }
   while (d.held) {
@@ -301,15 +275,7 @@ void tcp_session::fill(direction& d, std::error_code& ec) {
   const bool splice = options_.datapath == datapath::splice ||
                       (options_.datapath == datapath::automatic && d.splicing);
   if (splice) {
-    if (!d.pipe) {
-      auto& pool = resources().pipes;
-      if (!pool.empty()) {
-        d.pipe = pool.back();
-        pool.pop_back();
-      } else {
-        d.pipe = open_pipe();
-      }
-    }
+    if (!d.pipe) d.pipe = resources().pipes.lease();
     if (d.pipe) return fill_splice(d, ec);
     // No pipe to be had (out of descriptors): this round copies instead.
   }
@@ -320,18 +286,16 @@ void tcp_session::fill(direction& d, std::error_code& ec) {
 // into a pipe that already holds data could also fail for want of pipe slots, which says nothing
 // about the socket.)
 void tcp_session::fill_splice(direction& d, std::error_code& ec) {
-  const ssize_t n = ::splice(d.from->native_handle(), nullptr, d.pipe.write, nullptr, d.pipe.capacity,
-                             SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+  const ssize_t n = d.pipe.splice_from(d.from->native_handle());
   if (n < 0) {
     if (would_block(errno)) {
-      d.drained = true;
+      d.state = flow::drained;
     } else {
       ec = last_error();
     }
     return;
   }
-  if (n == 0) d.eof = true;
-  d.in_pipe = static_cast<std::size_t>(n);
+  if (n == 0) d.state = flow::ended;
   if (n > 0 && static_cast<std::size_t>(n) < small_splice) d.splicing = false;  // back to copying small messages
 }
 
@@ -349,9 +313,9 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
       got += static_cast<std::size_t>(n);
     } else {
       if (n == 0) {
-        d.eof = true;
+        d.state = flow::ended;
       } else if (would_block(errno)) {
-        d.drained = true;
+        d.state = flow::drained;
       } else {
         ec = last_error();  // what was read before the error is still passed on
       }
@@ -360,7 +324,7 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
   }
   if (got == 0) return;
   if (got >= bulk_read) d.splicing = true;  // bulk: the next reads splice
-  const int more = d.eof ? MSG_MORE : 0;
+  const int more = d.state == flow::ended ? MSG_MORE : 0;
   // On an error other than EAGAIN the bytes are held too: the flush that follows sees it again, as
   // the destination's (`ec` is the source's).
   const ssize_t sent = ::send(d.to->native_handle(), buffer.data(), got, MSG_DONTWAIT | MSG_NOSIGNAL | more);
@@ -373,22 +337,15 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
   }
 }
 
+// Pooled when empty; closed with bytes still in it (the connection is going away) or a full pool.
 void tcp_session::release_pipe(direction& d) {
-  if (!d.pipe) return;
-  auto& pool = resources().pipes;
-  if (d.in_pipe == 0 && pool.size() < max_idle_pipes_per_worker) {
-    pool.push_back(d.pipe);
-    d.pipe = splice_pipe{};
-  } else {  // bytes still in it (the connection is going away), or the pool is full
-    close_pipe(d.pipe);
-  }
-  d.in_pipe = 0;
+  if (d.pipe) resources().pipes.give_back(std::move(d.pipe));
 }
 
 void tcp_session::wait(direction& d, asio::socket_base::wait_type what) {
   auto& socket = what == asio::socket_base::wait_read ? *d.from : *d.to;
   socket.async_wait(what, [self = shared_from_this(), &d, &socket](const std::error_code& ec) {
-    if (self->stopped_) return;
+    if (self->phase_ == phase::done) return;
     if (ec) return self->broken(socket, ec);
     self->pump(d);
   });
@@ -402,7 +359,7 @@ void tcp_session::wait(direction& d, asio::socket_base::wait_type what) {
 void tcp_session::watch(direction& d) {
   d.watched = true;
   d.from->async_wait(asio::socket_base::wait_error, [self = shared_from_this(), &d](const std::error_code& ec) {
-    if (self->stopped_) return;
+    if (self->phase_ == phase::done) return;
     if (ec) return self->broken(*d.from, ec);
     const auto woke = check_error_wake(d.from->native_handle());
     // The error is read (and cleared) here: reads on `from` now give what it still holds, then EOF.
@@ -412,10 +369,10 @@ void tcp_session::watch(direction& d) {
 }
 
 void tcp_session::finish(direction& d) {
-  d.finished = true;
+  d.state = flow::finished;
   release_pipe(d);
   if (phase_ == phase::resetting) return pass_reset();  // the failed side's bytes are all delivered
-  if (up_.finished && down_.finished) {
+  if (up_.finished() && down_.finished()) {
     stop();  // both ways done: closing sends the last FIN, no shutdown needed first
     return;
   }
@@ -443,7 +400,7 @@ void tcp_session::arm_idle_timer() {
   timer_.expires_at(deadline_);
   timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
     self->timer_armed_ = false;
-    if (ec || self->stopped_ || self->phase_ != phase::half_closed) return;
+    if (ec || self->phase_ != phase::half_closed) return;
     if (clock::now() < self->deadline_) return self->arm_idle_timer();  // bytes moved meanwhile
     if (self->up_.pending() || self->down_.pending() || unacknowledged(self->client_) ||
         unacknowledged(self->upstream_) || unread(self->client_) || unread(self->upstream_)) {
@@ -463,7 +420,7 @@ void tcp_session::arm_idle_timer() {
 // what was read before the error (and what the socket still holds, when the error came by
 // another way: reads then give it, then EOF); the reverse direction has nowhere to go any more.
 void tcp_session::broken(asio::ip::tcp::socket& s, const std::error_code& ec) {
-  if (stopped_) return;
+  if (phase_ == phase::done) return;
   if (!is_ordinary_disconnect(ec) && ec != asio::error::operation_aborted) {
     spdlog::warn("forward {}: {} -> {}: {}", route_.forward_id, peer(),
                  format_endpoint(route_.target_host, route_.target_port), ec.message());
@@ -476,12 +433,12 @@ void tcp_session::broken(asio::ip::tcp::socket& s, const std::error_code& ec) {
   failed_ = &s;
   auto& drain = &s == &client_ ? up_ : down_;
   auto& dropped = &drain == &up_ ? down_ : up_;
-  dropped.finished = true;
+  dropped.state = flow::finished;
   dropped.held.reset();
   release_pipe(dropped);
   deadline_ = clock::now() + reset_delivery_stall;
   unacknowledged_ = std::numeric_limits<int>::max();
-  if (drain.finished) return pass_reset();
+  if (drain.finished()) return pass_reset();
   arm_reset_timer(deadline_);  // a receiver that takes nothing does not hold the session
 }
 
@@ -503,17 +460,16 @@ void tcp_session::pass_reset() {
 void tcp_session::arm_reset_timer(clock::time_point at) {
   timer_.expires_at(at);  // replaces the half-closed idle timer, or the previous wait of this one
   timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
-    if (ec || self->stopped_) return;
+    if (ec || self->phase_ == phase::done) return;
     const auto& drain = self->failed_ == &self->client_ ? self->up_ : self->down_;
-    if (drain.finished) return self->pass_reset();
+    if (drain.finished()) return self->pass_reset();
     if (clock::now() >= self->deadline_) return self->stop();  // stalled: the reset goes now
     self->arm_reset_timer(self->deadline_);
   });
 }
 
 void tcp_session::stop() {
-  if (stopped_) return;
-  stopped_ = true;
+  if (phase_ == phase::done) return;
   if (phase_ == phase::resetting) {  // both: the failed one may have failed on this side (no pipe, no memory)
     reset_on_close(client_);
     reset_on_close(upstream_);

@@ -5,6 +5,7 @@
 #include "relay/connection_set.hpp"
 #include "relay/engine_options.hpp"
 #include "relay/forward_stats.hpp"
+#include "relay/splice_pipe.hpp"
 
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
@@ -17,29 +18,12 @@
 
 namespace relay {
 
-// Empty pipes a worker keeps for the next connections' splices; more are closed when returned.
-inline constexpr std::size_t max_idle_pipes_per_worker = 64;
-
-// Splice pipes are enlarged from the default 64 KiB to this (a quarter of the system calls per
-// byte moved), up to `max_large_pipes` at a time in the process. The kernel counts a pipe's
-// capacity against its user (pipe-user-pages-soft, 64 MiB by default, after which an unprivileged
-// user's new pipes get 8 KiB): the bound keeps the large ones to half of that, and pipes beyond it
-// keep the default size.
-inline constexpr std::size_t large_pipe_bytes = 256 * 1024;
-inline constexpr std::size_t max_large_pipes = 128;
-
 // A reset is passed on after the bytes the resetting side sent before it, as long as the other
 // side keeps taking them: when it takes nothing (reads nothing, acknowledges nothing) for this
 // long, the reset goes at once and what it had not taken is lost.
 inline constexpr std::chrono::milliseconds reset_delivery_stall{2'000};
 
-// A pipe for splicing: both ends, and how much one splice may move through it.
-struct splice_pipe {
-  int read = -1;
-  int write = -1;
-  std::size_t capacity = 0;
-  explicit operator bool() const { return read >= 0; }
-};
+// The splice datapath's pipes, their per-worker pool and their limits: relay/splice_pipe.hpp.
 
 // Where a new connection goes: captured when it is accepted, so a PATCH only affects later ones.
 struct tcp_route {
@@ -56,13 +40,25 @@ struct tcp_route {
 // destination, or ended) gets an error wait from then on, so its peer's reset is still seen at
 // once. Everything runs on the worker that owns the client socket.
 //
-// connecting --connected--> relaying --one direction's EOF--> half_closed --the other's--> done
-// connecting --no address connects, resolve fails--> done (the client is reset)
-// relaying | half_closed --a socket's error--> resetting --delivered, or stalled--> done (reset)
-// any --stop()--> done
+// The session's phase:
+//   connecting --connected--> relaying --one direction finished--> half_closed --the other--> done
+//   connecting --no address connects, resolve fails--> done (the client is reset)
+//   relaying | half_closed --a socket's error--> resetting --delivered, or stalled--> done (reset)
+//   any --stop()--> done
 // In `resetting`, the direction that reads the failed socket takes what it still holds to the other
 // side, and once the other side's kernel has acknowledged it all, that side is reset; the reverse
 // direction, which could only write to the failed socket, is dropped.
+//
+// Each direction's flow (bytes read from `from` and not yet taken by `to` are `pending()`; nothing
+// is read while they are):
+//   reading --a read found `from` empty--> drained --nothing pending: wait for `from`--> reading
+//   reading | drained --`to` would not take it all--> blocked --`to` took it--> reading
+//   reading --`from` ended (EOF, or its error is passed on)--> ended
+//   ended --nothing pending--> finished (`to` is shut down for sending; or, resetting, the reset is passed on)
+//   any --the session resets and `to` is the failed socket: dropped--> finished
+// `blocked` and `ended` with bytes pending wait for `to` to take them. Two facts sit beside the
+// state, since they do not follow the life cycle: `splicing` (the automatic datapath's mode, which
+// flips with the sizes read) and `watched` (an error wait on `from` was queued; once only).
 class tcp_session final : public stoppable, public std::enable_shared_from_this<tcp_session> {
  public:
   // `owner` keeps the forward (its connection set and stats) alive for as long as the session.
@@ -82,6 +78,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
  private:
   using clock = std::chrono::steady_clock;
   enum class phase : std::uint8_t { connecting, relaying, half_closed, resetting, done };
+  enum class flow : std::uint8_t { reading, drained, blocked, ended, finished };  // a direction's state
 
   // One direction of the relay: from `from` to `to`.
   struct direction {
@@ -90,17 +87,15 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     asio::ip::tcp::socket* from;
     asio::ip::tcp::socket* to;
     std::atomic<std::uint64_t>* counter;
-    splice_pipe pipe;  // leased from the worker's pool while bytes are in it
-    std::size_t in_pipe = 0;
+    splice_pipe pipe;  // splice path: leased from the worker's pool until the direction waits to read or finishes
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
-    bool eof = false;     // `from` has ended; `to` is shut down once nothing is pending
-    bool drained = false;  // the last read found nothing more: wait for `from` once nothing is pending
+    flow state = flow::reading;
     bool splicing = false;  // automatic datapath: bulk seen, so splice
-    bool finished = false;
     bool watched = false;  // an error wait on `from` was queued (when nothing read it any more): once only
     // Bytes read from `from` that `to` has not taken yet.
-    bool pending() const { return in_pipe > 0 || held != nullptr; }
+    bool pending() const { return pipe.size() > 0 || held != nullptr; }
+    bool finished() const { return state == flow::finished; }
   };
 
   void resolve();
@@ -112,7 +107,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void pump(direction& d);
   // Moves what is pending (pipe or held bytes) to `to`: true when nothing is left.
   bool flush(direction& d, std::error_code& ec);
-  // Reads from `from` and passes it on; notes in `d` whether `from` ended or was drained.
+  // Reads from `from` and passes it on; `d` becomes `ended` or `drained` when the read saw so.
   void fill(direction& d, std::error_code& ec);
   void fill_splice(direction& d, std::error_code& ec);
   void fill_copy(direction& d, std::error_code& ec);
@@ -142,7 +137,6 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   int unacknowledged_ = 0;  // resetting: the other side's send queue when last looked at
   std::uint8_t polls_ = 0;  // resetting: how often it was looked at (the interval doubles)
   phase phase_ = phase::connecting;
-  bool stopped_ = false;
   bool timed_out_ = false;
   bool timer_armed_ = false;
   tcp_route route_;
