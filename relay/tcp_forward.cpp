@@ -9,7 +9,7 @@
 namespace relay {
 
 namespace {
-tcp_route route_of(const forward_spec& spec) { return {spec.id, spec.target_host, spec.target_port}; }
+tcp_route route_of(const forward_spec& spec) { return std::make_shared<const forward_spec>(spec); }
 }  // namespace
 
 tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
@@ -18,9 +18,11 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       home_(home),
       options_(options),
       stats_(std::move(stats)),
-      routes_(pool.size(), route_of(spec)),
+      routes_(pool.size()),
       acceptors_(pool.size()),
-      connections_(pool.size()) {}
+      connections_(pool.size()) {
+  for (auto& r : routes_) r = route_of(spec);  // one each: a worker's sessions share only its own
+}
 
 void tcp_forward::listen(bound_socket socket) {
   close_listener();
@@ -47,7 +49,7 @@ void tcp_forward::listen(bound_socket socket) {
       asio::co_spawn(pool_.context(k),
                      accept_loop(a, k, [self](asio::ip::tcp::socket s, std::size_t worker) {
                        self->on_accept(std::move(s), worker);
-                     }, "forward " + std::to_string(routes_[k].forward_id)),
+                     }, "forward " + std::to_string(routes_[k]->id)),
                      log_coroutine_exception);
     });
   }

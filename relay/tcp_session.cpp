@@ -14,11 +14,7 @@
 #include <asio/post.hpp>
 #include <spdlog/spdlog.h>
 
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -80,10 +76,10 @@ void tcp_session::start(connection_set::registration listed) {
   bump(stats_.connections_total);
   bump(stats_.connections_active);
   std::error_code ec;
-  const auto address = asio::ip::make_address(route_.target_host, ec);
+  const auto address = asio::ip::make_address(route_->target_host, ec);
   if (!ec) {  // an IP literal needs no resolver (and no trip to its thread)
     endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>(
-        1, asio::ip::tcp::endpoint(address, route_.target_port));
+        1, asio::ip::tcp::endpoint(address, route_->target_port));
     try_connect(0);
   } else {
     resolve();
@@ -94,12 +90,12 @@ void tcp_session::resolve() {
   resolver_ = std::make_unique<asio::ip::tcp::resolver>(client_.get_executor());
   arm_connect_timeout();
   resolver_->async_resolve(
-      route_.target_host, std::to_string(route_.target_port), asio::ip::tcp::resolver::numeric_service,
+      route_->target_host, std::to_string(route_->target_port), asio::ip::tcp::resolver::numeric_service,
       [self = shared_from_this()](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
         if (self->phase_ == phase::done) return;
         if (ec || self->timed_out_) {
-          spdlog::debug("forward {}: {}: resolve {}: {}", self->route_.forward_id, self->peer(),
-                        self->route_.target_host, self->timed_out_ ? "timed out" : ec.message());
+          spdlog::debug("forward {}: {}: resolve {}: {}", self->route_->id, self->peer(),
+                        self->route_->target_host, self->timed_out_ ? "timed out" : ec.message());
           bump(self->stats_.connect_errors);
           return self->refuse();
         }
@@ -116,7 +112,7 @@ void tcp_session::try_connect(std::size_t index) {
     return refuse();
   }
   const auto endpoint = (*endpoints_)[index];
-  if (leads_back(route_.forward_id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) return refuse();
+  if (leads_back(route_->id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) return refuse();
   std::error_code ec;
   upstream_.close(ec);
   // A non-blocking socket from the start, connected by hand: fewer system calls than asio's
@@ -129,7 +125,7 @@ void tcp_session::try_connect(std::size_t index) {
       thread_local clock::time_point last_warning{};
       if (clock::now() - last_warning >= std::chrono::seconds(1)) {
         last_warning = clock::now();
-        spdlog::warn("forward {}: cannot open a connection to the target: {}", route_.forward_id, error.message());
+        spdlog::warn("forward {}: cannot open a connection to the target: {}", route_->id, error.message());
       }
     }
     on_connect(index, error);
@@ -154,12 +150,7 @@ void tcp_session::try_connect(std::size_t index) {
   arm_connect_timeout();
   upstream_.async_wait(asio::socket_base::wait_write, [self = shared_from_this(), index](std::error_code ec) {
     if (self->phase_ == phase::done) return;
-    if (!ec) {
-      int error = 0;
-      socklen_t len = sizeof error;
-      if (::getsockopt(self->upstream_.native_handle(), SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
-      if (error != 0) ec = std::error_code(error, asio::error::get_system_category());
-    }
+    if (!ec) ec = pending_error(self->upstream_.native_handle());
     self->on_connect(index, ec);
   });
 }
@@ -173,8 +164,8 @@ void tcp_session::on_connect(std::size_t index, std::error_code ec) {
   }
   if (spdlog::should_log(spdlog::level::debug)) {
     const auto& e = (*endpoints_)[index];
-    spdlog::debug("forward {}: {}: connect {} ({}): {}", route_.forward_id, peer(),
-                  format_endpoint(route_.target_host, route_.target_port), e.address().to_string(),
+    spdlog::debug("forward {}: {}: connect {} ({}): {}", route_->id, peer(),
+                  format_endpoint(route_->target_host, route_->target_port), e.address().to_string(),
                   timed_out_ ? "timed out" : ec.message());
   }
   try_connect(index + 1);
@@ -206,7 +197,7 @@ void tcp_session::connected(const std::error_code& reset) {
   std::error_code ignored;
   client_.non_blocking(true, ignored);  // its other options come from the listener
   if (spdlog::should_log(spdlog::level::debug)) {
-    spdlog::debug("forward {}: {} -> {} connected", route_.forward_id, peer(), describe(upstream_));
+    spdlog::debug("forward {}: {} -> {} connected", route_->id, peer(), describe(upstream_));
   }
   if (reset) {
     broken(upstream_, reset);
@@ -410,7 +401,7 @@ void tcp_session::arm_idle_timer() {
       self->deadline_ = clock::now() + self->options_.half_close_timeout;
       return self->arm_idle_timer();
     }
-    spdlog::debug("forward {}: {}: half-closed and idle, closing", self->route_.forward_id, self->peer());
+    spdlog::debug("forward {}: {}: half-closed and idle, closing", self->route_->id, self->peer());
     self->stop();
   });
 }
@@ -422,8 +413,8 @@ void tcp_session::arm_idle_timer() {
 void tcp_session::broken(asio::ip::tcp::socket& s, const std::error_code& ec) {
   if (phase_ == phase::done) return;
   if (!is_ordinary_disconnect(ec) && ec != asio::error::operation_aborted) {
-    spdlog::warn("forward {}: {} -> {}: {}", route_.forward_id, peer(),
-                 format_endpoint(route_.target_host, route_.target_port), ec.message());
+    spdlog::warn("forward {}: {} -> {}: {}", route_->id, peer(),
+                 format_endpoint(route_->target_host, route_->target_port), ec.message());
   }
   if (phase_ == phase::resetting) {
     if (&s != failed_) stop();  // both sides failed: nobody left to deliver to
@@ -477,7 +468,7 @@ void tcp_session::stop() {
   phase_ = phase::done;
   if (listed_) {
     lower(stats_.connections_active);  // before the sockets close, so no client sees it still counted
-    spdlog::debug("forward {}: connection closed", route_.forward_id);
+    spdlog::debug("forward {}: connection closed", route_->id);
   }
   if (resolver_) resolver_->cancel();
   timer_.cancel();

@@ -4,6 +4,7 @@
 
 #include "relay/connection_set.hpp"
 #include "relay/engine_options.hpp"
+#include "relay/forward_spec.hpp"
 #include "relay/forward_stats.hpp"
 #include "relay/splice_pipe.hpp"
 
@@ -23,14 +24,11 @@ namespace relay {
 // long, the reset goes at once and what it had not taken is lost.
 inline constexpr std::chrono::milliseconds reset_delivery_stall{2'000};
 
-// The splice datapath's pipes, their per-worker pool and their limits: relay/splice_pipe.hpp.
-
-// Where a new connection goes: captured when it is accepted, so a PATCH only affects later ones.
-struct tcp_route {
-  std::int64_t forward_id = 0;
-  std::string target_host;
-  std::uint16_t target_port = 0;
-};
+// Where a new connection goes and how: the forward's spec as it was when the connection was
+// accepted, so a PATCH only affects later ones. One copy per worker, shared by that worker's
+// sessions (no string copy per connection, and a reference count no other core touches); a new
+// option is read from it where it is used.
+using tcp_route = std::shared_ptr<const forward_spec>;
 
 // A callback state machine rather than coroutines, so an idle connection costs its two sockets, two
 // pending readiness waits and this object: no buffer, no coroutine frame. Bytes move only between
