@@ -364,6 +364,8 @@ def iperf_tcp(relay, streams, seconds):
                       timeout=seconds + 30)
             cpu = (g.cpu() - cpu0) if g else None
             result = json.loads(out.stdout)
+            if "error" in result:
+                raise RuntimeError(f"iperf3: {result['error']}")
             end = result["end"]
             bps = end["sum_received"]["bits_per_second"]
             received = end["sum_received"]["bytes"]
@@ -659,27 +661,35 @@ def main():
             for relay in relays:
                 print(f"[{time.time() - started:5.0f}s] rep {rep + 1}/{args.reps}: {relay.name}", file=sys.stderr, flush=True)
                 r = results[relay.name]
+
+                def attempt(what, fn):
+                    # A relay (or a client tool) that fails one measure is reported, and the run goes on.
+                    try:
+                        return fn()
+                    except Exception as e:  # noqa: BLE001 - any failure of one measure, reported not fatal
+                        print(f"    {relay.name}, {what}: {e!r}", file=sys.stderr)
+                        failures.append(f"{relay.name}, {what}, rep {rep + 1}: {e!r}")
+                        return None
+
                 if "tcp" in groups:
-                    one = iperf_tcp(relay, 1, args.seconds)
-                    r["tcp1"].append(one["gbps"])
-                    r["cpu_gb"].append(one["cpu_s_per_gb"])
-                    r["tcp4"].append(iperf_tcp(relay, 4, args.seconds)["gbps"])
+                    one = attempt("1 TCP stream", lambda: iperf_tcp(relay, 1, args.seconds))
+                    r["tcp1"].append(one["gbps"] if one else None)
+                    r["cpu_gb"].append(one["cpu_s_per_gb"] if one else None)
+                    four = attempt("4 TCP streams", lambda: iperf_tcp(relay, 4, args.seconds))
+                    r["tcp4"].append(four["gbps"] if four else None)
                 if "conn" in groups:
-                    c = wrk_connections(relay, backend_port, args.seconds)
-                    r["conn"].append(c["conn_per_s"])
-                    r["cpu_conn"].append(c["cpu_us_per_conn"])
-                    if c["errors"]:
+                    c = attempt("new connections", lambda: wrk_connections(relay, backend_port, args.seconds))
+                    r["conn"].append(c["conn_per_s"] if c else None)
+                    r["cpu_conn"].append(c["cpu_us_per_conn"] if c else None)
+                    if c and c["errors"]:
                         print(f"    wrk errors through {relay.name}: {c['errors']}", file=sys.stderr)
                 if "rtt" in groups:
-                    r["tcp_rtt"].append(sockperf_rtt(relay, True, args.seconds)["rtt_us"])
-                    u = sockperf_rtt(relay, False, args.seconds)
+                    t = attempt("TCP round trip", lambda: sockperf_rtt(relay, True, args.seconds))
+                    r["tcp_rtt"].append(t["rtt_us"] if t else None)
+                    u = attempt("UDP round trip", lambda: sockperf_rtt(relay, False, args.seconds))
                     r["udp_rtt"].append(u["rtt_us"] if u else None)
                 if "udp" in groups:
-                    try:
-                        loss = iperf_udp_loss(relay, args.seconds)
-                    except (RuntimeError, KeyError, ValueError) as e:
-                        failures.append(f"{relay.name}, UDP loss: {e}")
-                        loss = None
+                    loss = attempt("UDP loss", lambda: iperf_udp_loss(relay, args.seconds))
                     r["udp_loss"].append(loss["loss_pct"] if loss else None)
         for relay in (relays if "idle" in groups else []):
             print(f"[{time.time() - started:5.0f}s] idle connections: {relay.name}", file=sys.stderr, flush=True)
