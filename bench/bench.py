@@ -431,15 +431,19 @@ def iperf_udp_loss(relay, seconds):
         wait_port(port)
         listen, g = through(relay, port, udp=True)
         try:
+            cpu0 = g.cpu() if g else 0
             out = run(["iperf3", "-c", LOOPBACK, "-p", str(listen), "-u", "-b", "1G", "-l", "1400", "-t", str(seconds),
                        "-J"], timeout=seconds + 30)
+            cpu = (g.cpu() - cpu0) if g else None
             result = json.loads(out.stdout)
             if "error" in result:
                 raise RuntimeError("iperf3: " + result["error"])
             s = result["end"]["sum"]
             if not 0 <= s["lost_percent"] <= 100:
                 raise RuntimeError(f"iperf3 reports {s['lost_percent']:.1f}% loss: the relay mangles the UDP stream")
-            return {"loss_pct": s["lost_percent"]}
+            carried = s["bytes"] * (1 - s["lost_percent"] / 100)  # what reached the server
+            return {"loss_pct": s["lost_percent"],
+                    "cpu_s_per_gb": (cpu / (carried / 1e9)) if cpu is not None and carried else None}
         finally:
             if g:
                 g.stop()
@@ -596,6 +600,7 @@ MEASURES = [
     ("tcp_rtt", "TCP ping-pong RTT avg, µs, all pinned to one CPU (64 B)", "rtt_us", False, None),
     ("udp_rtt", "UDP ping-pong RTT avg, µs, pinned likewise", "rtt_us", False, None),
     ("udp_loss", "UDP at 1 Gbit/s offered: loss %", "loss_pct", False, (0.5, "nginx")),
+    ("udp_cpu_gb", "relay CPU seconds per GB (UDP at 1 Gbit/s)", "cpu_s_per_gb", False, None),
     ("idle_kb", "memory (PSS) per idle TCP connection, KB", "kb_per_conn", False, (0.5, "haproxy")),
 ]
 
@@ -607,7 +612,7 @@ def fmt(v, key):
         return f"{v / 1000:.1f}k"
     if key in ("tcp1", "tcp4"):
         return f"{v:.1f}"
-    if key in ("cpu_gb",):
+    if key in ("cpu_gb", "udp_cpu_gb"):
         return f"{v:.2f}"
     if key in ("udp_loss",):
         return f"{v:.1f}"
@@ -691,6 +696,7 @@ def main():
                 if "udp" in groups:
                     loss = attempt("UDP loss", lambda: iperf_udp_loss(relay, args.seconds))
                     r["udp_loss"].append(loss["loss_pct"] if loss else None)
+                    r["udp_cpu_gb"].append(loss["cpu_s_per_gb"] if loss else None)
         for relay in (relays if "idle" in groups else []):
             print(f"[{time.time() - started:5.0f}s] idle connections: {relay.name}", file=sys.stderr, flush=True)
             try:
