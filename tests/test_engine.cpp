@@ -229,7 +229,7 @@ TEST_CASE("a cycle through another forward is refused where a host-name target c
 TEST_CASE("a UDP session that moves to a name's next address is refused there when it leads back", "[udp]") {
   REQUIRE(test_hosts::installed);
   relay::engine engine(fast_options());
-  auto s = spec_for(1, 9);
+  auto s = spec_for(1, 9, free_port());  // not from the ephemeral range, which others' sockets take
   s.protocol = relay::protocol::udp;
   s.listen_host = "0.0.0.0";
   s = start(engine, s);

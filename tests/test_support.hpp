@@ -337,12 +337,13 @@ inline std::size_t open_fds() {
 }
 
 // A UDP target on loopback: each datagram goes back unchanged to the address it came from, and the
-// distinct source ports it saw are counted (one per relay session).
+// distinct source ports it saw are counted (one per relay session). On `port`, or one the kernel
+// picks (from the ephemeral range, which any other process's socket may take next).
 class udp_echo_server {
  public:
-  explicit udp_echo_server(const std::string& host = "127.0.0.1") {
+  explicit udp_echo_server(const std::string& host = "127.0.0.1", std::uint16_t port = 0) {
     socklen_t len;
-    auto ss = make_addr(host, 0, len);
+    auto ss = make_addr(host, port, len);
     sock_ = fd(::socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     int big = 4 << 20;
     setsockopt(sock_.get(), SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);

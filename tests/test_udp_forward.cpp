@@ -401,11 +401,9 @@ TEST_CASE("in a drain, a session idle for the drain idle time is done, whatever 
 
 TEST_CASE("a target that is down costs only that session's datagrams", "[udp]") {
   udp_echo_server target;
-  std::uint16_t dead_port = 0;
-  {
-    udp_echo_server gone;
-    dead_port = gone.port();
-  }
+  // Below the ephemeral range: a port the kernel just gave back could go to any process's next
+  // socket, and one bound there would take the datagrams meant to draw ICMP errors.
+  const auto dead_port = free_port();
   relay::engine engine(options());
   auto dead = start(engine, udp_spec(1, dead_port));
   auto live = start(engine, udp_spec(2, target.port()));
@@ -442,7 +440,9 @@ TEST_CASE("a target that is down costs only that session's datagrams", "[udp]") 
 
 TEST_CASE("a name whose first address is unreachable: the session moves to the next and counts it", "[udp]") {
   REQUIRE(test_hosts::installed);
-  udp_echo_server target;  // on 127.0.0.1 only; the name lists [::1] first, where nothing listens
+  // On 127.0.0.1 only, on a port below the ephemeral range: the name lists [::1] first, where
+  // nothing listens (and no other process's socket is given that port by the kernel).
+  udp_echo_server target("127.0.0.1", free_port());
   relay::engine engine(options());
   auto spec = udp_spec(1, target.port());
   spec.target_host = test_hosts::dual;
@@ -467,11 +467,9 @@ TEST_CASE("a name whose first address is unreachable: the session moves to the n
 
 TEST_CASE("when every address of the name fails the session stays and each error is counted", "[udp]") {
   REQUIRE(test_hosts::installed);
-  std::uint16_t dead_port = 0;
-  {
-    udp_echo_server gone;
-    dead_port = gone.port();
-  }
+  // Below the ephemeral range: a port the kernel just gave back could go to any process's next
+  // socket, and one bound there would take the datagrams meant to draw ICMP errors.
+  const auto dead_port = free_port();
   relay::engine engine(options());
   auto spec = udp_spec(1, dead_port);
   spec.target_host = test_hosts::dual;
