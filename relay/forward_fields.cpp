@@ -97,7 +97,7 @@ std::vector<forward_field> declare() {
   auto target_port = integer("target_port", &forward_spec::target_port, 1, 65535);
   target_port.required = true;
   target_port.effect = change_effect::reconfigure;
-  target_port.examples = {9, 10};
+  target_port.examples = {9, 10};  // the field walk draws live targets' ports instead, to see them reached
   fields.push_back(std::move(target_port));
 
   forward_field enabled;

@@ -1,5 +1,6 @@
 // forward_store: CRUD, id assignment, migrations and reopening.
 #include "store/forward_store.hpp"
+#include "relay/forward_fields.hpp"
 #include "read_only_file.hpp"
 #include "test_support.hpp"
 
@@ -255,32 +256,18 @@ TEST_CASE("migration 3: a version-2 file made by portrelay 0.1.0 keeps every row
     // Made through the API: 1 web (tcp), 2 deleted, 3 dns (udp, its own settings), 4 off (disabled), 5 deleted.
     REQUIRE(rows.size() == 3);
     for (const auto& r : rows) CHECK(r.invalid.empty());
-    const auto& web = rows[0].spec;
-    CHECK(web.id == 1);
-    CHECK(web.name == "web");
-    CHECK(web.protocol == relay::protocol::tcp);
-    CHECK(web.listen_host == "127.0.0.1");
-    CHECK(web.listen_port == 40609);
-    CHECK(web.target_host == "localhost");
-    CHECK(web.target_port == 8080);
-    CHECK(web.enabled);
-    CHECK(web.udp_idle_timeout_s == 60);
-    CHECK(web.udp_max_sessions == 4096);
-    const auto& dns = rows[1].spec;
-    CHECK(dns.id == 3);
-    CHECK(dns.name == "dns \xE2\x98\x83");
-    CHECK(dns.protocol == relay::protocol::udp);
-    CHECK(dns.listen_host == "::1");
-    CHECK(dns.listen_port == 37377);
-    CHECK(dns.target_host == "127.0.0.53");
-    CHECK(dns.target_port == 53);
-    CHECK(dns.udp_idle_timeout_s == 30);
-    CHECK(dns.udp_max_sessions == 100);
-    const auto& off = rows[2].spec;
-    CHECK(off.id == 4);
-    CHECK_FALSE(off.enabled);
-    CHECK(off.target_host == "db.internal");
-    CHECK(off.target_port == 5432);
+    // Whole specs, every field (as the document of each: a mismatch prints as JSON).
+    const auto expect = [](const relay::forward_spec& got, const relay::forward_spec& want) {
+      CHECK(got.id == want.id);
+      CHECK(relay::to_document(got) == relay::to_document(want));
+    };
+    expect(rows[0].spec, {.id = 1, .name = "web", .protocol = relay::protocol::tcp, .listen_host = "127.0.0.1",
+                          .listen_port = 40609, .target_host = "localhost", .target_port = 8080});
+    expect(rows[1].spec, {.id = 3, .name = "dns \xE2\x98\x83", .protocol = relay::protocol::udp, .listen_host = "::1",
+                          .listen_port = 37377, .target_host = "127.0.0.53", .target_port = 53,
+                          .udp_idle_timeout_s = 30, .udp_max_sessions = 100});
+    expect(rows[2].spec, {.id = 4, .name = "off", .listen_host = "127.0.0.1", .listen_port = 0,
+                          .target_host = "db.internal", .target_port = 5432, .enabled = false});
     CHECK(rows[0].created_at == "2026-11-30T09:49:25Z");
     CHECK(rows[2].updated_at == "2026-11-30T09:49:25Z");
     // Ids are never reused: the next one follows the deleted 5.
