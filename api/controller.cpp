@@ -11,7 +11,7 @@ namespace api {
 namespace {
 std::string describe(const relay::forward_spec& s) {
   return std::string(relay::to_string(s.protocol)) + " " + relay::listen_endpoint(s) + " -> " +
-         relay::target_endpoint(s) + (s.enabled ? "" : " (disabled)");
+         relay::targets_summary(s) + (s.enabled ? "" : " (disabled)");
 }
 
 reply not_found(std::int64_t id) {
@@ -72,7 +72,8 @@ std::optional<api_error> controller::refuse_target(const relay::forward_spec& ne
   // The field is the port: a local target host is ordinary, it is the port that makes it the API or
   // a listener of this daemon.
   const bool api = r->kind == relay::refusal::kind::api;
-  return api_error{400, api ? "target_is_api" : "forward_loop", r->message, "target_port"};
+  return api_error{400, api ? "target_is_api" : "forward_loop", r->message,
+                   next.targets.size() == 1 ? "target_port" : "targets"};
 }
 
 void controller::restore() {

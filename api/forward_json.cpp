@@ -21,6 +21,19 @@ api_error invalid(std::string field, std::string message) {
   return {400, "invalid_field", std::move(message), std::move(field)};
 }
 
+api_error missing(const std::string& field) {
+  return {400, "missing_field", "field '" + field + "' is required", field};
+}
+
+// Every string in `value` through relay::printable (a hand-edited store's strings are shown safely).
+void make_printable(json& value) {
+  if (value.is_string()) {
+    value = relay::printable(value.get<std::string>());
+  } else if (value.is_structured()) {
+    for (auto& item : value) make_printable(item);
+  }
+}
+
 // Optimal string alignment distance: edits, where swapping two neighbours is one edit ("tagret").
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
@@ -73,6 +86,9 @@ api_error unknown_field(const std::string& key) {
 // what GET shows there; it sets the field back to its default), never in place of a value.
 std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spec) {
   if (!body.is_object()) return api_error{400, "invalid_body", "the request body must be a JSON object"};
+  if (body.contains("targets") && (body.contains("target_host") || body.contains("target_port"))) {
+    return invalid("targets", "give either targets or the shorthand target_host and target_port, not both");
+  }
   for (const auto& [key, value] : body.items()) {
     const auto* field = relay::find_field(key);
     if (!field) return unknown_field(key);
@@ -133,10 +149,18 @@ std::optional<api_error> parse_create(const json& body, relay::forward_spec& out
   relay::forward_spec spec;
   if (auto e = apply_fields(body, spec)) return e;
   for (const auto& field : relay::forward_fields()) {
-    if (field.required && !body.contains(field.name)) {
-      return api_error{400, "missing_field", "field '" + field.name + "' is required", field.name};
-    }
+    if (field.required && !body.contains(field.name)) return missing(field.name);
   }
+  // A pool, or the shorthand for one target: both of its fields.
+  if (!body.contains("targets")) {
+    if (!body.contains("target_host") && !body.contains("target_port")) {
+      return api_error{400, "missing_field", "field 'targets' (or 'target_host' and 'target_port') is required",
+                       "targets"};
+    }
+    if (!body.contains("target_host")) return missing("target_host");
+    if (!body.contains("target_port")) return missing("target_port");
+  }
+  if (auto bad = relay::check_across(spec)) return invalid(bad->field, std::move(bad->message));
   if (auto e = check_given_interface(body, spec)) return e;
   out = std::move(spec);
   return std::nullopt;
@@ -152,7 +176,11 @@ std::optional<api_error> apply_patch(const json& body, relay::forward_spec& spec
 }
 
 std::optional<api_error> apply_patch(const json& body, const store::stored_forward& current, relay::forward_spec& out) {
-  if (!current.invalid_field.empty() && body.is_object() && !body.contains(current.invalid_field)) {
+  // A pool is mended through `targets`, or through the shorthand when it has one target.
+  const bool gives = body.is_object() && (body.contains(current.invalid_field) ||
+                                          (current.invalid_field == "targets" && current.spec.targets.size() <= 1 &&
+                                           (body.contains("target_host") || body.contains("target_port"))));
+  if (!current.invalid_field.empty() && body.is_object() && !gives) {
     return invalid(current.invalid_field, "the stored forward is invalid (" + current.invalid +
                                               "); the change must give a new " + current.invalid_field);
   }
@@ -190,7 +218,7 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
   json out{{"id", s.id}};
   for (const auto& field : relay::forward_fields()) {
     auto value = field.applies_to(s.protocol) ? field.write(s) : json(nullptr);
-    if (value.is_string()) value = relay::printable(value.get<std::string>());  // a hand-edited store
+    make_printable(value);  // a hand-edited store
     out[field.name] = std::move(value);
   }
   out["state"] = relay::to_string(status.state);

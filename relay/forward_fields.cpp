@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <tuple>
 
 namespace relay {
 
@@ -10,25 +12,118 @@ namespace {
 
 using problem = std::optional<std::string>;
 
-// An integer member of forward_spec, from `min` to `max`. Values too large for int64 parse as
-// unsigned; they are compared in the type they were parsed as, so none wraps.
+// An integer from `min` to `max` into `out`, or why not, as a sentence naming `what`. Values too
+// large for int64 parse as unsigned; they are compared in the type they were parsed as, so none wraps.
+problem read_integer(const json& v, const std::string& what, std::int64_t min, std::int64_t max, std::int64_t& out) {
+  const std::string range = " from " + std::to_string(min) + " to " + std::to_string(max);
+  if (!v.is_number_integer()) return what + " must be an integer" + range;
+  const bool in_range = v.is_number_unsigned() ? v.get<std::uint64_t>() >= static_cast<std::uint64_t>(min) &&
+                                                     v.get<std::uint64_t>() <= static_cast<std::uint64_t>(max)
+                                               : v.get<std::int64_t>() >= min && v.get<std::int64_t>() <= max;
+  if (!in_range) return what + " must be" + range;
+  out = v.get<std::int64_t>();
+  return std::nullopt;
+}
+
+// An integer member of forward_spec, from `min` to `max`.
 template <class T>
 forward_field integer(std::string name, T forward_spec::*member, std::int64_t min, std::int64_t max) {
   forward_field f;
-  const std::string range = " from " + std::to_string(min) + " to " + std::to_string(max);
-  f.read = [name, member, min, max, range](const json& v, forward_spec& spec) -> problem {
-    if (!v.is_number_integer()) return name + " must be an integer" + range;
-    const bool in_range = v.is_number_unsigned() ? v.get<std::uint64_t>() >= static_cast<std::uint64_t>(min) &&
-                                                       v.get<std::uint64_t>() <= static_cast<std::uint64_t>(max)
-                                                 : v.get<std::int64_t>() >= min && v.get<std::int64_t>() <= max;
-    if (!in_range) return name + " must be" + range;
-    spec.*member = static_cast<T>(v.get<std::int64_t>());
+  f.read = [name, member, min, max](const json& v, forward_spec& spec) -> problem {
+    std::int64_t n = 0;
+    if (auto bad = read_integer(v, name, min, max, n)) return bad;
+    spec.*member = static_cast<T>(n);
     return std::nullopt;
   };
   f.write = [member](const forward_spec& spec) { return json(spec.*member); };
   f.refused = {json(min - 1), json(max + 1), json(std::to_string(min)), json(1.5), json(nullptr)};
   f.name = std::move(name);
   return f;
+}
+
+// Why an object's key is not one of `known`, naming the object as `what`.
+problem unknown_key(const json& object, const std::string& what, std::initializer_list<std::string_view> known) {
+  for (const auto& [key, value] : object.items()) {
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
+      return what + " has an unknown key '" + printable(key) + "'";
+    }
+  }
+  return std::nullopt;
+}
+
+// The shorthand target_host/target_port edits the one target of a forward that has one (or makes it).
+problem one_target(forward_spec& spec, std::string_view field) {
+  if (spec.targets.empty()) spec.targets.emplace_back();
+  if (spec.targets.size() == 1) return std::nullopt;
+  return std::string(field) + " is a shorthand for a forward with one target; this one has " +
+         std::to_string(spec.targets.size()) + ": PATCH targets instead";
+}
+
+// `targets`: 1 to max_targets objects {host, port, weight, backup}; no host:port twice; at least one
+// not a backup.
+problem read_targets(const json& v, std::vector<target_spec>& out) {
+  const std::string size = "targets must be an array of 1 to " + std::to_string(max_targets) + " objects";
+  if (!v.is_array() || v.empty() || v.size() > max_targets) return size;
+  std::vector<target_spec> pool;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const auto& e = v[i];
+    const std::string what = "targets[" + std::to_string(i) + "]";
+    if (!e.is_object()) return size;
+    if (auto bad = unknown_key(e, what, {"host", "port", "weight", "backup"})) return bad;
+    target_spec t;
+    if (!e.contains("host") || !e["host"].is_string()) return what + ".host must be a string";
+    t.host = e["host"].get<std::string>();
+    if (auto bad = check_target_host(t.host)) return what + "." + bad->substr(std::string_view("target_").size());
+    if (!e.contains("port")) return what + ".port is required";
+    std::int64_t n = 0;
+    if (auto bad = read_integer(e["port"], what + ".port", 1, 65535, n)) return bad;
+    t.port = static_cast<std::uint16_t>(n);
+    if (e.contains("weight")) {
+      if (auto bad = read_integer(e["weight"], what + ".weight", 1, 1000, n)) return bad;
+      t.weight = static_cast<std::uint32_t>(n);
+    }
+    if (e.contains("backup")) {
+      if (!e["backup"].is_boolean()) return what + ".backup must be true or false";
+      t.backup = e["backup"].get<bool>();
+    }
+    for (const auto& earlier : pool) {
+      if (earlier.host == t.host && earlier.port == t.port) {
+        return what + " repeats " + target_endpoint(t) + ": each host and port may appear once";
+      }
+    }
+    pool.push_back(std::move(t));
+  }
+  if (std::all_of(pool.begin(), pool.end(), [](const target_spec& t) { return t.backup; })) {
+    return "targets must have at least one target that is not a backup";
+  }
+  out = std::move(pool);
+  return std::nullopt;
+}
+
+// `health_check`: an object of interval_s, timeout_s, rise, fall and port, each optional.
+problem read_health_check(const json& v, health_check_spec& out) {
+  if (!v.is_object()) return "health_check must be null or an object of interval_s, timeout_s, rise, fall and port";
+  if (auto bad = unknown_key(v, "health_check", {"interval_s", "timeout_s", "rise", "fall", "port"})) return bad;
+  health_check_spec h;
+  std::int64_t n = 0;
+  const std::tuple<const char*, std::uint32_t*, std::int64_t, std::int64_t> numbers[] = {
+      {"interval_s", &h.interval_s, 1, 3600},
+      {"timeout_s", &h.timeout_s, 1, 60},
+      {"rise", &h.rise, 1, 100},
+      {"fall", &h.fall, 1, 100},
+  };
+  for (const auto& [key, member, min, max] : numbers) {
+    if (!v.contains(key)) continue;
+    if (auto bad = read_integer(v[key], std::string("health_check.") + key, min, max, n)) return bad;
+    *member = static_cast<std::uint32_t>(n);
+  }
+  if (v.contains("port") && !v["port"].is_null()) {
+    if (auto bad = read_integer(v["port"], "health_check.port", 1, 65535, n)) return bad;
+    h.port = static_cast<std::uint16_t>(n);
+  }
+  if (h.timeout_s > h.interval_s) return "health_check.timeout_s must be at most health_check.interval_s";
+  out = h;
+  return std::nullopt;
 }
 
 // A string member of forward_spec, checked by `check` (then turned into its canonical form, if any).
@@ -86,19 +181,110 @@ std::vector<forward_field> declare() {
   // No fixed examples: a port that is free here may be taken there (the test draws free ones).
   fields.push_back(std::move(listen_port));
 
-  auto target_host = text("target_host", &forward_spec::target_host, check_target_host);
-  target_host.required = true;
+  // The one-target shorthand: a view of `targets` (see forward_field::shorthand).
+  forward_field target_host;
+  target_host.name = "target_host";
+  target_host.shorthand = true;
   target_host.effect = change_effect::reconfigure;
+  target_host.read = [](const json& v, forward_spec& spec) -> problem {
+    if (!v.is_string()) return "target_host must be a string";
+    if (auto bad = one_target(spec, "target_host")) return bad;
+    spec.targets.front().host = v.get<std::string>();  // kept even when refused: a stored one is shown as it is
+    return check_target_host(spec.targets.front().host);
+  };
+  target_host.write = [](const forward_spec& spec) {
+    return spec.targets.size() == 1 ? json(spec.targets.front().host) : json(nullptr);
+  };
   target_host.examples = {"127.0.0.1", "localhost"};
-  target_host.refused.push_back("");
-  target_host.refused.push_back("no spaces.example");
+  target_host.refused = {"", "no spaces.example", 7, true};
   fields.push_back(std::move(target_host));
 
-  auto target_port = integer("target_port", &forward_spec::target_port, 1, 65535);
-  target_port.required = true;
+  forward_field target_port;
+  target_port.name = "target_port";
+  target_port.shorthand = true;
   target_port.effect = change_effect::reconfigure;
+  target_port.read = [](const json& v, forward_spec& spec) -> problem {
+    std::int64_t port = 0;
+    if (auto bad = read_integer(v, "target_port", 1, 65535, port)) return bad;
+    if (auto bad = one_target(spec, "target_port")) return bad;
+    spec.targets.front().port = static_cast<std::uint16_t>(port);
+    return std::nullopt;
+  };
+  target_port.write = [](const forward_spec& spec) {
+    return spec.targets.size() == 1 ? json(spec.targets.front().port) : json(nullptr);
+  };
   target_port.examples = {9, 10};  // the field walk draws live targets' ports instead, to see them reached
+  target_port.refused = {0, 65536, "80", 1.5};
   fields.push_back(std::move(target_port));
+
+  forward_field targets;
+  targets.name = "targets";
+  targets.effect = change_effect::reconfigure;
+  targets.read = [](const json& v, forward_spec& spec) -> problem {
+    return read_targets(v, spec.targets);
+  };
+  targets.write = [](const forward_spec& spec) {
+    json out = json::array();
+    for (const auto& t : spec.targets) {
+      out.push_back(json{{"host", t.host}, {"port", t.port}, {"weight", t.weight}, {"backup", t.backup}});
+    }
+    return out;
+  };
+  targets.examples = {json::array({json{{"host", "127.0.0.1"}, {"port", 9}, {"weight", 3}, {"backup", false}},
+                                   json{{"host", "localhost"}, {"port", 9}, {"weight", 1}, {"backup", true}}})};
+  targets.refused = {json::array(), json::object(), "127.0.0.1:9", nullptr,
+                     json::array({json{{"host", "127.0.0.1"}, {"port", 9}, {"backup", true}}}),
+                     json::array({json{{"host", "127.0.0.1"}, {"port", 9}}, json{{"host", "127.0.0.1"}, {"port", 9}}}),
+                     json::array({json{{"host", "127.0.0.1"}, {"port", 0}}}),
+                     json::array({json{{"host", "127.0.0.1"}, {"port", 9}, {"weight", 1001}}}),
+                     json::array({json{{"host", "127.0.0.1"}, {"port", 9}, {"weight", 0}}}),
+                     json::array({json{{"host", "127.0.0.1"}, {"port", 9}, {"backup", "no"}}}),
+                     json::array({json{{"host", ""}, {"port", 9}}}),
+                     json::array({json{{"port", 9}}}),
+                     json::array({json{{"host", "127.0.0.1"}, {"port", 9}, {"wieght", 2}}}),
+                     json::array({7})};
+  fields.push_back(std::move(targets));
+
+  forward_field balance;
+  balance.name = "balance";
+  balance.effect = change_effect::reconfigure;
+  balance.read = [](const json& v, forward_spec& spec) -> problem {
+    const auto policy = v.is_string() ? parse_balance(v.get<std::string>()) : std::nullopt;
+    if (!policy) return "balance must be \"round_robin\", \"least_conn\", \"source_hash\" or \"first\"";
+    spec.balance = *policy;
+    return std::nullopt;
+  };
+  balance.write = [](const forward_spec& spec) { return json(to_string(spec.balance)); };
+  balance.examples = {"least_conn", "source_hash", "first"};
+  balance.refused = {"random", "ROUND_ROBIN", 1, nullptr};
+  fields.push_back(std::move(balance));
+
+  forward_field health;
+  health.name = "health_check";
+  health.effect = change_effect::reconfigure;
+  health.read = [](const json& v, forward_spec& spec) -> problem {
+    if (v.is_null()) {
+      spec.health_check.reset();
+      return std::nullopt;
+    }
+    health_check_spec h;
+    if (auto bad = read_health_check(v, h)) return bad;
+    spec.health_check = h;
+    return std::nullopt;
+  };
+  health.write = [](const forward_spec& spec) -> json {
+    if (!spec.health_check) return nullptr;
+    const auto& h = *spec.health_check;
+    return json{{"interval_s", h.interval_s}, {"timeout_s", h.timeout_s}, {"rise", h.rise}, {"fall", h.fall},
+                {"port", h.port ? json(*h.port) : json(nullptr)}};
+  };
+  health.examples = {json{{"interval_s", 1}, {"timeout_s", 1}, {"rise", 1}, {"fall", 1}, {"port", 9}},
+                     json{{"interval_s", 5}, {"timeout_s", 2}, {"rise", 2}, {"fall", 3}, {"port", 10}}};
+  health.refused = {true, "5s", json::array(), json{{"interval_s", 0}}, json{{"interval_s", 3601}},
+                    json{{"interval_s", 2}, {"timeout_s", 3}}, json{{"timeout_s", 61}}, json{{"rise", 0}},
+                    json{{"fall", 101}}, json{{"port", 0}}, json{{"port", 65536}}, json{{"intervall_s", 5}},
+                    json{{"rise", "2"}}};
+  fields.push_back(std::move(health));
 
   forward_field enabled;
   enabled.name = "enabled";
@@ -143,7 +329,9 @@ const forward_field* find_field(std::string_view name) {
 
 json to_document(const forward_spec& spec) {
   json doc = json::object();
-  for (const auto& f : forward_fields()) doc[f.name] = f.write(spec);
+  for (const auto& f : forward_fields()) {
+    if (!f.shorthand) doc[f.name] = f.write(spec);
+  }
   return doc;
 }
 
@@ -156,7 +344,21 @@ std::optional<field_problem> from_document(const json& doc, forward_spec& spec) 
     auto bad = f.read(*it, spec);
     if (bad && !first) first = field_problem{f.name, std::move(*bad)};
   }
+  if (!first) first = check_across(spec);
   return first;
+}
+
+std::optional<field_problem> check_across(const forward_spec& spec) {
+  if (spec.targets.empty()) return field_problem{"targets", "targets must be an array of 1 to 64 objects"};
+  for (const auto& t : spec.targets) {
+    if (t.port == 0) return field_problem{"target_port", "target_port must be from 1 to 65535"};
+  }
+  if (spec.protocol == protocol::udp && spec.health_check && !spec.health_check->port) {
+    return field_problem{"health_check",
+                         "health_check on a udp forward needs a port: the check is a TCP connect, and UDP has no "
+                         "handshake to check"};
+  }
+  return std::nullopt;
 }
 
 bool changes(const forward_spec& a, const forward_spec& b, change_effect effect) {

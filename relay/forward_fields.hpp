@@ -35,6 +35,9 @@ struct forward_field {
   bool tcp = true;  // the protocols the field applies to; on the others its value is null
   bool udp = true;
   bool required = false;  // POST must give it
+  // A view of other fields, not a value of its own (target_host and target_port, for a forward with
+  // one target; null for one with several): not stored, and never given together with `targets`.
+  bool shorthand = false;
   change_effect effect = change_effect::none;
   // Reads `value` into `spec`: nothing, or why it is refused, as one sentence naming the field.
   std::function<std::optional<std::string>(const json& value, forward_spec& spec)> read;
@@ -62,10 +65,16 @@ struct field_problem {
 // apply to its protocol (a UDP option of a forward made TCP comes back when it is made UDP again).
 json to_document(const forward_spec& spec);
 // Reads a stored document over forward_spec's defaults, through each field's read(): a field the
-// document lacks keeps its default, so a new field needs no migration. Keys it does not know are
+// document lacks keeps its default, so a new field needs no migration (a document from before pools
+// has target_host and target_port, which read as a one-target pool). Keys it does not know are
 // ignored (a newer portrelay's document). Every field is read; a refused string is kept as it was,
 // a refused number keeps the default. Nothing, or the first field that could not be read.
 std::optional<field_problem> from_document(const json& doc, forward_spec& spec);
+
+// The rules that hold between fields, checked after every field is read: a pool with a target
+// whose port is not given yet (target_host without target_port), and a UDP forward's health_check
+// without a port. Nothing, or the field to blame and why.
+std::optional<field_problem> check_across(const forward_spec& spec);
 
 // Whether going from `a` to `b` changes a field with this effect.
 bool changes(const forward_spec& a, const forward_spec& b, change_effect effect);

@@ -5,6 +5,9 @@
 
 #include <asio/ip/address.hpp>
 
+#include <array>
+#include <utility>
+
 namespace relay {
 
 std::string_view to_string(protocol p) { return p == protocol::tcp ? "tcp" : "udp"; }
@@ -26,7 +29,39 @@ std::string format_endpoint(std::string_view host, std::uint16_t port) {
 }
 
 std::string listen_endpoint(const forward_spec& s) { return format_endpoint(s.listen_host, s.listen_port); }
-std::string target_endpoint(const forward_spec& s) { return format_endpoint(s.target_host, s.target_port); }
+std::string target_endpoint(const target_spec& t) { return format_endpoint(t.host, t.port); }
+
+std::string targets_summary(const forward_spec& s) {
+  std::string out;
+  for (const auto& t : s.targets) {
+    if (!out.empty()) out += ", ";
+    out += target_endpoint(t);
+  }
+  return out;
+}
+
+namespace {
+constexpr std::array<std::pair<balance_policy, std::string_view>, 4> balance_names{{
+    {balance_policy::round_robin, "round_robin"},
+    {balance_policy::least_conn, "least_conn"},
+    {balance_policy::source_hash, "source_hash"},
+    {balance_policy::first, "first"},
+}};
+}  // namespace
+
+std::string_view to_string(balance_policy b) {
+  for (const auto& [value, name] : balance_names) {
+    if (value == b) return name;
+  }
+  return "round_robin";
+}
+
+std::optional<balance_policy> parse_balance(std::string_view text) {
+  for (const auto& [value, name] : balance_names) {
+    if (name == text) return value;
+  }
+  return std::nullopt;
+}
 
 namespace {
 

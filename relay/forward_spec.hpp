@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace relay {
 
@@ -13,14 +14,53 @@ enum class protocol { tcp, udp };
 std::string_view to_string(protocol p);
 std::optional<protocol> parse_protocol(std::string_view text);
 
+// One entry of a forward's pool of targets.
+struct target_spec {
+  std::string host;  // check_target_host's rules; a name is resolved per connection attempt and per check
+  std::uint16_t port = 0;
+  std::uint32_t weight = 1;  // 1-1000; balance_policy::first ignores it
+  bool backup = false;       // serves only while no non-backup target is up
+
+  bool operator==(const target_spec&) const = default;
+};
+
+inline constexpr std::size_t max_targets = 64;
+
+// How a new connection or UDP session picks among the usable targets (the names are nginx's and
+// HAProxy's; each policy's rules are target_pool::pick's).
+enum class balance_policy {
+  round_robin,  // smooth weighted round robin (nginx's): weights 3 and 1 go A A B A, A A B A
+  least_conn,   // fewest active connections relative to weight; ties broken round robin
+  source_hash,  // the client IP picks: weighted rendezvous hashing, so a target going down moves only its clients
+  first,        // the first usable target in list order: ordered failover
+};
+
+std::string_view to_string(balance_policy b);
+std::optional<balance_policy> parse_balance(std::string_view text);
+
+// Active health checking: a TCP connect to each target (or to `port`) every interval_s seconds,
+// which must complete within timeout_s. `fall` consecutive failures mark a target down, `rise`
+// consecutive successes mark a down target up. fall also counts real connection failures, and is
+// the passive checking's threshold when there is no health_check (see target_pool).
+struct health_check_spec {
+  std::uint32_t interval_s = 5;  // 1-3600
+  std::uint32_t timeout_s = 2;   // 1-60, at most interval_s
+  std::uint32_t rise = 2;        // 1-100
+  std::uint32_t fall = 3;        // 1-100
+  std::optional<std::uint16_t> port;  // 1-65535; required on UDP forwards (UDP has no handshake)
+
+  bool operator==(const health_check_spec&) const = default;
+};
+
 struct forward_spec {
   std::int64_t id = 0;  // assigned by the store; 0 until then
   std::string name;
   relay::protocol protocol = protocol::tcp;
   std::string listen_host = "0.0.0.0";
   std::uint16_t listen_port = 0;  // 0 until bound: the kernel picks
-  std::string target_host;
-  std::uint16_t target_port = 0;
+  std::vector<target_spec> targets{};  // 1-64, at least one not a backup, no host:port twice
+  balance_policy balance = balance_policy::round_robin;
+  std::optional<health_check_spec> health_check{};  // nothing: passive checking only
   bool enabled = true;
   // UDP only: a session idle this long either way is closed; past this many the least recent goes.
   std::uint32_t udp_idle_timeout_s = 60;
@@ -32,7 +72,9 @@ struct forward_spec {
 // "host:port", with brackets around IPv6 literals.
 std::string format_endpoint(std::string_view host, std::uint16_t port);
 std::string listen_endpoint(const forward_spec& s);
-std::string target_endpoint(const forward_spec& s);
+std::string target_endpoint(const target_spec& t);
+// The targets as "host:port, host:port" (for logs and the page's one-line summaries).
+std::string targets_summary(const forward_spec& s);
 
 // Field checks shared by every way a spec is built. Each returns why the value is bad, or nothing.
 // Names: valid UTF-8, at most 64 characters, no control or bidirectional formatting characters

@@ -84,9 +84,9 @@ local_test fresh_local_test() {
 std::optional<guard_node> node_of(const forward_spec& spec) {
   const auto listen = scoped_address(spec.listen_host);
   if (!listen || spec.listen_port == 0) return std::nullopt;
-  guard_node n{spec.id, {spec.protocol, listen.value(), spec.listen_port, true}, std::nullopt, spec.target_port};
+  guard_node n{spec.id, {spec.protocol, listen.value(), spec.listen_port, true}, std::nullopt, spec.targets.front().port};
   std::error_code ec;  // parsed as the sessions parse it, so a zone means the interface they connect on
-  const auto target = asio::ip::make_address(spec.target_host, ec);
+  const auto target = asio::ip::make_address(spec.targets.front().host, ec);
   if (!ec) n.target = target;
   return n;
 }
@@ -122,9 +122,9 @@ std::optional<refusal> target_guard::check(std::int64_t id, relay::protocol prot
 
 std::optional<refusal> target_guard::check(const forward_spec& next) const {
   std::error_code ec;
-  const auto to = asio::ip::make_address(next.target_host, ec);
+  const auto to = asio::ip::make_address(next.targets.front().host, ec);
   if (ec) return std::nullopt;  // a host name: checked when a connection resolves it
-  return check(next.id, next.protocol, to, next.target_port, fresh_local_test());
+  return check(next.id, next.protocol, to, next.targets.front().port, fresh_local_test());
 }
 
 // Depth first along IP-literal targets; `path` holds the forwards passed so far, `seen` every one

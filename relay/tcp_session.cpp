@@ -76,10 +76,10 @@ void tcp_session::start(connection_set::registration listed) {
   bump(stats_.connections_total);
   bump(stats_.connections_active);
   std::error_code ec;
-  const auto address = asio::ip::make_address(route_->target_host, ec);
+  const auto address = asio::ip::make_address(route_->targets.front().host, ec);
   if (!ec) {  // an IP literal needs no resolver (and no trip to its thread)
     endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>(
-        1, asio::ip::tcp::endpoint(address, route_->target_port));
+        1, asio::ip::tcp::endpoint(address, route_->targets.front().port));
     try_connect(0);
   } else {
     resolve();
@@ -90,12 +90,12 @@ void tcp_session::resolve() {
   resolver_ = std::make_unique<asio::ip::tcp::resolver>(client_.get_executor());
   arm_connect_timeout();
   resolver_->async_resolve(
-      route_->target_host, std::to_string(route_->target_port), asio::ip::tcp::resolver::numeric_service,
+      route_->targets.front().host, std::to_string(route_->targets.front().port), asio::ip::tcp::resolver::numeric_service,
       [self = shared_from_this()](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
         if (self->phase_ == phase::done) return;
         if (ec || self->timed_out_) {
           spdlog::debug("forward {}: {}: resolve {}: {}", self->route_->id, self->peer(),
-                        self->route_->target_host, self->timed_out_ ? "timed out" : ec.message());
+                        self->route_->targets.front().host, self->timed_out_ ? "timed out" : ec.message());
           bump(self->stats_.connect_errors);
           return self->refuse();
         }
@@ -165,7 +165,7 @@ void tcp_session::on_connect(std::size_t index, std::error_code ec) {
   if (spdlog::should_log(spdlog::level::debug)) {
     const auto& e = (*endpoints_)[index];
     spdlog::debug("forward {}: {}: connect {} ({}): {}", route_->id, peer(),
-                  format_endpoint(route_->target_host, route_->target_port), e.address().to_string(),
+                  format_endpoint(route_->targets.front().host, route_->targets.front().port), e.address().to_string(),
                   timed_out_ ? "timed out" : ec.message());
   }
   try_connect(index + 1);
@@ -414,7 +414,7 @@ void tcp_session::broken(asio::ip::tcp::socket& s, const std::error_code& ec) {
   if (phase_ == phase::done) return;
   if (!is_ordinary_disconnect(ec) && ec != asio::error::operation_aborted) {
     spdlog::warn("forward {}: {} -> {}: {}", route_->id, peer(),
-                 format_endpoint(route_->target_host, route_->target_port), ec.message());
+                 format_endpoint(route_->targets.front().host, route_->targets.front().port), ec.message());
   }
   if (phase_ == phase::resetting) {
     if (&s != failed_) stop();  // both sides failed: nobody left to deliver to

@@ -201,8 +201,8 @@ udp_forward::session* udp_forward::open_session(const flow& f) {
 }
 
 asio::awaitable<void> udp_forward::start_session(session_ptr s) {
-  const std::string host = spec_.target_host;  // taken now: a later PATCH affects only later sessions
-  const std::uint16_t port = spec_.target_port;
+  const std::string host = spec_.targets.front().host;  // taken now: a later PATCH affects only later sessions
+  const std::uint16_t port = spec_.targets.front().port;
   std::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
   if (!ec) {

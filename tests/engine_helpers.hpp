@@ -3,6 +3,7 @@
 #pragma once
 
 #include "relay/engine.hpp"
+#include "spec_helpers.hpp"
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -52,8 +53,8 @@ inline relay::forward_spec spec_for(std::int64_t id, std::uint16_t target_port, 
   s.id = id;
   s.listen_host = "127.0.0.1";
   s.listen_port = listen_port;
-  s.target_host = "127.0.0.1";
-  s.target_port = target_port;
+  test::only_target(s).host = "127.0.0.1";
+  test::only_target(s).port = target_port;
   return s;
 }
 

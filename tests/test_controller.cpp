@@ -1,6 +1,7 @@
 // controller: the answers of create and patch when the host runs out of descriptors, and the
 // start-up restore of a store whose rows a hand edit made invalid.
 #include "api/controller.hpp"
+#include "spec_helpers.hpp"
 #include "api/metrics.hpp"
 #include "api_fixture.hpp"
 #include "descriptor_limit.hpp"
@@ -85,8 +86,8 @@ TEST_CASE("restore puts a stored forward that fails the API's checks in error, a
       s.name = "row" + std::to_string(i + 1);
       s.listen_host = "127.0.0.1";
       s.listen_port = free_port();
-      s.target_host = "127.0.0.1";
-      s.target_port = 9;
+      test::only_target(s).host = "127.0.0.1";
+      test::only_target(s).port = 9;
       ports.push_back(s.listen_port);
       seed.insert(s);
     }

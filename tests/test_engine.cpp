@@ -2,6 +2,7 @@
 // retarget, rebind), listen-address conflicts, forwards that could not start, worker liveness, and
 // targets refused because they lead back into the daemon.
 #include "engine_helpers.hpp"
+#include "spec_helpers.hpp"
 #include "hosts.hpp"
 #include "relay/engine.hpp"
 #include "test_support.hpp"
@@ -78,7 +79,7 @@ TEST_CASE("changing the target: new connections go to the new one, live ones sta
   REQUIRE(live);
   CHECK(recv_exact(live.get(), 1) == "A");
 
-  s.target_port = b.port();
+  test::only_target(s).port = b.port();
   start(engine, s);
   auto fresh = connect_to(s.listen_port);
   REQUIRE(fresh);
@@ -171,8 +172,8 @@ bool reset_on_connect(std::uint16_t port, const std::string& host = "127.0.0.1")
 // Points forward `s` at `host`:`port` (a PATCH of its target, without the controller's check).
 relay::forward_spec retarget(relay::engine& engine, relay::forward_spec s, const std::string& host,
                              std::uint16_t port) {
-  s.target_host = host;
-  s.target_port = port;
+  test::only_target(s).host = host;
+  test::only_target(s).port = port;
   return start(engine, s);
 }
 

@@ -1,5 +1,6 @@
 // forward_json: every field's validation and the JSON shape of a forward.
 #include "api/forward_json.hpp"
+#include "spec_helpers.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -24,8 +25,8 @@ TEST_CASE("a minimal body takes the defaults", "[api]") {
   CHECK(s.protocol == relay::protocol::tcp);
   CHECK(s.listen_host == "0.0.0.0");
   CHECK(s.listen_port == 8080);
-  CHECK(s.target_host == "example.com");
-  CHECK(s.target_port == 80);
+  CHECK(test::only_target(s).host == "example.com");
+  CHECK(test::only_target(s).port == 80);
   CHECK(s.enabled);
 }
 
@@ -148,7 +149,7 @@ TEST_CASE("a patch changes only what it names and nothing on error", "[api]") {
   relay::forward_spec s;
   REQUIRE_FALSE(api::parse_create(valid(), s));
   REQUIRE_FALSE(api::apply_patch(json{{"target_port", 81}, {"name", "x"}}, s));
-  CHECK(s.target_port == 81);
+  CHECK(test::only_target(s).port == 81);
   CHECK(s.name == "x");
   CHECK(s.listen_port == 8080);
   auto before = s;
@@ -166,8 +167,8 @@ TEST_CASE("a forward renders with its status and stats", "[api]") {
   f.spec.name = "n";
   f.spec.listen_host = "127.0.0.1";
   f.spec.listen_port = 1000;
-  f.spec.target_host = "t";
-  f.spec.target_port = 2000;
+  test::only_target(f.spec).host = "t";
+  test::only_target(f.spec).port = 2000;
   f.created_at = "2026-01-01T00:00:00Z";
   f.updated_at = "2026-01-02T00:00:00Z";
   relay::forward_status st{relay::forward_state::error, "bind failed",
@@ -277,9 +278,10 @@ TEST_CASE("a stored spec is judged by the checks a request must pass", "[api]") 
   REQUIRE_FALSE(api::parse_create(valid(), s));
   CHECK_FALSE(api::check_spec(s));
   auto bad = s;
-  bad.target_host.clear();
+  test::only_target(bad).host.clear();
   REQUIRE(api::check_spec(bad));
-  CHECK(api::check_spec(bad)->field == "target_host");
+  CHECK(api::check_spec(bad)->field == "targets");
+  CHECK(api::check_spec(bad)->message.find("targets[0].host") == 0);
   bad = s;
   bad.name = "\xff";
   CHECK(api::check_spec(bad)->field == "name");
@@ -297,7 +299,7 @@ TEST_CASE("a zone in listen_host is kept as typed and must name an interface tha
   relay::forward_spec s;
   REQUIRE_FALSE(api::parse_create(body, s));
   CHECK(s.listen_host == "fe80::1%lo");
-  CHECK(s.target_host == "fe80::2%nosuchif0");
+  CHECK(test::only_target(s).host == "fe80::2%nosuchif0");
   body["listen_host"] = "fe80::1%" + lo;
   REQUIRE_FALSE(api::parse_create(body, s));
   CHECK(s.listen_host == "fe80::1%" + lo);  // by number, not turned into the name
@@ -330,7 +332,7 @@ TEST_CASE("strings that fail the checks render as U+FFFD, so the page gets valid
   store::stored_forward f;
   f.spec.name = "a\xff\u202E" "b";
   f.spec.listen_host = std::string("127.0.0.1\0x", 11);
-  f.spec.target_host = "t\x01";
+  test::only_target(f.spec).host = "t\x01";
   auto j = api::to_json(f, relay::forward_status{relay::forward_state::error, "stored forward is invalid", {}});
   std::string text;
   REQUIRE_NOTHROW(text = j.dump());

@@ -1,5 +1,6 @@
 // forward_store: CRUD, id assignment, migrations and reopening.
 #include "store/forward_store.hpp"
+#include "spec_helpers.hpp"
 #include "relay/forward_fields.hpp"
 #include "read_only_file.hpp"
 #include "test_support.hpp"
@@ -21,8 +22,8 @@ relay::forward_spec sample(std::uint16_t port) {
   s.name = "sample";
   s.listen_host = "127.0.0.1";
   s.listen_port = port;
-  s.target_host = "example.com";
-  s.target_port = 443;
+  test::only_target(s).host = "example.com";
+  test::only_target(s).port = 443;
   return s;
 }
 }  // namespace
@@ -48,7 +49,7 @@ TEST_CASE("insert, get, list, update and remove", "[store]") {
   CHECK(list[1].spec.id == 2);
 
   auto changed = a.spec;
-  changed.target_port = 8443;
+  test::only_target(changed).port = 8443;
   changed.enabled = false;
   auto updated = db.update(changed);
   REQUIRE(updated);
@@ -114,7 +115,7 @@ TEST_CASE("the schema refuses out-of-range values even if a caller slips", "[sto
   temp_db tmp;
   store::forward_store db(tmp.path());
   auto s = sample(1);
-  s.target_port = 0;
+  test::only_target(s).port = 0;
   CHECK_THROWS_AS(db.insert(s), store::store_error);
   CHECK(db.list().empty());
 }
@@ -242,7 +243,7 @@ TEST_CASE("a row a hand edit made unrepresentable is read with the reason, never
   CHECK(rows[6].invalid == "spec is not valid JSON");
   // The fields after a bad one are still read: the row shows what it holds.
   CHECK(rows[1].spec.listen_port == 2001);
-  CHECK(rows[1].spec.target_host == "example.com");
+  CHECK(test::only_target(rows[1].spec).host == "example.com");
 }
 
 TEST_CASE("migration 3: a version-2 file made by portrelay 0.1.0 keeps every row, id and value", "[store]") {
@@ -262,12 +263,12 @@ TEST_CASE("migration 3: a version-2 file made by portrelay 0.1.0 keeps every row
       CHECK(relay::to_document(got) == relay::to_document(want));
     };
     expect(rows[0].spec, {.id = 1, .name = "web", .protocol = relay::protocol::tcp, .listen_host = "127.0.0.1",
-                          .listen_port = 40609, .target_host = "localhost", .target_port = 8080});
+                          .listen_port = 40609, .targets = {{"localhost", 8080}}});
     expect(rows[1].spec, {.id = 3, .name = "dns \xE2\x98\x83", .protocol = relay::protocol::udp, .listen_host = "::1",
-                          .listen_port = 37377, .target_host = "127.0.0.53", .target_port = 53,
+                          .listen_port = 37377, .targets = {{"127.0.0.53", 53}},
                           .udp_idle_timeout_s = 30, .udp_max_sessions = 100});
     expect(rows[2].spec, {.id = 4, .name = "off", .listen_host = "127.0.0.1", .listen_port = 0,
-                          .target_host = "db.internal", .target_port = 5432, .enabled = false});
+                          .targets = {{"db.internal", 5432}}, .enabled = false});
     CHECK(rows[0].created_at == "2026-11-30T09:49:25Z");
     CHECK(rows[2].updated_at == "2026-11-30T09:49:25Z");
     // Ids are never reused: the next one follows the deleted 5.

@@ -1,5 +1,6 @@
 // The HTTP API in-process: every route, every failure class, auth, Host checks and body limits.
 #include "api_fixture.hpp"
+#include "spec_helpers.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -254,8 +255,8 @@ TEST_CASE("zones are kept as typed through POST, PATCH and a restart - an unknow
   // can be changed, and enabling it is a 400 naming the interface.
   relay::forward_spec gone;
   gone.listen_host = "fe80::1%gone0";
-  gone.target_host = "127.0.0.1";
-  gone.target_port = 80;
+  test::only_target(gone).host = "127.0.0.1";
+  test::only_target(gone).port = 80;
   gone.enabled = false;
   f.store.insert(gone);
   gone.listen_host = "fe80::1%gone1";
@@ -368,8 +369,8 @@ TEST_CASE("a stored forward that cannot bind at start is kept in state error - t
     relay::forward_spec blocked;
     blocked.listen_host = "127.0.0.1";
     blocked.listen_port = taken;
-    blocked.target_host = "127.0.0.1";
-    blocked.target_port = target.port();
+    test::only_target(blocked).host = "127.0.0.1";
+    test::only_target(blocked).port = target.port();
     s.insert(blocked);
     auto fine = blocked;
     fine.listen_port = free_port();

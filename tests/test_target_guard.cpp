@@ -1,5 +1,6 @@
 // target_guard tests: the reaches rule and the walk along forwards' targets, as pure values.
 #include "relay/target_guard.hpp"
+#include "spec_helpers.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -30,8 +31,8 @@ relay::guard_node node(std::int64_t id, const char* listen, std::uint16_t port, 
   s.protocol = p;
   s.listen_host = listen;
   s.listen_port = port;
-  s.target_host = target;
-  s.target_port = target_port;
+  test::only_target(s).host = target;
+  test::only_target(s).port = target_port;
   return *relay::node_of(s);
 }
 
@@ -156,11 +157,11 @@ TEST_CASE("a change is checked with its IP-literal target only, against the guar
   next.id = 7;
   next.listen_host = "0.0.0.0";
   next.listen_port = 6000;
-  next.target_host = "127.0.0.1";
-  next.target_port = 6000;
+  test::only_target(next).host = "127.0.0.1";
+  test::only_target(next).port = 6000;
   relay::target_guard with_next({}, {*relay::node_of(next)});
   CHECK(with_next.check(next)->kind == relay::refusal::kind::own_listener);
-  next.target_host = "localhost";
+  test::only_target(next).host = "localhost";
   CHECK_FALSE(relay::target_guard({}, {*relay::node_of(next)}).check(next));
   next.listen_port = 0;  // not bound yet: no node
   CHECK_FALSE(relay::node_of(next));

@@ -2,6 +2,7 @@
 // before it, and is noticed even while the relay waits on the other side (error_wake); a target
 // that cannot be reached resets the client; orderly ends stay orderly.
 #include "engine_helpers.hpp"
+#include "spec_helpers.hpp"
 #include "relay/engine.hpp"
 #include "relay/error_wake.hpp"
 #include "test_support.hpp"
@@ -161,11 +162,11 @@ TEST_CASE("a target that cannot be reached resets the client: never an orderly e
   auto spec = spec_for(1, free_port());  // nothing listens there: refused
   std::unique_ptr<unanswering_listener> unanswering;
   SECTION("refused") {}
-  SECTION("no address of a host name accepts") { spec.target_host = "localhost"; }
-  SECTION("a host name that does not resolve") { spec.target_host = "no-such-host.invalid"; }
+  SECTION("no address of a host name accepts") { test::only_target(spec).host = "localhost"; }
+  SECTION("a host name that does not resolve") { test::only_target(spec).host = "no-such-host.invalid"; }
   SECTION("the handshake times out") {
     unanswering = std::make_unique<unanswering_listener>();
-    spec.target_port = unanswering->port;
+    test::only_target(spec).port = unanswering->port;
   }
   relay::engine engine(options);
   const auto s = start(engine, spec);

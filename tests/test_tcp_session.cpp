@@ -2,6 +2,7 @@
 // connecting (refused, timed out, IPv6, host names), idle half-closed connections, many connections
 // at once and the descriptors they leave. The byte-carrying tests run on every datapath.
 #include "engine_helpers.hpp"
+#include "spec_helpers.hpp"
 #include "relay/engine.hpp"
 #include "relay/tcp_session.hpp"
 #include "test_support.hpp"
@@ -237,7 +238,7 @@ TEST_CASE("IPv6 listeners and targets", "[tcp]") {
   relay::engine engine(fast_options());
   auto spec = spec_for(1, target.port());
   spec.listen_host = "::1";
-  spec.target_host = "::1";
+  test::only_target(spec).host = "::1";
   auto s = start(engine, spec);
   auto c = connect_to(s.listen_port, "::1");
   REQUIRE(c);
@@ -250,7 +251,7 @@ TEST_CASE("a host name target is resolved for each connection", "[tcp]") {
   target_server target(target_server::echo);
   relay::engine engine(fast_options());
   auto spec = spec_for(1, target.port());
-  spec.target_host = "localhost";  // may resolve to ::1 first; each address is tried in turn
+  test::only_target(spec).host = "localhost";  // may resolve to ::1 first; each address is tried in turn
   auto s = start(engine, spec);
   CHECK(echo_once(s.listen_port, "by name") == "by name");
 }

@@ -1,5 +1,6 @@
 // UDP forwards over real loopback sockets: sessions per client, whole datagrams, expiry, eviction, fds.
 #include "engine_helpers.hpp"
+#include "spec_helpers.hpp"
 #include "hosts.hpp"
 #include "relay/engine.hpp"
 #include "test_support.hpp"
@@ -23,8 +24,8 @@ relay::forward_spec udp_spec(std::int64_t id, std::uint16_t target_port, const s
   s.id = id;
   s.protocol = relay::protocol::udp;
   s.listen_host = host;
-  s.target_host = host;
-  s.target_port = target_port;
+  test::only_target(s).host = host;
+  test::only_target(s).port = target_port;
   return s;
 }
 
@@ -445,7 +446,7 @@ TEST_CASE("a name whose first address is unreachable: the session moves to the n
   udp_echo_server target("127.0.0.1", free_port());
   relay::engine engine(options());
   auto spec = udp_spec(1, target.port());
-  spec.target_host = test_hosts::dual;
+  test::only_target(spec).host = test_hosts::dual;
   auto s = start(engine, spec);
   auto c = udp_client(s.listen_port);
   send_all(c.get(), std::string("lost on [::1]"));
@@ -472,7 +473,7 @@ TEST_CASE("when every address of the name fails the session stays and each error
   const auto dead_port = free_port();
   relay::engine engine(options());
   auto spec = udp_spec(1, dead_port);
-  spec.target_host = test_hosts::dual;
+  test::only_target(spec).host = test_hosts::dual;
   auto s = start(engine, spec);
   auto c = udp_client(s.listen_port);
   for (std::uint64_t i = 1; i <= 4; ++i) {  // [::1], 127.0.0.1, [::1], 127.0.0.1
@@ -492,8 +493,8 @@ TEST_CASE("a TCP and a UDP forward share a port number", "[udp][tcp]") {
   relay::forward_spec t;
   t.id = 2;
   t.listen_host = "127.0.0.1";
-  t.target_host = "127.0.0.1";
-  t.target_port = tcp_target.port();
+  test::only_target(t).host = "127.0.0.1";
+  test::only_target(t).port = tcp_target.port();
   // The kernel picks the TCP port; a client socket of another test may hold that number for UDP,
   // so a few fresh tries are allowed. What must never happen is the TCP forward blocking the UDP one.
   relay::forward_spec u;
@@ -533,7 +534,7 @@ TEST_CASE("a UDP forward reaches IPv6 and host-name targets", "[udp]") {
   REQUIRE(test_hosts::installed);
   udp_echo_server target4;
   auto named = udp_spec(2, target4.port());
-  named.target_host = test_hosts::v4_only;  // from /etc/hosts; resolved when the session starts
+  test::only_target(named).host = test_hosts::v4_only;  // from /etc/hosts; resolved when the session starts
   auto n = start(engine, named);
   auto e = udp_client(n.listen_port);
   CHECK(ask(e.get(), "by name") == "by name");
@@ -546,7 +547,7 @@ TEST_CASE("changing the target moves new sessions only", "[udp]") {
   auto s = start(engine, udp_spec(1, a.port()));
   auto old_client = udp_client(s.listen_port);
   REQUIRE(ask(old_client.get(), "1") == "1");
-  s.target_port = b.port();
+  test::only_target(s).port = b.port();
   start(engine, s);
   auto new_client = udp_client(s.listen_port);
   REQUIRE(ask(new_client.get(), "2") == "2");
