@@ -7,6 +7,7 @@
 #include "relay/result.hpp"
 #include "relay/running_forward.hpp"
 #include "relay/target_guard.hpp"
+#include "relay/target_pool.hpp"
 #include "relay/worker_pool.hpp"
 
 #include <array>
@@ -31,6 +32,7 @@ struct forward_status {
   forward_state state = forward_state::error;
   std::string error;  // why the state is error; empty otherwise
   stats_snapshot stats;
+  std::vector<target_stats> targets;  // in the order of spec.targets
 };
 
 // A change is made in two phases so that disk and runtime never disagree: prepare() does everything
