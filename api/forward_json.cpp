@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <ctime>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -118,7 +120,49 @@ std::optional<api_error> check_given_interface(const json& body, const relay::fo
   return std::nullopt;
 }
 
+// A time as RFC 3339 in UTC, like created_at.
+std::string rfc3339(std::chrono::system_clock::time_point at) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(at);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+json target_json(const relay::target_stats& t, const std::string& fallback_since) {
+  const bool has_since = t.since != std::chrono::system_clock::time_point{};
+  return json{{"host", t.host},
+              {"port", t.port},
+              {"health", relay::to_string(t.health)},
+              {"since", has_since ? rfc3339(t.since) : fallback_since},
+              {"last_error", t.last_error.empty() ? json(nullptr) : json(t.last_error)},
+              {"connections_active", t.connections_active},
+              {"connections_total", t.connections_total},
+              {"bytes_up", t.bytes_up},
+              {"bytes_down", t.bytes_down},
+              {"connect_errors", t.connect_errors}};
+}
+
 }  // namespace
+
+std::vector<relay::target_stats> target_rows(const relay::forward_spec& spec, const relay::forward_status& status) {
+  std::vector<relay::target_stats> rows;
+  rows.reserve(spec.targets.size());
+  for (const auto& t : spec.targets) {
+    auto live = std::find_if(status.targets.begin(), status.targets.end(),
+                             [&](const relay::target_stats& s) { return s.host == t.host && s.port == t.port; });
+    if (live != status.targets.end()) {
+      rows.push_back(*live);
+    } else {
+      relay::target_stats none;
+      none.host = t.host;
+      none.port = t.port;
+      rows.push_back(std::move(none));
+    }
+  }
+  return rows;
+}
 
 std::optional<api_error> parse_body(std::string_view text, json& out) {
   std::vector<std::set<std::string>> keys;  // one set for each object being read, innermost last
@@ -215,6 +259,10 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
     stats["sessions_evicted"] = st.sessions_evicted;
     stats["target_unreachable"] = st.target_unreachable;
   }
+  json targets = json::array();
+  for (const auto& t : target_rows(s, status)) targets.push_back(target_json(t, f.updated_at));
+  make_printable(targets);  // a hand-edited store's host
+  stats["targets"] = std::move(targets);
   json out{{"id", s.id}};
   for (const auto& field : relay::forward_fields()) {
     auto value = field.applies_to(s.protocol) ? field.write(s) : json(nullptr);

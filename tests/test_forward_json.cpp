@@ -116,7 +116,8 @@ TEST_CASE("UDP settings: defaults, limits, and null for TCP forwards", "[api]") 
   relay::forward_status st{relay::forward_state::active, "",
                           {.connections_active = 1, .connections_total = 2, .bytes_up = 3, .bytes_down = 4,
                            .datagrams_up = 5, .datagrams_down = 6, .datagrams_dropped = 7, .sessions_evicted = 8,
-                           .target_unreachable = 9}};
+                           .target_unreachable = 9},
+                          {}};
   auto j = api::to_json(f, st);
   CHECK(j["udp_idle_timeout_s"] == 86400);
   CHECK(j["udp_max_sessions"] == 1000000);
@@ -173,7 +174,8 @@ TEST_CASE("a forward renders with its status and stats", "[api]") {
   f.updated_at = "2026-01-02T00:00:00Z";
   relay::forward_status st{relay::forward_state::error, "bind failed",
                           {.connections_active = 1, .connections_total = 2, .bytes_up = 3, .bytes_down = 4,
-                           .connect_errors = 5}};
+                           .connect_errors = 5},
+                          {}};
   auto j = api::to_json(f, st);
   CHECK(j["id"] == 3);
   CHECK(j["protocol"] == "tcp");
@@ -187,6 +189,65 @@ TEST_CASE("a forward renders with its status and stats", "[api]") {
   CHECK(j["stats"]["connect_errors"] == 5);
   st.error.clear();
   CHECK(api::to_json(f, st)["error"].is_null());
+}
+
+TEST_CASE("stats.targets follows targets - the engine's figures by host and port - unchecked zeros where it has none",
+          "[api]") {
+  store::stored_forward f;
+  f.spec.id = 4;
+  f.spec.targets = {{"a.example", 80}, {"::1", 81, 2, true}, {"10.0.0.3", 82}};
+  f.created_at = "2026-01-01T00:00:00Z";
+  f.updated_at = "2026-01-02T03:04:05Z";
+  // 2026-03-04T05:06:07Z: what the engine saw.
+  const auto at = std::chrono::system_clock::time_point(std::chrono::seconds(1772600767));
+  relay::forward_status st{relay::forward_state::active, "", {}, {}};
+  // Not in the spec's order; the third target is missing (a PATCH added it a moment ago) and one the
+  // spec no longer has is left over.
+  const auto seen = [&](std::string host, std::uint16_t port, relay::target_health health) {
+    relay::target_stats t;
+    t.host = std::move(host);
+    t.port = port;
+    t.health = health;
+    t.since = at;
+    return t;
+  };
+  st.targets = {seen("::1", 81, relay::target_health::down), seen("gone.example", 80, relay::target_health::up),
+                seen("a.example", 80, relay::target_health::up)};
+  st.targets[0].last_error = "connect: Connection refused";
+  st.targets[0].connections_total = 7;
+  st.targets[0].bytes_up = 1;
+  st.targets[0].bytes_down = 2;
+  st.targets[0].connect_errors = 3;
+  st.targets[2].connections_active = 4;
+  st.targets[2].connections_total = 5;
+  st.targets[2].bytes_up = 600;
+  st.targets[2].bytes_down = 700;
+  const auto rows = api::to_json(f, st)["stats"]["targets"];
+  INFO(rows.dump());
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0] == json{{"host", "a.example"}, {"port", 80}, {"health", "up"}, {"since", "2026-03-04T05:06:07Z"},
+                        {"last_error", nullptr}, {"connections_active", 4}, {"connections_total", 5},
+                        {"bytes_up", 600}, {"bytes_down", 700}, {"connect_errors", 0}});
+  CHECK(rows[1] == json{{"host", "::1"}, {"port", 81}, {"health", "down"}, {"since", "2026-03-04T05:06:07Z"},
+                        {"last_error", "connect: Connection refused"}, {"connections_active", 0},
+                        {"connections_total", 7}, {"bytes_up", 1}, {"bytes_down", 2}, {"connect_errors", 3}});
+  CHECK(rows[2] == json{{"host", "10.0.0.3"}, {"port", 82}, {"health", "unchecked"}, {"since", "2026-01-02T03:04:05Z"},
+                        {"last_error", nullptr}, {"connections_active", 0}, {"connections_total", 0},
+                        {"bytes_up", 0}, {"bytes_down", 0}, {"connect_errors", 0}});
+  // A forward with no live pool (disabled, or in error): every target unchecked, zero counters.
+  const auto idle = api::to_json(f, relay::forward_status{relay::forward_state::disabled, "", {}, {}})["stats"]["targets"];
+  REQUIRE(idle.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(idle[i]["host"] == f.spec.targets[i].host);
+    CHECK(idle[i]["health"] == "unchecked");
+    CHECK(idle[i]["connections_total"] == 0);
+    CHECK(idle[i]["since"] == f.updated_at);
+  }
+  // The shorthand is null for a pool, given for one target.
+  CHECK(api::to_json(f, st)["target_host"].is_null());
+  f.spec.targets.resize(1);
+  CHECK(api::to_json(f, st)["target_host"] == "a.example");
+  CHECK(api::to_json(f, st)["stats"]["targets"].size() == 1);
 }
 
 // ---- input that is not what it seems (issue 12, part 6) ----
@@ -333,7 +394,7 @@ TEST_CASE("strings that fail the checks render as U+FFFD, so the page gets valid
   f.spec.name = "a\xff\u202E" "b";
   f.spec.listen_host = std::string("127.0.0.1\0x", 11);
   test::only_target(f.spec).host = "t\x01";
-  auto j = api::to_json(f, relay::forward_status{relay::forward_state::error, "stored forward is invalid", {}});
+  auto j = api::to_json(f, relay::forward_status{relay::forward_state::error, "stored forward is invalid", {}, {}});
   std::string text;
   REQUIRE_NOTHROW(text = j.dump());
   CHECK(j["name"] == "a\uFFFD\uFFFD" "b");
