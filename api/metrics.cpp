@@ -1,6 +1,8 @@
 // metrics: renders one scrape; each family's samples are written together, HELP and TYPE first.
 #include "api/metrics.hpp"
 
+#include "api/forward_json.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -60,6 +62,23 @@ void per_forward(exposition& e, const std::vector<engine::view>& forwards, std::
     if (!header) e.family(name, type, help);
     header = true;
     samples(forward_labels(f.spec), f);
+  }
+}
+
+// A per-target family: one sample set per target of each running forward (a disabled forward or one
+// in error has no live targets, so none), labelled id, name and target ("host:port").
+void per_target(exposition& e, const std::vector<engine::view>& forwards, const char* name, const char* type,
+                const char* help, const std::function<void(const std::string& labels, const relay::target_stats&)>& samples) {
+  bool header = false;
+  for (const auto& f : forwards) {
+    if (f.status.state != relay::forward_state::active) continue;
+    const std::string forward = "id=\"" + std::to_string(f.spec.id) + "\",name=\"" +
+                                escape_label_value(relay::printable(f.spec.name)) + "\",target=\"";
+    for (const auto& t : target_rows(f.spec, f.status)) {
+      if (!header) e.family(name, type, help);
+      header = true;
+      samples(forward + escape_label_value(relay::printable(relay::format_endpoint(t.host, t.port))) + '"', t);
+    }
   }
 }
 
@@ -262,6 +281,28 @@ relay::result<std::string> render_metrics(const relay::engine& engine, const htt
   per_forward(e, forwards, std::nullopt, "portrelay_forward_loops_refused_total", "counter",
               "Connections (TCP) or sessions (UDP) refused because the target leads back into this daemon.",
               [&](const std::string& l, const engine::view& f) { e.add(l, f.status.stats.loops_refused); });
+
+  per_target(e, forwards, "portrelay_target_up", "gauge",
+             "1 while a target of a running forward may be given connections (health up, or unchecked: not yet "
+             "tested), 0 while it is down.",
+             [&](const std::string& l, const relay::target_stats& t) {
+               e.add(l, std::uint64_t{t.health != relay::target_health::down});
+             });
+  per_target(e, forwards, "portrelay_target_connections_active", "gauge",
+             "Open connections (TCP) or live sessions (UDP) on a target.",
+             [&](const std::string& l, const relay::target_stats& t) { e.add(l, t.connections_active); });
+  per_target(e, forwards, "portrelay_target_connections_total", "counter",
+             "Connections (TCP) or sessions (UDP) opened to a target.",
+             [&](const std::string& l, const relay::target_stats& t) { e.add(l, t.connections_total); });
+  per_target(e, forwards, "portrelay_target_bytes_total", "counter",
+             "Payload bytes relayed through a target; direction up is client to target, down is target to client.",
+             [&](const std::string& l, const relay::target_stats& t) {
+               e.add(l + ",direction=\"up\"", t.bytes_up);
+               e.add(l + ",direction=\"down\"", t.bytes_down);
+             });
+  per_target(e, forwards, "portrelay_target_connect_errors_total", "counter",
+             "Failed attempts to reach a target: refused, timed out, not resolved, or ICMP unreachable (UDP).",
+             [&](const std::string& l, const relay::target_stats& t) { e.add(l, t.connect_errors); });
 
   e.family("process_open_fds", "gauge", "Open file descriptors.");
   e.add("", p.open_fds);

@@ -12,7 +12,9 @@ namespace api {
 inline constexpr const char* metrics_content_type = "text/plain; version=0.0.4; charset=utf-8";
 
 // Per forward (labels id, name, protocol): state, connections or sessions, bytes and datagrams by
-// direction, connect errors, drops and evictions. Daemon-wide: forwards by state, workers,
+// direction, connect errors, drops and evictions. Per target of each active forward (labels id,
+// name, target): up (unchecked counts as up, as HAProxy does), connections, bytes, connect errors.
+// Daemon-wide: forwards by state, workers,
 // build_info, the API's connections (`api`: what its front has counted), and the standard
 // process_* metrics (descriptors, resident memory, CPU, start time).
 // An error when a process figure cannot be read: the scrape then fails visibly (the server answers

@@ -123,6 +123,49 @@ TEST_CASE("the Prometheus parser accepts the /metrics scrape, and the numbers mo
   CHECK(after.find(R"(portrelay_forward_target_unreachable_total{id="1")") == std::string::npos);
 }
 
+TEST_CASE("/metrics has a series per target of each running forward - labelled id name and target", "[api]") {
+  target_server live(target_server::echo);
+  api_fixture f;
+  const auto dead = free_port();
+  auto pool = create(f.client, {{"name", "po\"ol"}, {"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                                {"targets", json::array({json{{"host", "127.0.0.1"}, {"port", live.port()}},
+                                                         json{{"host", "::1"}, {"port", dead}, {"backup", true}}})}});
+  create(f.client, {{"name", "off"}, {"protocol", "udp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                    {"target_host", "127.0.0.1"}, {"target_port", 9}, {"enabled", false}});
+  auto r = f.client.Get("/metrics");
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  const auto text = r->body;
+  INFO(text);
+  const auto check = metrics_check(text, f.dir);
+  INFO(check.output);
+  CHECK(check.status == 0);
+  CHECK(check.output.empty());
+  for (const char* family : {"portrelay_target_up", "portrelay_target_connections_active",
+                             "portrelay_target_connections_total", "portrelay_target_bytes_total",
+                             "portrelay_target_connect_errors_total"}) {
+    INFO(family);
+    CHECK(text.find(std::string("# HELP ") + family + " ") != std::string::npos);
+    CHECK(text.find(std::string("# TYPE ") + family + " ") != std::string::npos);
+  }
+  CHECK(text.find("# TYPE portrelay_target_up gauge") != std::string::npos);
+  CHECK(text.find("# TYPE portrelay_target_bytes_total counter") != std::string::npos);
+  const auto m = samples(text);
+  const std::string a = R"({id="1",name="po\"ol",target="127.0.0.1:)" + std::to_string(live.port()) + '"';
+  const std::string b = R"({id="1",name="po\"ol",target="[::1]:)" + std::to_string(dead) + '"';
+  // Nothing has tried either target yet: unchecked, which counts as up.
+  CHECK(m.at("portrelay_target_up" + a + "}") == 1);
+  CHECK(m.at("portrelay_target_up" + b + "}") == 1);
+  CHECK(m.at("portrelay_target_connections_active" + b + "}") == 0);
+  CHECK(m.at("portrelay_target_connections_total" + a + "}") == 0);
+  CHECK(m.at("portrelay_target_bytes_total" + a + R"(,direction="up"})") == 0);
+  CHECK(m.at("portrelay_target_bytes_total" + b + R"(,direction="down"})") == 0);
+  CHECK(m.at("portrelay_target_connect_errors_total" + b + "}") == 0);
+  // The disabled forward has no live targets, so no series.
+  CHECK(text.find(R"(portrelay_target_up{id="2")") == std::string::npos);
+  CHECK(pool["stats"]["targets"].size() == 2);
+}
+
 TEST_CASE("the metrics format checker itself refuses what promtool refuses", "[api]") {
   temp_dir dir;
   const std::string good = "# HELP a_total A \\\\ b\\n c.\n# TYPE a_total counter\n"
