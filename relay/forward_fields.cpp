@@ -2,6 +2,7 @@
 #include "relay/forward_fields.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <initializer_list>
 #include <tuple>
@@ -59,6 +60,18 @@ problem one_target(forward_spec& spec, std::string_view field) {
          std::to_string(spec.targets.size()) + ": PATCH targets instead";
 }
 
+// Whether two target hosts name the same thing: IPv6 literals in any spelling ("::1", "0::0001"),
+// host names in any case (DNS ignores it). A zone stays as typed: interface names have case.
+bool same_host(std::string_view a, std::string_view b) {
+  const auto key = [](std::string_view h) {
+    if (h.find(':') != std::string_view::npos) return canonical_address(h);
+    std::string lower(h);
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    return lower;
+  };
+  return key(a) == key(b);
+}
+
 // `targets`: 1 to max_targets objects {host, port, weight, backup}; no host:port twice; at least one
 // not a backup.
 problem read_targets(const json& v, std::vector<target_spec>& out) {
@@ -86,9 +99,10 @@ problem read_targets(const json& v, std::vector<target_spec>& out) {
       if (!e["backup"].is_boolean()) return what + ".backup must be true or false";
       t.backup = e["backup"].get<bool>();
     }
-    for (const auto& earlier : pool) {
-      if (earlier.host == t.host && earlier.port == t.port) {
-        return what + " repeats " + target_endpoint(t) + ": each host and port may appear once";
+    for (std::size_t j = 0; j < pool.size(); ++j) {
+      if (pool[j].port == t.port && same_host(pool[j].host, t.host)) {
+        return what + " repeats targets[" + std::to_string(j) + "] (" + target_endpoint(pool[j]) +
+               "): each host and port may appear once";
       }
     }
     pool.push_back(std::move(t));
