@@ -5,42 +5,22 @@
 // at work (`observers`), or which test shows it: the walk fails for a field that does neither.
 #include "api/controller.hpp"
 #include "api_fixture.hpp"
+#include "daemon_state.hpp"
 #include "hosts.hpp"
 #include "relay/forward_fields.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 
 using namespace test;
 using api::json;
 
 namespace {
-
-// A daemon's state that can be stopped and started again on the same file.
-struct daemon_state {
-  temp_dir dir;
-  std::string path = (dir.path / "fields.db").string();
-  std::unique_ptr<store::forward_store> store;
-  std::unique_ptr<relay::engine> engine;
-  std::unique_ptr<api::controller> ctl;
-
-  daemon_state() { start(); }
-  void start() {
-    store = std::make_unique<store::forward_store>(path);
-    engine = std::make_unique<relay::engine>(test_engine_options());
-    ctl = std::make_unique<api::controller>(*store, *engine);
-    ctl->restore();
-  }
-  void restart() {
-    ctl.reset();
-    engine.reset();
-    store.reset();
-    start();
-  }
-};
 
 // A target that says which of its addresses a client reached: TCP and UDP on 127.0.0.1 and on ::1,
 // all four on one port, answering each connection or datagram with that address ("127.0.0.1:P" or
@@ -120,16 +100,43 @@ json base_body(relay::protocol p, std::uint16_t target_port) {
               {"target_host", "127.0.0.1"}, {"target_port", target_port}};
 }
 
+json target(const std::string& host, std::uint16_t port, int weight = 1, bool backup = false) {
+  return json{{"host", host}, {"port", port}, {"weight", weight}, {"backup", backup}};
+}
+
 // Two targets for the walk: target_port moves the forward from one to the other.
 struct targets {
   address_teller first, second;
 };
 
+// The body the walk of `field` starts from: a pool (the shorthand and `targets` do not go together)
+// of the first target for `targets`, of both for `balance`, so that policies differ; the shorthand
+// for the first target otherwise.
+json base_body(relay::protocol p, const targets& t, const std::string& field) {
+  auto body = base_body(p, t.first.port());
+  if (field != "targets" && field != "balance") return body;
+  body.erase("target_host");
+  body.erase("target_port");
+  body["targets"] = json::array({target("127.0.0.1", t.first.port())});
+  if (field == "balance") body["targets"].push_back(target("127.0.0.1", t.second.port()));
+  return body;
+}
+
 // The values a field takes in the walk: its examples; two free ports for the listen port, the two
-// targets' ports for the target port.
+// targets' ports for the target port, pools and health checks of the live targets.
 std::vector<json> values_of(const relay::forward_field& f, const targets& t) {
   if (f.name == "listen_port") return {free_port(), free_port()};
   if (f.name == "target_port") return {t.second.port(), t.first.port()};
+  if (f.name == "targets") {
+    return {json::array({target("127.0.0.1", t.first.port(), 3), target("localhost", t.second.port(), 1, true)}),
+            json::array({target("::1", t.second.port(), 2), target("127.0.0.1", t.first.port(), 1, true)})};
+  }
+  if (f.name == "health_check") {
+    std::vector<json> checks{f.examples.begin(), f.examples.end()};
+    checks.at(0)["port"] = t.first.port();
+    checks.at(1)["port"] = t.second.port();
+    return checks;
+  }
   return {f.examples.begin(), f.examples.end()};
 }
 
@@ -159,6 +166,36 @@ const std::map<std::string, observer>& observers() {
        }},
       {"target_port", [](daemon_state&, const json& f) {
          CHECK(reached(f) == relay::format_endpoint(f["target_host"].get<std::string>(), f["target_port"]));
+       }},
+      // New connections and sessions reach the primary target: a backup serves only while no
+      // primary is up.
+      {"targets", [](daemon_state&, const json& f) {
+         std::set<std::string> primaries;
+         for (const auto& t : f["targets"]) {
+           const auto host = t["host"].get<std::string>();
+           if (!t["backup"].get<bool>()) primaries.insert(relay::format_endpoint(host == "localhost" ? "::1" : host, t["port"]));
+         }
+         CHECK(primaries.count(reached(f)) == 1);
+       }},
+      // Four new connections or sessions over the walk's two targets, from one client address:
+      // "first" reaches only the first, source_hash only one, the others both.
+      {"balance", [](daemon_state&, const json& f) {
+         std::set<std::string> seen;
+         for (int i = 0; i < 4; ++i) seen.insert(reached(f));
+         const auto policy = f["balance"].get<std::string>();
+         INFO("balance " << policy << " reached " << seen.size() << " targets");
+         if (policy == "first") {
+           CHECK(seen == std::set<std::string>{relay::format_endpoint("127.0.0.1", f["targets"][0]["port"])});
+         } else {
+           CHECK(seen.size() == (policy == "source_hash" ? 1u : 2u));
+         }
+       }},
+      // The active check finds the live target up: its health leaves "unchecked" within a check or two.
+      {"health_check", [](daemon_state& d, const json& f) {
+         CHECK(eventually([&] {
+           const auto rows = stats_of(d, f)["targets"];
+           return !rows.empty() && std::all_of(rows.begin(), rows.end(), [](const json& r) { return r["health"] == "up"; });
+         }));
        }},
       // At the cap, one more client's session evicts the least recent: the live count stays at the cap.
       {"udp_max_sessions", [](daemon_state& d, const json& f) {
@@ -213,7 +250,7 @@ TEST_CASE("every writable field: POST, GET, restart, PATCH, refused values and w
       REQUIRE(first != field.write(defaults));
       daemon_state d;
 
-      auto body = base_body(protocol, servers.first.port());
+      auto body = base_body(protocol, servers, field.name);
       body[field.name] = first;
       auto created = d.ctl->create(body);
       INFO(created.body.dump());
@@ -254,7 +291,7 @@ TEST_CASE("every writable field: POST, GET, restart, PATCH, refused values and w
       // Refused values: a 400 naming the field, in POST and PATCH, and nothing changes.
       for (const auto& bad : field.refused) {
         INFO("refused value " << bad.dump());
-        auto post = base_body(protocol, servers.first.port());
+        auto post = base_body(protocol, servers, field.name);
         post[field.name] = bad;
         auto r = d.ctl->create(post);
         CHECK(r.status == 400);
