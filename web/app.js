@@ -2,9 +2,11 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-// The form's named inputs are the page's one list of a forward's fields: name="<API field>",
+// The form's named inputs are the page's one list of a forward's scalar fields: name="<API field>",
 // inputmode="numeric" for numbers, a checkbox for a boolean, inside .udp-only for UDP-only fields.
 // A new field is one block in index.html (its input and its <p class="error" id="err-<field>">).
+// The pool (`targets`, rows of unnamed inputs) and `health_check` are read and filled by their own
+// functions below: the page always sends `targets`, never the target_host/target_port shorthand.
 function formInputs() {
   return [...$('forward-form').elements].filter((el) => el.name);
 }
@@ -92,6 +94,38 @@ function throughput(f) {
 
 function cell(row, i) { return row.children[i]; }
 
+// A target's health as a word with a symbol, so it does not rest on colour alone.
+const healthMarks = { up: '\u25CF up', down: '\u2716 down', unchecked: '\u25CB unchecked' };
+
+// The Targets cell: one line per target with its health mark, weight, backup and live connections.
+function fillTargets(td, f) {
+  const rows = f.stats.targets || [];
+  const lines = rows.map((t, i) => {
+    const spec = f.targets[i] || {};
+    const extra = [];
+    if (spec.weight > 1 && f.balance !== 'first') extra.push(`weight ${spec.weight}`);
+    if (spec.backup) extra.push('backup');
+    extra.push(`${t.connections_active} active`);
+    const title = `${t.health} since ${t.since}` + (t.last_error ? `: ${t.last_error}` : '');
+    return { health: t.health, text: `${endpoint(t.host, t.port)} \u00B7 ${extra.join(' \u00B7 ')}`, title };
+  });
+  const key = JSON.stringify(lines);
+  if (td.dataset.key === key) return;  // unchanged: the list is not rebuilt
+  td.dataset.key = key;
+  const list = document.createElement('ul');
+  list.className = 'targets';
+  for (const line of lines) {
+    const item = document.createElement('li');
+    item.title = line.title;
+    const mark = document.createElement('span');
+    mark.className = `health health-${line.health}`;
+    mark.textContent = healthMarks[line.health] || line.health;
+    item.append(mark, ' ', line.text);
+    list.appendChild(item);
+  }
+  td.replaceChildren(list);
+}
+
 function makeRow(f) {
   const row = document.createElement('tr');
   row.dataset.id = f.id;
@@ -137,7 +171,7 @@ function fillRow(row, f) {
   cell(row, 0).textContent = f.name || '—';
   cell(row, 1).textContent = f.protocol.toUpperCase();
   cell(row, 2).textContent = endpoint(f.listen_host, f.listen_port);
-  cell(row, 3).textContent = endpoint(f.target_host, f.target_port);
+  fillTargets(cell(row, 3), f);
   // Updated in place, so an opened reason stays open and a focused summary keeps its focus.
   const stateCell = cell(row, 4);
   stateCell.className = 'state-' + f.state;
@@ -299,7 +333,109 @@ function clearErrors() {
     p.hidden = true;
     p.textContent = '';
   });
-  formInputs().forEach((el) => el.removeAttribute('aria-invalid'));
+  document.querySelectorAll('#forward-form [aria-invalid]').forEach((el) => el.removeAttribute('aria-invalid'));
+}
+
+// ---- the pool in the form: rows of host, port, weight and backup ----
+
+function targetRows() { return [...$('target-rows').rows]; }
+
+// Labels say which row ("Target 2 host"), so they are renumbered after a removal.
+function numberTargets() {
+  const rows = targetRows();
+  rows.forEach((tr, i) => {
+    const n = i + 1;
+    const [host, port, weight, backup] = tr.querySelectorAll('input');
+    host.setAttribute('aria-label', `Target ${n} host`);
+    port.setAttribute('aria-label', `Target ${n} port`);
+    weight.setAttribute('aria-label', `Target ${n} weight`);
+    backup.setAttribute('aria-label', `Target ${n} backup`);
+    const remove = tr.querySelector('button');
+    remove.setAttribute('aria-label', `Remove target ${n}`);
+    remove.disabled = rows.length === 1;  // a pool has at least one target
+  });
+}
+
+function addTarget(t = {}) {
+  const tr = document.createElement('tr');
+  const input = (value, numeric) => {
+    const el = document.createElement('input');
+    el.autocomplete = 'off';
+    if (numeric) el.inputMode = 'numeric';
+    el.value = value ?? '';
+    const td = document.createElement('td');
+    td.appendChild(el);
+    tr.appendChild(td);
+    return el;
+  };
+  input(t.host, false);
+  input(t.port, true);
+  input(t.weight ?? 1, true);
+  const backup = document.createElement('input');
+  backup.type = 'checkbox';
+  backup.checked = Boolean(t.backup);
+  const remove = document.createElement('button');
+  remove.type = 'button';
+  remove.textContent = 'Remove';
+  remove.addEventListener('click', () => {
+    const next = tr.nextElementSibling || tr.previousElementSibling;
+    tr.remove();
+    numberTargets();
+    next?.querySelector('input').focus();
+  });
+  for (const el of [backup, remove]) {
+    const td = document.createElement('td');
+    td.appendChild(el);
+    tr.appendChild(td);
+  }
+  $('target-rows').appendChild(tr);
+  numberTargets();
+  return tr;
+}
+
+function setTargets(list) {
+  $('target-rows').replaceChildren();
+  for (const t of list.length ? list : [{}]) addTarget(t);
+}
+
+// Numbers go as numbers; anything else goes as typed, so the API's message names the problem.
+function typed(text, numeric) {
+  return numeric && /^-?\d+$/.test(text) ? Number(text) : text;
+}
+
+function formTargets() {
+  return targetRows().map((tr) => {
+    const [host, port, weight, backup] = tr.querySelectorAll('input');
+    const t = { host: host.value.trim(), port: typed(port.value.trim(), true) };
+    if (weight.value.trim() !== '') t.weight = typed(weight.value.trim(), true);
+    t.backup = backup.checked;
+    return t;
+  });
+}
+
+const checkKeys = ['interval_s', 'timeout_s', 'rise', 'fall', 'port'];
+
+function showHealthCheck() {
+  document.querySelector('.hc-fields').hidden = !$('hc-on').checked;
+}
+
+// null (passive checking only), or the values given; an empty one takes the API's default.
+function formHealthCheck() {
+  if (!$('hc-on').checked) return null;
+  const check = {};
+  for (const key of checkKeys) {
+    const text = $('hc-' + key).value.trim();
+    if (text !== '') check[key] = typed(text, true);
+    else if (key === 'port') check.port = null;
+  }
+  return check;
+}
+
+function setHealthCheck(check) {
+  const defaults = { interval_s: 5, timeout_s: 2, rise: 2, fall: 3, port: '' };
+  $('hc-on').checked = Boolean(check);
+  for (const key of checkKeys) $('hc-' + key).value = check?.[key] ?? defaults[key];
+  showHealthCheck();
 }
 
 function showUdp() {
@@ -307,7 +443,6 @@ function showUdp() {
   document.querySelectorAll('.udp-only').forEach((el) => { el.hidden = !udp; });
 }
 
-// Numbers go as numbers; anything else goes as typed, so the API's message names the problem.
 function formBody() {
   const udp = $('f-protocol').value === 'udp';
   const body = {};
@@ -315,8 +450,10 @@ function formBody() {
     if (el.closest('.udp-only') && !udp) continue;
     const text = el.value.trim();
     if (el.type === 'checkbox') body[el.name] = el.checked;
-    else body[el.name] = el.inputMode === 'numeric' && /^-?\d+$/.test(text) ? Number(text) : text;
+    else body[el.name] = typed(text, el.inputMode === 'numeric');
   }
+  body.targets = formTargets();
+  body.health_check = formHealthCheck();
   return body;
 }
 
@@ -329,6 +466,8 @@ function startEdit(f) {
     if (el.type === 'checkbox') el.checked = value;
     else el.value = value;
   }
+  setTargets(f.targets);
+  setHealthCheck(f.health_check);
   showUdp();
   $('form-heading').textContent = `Edit forward ${f.name ? `"${f.name}"` : '#' + f.id}`;
   $('submit').textContent = 'Save changes';
@@ -339,6 +478,8 @@ function startEdit(f) {
 function stopEdit() {
   editing = null;
   $('forward-form').reset();
+  setTargets([]);
+  setHealthCheck(null);
   clearErrors();
   showUdp();
   $('form-heading').textContent = 'New forward';
@@ -365,7 +506,8 @@ async function submit(ev) {
       input.setAttribute('aria-invalid', 'true');
       input.setAttribute('aria-describedby', 'err-' + where);
       input.closest('.field').hidden = false;
-      input.focus();
+      // A fieldset (targets, health_check) takes no focus: its first input does.
+      (input.tagName === 'FIELDSET' ? input.querySelector('input') : input).focus();
     }
   } finally {
     button.disabled = false;
@@ -376,6 +518,9 @@ document.addEventListener('DOMContentLoaded', () => {
   $('forward-form').addEventListener('submit', submit);
   $('f-protocol').addEventListener('change', showUdp);
   $('cancel-edit').addEventListener('click', stopEdit);
+  $('add-target').addEventListener('click', () => addTarget().querySelector('input').focus());
+  $('hc-on').addEventListener('change', showHealthCheck);
+  setTargets([]);
   $('token-dialog').addEventListener('cancel', (ev) => ev.preventDefault());  // a token is needed to go on
   refresh();
   setInterval(refresh, 2000);

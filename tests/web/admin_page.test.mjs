@@ -98,8 +98,8 @@ test('create, watch, reject, edit, toggle and delete through the page', { timeou
   await page.getByLabel('Name').fill('web');
   await page.getByLabel('Listen address').fill('127.0.0.1');
   await page.getByLabel('Listen port (0 = any free port)').fill('http');
-  await page.getByLabel('Target host').fill('127.0.0.1');
-  await page.getByLabel('Target port').fill(String(target));
+  await page.getByLabel('Target 1 host').fill('127.0.0.1');
+  await page.getByLabel('Target 1 port').fill(String(target));
   await page.getByRole('button', { name: 'Create forward' }).click();
   await page.locator('#err-listen_port').getByText('listen_port must be an integer').waitFor();
   assert.equal(await page.locator('#f-listen_port').getAttribute('aria-invalid'), 'true');
@@ -166,8 +166,8 @@ test('UDP settings appear only for UDP, and the token prompt leads to the list',
   await page.getByLabel('UDP max sessions').fill('0');
   await page.getByLabel('Listen address').fill('127.0.0.1');
   await page.getByLabel('Listen port (0 = any free port)').fill('0');
-  await page.getByLabel('Target host').fill('127.0.0.1');
-  await page.getByLabel('Target port').fill('53');
+  await page.getByLabel('Target 1 host').fill('127.0.0.1');
+  await page.getByLabel('Target 1 port').fill('53');
   await page.getByRole('button', { name: 'Create forward' }).click();
   await page.locator('#err-udp_max_sessions').getByText('udp_max_sessions must be from 1').waitFor();
   await page.getByLabel('UDP max sessions').fill('100');
@@ -304,4 +304,118 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
   assert.equal(await reason.isHidden(), true);
   await page.getByRole('status').getByText('3 forwards: 2 active, 0 in error, 1 disabled', { exact: true }).waitFor();
   await traffic(port, 1000);
+});
+
+test('a pool in the form: targets, backup, balance and health check; edit a weight, remove a target', { timeout: 300000 }, async () => {
+  const { url } = await startDaemon('pool');
+  const [a, b] = [await echoServer(), await echoServer()];
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(30000);
+  await page.goto(url);
+  await page.getByText('No forwards yet').waitFor();
+
+  await page.getByLabel('Name').fill('pool');
+  await page.getByLabel('Listen address').fill('127.0.0.1');
+  await page.getByLabel('Listen port (0 = any free port)').fill('0');
+  assert.equal(await page.getByRole('button', { name: 'Remove target 1' }).isDisabled(), true);
+  await page.getByLabel('Target 1 host').fill('127.0.0.1');
+  await page.getByLabel('Target 1 port').fill(String(a));
+  await page.getByRole('button', { name: 'Add target' }).click();
+  await page.getByLabel('Target 2 host').fill('127.0.0.1');
+  await page.getByLabel('Target 2 port').fill(String(a));  // the same as target 1: refused
+  await page.getByLabel('Target 2 weight').fill('3');
+  await page.getByRole('button', { name: 'Add target' }).click();
+  await page.getByLabel('Target 3 host').fill('::1');
+  await page.getByLabel('Target 3 port').fill('9');
+  await page.getByLabel('Target 3 backup').check();
+  await page.getByLabel('Balance').selectOption('least_conn');
+  assert.equal(await page.getByLabel('Interval (s)').isHidden(), true);
+  await page.getByLabel('Active health check').check();
+  await page.getByLabel('Interval (s)').fill('1');
+  await page.getByLabel('Timeout (s)').fill('1');
+  await page.getByLabel('Rise').fill('1');
+  await page.getByLabel('Fall').fill('1');
+
+  // The API's message appears beside the pool, and nothing is created.
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  await page.locator('#err-targets').getByText('targets[1] repeats targets[0] (127.0.0.1:' + a + ')').waitFor();
+  assert.equal(await page.locator('#f-targets').getAttribute('aria-invalid'), 'true');
+  assert.equal(await page.locator('#forwards tbody tr').count(), 0);
+
+  await page.getByLabel('Target 2 port').fill(String(b));
+  const posted = page.waitForRequest((req) => req.method() === 'POST');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  const sent = (await posted).postDataJSON();
+  assert.equal('target_host' in sent || 'target_port' in sent, false, 'the page sends targets, never the shorthand');
+  const r = row(page, 'pool');
+  await r.waitFor();
+  const [f] = await call(url, 'GET', '/api/v1/forwards');
+  assert.deepEqual(f.targets, [
+    { host: '127.0.0.1', port: a, weight: 1, backup: false },
+    { host: '127.0.0.1', port: b, weight: 3, backup: false },
+    { host: '::1', port: 9, weight: 1, backup: true },
+  ]);
+  assert.equal(f.balance, 'least_conn');
+  assert.deepEqual(f.health_check, { interval_s: 1, timeout_s: 1, rise: 1, fall: 1, port: null });
+  assert.equal(f.target_host, null);
+
+  // Each target on its own line, with a health mark in words and a symbol, and its connections.
+  const lines = r.locator('ul.targets > li');
+  await page.waitForFunction(() => document.querySelectorAll('#forwards ul.targets > li').length === 3);
+  assert.match(await lines.nth(0).textContent(), new RegExp(`^(\u25CF up|\u2716 down|\u25CB unchecked) 127\\.0\\.0\\.1:${a} \u00B7 0 active$`));
+  assert.match(await lines.nth(1).textContent(), new RegExp(`127\\.0\\.0\\.1:${b} \u00B7 weight 3 \u00B7 0 active$`));
+  assert.match(await lines.nth(2).textContent(), /\[::1\]:9 \u00B7 backup \u00B7 0 active$/);
+  for (let i = 0; i < 3; i++) {
+    const mark = lines.nth(i).locator('.health');
+    const word = (await mark.textContent()).split(' ')[1];
+    assert.equal(await mark.getAttribute('class'), `health health-${word}`);
+  }
+
+  // The three states as the API reports them (here put in the answer, as the engine would):
+  // each its own word, symbol and colour.
+  await page.route('**/api/v1/forwards', async (route) => {
+    const res = await route.fetch();
+    const list = await res.json();
+    const states = ['up', 'down', 'unchecked'];
+    list[0].stats.targets.forEach((t, i) => { t.health = states[i]; t.connections_active = i + 4; });
+    list[0].stats.targets[1].last_error = 'connect: Connection refused';
+    await route.fulfill({ response: res, json: list });
+  });
+  await r.locator('.health-down').waitFor();
+  assert.equal(await lines.nth(0).locator('.health').textContent(), '\u25CF up');
+  assert.equal(await lines.nth(1).locator('.health').textContent(), '\u2716 down');
+  assert.equal(await lines.nth(2).locator('.health').textContent(), '\u25CB unchecked');
+  assert.match(await lines.nth(1).getAttribute('title'), /^down since .*: connect: Connection refused$/);
+  assert.match(await lines.nth(2).textContent(), /6 active$/);
+  const colours = await lines.evaluateAll((items) => items.map((li) => getComputedStyle(li.querySelector('.health')).color));
+  assert.equal(new Set(colours).size, 3, colours.join(' '));
+  await page.unroute('**/api/v1/forwards');
+
+  // Edit: the form holds the pool; a bad health check is refused with the API's words.
+  await r.getByRole('button', { name: 'Edit pool' }).click();
+  assert.equal(await page.getByLabel('Target 2 weight').inputValue(), '3');
+  assert.equal(await page.getByLabel('Target 3 backup').isChecked(), true);
+  assert.equal(await page.getByLabel('Balance').inputValue(), 'least_conn');
+  assert.equal(await page.getByLabel('Active health check').isChecked(), true);
+  await page.getByLabel('Timeout (s)').fill('2');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.locator('#err-health_check').getByText('health_check.timeout_s must be at most health_check.interval_s').waitFor();
+  await page.getByLabel('Timeout (s)').fill('1');
+  await page.getByLabel('Target 2 weight').fill('5');
+  await page.getByRole('button', { name: 'Remove target 3' }).click();
+  assert.equal(await page.getByLabel('Target 3 host').count(), 0);
+  const patched = page.waitForRequest((req) => req.method() === 'PATCH');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  const change = (await patched).postDataJSON();
+  assert.equal('target_host' in change, false);
+  await page.getByRole('heading', { name: 'New forward' }).waitFor();
+  const [g] = await call(url, 'GET', '/api/v1/forwards');
+  assert.deepEqual(g.targets, [
+    { host: '127.0.0.1', port: a, weight: 1, backup: false },
+    { host: '127.0.0.1', port: b, weight: 5, backup: false },
+  ]);
+  await page.waitForFunction(() => document.querySelectorAll('#forwards ul.targets > li').length === 2);
+  assert.match(await lines.nth(1).textContent(), /weight 5/);
+  // The forward still carries traffic.
+  await traffic(g.listen_port, 1000);
 });
