@@ -94,8 +94,9 @@ function throughput(f) {
 
 function cell(row, i) { return row.children[i]; }
 
-// A target's health as a word with a symbol, so it does not rest on colour alone.
-const healthMarks = { up: '\u25CF up', down: '\u2716 down', unchecked: '\u25CB unchecked' };
+// A target's health as a word with a symbol, so it does not rest on colour alone (the word is what
+// a screen reader says; the symbol is hidden from it).
+const healthSymbols = { up: '\u25CF', down: '\u2716', unchecked: '\u25CB' };
 
 // The Targets cell: one line per target with its health mark, weight, backup and live connections.
 function fillTargets(td, f) {
@@ -106,6 +107,7 @@ function fillTargets(td, f) {
     if (spec.weight > 1 && f.balance !== 'first') extra.push(`weight ${spec.weight}`);
     if (spec.backup) extra.push('backup');
     extra.push(`${t.connections_active} active`);
+    if (t.health === 'down' && t.last_error) extra.push(t.last_error);  // why, without hovering
     const title = `${t.health} since ${t.since}` + (t.last_error ? `: ${t.last_error}` : '');
     return { health: t.health, text: `${endpoint(t.host, t.port)} \u00B7 ${extra.join(' \u00B7 ')}`, title };
   });
@@ -119,7 +121,10 @@ function fillTargets(td, f) {
     item.title = line.title;
     const mark = document.createElement('span');
     mark.className = `health health-${line.health}`;
-    mark.textContent = healthMarks[line.health] || line.health;
+    const symbol = document.createElement('span');
+    symbol.setAttribute('aria-hidden', 'true');
+    symbol.textContent = (healthSymbols[line.health] || '?') + ' ';
+    mark.append(symbol, line.health);
     item.append(mark, ' ', line.text);
     list.appendChild(item);
   }

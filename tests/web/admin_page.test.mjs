@@ -387,6 +387,8 @@ test('a pool in the form: targets, backup, balance and health check; edit a weig
   assert.equal(await lines.nth(2).locator('.health').textContent(), '\u25CB unchecked');
   assert.match(await lines.nth(1).getAttribute('title'), /^down since .*: connect: Connection refused$/);
   assert.match(await lines.nth(2).textContent(), /6 active$/);
+  assert.match(await lines.nth(1).textContent(), /5 active \u00B7 connect: Connection refused$/);
+  assert.equal(await lines.nth(1).locator('[aria-hidden=true]').textContent(), '\u2716 ');
   const colours = await lines.evaluateAll((items) => items.map((li) => getComputedStyle(li.querySelector('.health')).color));
   assert.equal(new Set(colours).size, 3, colours.join(' '));
   await page.unroute('**/api/v1/forwards');
