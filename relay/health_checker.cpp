@@ -1,17 +1,27 @@
 // health_checker: one probe per target, each a timer that starts a check (resolve, then connect to
 // each address in turn under one deadline) and reports it to the pool.
 //
-// A probe's states: waiting (tick_ armed) -> resolving (names only) -> connecting (address k of n)
-// -> waiting. The deadline, armed when a check starts, cancels the resolver or closes the socket;
-// whichever handler then runs sees timed_out_ and reports the timeout. The next check starts one
-// interval after this one started (at once if the check took longer), so checks never overlap.
+// A probe's states: waiting (timer set for the next start) -> resolving (names only) -> connecting
+// (address k of n) -> waiting. While a check runs, the same timer holds its deadline, which cancels
+// the resolver or closes the socket; whichever handler then runs sees timed_out and reports the
+// timeout. The next check starts one interval after this one was due (at once if the loop fell
+// behind), so checks never overlap.
+//
+// What a check costs is mostly system calls, so: starts fall on a 10 ms grid shared by every
+// checker, so that the timers due together take one wake-up of the loop (and one timerfd update)
+// instead of one each; the socket is opened non-blocking and connected by hand (no ioctl, no poll,
+// as tcp_session does); and one timer serves as both tick and deadline.
 #include "relay/health_checker.hpp"
 
 #include "relay/ip_zone.hpp"
+#include "relay/socket_options.hpp"
 
 #include <asio/dispatch.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
+
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +32,15 @@ namespace relay {
 namespace {
 
 using clock = std::chrono::steady_clock;
+constexpr auto grain = std::chrono::milliseconds(10);
+
+// The first grid point at or after t.
+clock::time_point on_grid(clock::time_point t) {
+  const auto since = t.time_since_epoch();
+  const auto rounded = std::chrono::ceil<std::chrono::milliseconds>(since);
+  const auto rest = rounded.count() % grain.count();
+  return clock::time_point(rounded + (rest ? grain - std::chrono::milliseconds(rest) : clock::duration::zero()));
+}
 
 class checker final : public health_checker, public std::enable_shared_from_this<checker> {
  public:
@@ -36,12 +55,13 @@ class checker final : public health_checker, public std::enable_shared_from_this
   }
 
   void begin() {
-    // A random offset within the first interval for each target: a thousand forwards created
+    // A random grid point within the first interval for each target: a thousand forwards created
     // together (a restart) must not check all their targets in the same instant, every interval.
     thread_local std::minstd_rand spread{std::random_device{}()};
-    const auto span = std::chrono::duration_cast<std::chrono::milliseconds>(interval_).count();
+    const auto slots = static_cast<long>(interval_ / grain);
+    const auto now = on_grid(clock::now());
     for (auto& p : probes_) {
-      p->next = clock::now() + std::chrono::milliseconds(std::uniform_int_distribution<long>(0, span - 1)(spread));
+      p->due = now + grain * std::uniform_int_distribution<long>(0, slots - 1)(spread);
       wait(*p);
     }
   }
@@ -50,8 +70,7 @@ class checker final : public health_checker, public std::enable_shared_from_this
     stopped_.store(true, std::memory_order_relaxed);
     asio::dispatch(loop_, [self = shared_from_this()] {
       for (auto& p : self->probes_) {
-        p->tick.cancel();
-        p->deadline.cancel();
+        p->timer.cancel();
         p->resolver.cancel();
         std::error_code ignored;
         p->socket.close(ignored);
@@ -62,16 +81,15 @@ class checker final : public health_checker, public std::enable_shared_from_this
  private:
   struct probe {
     probe(asio::io_context& loop, std::size_t i, std::string h, std::uint16_t p)
-        : index(i), host(std::move(h)), port(p), tick(loop), deadline(loop), resolver(loop), socket(loop) {}
+        : index(i), host(std::move(h)), port(p), timer(loop), resolver(loop), socket(loop) {}
     const std::size_t index;
     const std::string host;
     const std::uint16_t port;
-    asio::steady_timer tick;
-    asio::steady_timer deadline;
+    asio::steady_timer timer;  // the next start while waiting, the deadline while checking
     asio::ip::tcp::resolver resolver;
     asio::ip::tcp::socket socket;
-    clock::time_point next;  // when the next check starts
-    std::uint64_t check = 0;  // the number of the check in flight, so a late deadline knows it is stale
+    clock::time_point due;    // when the current or next check starts
+    std::uint64_t armed = 0;  // counts the timer's waits, so a superseded one knows it is stale
     bool timed_out = false;
     std::vector<asio::ip::tcp::endpoint> endpoints;
     std::string last_error;
@@ -89,27 +107,29 @@ class checker final : public health_checker, public std::enable_shared_from_this
     };
   }
 
-  void wait(probe& p) {
-    p.tick.expires_at(p.next);
-    p.tick.async_wait(guarded([&p](checker& self, const std::error_code& ec) {
-      if (!ec) self.begin_check(p);
+  // Sets the probe's timer for `at`; `then` runs when it expires and no later arm replaced it.
+  template <class F>
+  void arm(probe& p, clock::time_point at, F then) {
+    p.timer.expires_at(at);
+    p.timer.async_wait(guarded([&p, n = ++p.armed, then](checker& self, const std::error_code& ec) {
+      if (!ec && n == p.armed) then(self, p);
     }));
   }
 
+  void wait(probe& p) {
+    arm(p, p.due, [](checker& self, probe& q) { self.begin_check(q); });
+  }
+
   void begin_check(probe& p) {
-    p.next = std::max(p.next + interval_, clock::now());  // a loop held up long does not catch up in a burst
-    const auto check = ++p.check;
     p.timed_out = false;
     p.endpoints.clear();
     p.last_error.clear();
-    p.deadline.expires_after(timeout_);
-    p.deadline.async_wait(guarded([&p, check](checker&, const std::error_code& ec) {
-      if (ec || check != p.check) return;
-      p.timed_out = true;
-      p.resolver.cancel();
+    arm(p, std::max(p.due, clock::now()) + timeout_, [](checker&, probe& q) {
+      q.timed_out = true;
+      q.resolver.cancel();
       std::error_code ignored;
-      p.socket.close(ignored);  // the pending connect completes with operation_aborted
-    }));
+      q.socket.close(ignored);  // the pending wait completes with operation_aborted
+    });
 
     std::error_code ec;
     if (asio::ip::make_address(std::string(split_zone(p.host).address), ec); !ec) {  // a literal: no resolver
@@ -130,14 +150,29 @@ class checker final : public health_checker, public std::enable_shared_from_this
 
   void connect(probe& p, std::size_t k) {
     if (k == p.endpoints.size()) return finish(p, false, p.last_error);
-    std::error_code ignored;
-    p.socket.close(ignored);
-    p.socket.async_connect(p.endpoints[k], guarded([&p, k](checker& self, const std::error_code& ec) {
+    const auto& endpoint = p.endpoints[k];
+    std::error_code ec;
+    p.socket.close(ec);
+    const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return failed(p, k, last_error());
+    if (p.socket.assign(endpoint.protocol(), fd, ec); ec) {
+      ::close(fd);
+      return failed(p, k, ec);
+    }
+    if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) == 0) return finish(p, true, {});
+    if (errno != EINPROGRESS) return failed(p, k, last_error());
+    p.socket.async_wait(asio::socket_base::wait_write, guarded([&p, k](checker& self, std::error_code ec) {
       if (p.timed_out) return self.finish_timed_out(p);
+      if (!ec) ec = pending_error(p.socket.native_handle());
       if (!ec) return self.finish(p, true, {});
-      p.last_error = "connect " + self.describe(p, p.endpoints[k]) + ": " + ec.message();
-      self.connect(p, k + 1);
+      self.failed(p, k, ec);
     }));
+  }
+
+  // Address k refused (or worse): the next one, or the end of the check with this as its reason.
+  void failed(probe& p, std::size_t k, const std::error_code& ec) {
+    p.last_error = "connect " + describe(p, p.endpoints[k]) + ": " + ec.message();
+    connect(p, k + 1);
   }
 
   std::string describe(const probe& p, const asio::ip::tcp::endpoint& e) const {
@@ -147,24 +182,20 @@ class checker final : public health_checker, public std::enable_shared_from_this
     return format_endpoint(p.host, p.port) + " (" + address + ")";
   }
 
-  void finish_timed_out(probe& p) {
-    finish(p, false, "timed out after " + std::to_string(timeout_.count()) + " s");
-  }
+  void finish_timed_out(probe& p) { finish(p, false, "timed out after " + std::to_string(timeout_.count()) + " s"); }
 
   void finish(probe& p, bool ok, const std::string& reason) {
-    p.deadline.cancel();
+    // Closed with a reset, as HAProxy closes its checks: an orderly close would leave a TIME_WAIT
+    // socket here per check, and a thousand forwards checking one target every second would hold
+    // 60,000 of them, more than the ephemeral ports towards that one address.
+    if (ok) reset_on_close(p.socket);
     std::error_code ignored;
-    if (ok) {
-      // Closed with a reset, as HAProxy closes its checks: an orderly close would leave a TIME_WAIT
-      // socket here per check, and a thousand forwards checking one target every second would hold
-      // 60,000 of them, more than the ephemeral ports to that one address.
-      p.socket.set_option(asio::socket_base::linger(true, 0), ignored);
-    }
     p.socket.close(ignored);  // no data: the connect was the check
     p.endpoints.clear();
-    if (stopped()) return;
     pool_->check_result(p.index, ok, reason);
-    if (!stopped()) wait(p);
+    if (stopped()) return;  // a listener stopped the checker
+    p.due = std::max(p.due + interval_, on_grid(clock::now()));  // a loop held up does not catch up in a burst
+    wait(p);                                                      // (and replaces the deadline)
   }
 
   asio::io_context& loop_;
