@@ -3,8 +3,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <map>
 #include <string>
+#include <thread>
+#include <vector>
 
 using relay::balance_policy;
 using relay::target_health;
@@ -180,6 +184,41 @@ TEST_CASE("passive - a down target gets one trial once its wait is over - succes
   CHECK(w.pool.health(0) == target_health::up);
   CHECK(run(w.pool, 2) == "AA");
   CHECK(w.heard == "A-A+");
+}
+
+TEST_CASE("passive - one trial however many connections pick at once", "[engine]") {
+  // Rounds of picks released together by a barrier, the trial made due before each: a pick may
+  // see it due and find it claimed by the time it claims it. It must then move on, not go there too.
+  // A is the one primary, and source_hash scans the 63 backups after it: time for that to happen.
+  std::vector<target_spec> targets{{"A", 1}};
+  for (int i = 1; i < 64; ++i) targets.push_back({"B" + std::to_string(i), static_cast<std::uint16_t>(i + 1), 1, true});
+  target_pool p(targets, balance_policy::source_hash);
+  p.set_health(0, target_health::down);
+  // Two pickers (one per core of the test machine) spin until each round starts together; the last
+  // to finish a round counts its trials and makes the trial due again for the next.
+  constexpr int threads = 2;
+  constexpr int rounds = 20000;
+  std::atomic<int> round{0};
+  std::atomic<int> finished{0};
+  std::atomic<int> trials{0};
+  int doubled = 0;  // rounds in which more than one pick went to A
+  trial_due(p, 0);
+  std::vector<std::thread> pickers;
+  for (int t = 0; t < threads; ++t) {
+    pickers.emplace_back([&] {
+      for (int r = 0; r < rounds; ++r) {
+        while (round.load() != r) std::this_thread::yield();
+        if (p.pick(client, 0) == 0u) ++trials;
+        if (finished.fetch_add(1) + 1 == threads * (r + 1)) {
+          doubled += trials.exchange(0) > 1;
+          trial_due(p, 0);
+          round.store(r + 1);
+        }
+      }
+    });
+  }
+  for (auto& t : pickers) t.join();
+  CHECK(doubled == 0);
 }
 
 TEST_CASE("passive - a failed trial keeps the target down for another wait", "[engine]") {
