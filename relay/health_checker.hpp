@@ -21,8 +21,9 @@ class health_checker {
   // Call on the loop's thread; the first checks are spread over the first interval.
   static std::shared_ptr<health_checker> start(asio::io_context& loop, std::shared_ptr<target_pool> pool);
   virtual ~health_checker() = default;
-  // Cancels every timer and check in flight; no result reaches the pool afterwards. Call on the
-  // loop's thread. Idempotent.
+  // Cancels every timer and check in flight. Called on the loop's thread, no result reaches the pool
+  // afterwards; from another thread, none that is not already being delivered. Idempotent. A checker
+  // dropped without it stops as well (its pending handlers hold it weakly).
   virtual void stop() = 0;
 };
 

@@ -112,12 +112,12 @@ bool target_pool::in_tier(std::size_t i, tier t) const {
   return false;
 }
 
-bool target_pool::claim(std::size_t i) {
+bool target_pool::claim(std::size_t i, tier t) {
   auto& s = state(i);
-  if (check_ || s.health.load(std::memory_order_relaxed) != target_health::down) return true;
+  if (t == tier::rest || check_ || s.health.load(std::memory_order_relaxed) != target_health::down) return true;
   auto due = s.retry_at.load(std::memory_order_relaxed);
   const auto now = steady_now();
-  if (now < due) return true;  // picked from the rest: not a trial
+  if (now < due) return false;  // seen due, but another pick has claimed the trial since
   const auto next = now + std::chrono::duration_cast<std::chrono::nanoseconds>(passive_down_time).count();
   return s.retry_at.compare_exchange_strong(due, next, std::memory_order_relaxed);
 }
@@ -235,7 +235,7 @@ std::vector<target_stats> target_pool::snapshot() const {
 std::optional<std::size_t> target_pool::pick(const asio::ip::address& client, tried_set tried) {
   for (const auto t : {tier::primary, tier::backup, tier::rest}) {
     while (auto i = pick_in(t, client, tried)) {
-      if (claim(*i)) return i;
+      if (claim(*i, t)) return i;
       tried |= tried_set{1} << *i;  // another connection took its trial: it waits again
     }
   }

@@ -121,8 +121,9 @@ class target_pool {
   bool in_tier(std::size_t i, tier t) const;
   std::optional<std::size_t> pick_in(tier t, const asio::ip::address& client, tried_set tried);
   std::optional<std::size_t> round_robin(tier t, tried_set tried);
-  // Whether the pick of i may stand: a passively down target's trial is claimed by one pick only.
-  bool claim(std::size_t i);
+  // Whether the pick of i from tier t may stand: a passively down target's trial is claimed by one
+  // pick only, however many saw it due at once.
+  bool claim(std::size_t i, tier t);
   // With s.mutex held: the new health and its time. Returns whether it changed.
   bool change(target_state& s, target_health now, const std::string& reason);
   void announce(std::size_t i, target_health now, const std::string& reason);
