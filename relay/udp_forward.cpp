@@ -306,8 +306,12 @@ std::size_t udp_forward::choose_address(const std::vector<asio::ip::udp::endpoin
 void udp_forward::target_failed(session& s, int error) {
   bump(stats_->target_unreachable);
   // Before the move below, which may close the session. Down after `fall` of these, the target's
-  // listener closes its sessions (this one too) a moment later, on this worker.
+  // listener closes its sessions (this one too) a moment later, on this worker. A session on a
+  // target that was down already (its passive trial, or every target down) hears of no change, so
+  // it goes now: its client's next datagram picks again (with one target, it would pick the same).
+  const bool was_down = s.pool->health(s.target) == target_health::down;
   s.pool->attempt_failed(s.target, "unreachable: " + std::system_category().message(error));
+  if (was_down && s.pool->targets().size() > 1) return close_session(s, false);
   const auto now = clock::now();
   const auto& dead = s.targets[s.at];
   if (failed_.size() >= udp_max_failed_addresses) {

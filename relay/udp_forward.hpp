@@ -90,7 +90,8 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   bool connect_upstream(session& s, const asio::ip::udp::endpoint& target);
   // An ICMP error (`error`, an errno) on the session's socket: counted in target_unreachable and
   // against the target's health, the address remembered as failed for udp_fail_timeout, and the
-  // session moved to the next address of its target, if any.
+  // session moved to the next address of its target, if any (or closed, when the target was down
+  // already and the pool has others).
   void target_failed(session& s, int error);
   // Registers, before `targets` is shared with the home worker, the listener that closes the
   // sessions on a target that goes down (on the home worker), so that their clients' next datagrams

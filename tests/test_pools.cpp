@@ -315,6 +315,35 @@ TEST_CASE("UDP sessions on a target that goes down are closed and their clients 
   CHECK(st.stats.connections_total == 2);
 }
 
+TEST_CASE("a UDP session on a down target's failed trial is closed so its client moves on", "[udp]") {
+  auto a = std::make_unique<udp_teller>("A");
+  const auto a_port = a->port();
+  a.reset();  // A's port answers with ICMP port unreachable
+  udp_teller b("B");
+  relay::engine engine(fast_options());
+  const auto s = start(engine, pool_spec({at(a_port), at(b.port())}, balance_policy::first, relay::protocol::udp));
+  auto c = udp_client(s.listen_port);
+  REQUIRE(eventually([&] {
+    send_all(c.get(), std::string("x"));
+    return recv_datagram(c.get(), 100ms) == "B";
+  }));
+  REQUIRE(engine.status(1).targets.at(0).health == relay::target_health::down);
+  // relay::passive_down_time on, a new session is A's trial: it meets the ICMP error, and its client
+  // must not stay there (A is down already, so no change of health closes it).
+  const auto failed = engine.status(1).targets.at(0).connect_errors;
+  fd trial;
+  REQUIRE(eventually([&] {
+    trial = udp_client(s.listen_port);
+    send_all(trial.get(), std::string("x"));
+    if (recv_datagram(trial.get(), 100ms) == "B") return false;  // before the trial was due
+    return engine.status(1).targets.at(0).connect_errors > failed;
+  }, 40s));
+  CHECK(eventually([&] {
+    send_all(trial.get(), std::string("x"));
+    return recv_datagram(trial.get(), 100ms) == "B";
+  }));
+}
+
 TEST_CASE("UDP counts sessions and bytes per target", "[udp]") {
   udp_teller a("A"), b("B");
   relay::engine engine(fast_options());
