@@ -198,7 +198,7 @@ TEST_CASE("source_hash keeps each client address on its target and moves only th
   }
 }
 
-TEST_CASE("first sends every connection to the first target while it serves, then to the next", "[tcp]") {
+TEST_CASE("first sends every connection to the first target while it serves and then to the next", "[tcp]") {
   auto a = std::make_unique<named_backend>("A");
   named_backend b("B");
   relay::engine engine(fast_options());
@@ -229,7 +229,7 @@ TEST_CASE("a backup serves only while every primary is down and is left when one
   for (int i = 0; i < 3; ++i) CHECK(who(s.listen_port) == "A");
 }
 
-TEST_CASE("a connection whose target refuses is served by the next, and the refusal counted on that target", "[tcp]") {
+TEST_CASE("a connection whose target refuses is served by the next and the refusal is counted on that target", "[tcp]") {
   refusing_port r;
   named_backend b("B");
   relay::engine engine(fast_options());
