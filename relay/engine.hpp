@@ -57,9 +57,9 @@ class engine {
   // The daemon's own API (TCP, `port` on each of `addresses`): no connection through a forward may
   // reach it. Set once the API is bound, before the stored forwards come back.
   void set_api_endpoints(const std::vector<std::string>& addresses, std::uint16_t port);
-  // Why `next` must not be applied: its IP-literal target leads back into this daemon, to the API,
-  // to its own listener, or round a cycle of the enabled forwards as they would be with `next`
-  // (see target_guard). Host-name targets are checked before each connect instead. A disabled
+  // Why `next` must not be applied: one of its IP-literal targets leads back into this daemon, to
+  // the API, to its own listener, or round a cycle of the enabled forwards as they would be with
+  // `next` (see target_guard). Host-name targets are checked before each connect instead. A disabled
   // forward leads nowhere: it is checked when it is enabled.
   std::optional<refusal> check_target(const forward_spec& next) const;
 
