@@ -22,6 +22,13 @@ bool same_host(const std::string& a, const std::string& b) {
   return x && y && x.value() == y.value();
 }
 
+// Whether `spec` needs another pool than `current`: its targets, balance, health_check or its name
+// (in the pool's log lines) changed.
+bool new_pool_for(const target_pool& current, const forward_spec& now, const forward_spec& next) {
+  return current.targets() != next.targets || current.policy() != next.balance ||
+         current.health_check() != next.health_check || now.name != next.name;
+}
+
 bool same_listen(const forward_spec& a, const forward_spec& b) {
   return b.listen_port != 0 && a.protocol == b.protocol && a.listen_port == b.listen_port &&
          a.listen_host == b.listen_host;
@@ -47,8 +54,29 @@ void engine::close_on(std::size_t home, const bound_socket& socket) {
 }
 
 std::shared_ptr<running_forward> engine::make_forward(const entry& e, const forward_spec& spec) {
-  if (spec.protocol == protocol::udp) return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats, options_.udp_drain_idle_timeout);
-  return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, options_);
+  if (spec.protocol == protocol::udp) {
+    return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats, options_.udp_drain_idle_timeout, e.targets);
+  }
+  return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, options_, e.targets);
+}
+
+void engine::renew_targets(entry& e, const forward_spec& spec) {
+  auto label = "forward " + std::to_string(spec.id) + " (" + spec.name + ")";
+  e.targets = std::make_shared<target_pool>(spec, std::move(label), e.targets.get());
+}
+
+void engine::sync_checks(entry& e) {
+  const bool wanted = e.live && e.targets && e.targets->health_check();
+  if (e.checker && (!wanted || e.checker_pool != e.targets.get())) {
+    pool_.run_on(e.home, [&] { e.checker->stop(); });
+    e.checker.reset();
+  }
+  if (wanted && !e.checker && !shut_down_) {
+    e.checker = pool_.run_on(e.home, [&] {  // health_checker::start runs on the loop it uses
+      return health_checker::start(pool_.context(e.home), e.targets);
+    });
+    e.checker_pool = e.targets.get();
+  }
 }
 
 result<engine::prepared> engine::prepare(const forward_spec& next) {
@@ -90,18 +118,25 @@ void engine::apply(const forward_spec& next, prepared p) {
     e.live->stop();
     e.live.reset();
   }
+  const bool new_pool = !e.targets || new_pool_for(*e.targets, e.spec, next);
   if (next.enabled && p.socket) {
     if (e.live) {
-      e.live->configure(next);
+      if (new_pool) renew_targets(e, next);
+      e.live->configure(next, e.targets);
     } else {
+      renew_targets(e, next);  // a fresh pool for each start: the forward registers its listeners first
       e.live = make_forward(e, next);
     }
     e.live->listen(std::move(*p.socket));
-  } else if (e.live && changes(e.spec, next, change_effect::reconfigure)) {
-    e.live->configure(next);
+  } else if (e.live && (new_pool || changes(e.spec, next, change_effect::reconfigure))) {
+    if (new_pool) renew_targets(e, next);  // the forward must use it: its listeners are registered on it
+    e.live->configure(next, e.targets);
+  } else if (new_pool) {
+    renew_targets(e, next);  // not serving: what status shows
   }
   e.spec = next;
   e.error.clear();
+  sync_checks(e);
   publish_guard();
 }
 
@@ -123,6 +158,7 @@ void engine::take_back_listener(entry& e) {
   // Someone took the address in the moment it was free: the forward is in error, not silently gone.
   e.live->stop();
   e.live.reset();
+  sync_checks(e);
   e.error = again.error().message;
   spdlog::error("forward {}: lost its listener: {}", e.spec.id, e.error);
 }
@@ -131,10 +167,13 @@ void engine::fail(const forward_spec& spec, std::string reason) {
   std::lock_guard lock(mutex_);
   auto [it, created] = forwards_.try_emplace(spec.id);
   if (created) it->second.home = pool_.next();
-  if (it->second.live) it->second.live->stop();
-  it->second.live.reset();
-  it->second.spec = spec;
-  it->second.error = std::move(reason);
+  auto& e = it->second;
+  if (e.live) e.live->stop();
+  e.live.reset();
+  if (!e.targets || new_pool_for(*e.targets, e.spec, spec)) renew_targets(e, spec);
+  e.spec = spec;
+  e.error = std::move(reason);
+  sync_checks(e);
   publish_guard();
 }
 
@@ -143,6 +182,8 @@ void engine::remove(std::int64_t id) {
   auto it = forwards_.find(id);
   if (it == forwards_.end()) return;
   if (it->second.live) it->second.live->stop();
+  it->second.live.reset();
+  sync_checks(it->second);
   forwards_.erase(it);
   publish_guard();
 }
@@ -194,7 +235,8 @@ std::string_view to_string(forward_state s) {
 }
 
 forward_status engine::status_of(const entry& e) {
-  forward_status s{forward_state::active, "", e.stats->read()};
+  forward_status s{forward_state::active, "", e.stats->read(), {}};
+  if (e.targets) s.targets = e.targets->snapshot();
   if (!e.spec.enabled && e.error.empty()) {
     s.state = forward_state::disabled;  // a disabled forward is in error only when fail() said why (an invalid row)
   } else if (!e.live) {
@@ -207,7 +249,7 @@ forward_status engine::status_of(const entry& e) {
 forward_status engine::status(std::int64_t id) const {
   std::lock_guard lock(mutex_);
   auto it = forwards_.find(id);
-  if (it == forwards_.end()) return {forward_state::error, "not loaded", {}};
+  if (it == forwards_.end()) return {forward_state::error, "not loaded", {}, {}};
   return status_of(it->second);
 }
 
@@ -247,6 +289,7 @@ void engine::shutdown() {
   for (auto& [id, e] : forwards_) {
     if (e.live) e.live->stop();
     e.live.reset();
+    sync_checks(e);
   }
   pool_.stop();
 }

@@ -4,6 +4,7 @@
 #include "relay/engine_options.hpp"
 #include "relay/forward_spec.hpp"
 #include "relay/forward_stats.hpp"
+#include "relay/health_checker.hpp"
 #include "relay/result.hpp"
 #include "relay/running_forward.hpp"
 #include "relay/target_guard.hpp"
@@ -56,9 +57,9 @@ class engine {
   // The daemon's own API (TCP, `port` on each of `addresses`): no connection through a forward may
   // reach it. Set once the API is bound, before the stored forwards come back.
   void set_api_endpoints(const std::vector<std::string>& addresses, std::uint16_t port);
-  // Why `next` must not be applied: its IP-literal target leads back into this daemon, to the API,
-  // to its own listener, or round a cycle of the enabled forwards as they would be with `next`
-  // (see target_guard). Host-name targets are checked before each connect instead. A disabled
+  // Why `next` must not be applied: one of its IP-literal targets leads back into this daemon, to
+  // the API, to its own listener, or round a cycle of the enabled forwards as they would be with
+  // `next` (see target_guard). Host-name targets are checked before each connect instead. A disabled
   // forward leads nowhere: it is checked when it is enabled.
   std::optional<refusal> check_target(const forward_spec& next) const;
 
@@ -105,11 +106,20 @@ class engine {
     std::shared_ptr<forward_stats> stats = std::make_shared<forward_stats>();
     std::shared_ptr<running_forward> live;
     std::string error;
+    // spec's targets with their health and counters: what live connections pick from and status
+    // shows. Replaced (sharing kept targets' state) on each start and each change of the pool's fields.
+    std::shared_ptr<target_pool> targets;
+    std::shared_ptr<health_checker> checker;  // on the home worker, for `targets`, while live with a health_check
+    const target_pool* checker_pool = nullptr;  // the pool `checker` checks
   };
 
   result<bound_socket> bind_on(std::size_t home, const forward_spec& spec);
   void close_on(std::size_t home, const bound_socket& socket);
   std::shared_ptr<running_forward> make_forward(const entry& e, const forward_spec& spec);
+  // A new pool for `spec` in e.targets, taking over the kept targets' state from the one before.
+  static void renew_targets(entry& e, const forward_spec& spec);
+  // Starts or stops e's active health checks to match: running on e.targets while e is live.
+  void sync_checks(entry& e);
   // Binds e's own address again after prepare() released it for an overlapping one that failed.
   void take_back_listener(entry& e);
   static forward_status status_of(const entry& e);

@@ -3,6 +3,9 @@
 
 #include "relay/forward_spec.hpp"
 #include "relay/listen_socket.hpp"
+#include "relay/target_pool.hpp"
+
+#include <memory>
 
 namespace relay {
 
@@ -17,8 +20,10 @@ class running_forward {
   // Takes no new clients (a TCP listener closes, so connections are refused) while live connections
   // and sessions carry on: the first half of a graceful stop.
   virtual void drain() = 0;
-  // Target and settings for what comes next; live connections keep their target.
-  virtual void configure(const forward_spec& spec) = 0;
+  // Targets and settings for what comes next; live connections and sessions keep their target (and
+  // count on in its state, which `pool` shares when it keeps the target). `pool` is spec's, built by
+  // the engine; the same pool again when only other settings changed.
+  virtual void configure(const forward_spec& spec, std::shared_ptr<target_pool> pool) = 0;
   // Listener and all live traffic closed before this returns.
   virtual void stop() = 0;
 };

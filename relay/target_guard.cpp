@@ -84,10 +84,12 @@ local_test fresh_local_test() {
 std::optional<guard_node> node_of(const forward_spec& spec) {
   const auto listen = scoped_address(spec.listen_host);
   if (!listen || spec.listen_port == 0) return std::nullopt;
-  guard_node n{spec.id, {spec.protocol, listen.value(), spec.listen_port, true}, std::nullopt, spec.targets.front().port};
-  std::error_code ec;  // parsed as the sessions parse it, so a zone means the interface they connect on
-  const auto target = asio::ip::make_address(spec.targets.front().host, ec);
-  if (!ec) n.target = target;
+  guard_node n{spec.id, {spec.protocol, listen.value(), spec.listen_port, true}, {}};
+  for (const auto& t : spec.targets) {
+    std::error_code ec;  // parsed as the sessions parse it, so a zone means the interface they connect on
+    const auto target = asio::ip::make_address(t.host, ec);
+    if (!ec) n.targets.push_back({target, t.port});
+  }
   return n;
 }
 
@@ -121,10 +123,14 @@ std::optional<refusal> target_guard::check(std::int64_t id, relay::protocol prot
 }
 
 std::optional<refusal> target_guard::check(const forward_spec& next) const {
-  std::error_code ec;
-  const auto to = asio::ip::make_address(next.targets.front().host, ec);
-  if (ec) return std::nullopt;  // a host name: checked when a connection resolves it
-  return check(next.id, next.protocol, to, next.targets.front().port, fresh_local_test());
+  const auto is_local = fresh_local_test();
+  for (const auto& t : next.targets) {
+    std::error_code ec;
+    const auto to = asio::ip::make_address(t.host, ec);
+    if (ec) continue;  // a host name: checked when a connection resolves it
+    if (auto r = check(next.id, next.protocol, to, t.port, is_local)) return r;
+  }
+  return std::nullopt;
 }
 
 // Depth first along IP-literal targets; `path` holds the forwards passed so far, `seen` every one
@@ -148,10 +154,12 @@ std::optional<refusal> target_guard::walk(std::int64_t origin, relay::protocol p
                                                via + ": each connection would go round again"};
     }
     const auto index = static_cast<std::size_t>(it - nodes_.begin());
-    if (seen[index] || !n.target) continue;
+    if (seen[index]) continue;
     seen[index] = true;
     path.push_back(index);
-    if (auto r = walk(origin, protocol, *n.target, n.target_port, is_local, path, seen)) return r;
+    for (const auto& hop : n.targets) {
+      if (auto r = walk(origin, protocol, hop.address, hop.port, is_local, path, seen)) return r;
+    }
     path.pop_back();
   }
   return std::nullopt;

@@ -56,12 +56,18 @@ struct refusal {
   std::string message;
 };
 
-// A listening forward and where its connections go.
+// One place a forward's connections may go.
+struct guard_hop {
+  asio::ip::address address;
+  std::uint16_t port = 0;
+};
+
+// A listening forward and where its connections go: each IP-literal target of its pool (a host
+// name is known only once resolved, and is left out).
 struct guard_node {
   std::int64_t id = 0;  // 0: a forward being created
   listen_point listen;
-  std::optional<asio::ip::address> target;  // nothing for a host name: known only once resolved
-  std::uint16_t target_port = 0;
+  std::vector<guard_hop> targets;
 };
 // The node of an enabled forward; nothing when its listen address is not set yet (port 0) or not a literal.
 std::optional<guard_node> node_of(const forward_spec& spec);
@@ -72,15 +78,16 @@ class target_guard {
   target_guard(std::vector<listen_point> api, std::vector<guard_node> forwards);
 
   // Why forward `id` must not connect to `to`:`port` over `protocol`: it reaches the API (TCP), or
-  // the forward's own listener, or a forward whose IP-literal targets lead, hop by hop, back to it.
+  // the forward's own listener, or a forward one of whose IP-literal targets leads, hop by hop, back to it.
   // A hop whose target is a host name ends the walk: where it leads is known only when that
   // forward resolves it (and checks it then). So a cycle is seen when at most one of its forwards
   // has a host-name target: with none, when it is closed by a change; with one, when that forward
   // connects. A cycle through two host-name targets is not seen.
   std::optional<refusal> check(std::int64_t id, relay::protocol protocol, const asio::ip::address& to,
                                std::uint16_t port, const local_test& is_local) const;
-  // A change of `next` (whose node, when enabled, is among this guard's forwards): its target,
-  // when an IP literal, checked as above with the interface addresses of now.
+  // A change of `next` (whose node, when enabled, is among this guard's forwards): each of its
+  // targets that is an IP literal, checked as above with the interface addresses of now; the first
+  // refusal, which names that target.
   std::optional<refusal> check(const forward_spec& next) const;
   // Whether anything here listens on `port`: when not, no target on it can lead back (the cheap test).
   bool listens_on(std::uint16_t port) const;

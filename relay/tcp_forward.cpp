@@ -9,11 +9,14 @@
 namespace relay {
 
 namespace {
-tcp_route route_of(const forward_spec& spec) { return std::make_shared<const forward_spec>(spec); }
+tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>& pool) {
+  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool});
+}
 }  // namespace
 
 tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
-                         std::shared_ptr<forward_stats> stats, const engine_options& options)
+                         std::shared_ptr<forward_stats> stats, const engine_options& options,
+                         const std::shared_ptr<target_pool>& targets)
     : pool_(pool),
       home_(home),
       options_(options),
@@ -21,7 +24,7 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       routes_(pool.size()),
       acceptors_(pool.size()),
       connections_(pool.size()) {
-  for (auto& r : routes_) r = route_of(spec);  // one each: a worker's sessions share only its own
+  for (auto& r : routes_) r = route_of(spec, targets);  // one each: a worker's sessions share only its own
 }
 
 void tcp_forward::listen(bound_socket socket) {
@@ -49,7 +52,7 @@ void tcp_forward::listen(bound_socket socket) {
       asio::co_spawn(pool_.context(k),
                      accept_loop(a, k, [self](asio::ip::tcp::socket s, std::size_t worker) {
                        self->on_accept(std::move(s), worker);
-                     }, "forward " + std::to_string(routes_[k]->id)),
+                     }, "forward " + std::to_string(routes_[k]->spec.id)),
                      log_coroutine_exception);
     });
   }
@@ -65,8 +68,8 @@ void tcp_forward::close_listener() {
   }
 }
 
-void tcp_forward::configure(const forward_spec& spec) {
-  for (std::size_t k = 0; k < pool_.size(); ++k) pool_.run_on(k, [&] { routes_[k] = route_of(spec); });
+void tcp_forward::configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) {
+  for (std::size_t k = 0; k < pool_.size(); ++k) pool_.run_on(k, [&] { routes_[k] = route_of(spec, targets); });
 }
 
 void tcp_forward::stop() {

@@ -1,4 +1,4 @@
-// tcp_forward: a running TCP forward: its listener, its current target and its live connections.
+// tcp_forward: a running TCP forward: its listener, its current targets and its live connections.
 #pragma once
 
 #include "relay/connection_set.hpp"
@@ -20,7 +20,7 @@ namespace relay {
 class tcp_forward final : public running_forward, public std::enable_shared_from_this<tcp_forward> {
  public:
   tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats,
-              const engine_options& options);
+              const engine_options& options, const std::shared_ptr<target_pool>& targets);
 
   // Starts accepting on the acceptor; live connections carry on through a listener change.
   void listen(bound_socket socket) override;
@@ -28,8 +28,8 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   void close_listener() override;
   // The listener closes; live connections carry on.
   void drain() override { close_listener(); }
-  // New connections go to the new target; live ones keep theirs.
-  void configure(const forward_spec& spec) override;
+  // New connections pick from the new pool; live ones keep their target.
+  void configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) override;
   // Listener and every live connection closed before this returns.
   void stop() override;
 

@@ -1,6 +1,7 @@
-// tcp_session: connect, then a readiness-driven relay: splice through a pooled pipe, or copy through
-// the worker's buffer; half-close, backpressure, a connect timeout, a half-closed idle timeout, and
-// resets passed on from one side to the other (also when seen on a socket it has stopped reading).
+// tcp_session: connect (to a target of the pool, else the next), then a readiness-driven relay:
+// splice through a pooled pipe, or copy through the worker's buffer; half-close, backpressure, a
+// connect timeout, a half-closed idle timeout, and resets passed on from one side to the other
+// (also when seen on a socket it has stopped reading).
 // The session's phases and each direction's states, with their transitions: the class comment in
 // tcp_session.hpp.
 #include "relay/tcp_session.hpp"
@@ -75,29 +76,52 @@ void tcp_session::start(connection_set::registration listed) {
   listed_ = std::move(listed);
   bump(stats_.connections_total);
   bump(stats_.connections_active);
+  next_target();
+}
+
+// Each target is tried once per connection, in the pool's order for this client; what makes one
+// fail (refused, unreachable, timed out, not resolved) counts against its health. A target with an
+// address that leads back into the daemon is passed over at that address without that: it is this
+// daemon's configuration that is wrong, not the target (loops_refused counts it).
+void tcp_session::next_target() {
   std::error_code ec;
-  const auto address = asio::ip::make_address(route_->targets.front().host, ec);
+  auto& pool = *route_->pool;
+  // Only source_hash reads the client's address: the others save the system call.
+  const auto client = pool.policy() == balance_policy::source_hash ? client_.remote_endpoint(ec).address()
+                                                                    : asio::ip::address();
+  const auto i = pool.pick(client, tried_);
+  if (!i) return refuse();
+  target_ = static_cast<std::uint8_t>(*i);
+  tried_ |= tried_set{1} << *i;
+  const auto& t = target();
+  const auto address = asio::ip::make_address(t.host, ec);
   if (!ec) {  // an IP literal needs no resolver (and no trip to its thread)
-    endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>(
-        1, asio::ip::tcp::endpoint(address, route_->targets.front().port));
+    endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>(1, asio::ip::tcp::endpoint(address, t.port));
     try_connect(0);
   } else {
     resolve();
   }
 }
 
+void tcp_session::target_failed(const std::string& reason) {
+  bump(stats_.connect_errors);
+  route_->pool->attempt_failed(target_, reason);
+  next_target();
+}
+
 void tcp_session::resolve() {
-  resolver_ = std::make_unique<asio::ip::tcp::resolver>(client_.get_executor());
+  if (!resolver_) resolver_ = std::make_unique<asio::ip::tcp::resolver>(client_.get_executor());
   arm_connect_timeout();
   resolver_->async_resolve(
-      route_->targets.front().host, std::to_string(route_->targets.front().port), asio::ip::tcp::resolver::numeric_service,
+      target().host, std::to_string(target().port), asio::ip::tcp::resolver::numeric_service,
       [self = shared_from_this()](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
         if (self->phase_ == phase::done) return;
-        if (ec || self->timed_out_) {
-          spdlog::debug("forward {}: {}: resolve {}: {}", self->route_->id, self->peer(),
-                        self->route_->targets.front().host, self->timed_out_ ? "timed out" : ec.message());
-          bump(self->stats_.connect_errors);
-          return self->refuse();
+        if (ec || self->timed_out_ || results.empty()) {
+          const auto why = self->timed_out_ ? std::string("timed out") : ec ? ec.message() : "no address";
+          spdlog::debug("forward {}: {}: resolve {}: {}", self->route_->spec.id, self->peer(), self->target().host,
+                        why);
+          self->timed_out_ = false;
+          return self->target_failed("resolve " + self->target().host + ": " + why);
         }
         self->endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>();
         for (const auto& entry : results) self->endpoints_->push_back(entry.endpoint());
@@ -108,11 +132,10 @@ void tcp_session::resolve() {
 void tcp_session::try_connect(std::size_t index) {
   if (phase_ == phase::done) return;
   if (index >= endpoints_->size()) {
-    bump(stats_.connect_errors);
-    return refuse();
+    return target_failed("connect " + target_endpoint(target()) + ": " + failure_.message());
   }
   const auto endpoint = (*endpoints_)[index];
-  if (leads_back(route_->id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) return refuse();
+  if (leads_back(route_->spec.id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) return next_target();
   std::error_code ec;
   upstream_.close(ec);
   // A non-blocking socket from the start, connected by hand: fewer system calls than asio's
@@ -125,7 +148,7 @@ void tcp_session::try_connect(std::size_t index) {
       thread_local clock::time_point last_warning{};
       if (clock::now() - last_warning >= std::chrono::seconds(1)) {
         last_warning = clock::now();
-        spdlog::warn("forward {}: cannot open a connection to the target: {}", route_->id, error.message());
+        spdlog::warn("forward {}: cannot open a connection to the target: {}", route_->spec.id, error.message());
       }
     }
     on_connect(index, error);
@@ -162,12 +185,13 @@ void tcp_session::on_connect(std::size_t index, std::error_code ec) {
     connected(ec);
     return;
   }
+  failure_ = timed_out_ ? std::make_error_code(std::errc::timed_out) : ec;
   if (spdlog::should_log(spdlog::level::debug)) {
     const auto& e = (*endpoints_)[index];
-    spdlog::debug("forward {}: {}: connect {} ({}): {}", route_->id, peer(),
-                  format_endpoint(route_->targets.front().host, route_->targets.front().port), e.address().to_string(),
-                  timed_out_ ? "timed out" : ec.message());
+    spdlog::debug("forward {}: {}: connect {} ({}): {}", route_->spec.id, peer(), target_endpoint(target()),
+                  e.address().to_string(), failure_.message());
   }
+  timed_out_ = false;
   try_connect(index + 1);
 }
 
@@ -194,10 +218,16 @@ void tcp_session::connected(const std::error_code& reset) {
   phase_ = phase::relaying;
   endpoints_.reset();
   resolver_.reset();
+  auto& pool = *route_->pool;
+  pool.attempt_succeeded(target_);
+  pool.opened(target_);
+  counted_ = true;
+  up_.target_counter = &pool.state(target_).bytes_up;
+  down_.target_counter = &pool.state(target_).bytes_down;
   std::error_code ignored;
   client_.non_blocking(true, ignored);  // its other options come from the listener
   if (spdlog::should_log(spdlog::level::debug)) {
-    spdlog::debug("forward {}: {} -> {} connected", route_->id, peer(), describe(upstream_));
+    spdlog::debug("forward {}: {} -> {} connected", route_->spec.id, peer(), describe(upstream_));
   }
   if (reset) {
     broken(upstream_, reset);
@@ -378,6 +408,7 @@ void tcp_session::finish(direction& d) {
 void tcp_session::moved(direction& d, std::size_t n) {
   if (n == 0) return;
   bump(*d.counter, n);
+  bump(*d.target_counter, n);  // set once connected, before any byte moves
   if (phase_ == phase::half_closed) {
     deadline_ = clock::now() + options_.half_close_timeout;
   } else if (phase_ == phase::resetting) {
@@ -401,7 +432,7 @@ void tcp_session::arm_idle_timer() {
       self->deadline_ = clock::now() + self->options_.half_close_timeout;
       return self->arm_idle_timer();
     }
-    spdlog::debug("forward {}: {}: half-closed and idle, closing", self->route_->id, self->peer());
+    spdlog::debug("forward {}: {}: half-closed and idle, closing", self->route_->spec.id, self->peer());
     self->stop();
   });
 }
@@ -413,8 +444,7 @@ void tcp_session::arm_idle_timer() {
 void tcp_session::broken(asio::ip::tcp::socket& s, const std::error_code& ec) {
   if (phase_ == phase::done) return;
   if (!is_ordinary_disconnect(ec) && ec != asio::error::operation_aborted) {
-    spdlog::warn("forward {}: {} -> {}: {}", route_->id, peer(),
-                 format_endpoint(route_->targets.front().host, route_->targets.front().port), ec.message());
+    spdlog::warn("forward {}: {} -> {}: {}", route_->spec.id, peer(), target_endpoint(target()), ec.message());
   }
   if (phase_ == phase::resetting) {
     if (&s != failed_) stop();  // both sides failed: nobody left to deliver to
@@ -468,7 +498,8 @@ void tcp_session::stop() {
   phase_ = phase::done;
   if (listed_) {
     lower(stats_.connections_active);  // before the sockets close, so no client sees it still counted
-    spdlog::debug("forward {}: connection closed", route_->id);
+    if (counted_) route_->pool->closed(target_);
+    spdlog::debug("forward {}: connection closed", route_->spec.id);
   }
   if (resolver_) resolver_->cancel();
   timer_.cancel();

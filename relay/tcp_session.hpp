@@ -1,5 +1,6 @@
-// tcp_session: one client connection: connect to the target, then move bytes both ways until both
-// directions are done, with splice(2) through a pooled pipe or a copy through the worker's buffer.
+// tcp_session: one client connection: connect to a target of the forward's pool (the next one when
+// it cannot), then move bytes both ways until both directions are done, with splice(2) through a
+// pooled pipe or a copy through the worker's buffer.
 #pragma once
 
 #include "relay/connection_set.hpp"
@@ -7,6 +8,7 @@
 #include "relay/forward_spec.hpp"
 #include "relay/forward_stats.hpp"
 #include "relay/splice_pipe.hpp"
+#include "relay/target_pool.hpp"
 
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
@@ -24,11 +26,16 @@ namespace relay {
 // long, the reset goes at once and what it had not taken is lost.
 inline constexpr std::chrono::milliseconds reset_delivery_stall{2'000};
 
-// Where a new connection goes and how: the forward's spec as it was when the connection was
-// accepted, so a PATCH only affects later ones. One copy per worker, shared by that worker's
+// Where a new connection goes and how: the forward's spec and pool as they were when the connection
+// was accepted, so a PATCH only affects later ones. One copy per worker, shared by that worker's
 // sessions (no string copy per connection, and a reference count no other core touches); a new
-// option is read from it where it is used.
-using tcp_route = std::shared_ptr<const forward_spec>;
+// option is read from it where it is used. The pool is one for all workers (its picks and counters
+// are thread-safe).
+struct tcp_route_info {
+  forward_spec spec;
+  std::shared_ptr<target_pool> pool;  // spec's targets
+};
+using tcp_route = std::shared_ptr<const tcp_route_info>;
 
 // A callback state machine rather than coroutines, so an idle connection costs its two sockets, two
 // pending readiness waits and this object: no buffer, no coroutine frame. Bytes move only between
@@ -40,7 +47,9 @@ using tcp_route = std::shared_ptr<const forward_spec>;
 //
 // The session's phase:
 //   connecting --connected--> relaying --one direction finished--> half_closed --the other--> done
-//   connecting --no address connects, resolve fails--> done (the client is reset)
+//   connecting --no address of the target connects, resolve fails, or an address leads back into the
+//               daemon--> connecting (the pool's next target)
+//   connecting --the pool has no target left to try--> done (the client is reset)
 //   relaying | half_closed --a socket's error--> resetting --delivered, or stalled--> done (reset)
 //   any --stop()--> done
 // In `resetting`, the direction that reads the failed socket takes what it still holds to the other
@@ -85,6 +94,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     asio::ip::tcp::socket* from;
     asio::ip::tcp::socket* to;
     std::atomic<std::uint64_t>* counter;
+    std::atomic<std::uint64_t>* target_counter = nullptr;  // the connected target's, in its target_state
     splice_pipe pipe;  // splice path: leased from the worker's pool until the direction waits to read or finishes
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
@@ -96,6 +106,11 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     bool finished() const { return state == flow::finished; }
   };
 
+  // Picks the next target not tried yet and connects to it; resets the client when none is left.
+  void next_target();
+  // Every address of the current target failed (or it did not resolve): counted against it, then
+  // the next target.
+  void target_failed(const std::string& reason);
   void resolve();
   void try_connect(std::size_t index);
   void on_connect(std::size_t index, std::error_code ec);
@@ -121,6 +136,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void arm_idle_timer();
   void moved(direction& d, std::size_t n);
   std::string peer() const;
+  const target_spec& target() const { return route_->spec.targets[target_]; }
 
   asio::ip::tcp::socket client_;
   asio::ip::tcp::socket upstream_;
@@ -134,6 +150,10 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   unsigned attempt_ = 0;  // which connect attempt a timeout belongs to
   int unacknowledged_ = 0;  // resetting: the other side's send queue when last looked at
   std::uint8_t polls_ = 0;  // resetting: how often it was looked at (the interval doubles)
+  std::uint8_t target_ = 0;  // the pool's target being tried, then the connected one
+  bool counted_ = false;     // the pool counts this connection on target_ (opened; closed() when done)
+  tried_set tried_ = 0;      // connecting: the targets tried so far
+  std::error_code failure_;  // connecting: why the last address of target_ failed
   phase phase_ = phase::connecting;
   bool timed_out_ = false;
   bool timer_armed_ = false;

@@ -7,6 +7,7 @@
 #include "relay/udp_batch.hpp"
 
 #include <asio/co_spawn.hpp>
+#include <asio/post.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
@@ -42,6 +43,10 @@ struct udp_forward::session {
   std::vector<std::string> pending;  // what arrived while the target's name resolved
   std::vector<asio::ip::udp::endpoint> targets;  // the target's addresses, in the resolver's order
   std::size_t at = 0;                            // the one `upstream` is connected to
+  std::shared_ptr<target_pool> pool;  // what it picked from (a PATCH may give the forward a new one)
+  std::size_t target = 0;             // pool's index of its target
+  target_state* state = nullptr;      // its target's, once connected: counted there while open
+  bool answered = false;              // the target has replied (its success is counted once)
 };
 
 std::size_t flow_hash::operator()(const flow& f) const noexcept {
@@ -49,11 +54,13 @@ std::size_t flow_hash::operator()(const flow& f) const noexcept {
 }
 
 udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
-                         std::shared_ptr<forward_stats> stats, std::chrono::milliseconds drain_idle)
+                         std::shared_ptr<forward_stats> stats, std::chrono::milliseconds drain_idle,
+                         std::shared_ptr<target_pool> targets)
     : pool_(pool),
       home_(home),
       stats_(std::move(stats)),
       spec_(spec),
+      targets_(std::move(targets)),
       idle_(std::chrono::seconds(spec.udp_idle_timeout_s)),
       drain_idle_(drain_idle),
       sweep_timer_(pool.context(home)) {}
@@ -61,6 +68,9 @@ udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec
 udp_forward::~udp_forward() = default;
 
 void udp_forward::listen(bound_socket socket) {
+  // The first listen comes before any session could use the constructor's pool (and no other call
+  // writes targets_ meanwhile): its listener goes in now, when weak_from_this() works.
+  if (!watched_) watch(*targets_);
   pool_.run_on(home_, [&] {
     if (socket_) socket_->close();
     close_all_sessions();
@@ -98,13 +108,36 @@ void udp_forward::drain() {
   });
 }
 
-void udp_forward::configure(const forward_spec& spec) {
+void udp_forward::configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) {
+  if (watched_ != targets.get()) watch(*targets);
   pool_.run_on(home_, [&] {
     spec_ = spec;
+    targets_ = std::move(targets);
     idle_ = std::chrono::seconds(spec.udp_idle_timeout_s);
     enforce_cap();
     sweep_timer_.cancel();  // the sweep re-arms for the new idle timeout
   });
+}
+
+void udp_forward::watch(target_pool& targets) {
+  watched_ = &targets;
+  // The pool owns this listener, so `targets` outlives it; a target's state is compared by address,
+  // which every pool keeping that target shares (sessions on an older pool are found too).
+  targets.add_listener([weak = weak_from_this(), &targets](std::size_t i, target_health now) {
+    auto self = weak.lock();
+    if (now != target_health::down || !self) return;
+    const target_state* dead = &targets.state(i);
+    asio::post(self->pool_.context(self->home_), [self, dead] { self->close_sessions_on(dead); });
+  });
+}
+
+void udp_forward::close_sessions_on(const target_state* dead) {
+  std::vector<session*> doomed;
+  for (session* s : lru_) {
+    if (s->state == dead) doomed.push_back(s);
+  }
+  if (!doomed.empty()) spdlog::debug("forward {}: {} sessions closed: their target is down", spec_.id, doomed.size());
+  for (session* s : doomed) close_session(*s, false);
 }
 
 void udp_forward::stop() {
@@ -138,8 +171,9 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
         queued = 0;
         bump(stats_->datagrams_up, sent.datagrams);
         bump(stats_->bytes_up, sent.bytes);
+        bump(batch_for->state->bytes_up, sent.bytes);  // ready, so connected and counted on its target
         bump(stats_->datagrams_dropped, sent.dropped);
-        if (sent.unreachable) target_failed(*batch_for);
+        if (sent.unreachable) target_failed(*batch_for, sent.unreachable);
       };
       for (int i = 0; i < n; ++i) {
         flow from;
@@ -200,26 +234,40 @@ udp_forward::session* udp_forward::open_session(const flow& f) {
   return s->open ? s.get() : nullptr;
 }
 
-asio::awaitable<void> udp_forward::start_session(session_ptr s) {
-  const std::string host = spec_.targets.front().host;  // taken now: a later PATCH affects only later sessions
-  const std::uint16_t port = spec_.targets.front().port;
-  std::error_code ec;
-  const auto address = asio::ip::make_address(host, ec);
-  if (!ec) {
-    s->targets.emplace_back(address, port);
-  } else {
-    auto [rec, results] = co_await s->resolver.async_resolve(host, std::to_string(port),
-                                                             asio::ip::udp::resolver::numeric_service, use_tuple);
-    if (!s->open) co_return;
-    if (rec || results.empty()) {
-      spdlog::debug("forward {}: resolve {}: {}", spec_.id, host, rec ? rec.message() : "no address");
-      bump(stats_->connect_errors);
-      close_session(*s, false);
-      co_return;
+asio::awaitable<bool> udp_forward::pick_target(session_ptr s) {
+  s->pool = targets_;  // taken now: a later PATCH affects only later sessions
+  tried_set tried = 0;
+  while (const auto i = s->pool->pick(s->client.address(), tried)) {
+    tried |= tried_set{1} << *i;
+    s->target = *i;
+    const auto& t = s->pool->targets()[*i];
+    std::error_code ec;
+    const auto address = asio::ip::make_address(t.host, ec);
+    if (!ec) {
+      s->targets.emplace_back(address, t.port);
+      co_return true;
     }
-    for (const auto& entry : results) s->targets.push_back(entry.endpoint());
+    auto [rec, results] = co_await s->resolver.async_resolve(t.host, std::to_string(t.port),
+                                                             asio::ip::udp::resolver::numeric_service, use_tuple);
+    if (!s->open) co_return false;
+    if (!rec && !results.empty()) {
+      for (const auto& entry : results) s->targets.push_back(entry.endpoint());
+      co_return true;
+    }
+    const std::string why = rec ? rec.message() : "no address";
+    spdlog::debug("forward {}: resolve {}: {}", spec_.id, t.host, why);
+    bump(stats_->connect_errors);
+    s->pool->attempt_failed(*i, "resolve " + t.host + ": " + why);
   }
+  close_session(*s, false);
+  co_return false;
+}
+
+asio::awaitable<void> udp_forward::start_session(session_ptr s) {
+  if (!co_await pick_target(s)) co_return;
   if (!connect_to(*s, choose_address(s->targets, 0))) co_return;
+  s->state = &s->pool->state(s->target);
+  s->pool->opened(s->target);
   for (const auto& d : s->pending) send_upstream(*s, d.data(), d.size());
   s->pending.clear();
   co_await receive_from_target(s);
@@ -255,8 +303,15 @@ std::size_t udp_forward::choose_address(const std::vector<asio::ip::udp::endpoin
   return from;  // every address failed lately: the next in turn
 }
 
-void udp_forward::target_failed(session& s) {
+void udp_forward::target_failed(session& s, int error) {
   bump(stats_->target_unreachable);
+  // Before the move below, which may close the session. Down after `fall` of these, the target's
+  // listener closes its sessions (this one too) a moment later, on this worker. A session on a
+  // target that was down already (its passive trial, or every target down) hears of no change, so
+  // it goes now: its client's next datagram picks again (with one target, it would pick the same).
+  const bool was_down = s.pool->health(s.target) == target_health::down;
+  s.pool->attempt_failed(s.target, "unreachable: " + std::system_category().message(error));
+  if (was_down && s.pool->targets().size() > 1) return close_session(s, false);
   const auto now = clock::now();
   const auto& dead = s.targets[s.at];
   if (failed_.size() >= udp_max_failed_addresses) {
@@ -300,6 +355,7 @@ void udp_forward::send_upstream(session& s, const char* data, std::size_t n) {
   }
   bump(stats_->datagrams_up);
   bump(stats_->bytes_up, n);
+  bump(s.state->bytes_up, n);
 }
 
 asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
@@ -313,15 +369,20 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
       const int n = ::recvmmsg(s->upstream.native_handle(), b.in.data(), batch_space::slots, MSG_DONTWAIT, nullptr);
       if (n < 0) {
         if (would_block(errno)) break;
-        if (is_unreachable(errno)) target_failed(*s);  // this session's alone; it may move or close
+        if (is_unreachable(errno)) target_failed(*s, errno);  // this session's alone; it may move or close
         continue;
       }
       touch(*s);
+      if (!s->answered) {
+        s->answered = true;
+        s->pool->attempt_succeeded(s->target);
+      }
       // Replies leave through the listening socket, from the address the client sent to.
       for (int i = 0; i < n; ++i) b.queue(i, i, &s->client, &s->source);
       const auto sent = send_batch(socket_ ? socket_->native_handle() : -1, b, n, reply_gso_);
       bump(stats_->datagrams_down, sent.datagrams);
       bump(stats_->bytes_down, sent.bytes);
+      bump(s->state->bytes_down, sent.bytes);
       bump(stats_->datagrams_dropped, sent.dropped);
       if (n < batch_space::slots) break;
     }
@@ -356,6 +417,7 @@ void udp_forward::close_session(session& s, bool evicted) {
   s.pending.clear();
   sessions_.erase(it);
   lower(stats_->connections_active);
+  if (s.state) s.pool->closed(s.target);
   if (evicted) bump(stats_->sessions_evicted);
 }
 

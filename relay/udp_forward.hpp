@@ -4,6 +4,7 @@
 #include "relay/forward_spec.hpp"
 #include "relay/forward_stats.hpp"
 #include "relay/running_forward.hpp"
+#include "relay/target_pool.hpp"
 #include "relay/worker_pool.hpp"
 
 #include <asio/awaitable.hpp>
@@ -50,7 +51,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
  public:
   // `drain_idle`: during a drain, a session idle this long is done (engine_options::udp_drain_idle_timeout).
   udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats,
-              std::chrono::milliseconds drain_idle);
+              std::chrono::milliseconds drain_idle, std::shared_ptr<target_pool> targets);
   ~udp_forward() override;
 
   // A new listening socket ends the sessions of the old one: their replies would leave from an
@@ -60,8 +61,8 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // The socket stays open, since live sessions' replies leave through it; datagrams from clients
   // without a session are dropped and counted.
   void drain() override;
-  // New sessions go to the new target; idle timeout and cap apply to all sessions at once.
-  void configure(const forward_spec& spec) override;
+  // New sessions pick from the new pool; idle timeout and cap apply to all sessions at once.
+  void configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) override;
   void stop() override;
 
  private:
@@ -79,14 +80,24 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // Keeps a datagram for a session whose target is still resolving (a few at most; then dropped).
   void hold(session& s, const char* data, std::size_t n);
   session* open_session(const flow& f);
+  // Picks the session's target from targets_ (the next one when a name does not resolve) and
+  // resolves it into s.targets; false when no target is left (the session is closed).
+  asio::awaitable<bool> pick_target(session_ptr s);
   // Connects the session to address `index` of its target (a new socket, so ICMP errors meant for
   // the old address are gone with it). False when it is closed instead: the address leads back into
   // the daemon, or no socket could be opened (each counted).
   bool connect_to(session& s, std::size_t index);
   bool connect_upstream(session& s, const asio::ip::udp::endpoint& target);
-  // An ICMP error on the session's socket: counted in target_unreachable, the address remembered as
-  // failed for udp_fail_timeout, and the session moved to the next address of its target, if any.
-  void target_failed(session& s);
+  // An ICMP error (`error`, an errno) on the session's socket: counted in target_unreachable and
+  // against the target's health, the address remembered as failed for udp_fail_timeout, and the
+  // session moved to the next address of its target, if any (or closed, when the target was down
+  // already and the pool has others).
+  void target_failed(session& s, int error);
+  // Registers, before `targets` is shared with the home worker, the listener that closes the
+  // sessions on a target that goes down (on the home worker), so that their clients' next datagrams
+  // open sessions on a target that is up.
+  void watch(target_pool& targets);
+  void close_sessions_on(const target_state* dead);
   // The address a session should use among `targets`, trying from `from` on (wrapping around): the
   // first that has not failed within udp_fail_timeout, else `from` itself.
   std::size_t choose_address(const std::vector<asio::ip::udp::endpoint>& targets, std::size_t from);
@@ -101,6 +112,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   std::shared_ptr<forward_stats> stats_;
   // Home worker only, from here on.
   forward_spec spec_;  // as last configured: what new sessions use, and the cap
+  std::shared_ptr<target_pool> targets_;  // spec_'s pool: where new sessions go
   std::chrono::milliseconds idle_;  // spec_'s idle timeout, shortened while draining
   const std::chrono::milliseconds drain_idle_;
   udp_socket_ptr socket_;
@@ -114,6 +126,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   bool sweeping_ = false;
   bool stopped_ = false;
   bool draining_ = false;
+  const target_pool* watched_ = nullptr;  // control plane: the pool the last listener went to
 };
 
 }  // namespace relay

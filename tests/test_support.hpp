@@ -255,11 +255,13 @@ struct temp_dir {
   ~temp_dir() { std::filesystem::remove_all(path); }
 };
 
-// A target server on 127.0.0.1: each connection runs `handler` on its own thread.
+// A target server on 127.0.0.1 (on `port`, or one the kernel picks): each connection runs `handler`
+// on its own thread.
 class target_server {
  public:
   using handler = std::function<void(int fd)>;
-  explicit target_server(handler h, const std::string& host = "127.0.0.1") : handler_(std::move(h)) {
+  explicit target_server(handler h, const std::string& host = "127.0.0.1", std::uint16_t port = 0)
+      : handler_(std::move(h)), port_(port) {
     listener_ = listen_on(port_, host, SOMAXCONN);  // a burst of connects must not be dropped
     thread_ = std::thread([this] { run(); });
   }

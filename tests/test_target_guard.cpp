@@ -166,3 +166,45 @@ TEST_CASE("a change is checked with its IP-literal target only, against the guar
   next.listen_port = 0;  // not bound yet: no node
   CHECK_FALSE(relay::node_of(next));
 }
+
+TEST_CASE("every IP-literal target of a pool is checked and a refusal names the one at fault", "[engine]") {
+  relay::forward_spec next;
+  next.id = 7;
+  next.listen_host = "127.0.0.1";
+  next.listen_port = 6000;
+  next.targets = {{"192.0.2.1", 80, 1, false}, {"localhost", 6000, 1, false}, {"127.0.0.1", 7410, 1, true}};
+  const auto n = relay::node_of(next);
+  REQUIRE(n);
+  REQUIRE(n->targets.size() == 2);  // the host name is checked when a connection resolves it
+  CHECK(n->targets[1].port == 7410);
+  auto api = relay::target_guard({point("127.0.0.1", 7410)}, {*n}).check(next);
+  REQUIRE(api);  // the backup too: it serves when the others are down
+  CHECK(api->kind == relay::refusal::kind::api);
+  CHECK(api->message.rfind("target 127.0.0.1:7410 ", 0) == 0);
+  next.targets.push_back({"127.0.0.1", 6000, 1, false});
+  auto own = relay::target_guard({}, {*relay::node_of(next)}).check(next);
+  REQUIRE(own);
+  CHECK(own->kind == relay::refusal::kind::own_listener);
+  CHECK(own->message.rfind("target 127.0.0.1:6000 ", 0) == 0);
+}
+
+TEST_CASE("a cycle through any target of another forward's pool is refused", "[engine]") {
+  relay::forward_spec a;  // 1 -> 192.0.2.1:80 or 2
+  a.id = 1;
+  a.listen_host = "127.0.0.1";
+  a.listen_port = 5101;
+  a.targets = {{"192.0.2.1", 80, 1, false}, {"127.0.0.1", 5102, 1, false}};
+  relay::forward_spec b;  // 2 -> 192.0.2.2:80 or 1
+  b.id = 2;
+  b.listen_host = "127.0.0.1";
+  b.listen_port = 5102;
+  b.targets = {{"192.0.2.2", 80, 1, false}, {"127.0.0.1", 5101, 1, false}};
+  relay::target_guard guard({}, {*relay::node_of(a), *relay::node_of(b)});
+  auto cycle = guard.check(b);
+  REQUIRE(cycle);
+  CHECK(cycle->kind == relay::refusal::kind::cycle);
+  CHECK(cycle->message.rfind("target 127.0.0.1:5101 leads back", 0) == 0);
+  CHECK(cycle->message.find("through forward 1 (127.0.0.1:5101)") != std::string::npos);
+  b.targets.pop_back();  // 2 -> out only: 1 -> 2 -> out is a chain
+  CHECK_FALSE(relay::target_guard({}, {*relay::node_of(a), *relay::node_of(b)}).check(a));
+}
