@@ -61,7 +61,7 @@ std::shared_ptr<running_forward> engine::make_forward(const entry& e, const forw
 }
 
 void engine::renew_targets(entry& e, const forward_spec& spec) {
-  auto label = "forward " + std::to_string(spec.id) + " (" + spec.name + ")";
+  auto label = "forward " + std::to_string(spec.id) + (spec.name.empty() ? "" : " (" + spec.name + ")");
   e.targets = std::make_shared<target_pool>(spec, std::move(label), e.targets.get());
 }
 

@@ -398,3 +398,47 @@ TEST_CASE("a PATCH of the pool keeps live connections on kept and removed target
   CHECK(t[0].connections_active == 0);  // the old pool's connection closed in the shared state
   CHECK(t[1].connections_active == 0);
 }
+
+TEST_CASE("the engine runs a pool's health check - a killed target is down within fall intervals and a second then up again and a disabled forward checks nothing", "[tcp]") {
+  using relay::target_health;
+  named_backend a("A");
+  std::atomic<int> checks_on_b{0};
+  const auto counting = [&](int s) {
+    checks_on_b++;
+    send_all(s, "B");
+    target_server::echo(s);
+  };
+  auto b = std::make_unique<target_server>(counting);
+  const auto b_port = b->port();
+  relay::engine engine(fast_options());
+  auto spec = pool_spec({at(a.port()), at(b_port)}, balance_policy::round_robin);
+  spec.health_check = relay::health_check_spec{.interval_s = 1, .timeout_s = 1, .rise = 2, .fall = 2, .port = std::nullopt};
+  spec = start(engine, spec);
+  const auto health = [&](std::size_t i) { return engine.status(1).targets.at(i).health; };
+  REQUIRE(eventually([&] { return health(0) == target_health::up && health(1) == target_health::up; }));
+  std::string names;
+  for (int i = 0; i < 4; ++i) names += who(spec.listen_port);
+  CHECK(names == "ABAB");
+
+  // Killed: the checks find it, with no connection needed to tell.
+  b.reset();
+  const auto killed = std::chrono::steady_clock::now();
+  REQUIRE(eventually([&] { return health(1) == target_health::down; }));
+  CHECK(std::chrono::steady_clock::now() - killed <= 2 * 1s + 1s);  // fall x interval + a second
+  const auto errors = engine.status(1).targets.at(1).connect_errors;
+  for (int i = 0; i < 4; ++i) CHECK(who(spec.listen_port) == "A");
+  CHECK(engine.status(1).targets.at(1).connect_errors == errors);  // down: not tried while A serves
+  CHECK(engine.status(1).targets.at(1).last_error.find("refused") != std::string::npos);
+
+  // Back on its port: up after `rise` checks, and served again.
+  b = std::make_unique<target_server>(counting, "127.0.0.1", b_port);
+  REQUIRE(eventually([&] { return health(1) == target_health::up; }));
+  CHECK(until_served_by(spec.listen_port, "B") == "B");
+
+  // Disabled: its checker stops, so B sees no new connection over three intervals (one check that
+  // was connecting as the forward stopped may still be counted: its accept can come after).
+  spec.enabled = false;
+  spec = start(engine, spec);
+  const int seen = checks_on_b;
+  CHECK_FALSE(eventually([&] { return checks_on_b > seen + 1; }, 3s));
+}
