@@ -88,18 +88,24 @@ api_error unknown_field(const std::string& key) {
 // what GET shows there; it sets the field back to its default), never in place of a value.
 std::optional<api_error> apply_fields(const json& body, relay::forward_spec& spec) {
   if (!body.is_object()) return api_error{400, "invalid_body", "the request body must be a JSON object"};
-  if (body.contains("targets") && (body.contains("target_host") || body.contains("target_port"))) {
-    return invalid("targets", "give either targets or the shorthand target_host and target_port, not both");
-  }
+  // With `targets`, the shorthand fields may only repeat what GET shows beside it (null for a pool,
+  // the one target's host and port otherwise), so that a GET edited and sent back is accepted.
+  const bool pool_given = body.contains("targets");
+  const auto echoed = [&](const relay::forward_field& f) { return pool_given && f.shorthand; };
   for (const auto& [key, value] : body.items()) {
     const auto* field = relay::find_field(key);
     if (!field) return unknown_field(key);
-    if (value.is_null()) continue;
+    if (value.is_null() || echoed(*field)) continue;
     if (auto bad = field->read(value, spec)) return invalid(key, std::move(*bad));
   }
   for (const auto& [key, value] : body.items()) {
     const auto* field = relay::find_field(key);
-    if (field->applies_to(spec.protocol)) {
+    if (echoed(*field)) {
+      if (!value.is_null() && value != field->write(spec)) {
+        return invalid("targets", "give either targets or the shorthand target_host and target_port, not both (" +
+                                      key + " differs from targets)");
+      }
+    } else if (field->applies_to(spec.protocol)) {
       if (value.is_null()) {
         if (auto bad = field->read(value, spec)) return invalid(key, std::move(*bad));
       }

@@ -1,6 +1,8 @@
 // forward_fields: the table of a forward's writable fields, and the stored document built from it.
 #include "relay/forward_fields.hpp"
 
+#include <asio/ip/address.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
@@ -60,12 +62,20 @@ problem one_target(forward_spec& spec, std::string_view field) {
          std::to_string(spec.targets.size()) + ": PATCH targets instead";
 }
 
-// Whether two target hosts name the same thing: IPv6 literals in any spelling ("::1", "0::0001"),
-// host names in any case (DNS ignores it). A zone stays as typed: interface names have case.
+// Whether two target hosts name the same thing: IP literals in any spelling ("::1" and "0::0001";
+// "::ffff:127.0.0.1" and "127.0.0.1", as the loop guard reads them), host names in any case and with
+// or without the root's trailing dot ("Example.com." and "example.com"). A zone stays as typed:
+// interface names have case, and an index and a name for one interface are not compared.
 bool same_host(std::string_view a, std::string_view b) {
   const auto key = [](std::string_view h) {
-    if (h.find(':') != std::string_view::npos) return canonical_address(h);
+    std::error_code ec;
+    const auto address = asio::ip::make_address(std::string(h), ec);
+    if (!ec && address.is_v6() && address.to_v6().is_v4_mapped()) {
+      return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
+    }
+    if (!ec || h.find(':') != std::string_view::npos) return canonical_address(h);
     std::string lower(h);
+    if (!lower.empty() && lower.back() == '.') lower.pop_back();
     std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
     return lower;
   };
@@ -135,6 +145,8 @@ problem read_health_check(const json& v, health_check_spec& out) {
     if (auto bad = read_integer(v["port"], "health_check.port", 1, 65535, n)) return bad;
     h.port = static_cast<std::uint16_t>(n);
   }
+  // Without a timeout_s of its own, a check shorter than the default timeout times out at its interval.
+  if (!v.contains("timeout_s")) h.timeout_s = std::min(h.timeout_s, h.interval_s);
   if (h.timeout_s > h.interval_s) return "health_check.timeout_s must be at most health_check.interval_s";
   out = h;
   return std::nullopt;

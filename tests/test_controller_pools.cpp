@@ -284,3 +284,38 @@ TEST_CASE("a store from before pools reads as one-target forwards with no migrat
   CHECK(now["targets"] == got["targets"]);
   CHECK_FALSE(now.contains("target_host"));
 }
+
+TEST_CASE("what GET shows can be sent back - the shorthand beside targets repeats it and is accepted", "[api]") {
+  daemon_state d;
+  const auto pool = created(d.ctl->create(pool_body("tcp", json::array({target("127.0.0.1", 9), target("127.0.0.2", 9)}))));
+  const auto one = created(d.ctl->create(shorthand_body(9)));
+  for (const auto& f : {pool, one}) {
+    INFO(f.dump());
+    auto body = d.ctl->get(id_of(f)).body;
+    for (const auto* ro : {"id", "state", "error", "created_at", "updated_at", "stats"}) body.erase(ro);
+    auto p = d.ctl->patch(id_of(f), body);
+    INFO(p.body.dump());
+    CHECK(p.status == 200);
+    body["listen_port"] = 0;  // a copy of it elsewhere
+    CHECK(d.ctl->create(body).status == 201);
+    // A shorthand that says something else than targets is still refused.
+    body["target_port"] = 10;
+    check_refused(d.ctl->create(body), "targets", "target_port differs from targets");
+  }
+}
+
+TEST_CASE("one target in other spellings is a repeat and a short check interval brings its timeout down", "[api]") {
+  daemon_state d;
+  const auto body = [](json targets) { return pool_body("tcp", std::move(targets)); };
+  check_refused(d.ctl->create(body(json::array({target("127.0.0.1", 9), target("::ffff:127.0.0.1", 9)}))), "targets",
+                "targets[1] repeats targets[0]");
+  check_refused(d.ctl->create(body(json::array({target("db.example", 9), target("db.example.", 9)}))), "targets",
+                "targets[1] repeats targets[0]");
+  CHECK(d.ctl->create(body(json::array({target("db.example", 9), target("db.example", 10)}))).status == 201);
+  // interval_s alone, under the default timeout_s of 2: the timeout is the interval.
+  auto check = body(json::array({target("127.0.0.1", 9)}));
+  check["health_check"] = json{{"interval_s", 1}};
+  const auto f = created(d.ctl->create(check));
+  CHECK(f["health_check"]["timeout_s"] == 1);
+  CHECK(f["health_check"]["interval_s"] == 1);
+}
