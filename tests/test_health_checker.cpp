@@ -280,6 +280,5 @@ TEST_CASE("cost of 1000 forwards of 4 targets checked every second", "[.cost]") 
   const double percent = 100.0 * cpu / wall;
   std::printf("health checks: 1000 forwards x 4 targets, interval 1 s: %.2f s CPU in %.1f s = %.1f %% of one core\n",
               cpu, wall, percent);
-  std::fflush(stdout);
-  CHECK(percent < 20.0);  // about 10 %, the price of the connects themselves (README, Health checks)
+  std::fflush(stdout);  // a figure for bench/health_check_cost.sh to quote, never a verdict: timings vary
 }
