@@ -176,6 +176,8 @@ void target_pool::attempt_failed(std::size_t i, const std::string& reason) {
 void target_pool::attempt_succeeded(std::size_t i) {
   auto& s = state(i);
   const auto h = s.health.load(std::memory_order_relaxed);
+  // Every connection ends here: an up target with no failures to forget takes no lock.
+  if (h == target_health::up && s.failures.load(std::memory_order_relaxed) == 0) return;
   bool went_up = false;
   {
     std::lock_guard lock(s.mutex);
@@ -233,6 +235,8 @@ std::vector<target_stats> target_pool::snapshot() const {
 }
 
 std::optional<std::size_t> target_pool::pick(const asio::ip::address& client, tried_set tried) {
+  // One target: whatever its health, it is the only one to try (and no lock is taken).
+  if (targets_.size() == 1) return is_tried(tried, 0) ? std::nullopt : std::optional<std::size_t>(0);
   for (const auto t : {tier::primary, tier::backup, tier::rest}) {
     while (auto i = pick_in(t, client, tried)) {
       if (claim(*i, t)) return i;

@@ -61,7 +61,9 @@ class target_state {
  private:
   friend class target_pool;
   std::mutex mutex;  // the health transition and what follows; rare next to the counters
-  std::uint32_t failures = 0;   // consecutive, from checks and connection attempts
+  // Consecutive, from checks and connection attempts; written under `mutex`, read without it by
+  // attempt_succeeded's fast path (an up target with no failures has nothing to change).
+  std::atomic<std::uint32_t> failures{0};
   std::uint32_t successes = 0;  // consecutive checks
   std::chrono::system_clock::time_point since = std::chrono::system_clock::now();
   std::string last_error;
