@@ -257,7 +257,9 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
              {"bytes_up", st.bytes_up},
              {"bytes_down", st.bytes_down},
              {"connect_errors", st.connect_errors},
-             {"loops_refused", st.loops_refused}};
+             {"loops_refused", st.loops_refused},
+             {"refused_acl", st.refused_acl},
+             {"refused_limit", st.refused_limit}};
   if (udp) {
     stats["datagrams_up"] = st.datagrams_up;
     stats["datagrams_down"] = st.datagrams_down;

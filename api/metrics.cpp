@@ -282,6 +282,14 @@ relay::result<std::string> render_metrics(const relay::engine& engine, const htt
               "Connections (TCP) or sessions (UDP) refused because the target leads back into this daemon.",
               [&](const std::string& l, const engine::view& f) { e.add(l, f.status.stats.loops_refused); });
 
+  per_forward(e, forwards, std::nullopt, "portrelay_forward_refused_total", "counter",
+              "Connections (TCP, reset right after accept) or first datagrams of sessions (UDP, dropped) refused: "
+              "reason acl by the allow and deny lists, limit by max_connections or max_connections_per_source.",
+              [&](const std::string& l, const engine::view& f) {
+                e.add(l + ",reason=\"acl\"", f.status.stats.refused_acl);
+                e.add(l + ",reason=\"limit\"", f.status.stats.refused_limit);
+              });
+
   per_target(e, forwards, "portrelay_target_up", "gauge",
              "1 while a target of a running forward may be given connections (health up, or unchecked: not yet "
              "tested), 0 while it is down.",

@@ -7,7 +7,9 @@
 #include <cctype>
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <tuple>
+#include <type_traits>
 
 namespace relay {
 
@@ -152,6 +154,68 @@ problem read_health_check(const json& v, health_check_spec& out) {
   return std::nullopt;
 }
 
+// `allow` or `deny`: at most max_prefixes IP addresses or CIDR prefixes, each read into its canonical
+// form, none twice.
+problem read_prefixes(const json& v, const std::string& name, std::vector<ip_prefix>& out) {
+  if (!v.is_array() || v.size() > max_prefixes) {
+    return name + " must be an array of at most " + std::to_string(max_prefixes) + " IP addresses or CIDR prefixes";
+  }
+  std::vector<ip_prefix> list;
+  list.reserve(v.size());
+  std::map<std::string, std::size_t> seen;  // canonical text -> index
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const std::string what = name + "[" + std::to_string(i) + "]";
+    if (!v[i].is_string()) return what + " must be a string such as \"192.0.2.0/24\"";
+    auto parsed = parse_prefix(v[i].get<std::string>());
+    if (auto* why = std::get_if<std::string>(&parsed)) return what + " " + *why;
+    const auto& p = std::get<ip_prefix>(parsed);
+    const auto [at, added] = seen.emplace(to_string(p), i);
+    if (!added) return what + " repeats " + name + "[" + std::to_string(at->second) + "] (" + at->first + ")";
+    list.push_back(p);
+  }
+  out = std::move(list);
+  return std::nullopt;
+}
+
+forward_field prefixes(std::string name, std::vector<ip_prefix> forward_spec::*member) {
+  forward_field f;
+  f.effect = change_effect::reconfigure;
+  f.read = [name, member](const json& v, forward_spec& spec) { return read_prefixes(v, name, spec.*member); };
+  f.write = [member](const forward_spec& spec) {
+    json out = json::array();
+    for (const auto& p : spec.*member) out.push_back(to_string(p));
+    return out;
+  };
+  f.refused = {nullptr, "10.0.0.0/8", json::object(), json::array({7}), json::array({"10.1.2.3/8"}),
+               json::array({"10.0.0.0/33"}), json::array({"::/129"}), json::array({"nonsense"}),
+               json::array({"10.0.0.0/8", "10.0.0.0/08"}), json::array({"fe80::1%lo/128"}),
+               json(std::vector<std::string>(max_prefixes + 1, "10.0.0.0/8"))};
+  f.name = std::move(name);
+  return f;
+}
+
+// `bandwidth_limit`: an object of up_bytes_per_s, down_bytes_per_s and burst_bytes, each optional
+// and each null for "not given".
+problem read_bandwidth_limit(const json& v, bandwidth_limit_spec& out) {
+  if (!v.is_object()) return "bandwidth_limit must be null or an object of up_bytes_per_s, down_bytes_per_s and burst_bytes";
+  if (auto bad = unknown_key(v, "bandwidth_limit", {"up_bytes_per_s", "down_bytes_per_s", "burst_bytes"})) return bad;
+  bandwidth_limit_spec limit;
+  const auto max = static_cast<std::int64_t>(max_rate_bytes_per_s);
+  for (auto [key, member, min] :
+       {std::tuple{"up_bytes_per_s", &bandwidth_limit_spec::up_bytes_per_s, min_rate_bytes_per_s},
+        std::tuple{"down_bytes_per_s", &bandwidth_limit_spec::down_bytes_per_s, min_rate_bytes_per_s},
+        std::tuple{"burst_bytes", &bandwidth_limit_spec::burst_bytes, min_burst_bytes}}) {
+    if (!v.contains(key) || v[key].is_null()) continue;
+    std::int64_t n = 0;
+    if (auto bad = read_integer(v[key], std::string("bandwidth_limit.") + key, static_cast<std::int64_t>(min), max, n)) {
+      return bad;
+    }
+    limit.*member = static_cast<std::uint64_t>(n);
+  }
+  out = limit;
+  return std::nullopt;
+}
+
 // A string member of forward_spec, checked by `check` (then turned into its canonical form, if any).
 forward_field text(std::string name, std::string forward_spec::*member, problem (*check)(std::string_view),
                    std::string (*canonical)(std::string_view) = nullptr) {
@@ -165,6 +229,30 @@ forward_field text(std::string name, std::string forward_spec::*member, problem 
   };
   f.write = [member](const forward_spec& spec) { return json(spec.*member); };
   f.refused = {json(7), json(true), json(nullptr)};
+  f.name = std::move(name);
+  return f;
+}
+
+// An optional object member of forward_spec (reconfigure): null for nothing, else read by `read_object`.
+template <class T>
+forward_field optional_object(std::string name, std::optional<T> forward_spec::*member,
+                              problem (*read_object)(const json&, T&),
+                              std::type_identity_t<json (*)(const T&)> write_object) {
+  forward_field f;
+  f.effect = change_effect::reconfigure;
+  f.read = [member, read_object](const json& v, forward_spec& spec) -> problem {
+    if (v.is_null()) {
+      (spec.*member).reset();
+      return std::nullopt;
+    }
+    T value;
+    if (auto bad = read_object(v, value)) return bad;
+    spec.*member = value;
+    return std::nullopt;
+  };
+  f.write = [member, write_object](const forward_spec& spec) {
+    return spec.*member ? write_object(*(spec.*member)) : json(nullptr);
+  };
   f.name = std::move(name);
   return f;
 }
@@ -285,25 +373,12 @@ std::vector<forward_field> declare() {
   balance.refused = {"random", "ROUND_ROBIN", 1, nullptr};
   fields.push_back(std::move(balance));
 
-  forward_field health;
-  health.name = "health_check";
-  health.effect = change_effect::reconfigure;
-  health.read = [](const json& v, forward_spec& spec) -> problem {
-    if (v.is_null()) {
-      spec.health_check.reset();
-      return std::nullopt;
-    }
-    health_check_spec h;
-    if (auto bad = read_health_check(v, h)) return bad;
-    spec.health_check = h;
-    return std::nullopt;
-  };
-  health.write = [](const forward_spec& spec) -> json {
-    if (!spec.health_check) return nullptr;
-    const auto& h = *spec.health_check;
-    return json{{"interval_s", h.interval_s}, {"timeout_s", h.timeout_s}, {"rise", h.rise}, {"fall", h.fall},
-                {"port", h.port ? json(*h.port) : json(nullptr)}};
-  };
+  auto health = optional_object("health_check", &forward_spec::health_check, read_health_check,
+                                [](const health_check_spec& h) {
+                                  return json{{"interval_s", h.interval_s}, {"timeout_s", h.timeout_s},
+                                              {"rise", h.rise}, {"fall", h.fall},
+                                              {"port", h.port ? json(*h.port) : json(nullptr)}};
+                                });
   health.examples = {json{{"interval_s", 1}, {"timeout_s", 1}, {"rise", 1}, {"fall", 1}, {"port", 9}},
                      json{{"interval_s", 5}, {"timeout_s", 2}, {"rise", 2}, {"fall", 3}, {"port", 10}}};
   health.refused = {true, "5s", json::array(), json{{"interval_s", 0}}, json{{"interval_s", 3601}},
@@ -311,6 +386,41 @@ std::vector<forward_field> declare() {
                     json{{"fall", 101}}, json{{"port", 0}}, json{{"port", 65536}}, json{{"intervall_s", 5}},
                     json{{"rise", "2"}}};
   fields.push_back(std::move(health));
+
+  auto allow = prefixes("allow", &forward_spec::allow);
+  allow.examples = {json::array({"127.0.0.0/8", "::1/128"}), json::array({"192.0.2.0/24"})};
+  fields.push_back(std::move(allow));
+
+  auto deny = prefixes("deny", &forward_spec::deny);
+  deny.examples = {json::array({"192.0.2.7/32", "2001:db8::/32"}), json::array({"127.0.0.0/8", "::1/128"})};
+  fields.push_back(std::move(deny));
+
+  auto max_connections = integer("max_connections", &forward_spec::max_connections, 0, 1000000);
+  max_connections.effect = change_effect::reconfigure;
+  max_connections.examples = {1, 2};
+  fields.push_back(std::move(max_connections));
+
+  auto per_source = integer("max_connections_per_source", &forward_spec::max_connections_per_source, 0, 1000000);
+  per_source.effect = change_effect::reconfigure;
+  per_source.examples = {1, 2};
+  fields.push_back(std::move(per_source));
+
+  auto bandwidth = optional_object("bandwidth_limit", &forward_spec::bandwidth_limit, read_bandwidth_limit,
+                                   [](const bandwidth_limit_spec& b) {
+                                     const auto value = [](const std::optional<std::uint64_t>& n) {
+                                       return n ? json(*n) : json(nullptr);
+                                     };
+                                     return json{{"up_bytes_per_s", value(b.up_bytes_per_s)},
+                                                 {"down_bytes_per_s", value(b.down_bytes_per_s)},
+                                                 {"burst_bytes", value(b.burst_bytes)}};
+                                   });
+  bandwidth.examples = {json{{"up_bytes_per_s", 65536}, {"down_bytes_per_s", nullptr}, {"burst_bytes", 65536}},
+                        json{{"up_bytes_per_s", nullptr}, {"down_bytes_per_s", 1048576}, {"burst_bytes", nullptr}}};
+  bandwidth.refused = {true, "1M", json::array(), json{{"up_bytes_per_s", 1023}},
+                       json{{"down_bytes_per_s", 100000000001LL}}, json{{"burst_bytes", 65535}},
+                       json{{"up_bytes_per_s", 1.5}}, json{{"up_bytes_per_s", "1024"}}, json{{"up_bytes_per_sec", 2048}},
+                       json{{"up_bytes_per_s", -1}}};
+  fields.push_back(std::move(bandwidth));
 
   forward_field enabled;
   enabled.name = "enabled";

@@ -5,6 +5,7 @@
 
 #include <asio/ip/address.hpp>
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -174,6 +175,10 @@ std::string canonical_address(std::string_view host) {
   auto addr = asio::ip::make_address(std::string(text), ec);
   if (ec) return std::string(host);
   return zone ? addr.to_string() + "%" + std::string(*zone) : addr.to_string();
+}
+
+std::uint64_t burst_bytes_for(const bandwidth_limit_spec& limit, std::uint64_t rate) {
+  return limit.burst_bytes ? *limit.burst_bytes : std::max(rate / 10, min_burst_bytes);
 }
 
 }  // namespace relay

@@ -1,6 +1,8 @@
 // forward_spec: the configuration of one forward, a pure value with no I/O.
 #pragma once
 
+#include "relay/ip_prefix.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -52,6 +54,26 @@ struct health_check_spec {
   bool operator==(const health_check_spec&) const = default;
 };
 
+// Bandwidth limits of one forward: a token bucket per direction, shared by all its connections or
+// sessions ("up" is client to target). A direction without a rate is not limited.
+struct bandwidth_limit_spec {
+  std::optional<std::uint64_t> up_bytes_per_s;    // bytes per second, 1,024 to 10^11
+  std::optional<std::uint64_t> down_bytes_per_s;  // bytes per second, 1,024 to 10^11
+  // Bytes a bucket holds at most (a burst at full speed after a quiet spell), 65,536 to 10^11, so a
+  // whole datagram always fits. Nothing: burst_bytes_for's default.
+  std::optional<std::uint64_t> burst_bytes;
+
+  bool operator==(const bandwidth_limit_spec&) const = default;
+};
+
+inline constexpr std::uint64_t min_rate_bytes_per_s = 1024;
+inline constexpr std::uint64_t max_rate_bytes_per_s = 100'000'000'000;
+inline constexpr std::uint64_t min_burst_bytes = 65536;
+
+// The burst of a direction limited to `rate` bytes/s: burst_bytes when given, else a tenth of a
+// second's worth, at least min_burst_bytes.
+std::uint64_t burst_bytes_for(const bandwidth_limit_spec& limit, std::uint64_t rate);
+
 struct forward_spec {
   std::int64_t id = 0;  // assigned by the store; 0 until then
   std::string name;
@@ -61,6 +83,16 @@ struct forward_spec {
   std::vector<target_spec> targets{};  // 1-64, at least one not a backup, no host:port twice
   balance_policy balance = balance_policy::round_robin;
   std::optional<health_check_spec> health_check{};  // nothing: passive checking only
+  // Who may connect (nginx's allow and deny): a client is admitted when no deny prefix contains its
+  // address and the allow list is empty or has a prefix that does. At most max_prefixes each, in
+  // canonical form, none twice.
+  std::vector<ip_prefix> allow{};
+  std::vector<ip_prefix> deny{};
+  // Live TCP connections or UDP sessions at once, of the whole forward and per client IP address;
+  // 0 is no limit, else 1 to 1,000,000. Over it, new ones are refused.
+  std::uint32_t max_connections = 0;
+  std::uint32_t max_connections_per_source = 0;
+  std::optional<bandwidth_limit_spec> bandwidth_limit{};  // nothing: not limited
   bool enabled = true;
   // UDP only: a session idle this long either way is closed; past this many the least recent goes.
   std::uint32_t udp_idle_timeout_s = 60;

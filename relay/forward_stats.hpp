@@ -19,6 +19,10 @@ struct stats_snapshot {
   std::uint64_t loops_refused = 0;  // connections or sessions whose target leads back into the daemon
   // UDP: ICMP errors (port, host or network unreachable, prohibited) reported on a session's socket.
   std::uint64_t target_unreachable = 0;
+  // Connections or sessions refused right after accept (TCP: reset) or at their first datagram
+  // (UDP: dropped): by the allow and deny lists, and by max_connections or max_connections_per_source.
+  std::uint64_t refused_acl = 0;
+  std::uint64_t refused_limit = 0;
 };
 
 struct forward_stats {
@@ -33,6 +37,8 @@ struct forward_stats {
   std::atomic<std::uint64_t> sessions_evicted{0};
   std::atomic<std::uint64_t> loops_refused{0};
   std::atomic<std::uint64_t> target_unreachable{0};
+  std::atomic<std::uint64_t> refused_acl{0};
+  std::atomic<std::uint64_t> refused_limit{0};
 
   stats_snapshot read() const {
     constexpr auto r = std::memory_order_relaxed;
@@ -48,6 +54,8 @@ struct forward_stats {
     s.sessions_evicted = sessions_evicted.load(r);
     s.loops_refused = loops_refused.load(r);
     s.target_unreachable = target_unreachable.load(r);
+    s.refused_acl = refused_acl.load(r);
+    s.refused_limit = refused_limit.load(r);
     return s;
   }
 };
