@@ -9,6 +9,9 @@ the machine and versions to bench/results/. Called by bench/run.sh, which instal
 With --baseline OTHER_BINARY, another portrelay build (an earlier commit) runs as one more relay,
 "baseline", interleaved with the others in every repetition, and a column gives portrelay's ratio
 to it: a before/after comparison in one sitting, on a machine whose speed drifts by the minute.
+With --policy, the same portrelay binary runs once more as the relay "policy", its forwards carrying
+allow and deny lists of 1,024 prefixes each (the client admitted by the last allow entry), with a
+column giving its ratio to plain portrelay: what the admission check costs per connection.
 """
 import argparse
 import datetime
@@ -196,14 +199,15 @@ class Direct(Relay):
 class Portrelay(Relay):
     name = "portrelay"
 
-    def __init__(self, work, binary, udp_listen_host=LOOPBACK, name="portrelay"):
+    def __init__(self, work, binary, udp_listen_host=LOOPBACK, name="portrelay", fields=None, about=""):
         super().__init__(work)
         self.name = name
         self.binary = binary
         self.udp_listen_host = udp_listen_host  # clients still send to 127.0.0.1
+        self.fields = fields or {}  # more fields for each forward
         self.settings = "release build, --workers 2 (one per CPU), defaults otherwise" + (
             f", UDP listening on {udp_listen_host}" if udp_listen_host != LOOPBACK else "") + (
-            f" ({binary})" if name != "portrelay" else "")
+            f" ({binary})" if name == "baseline" else "") + about
 
     def start(self, listen, target, pinned, udp):
         api = free_port()
@@ -214,11 +218,19 @@ class Portrelay(Relay):
         for proto in (["tcp", "udp"] if udp else ["tcp"]):
             host = self.udp_listen_host if proto == "udp" else LOOPBACK
             body = json.dumps({"protocol": proto, "listen_host": host, "listen_port": listen,
-                               "target_host": LOOPBACK, "target_port": target}).encode()
+                               "target_host": LOOPBACK, "target_port": target, **self.fields}).encode()
             req = urllib.request.Request(f"http://{LOOPBACK}:{api}/api/v1/forwards", body,
                                          {"Content-Type": "application/json"})
             urllib.request.urlopen(req, timeout=5).read()
         return g
+
+
+def policy_lists(entries=1024):
+    """Allow and deny lists of `entries` prefixes each that admit the bench's clients (127.0.0.1): the
+    allow list's last entry is 127.0.0.0/8, the others and the deny list are disjoint /24s elsewhere."""
+    allow = [f"10.{i // 256}.{i % 256}.0/24" for i in range(entries - 1)] + ["127.0.0.0/8"]
+    deny = [f"172.{16 + i // 256}.{i % 256}.0/24" for i in range(entries)]
+    return {"allow": allow, "deny": deny}
 
 
 class Haproxy(Relay):
@@ -636,6 +648,9 @@ def main():
     ap.add_argument("--baseline", metavar="BINARY",
                     help="another portrelay build (an earlier commit's), run as the relay 'baseline' right after "
                          "portrelay in every repetition, with a 'portrelay ÷ baseline' column")
+    ap.add_argument("--policy", action="store_true",
+                    help="also run portrelay as the relay 'policy', with allow and deny lists of 1,024 prefixes "
+                         "each on its forwards, and a 'policy ÷ portrelay' column")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
     groups = set(args.measures.split(","))
@@ -649,9 +664,12 @@ def main():
     relays = [Direct(work), Portrelay(work, args.binary, args.udp_listen_host)]
     if args.baseline:
         relays.append(Portrelay(work, args.baseline, args.udp_listen_host, name="baseline"))
+    if args.policy:
+        relays.append(Portrelay(work, args.binary, args.udp_listen_host, name="policy", fields=policy_lists(),
+                                about=", allow and deny lists of 1,024 prefixes each (bench.py policy_lists)"))
     relays += [Haproxy(work), Nginx(work), Rinetd(work), Socat(work)]
     if args.only:
-        wanted = args.only.split(",") + (["baseline"] if args.baseline else [])
+        wanted = args.only.split(",") + (["baseline"] if args.baseline else []) + (["policy"] if args.policy else [])
         relays = [r for r in relays if r.name in wanted]
     names = [r.name for r in relays]
     results = {r.name: {m[0]: [] for m in MEASURES} for r in relays}
@@ -719,11 +737,12 @@ def main():
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
 
-    peers = [n for n in names if n not in ("direct", "portrelay", "baseline")]
-    versus = "baseline" in names
+    peers = [n for n in names if n not in ("direct", "portrelay", "baseline", "policy")]
+    # Builds or settings of portrelay compared with each other: (this, against), a column each.
+    versus = [pair for pair in (("portrelay", "baseline"), ("policy", "portrelay")) if pair[0] in names and pair[1] in names]
     lines = ["| measure | " + " | ".join(names) + " | portrelay ÷ best peer | target |" +
-             (" portrelay ÷ baseline |" if versus else ""),
-             "|---|" + "---:|" * len(names) + "---:|---|" + ("---:|" if versus else "")]
+             "".join(f" {a} ÷ {b} |" for a, b in versus),
+             "|---|" + "---:|" * len(names) + "---:|---|" + "---:|" * len(versus)]
     verdicts = []
     for key, label, _, higher, target in MEASURES:
         med = {n: median(results[n][key]) for n in names}
@@ -752,12 +771,13 @@ def main():
             target_cell = f"≤ 20 µs added: {added:.0f} {'met' if ok else 'NOT met'}"
             verdicts.append((label, ok))
         versus_cell = ""
-        if versus:
-            mine, theirs = med.get("portrelay"), med.get("baseline")
-            versus_cell = " – |"
+        for a, b in versus:
+            mine, theirs = med.get(a), med.get(b)
             if mine is not None and theirs:
-                worse = (1 - mine / theirs) if higher else (mine / theirs - 1)  # as a fraction of the baseline
-                versus_cell = f" {mine / theirs:.3f} ({abs(worse) * 100:.1f} % {'worse' if worse > 0 else 'better'}) |"
+                worse = (1 - mine / theirs) if higher else (mine / theirs - 1)  # as a fraction of b's
+                versus_cell += f" {mine / theirs:.3f} ({abs(worse) * 100:.1f} % {'worse' if worse > 0 else 'better'}) |"
+            else:
+                versus_cell += " – |"
         lines.append(f"| {label} | " + " | ".join(fmt(med[n], key) for n in names) + f" | {ratio_cell} | {target_cell} |"
                      + versus_cell)
     table = "\n".join(lines)
