@@ -261,7 +261,7 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
 
   if (screenshot) {
     // For the README: the states side by side, with traffic through one forward.
-    await page.setViewportSize({ width: 1366, height: 760 });
+    await page.setViewportSize({ width: 1760, height: 760 });
     await traffic(web, 3000000);
     await page.waitForFunction(() => /^[1-9]/.test(
       [...document.querySelectorAll('#forwards tbody tr')].find((tr) => tr.cells[0].textContent === 'web').cells[10].textContent));
