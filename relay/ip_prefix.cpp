@@ -39,6 +39,8 @@ std::variant<ip_prefix, std::string> parse_prefix(std::string_view text) {
   const auto not_prefix = quoted(text) + " is not an IP address or a CIDR prefix (such as 192.0.2.0/24 or 2001:db8::/32)";
   const auto slash = text.find('/');
   const auto address_text = text.substr(0, slash);
+  // inet_pton reads a C string: a NUL would end the address there and hide the rest of the entry.
+  if (address_text.find('\0') != std::string_view::npos) return not_prefix;
   if (address_text.find('%') != std::string_view::npos) {
     return quoted(text) + " has a zone: a prefix matches client addresses on every interface";
   }

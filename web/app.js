@@ -5,8 +5,9 @@ const $ = (id) => document.getElementById(id);
 // The form's named inputs are the page's one list of a forward's scalar fields: name="<API field>",
 // inputmode="numeric" for numbers, a checkbox for a boolean, inside .udp-only for UDP-only fields.
 // A new field is one block in index.html (its input and its <p class="error" id="err-<field>">).
-// The pool (`targets`, rows of unnamed inputs) and `health_check` are read and filled by their own
-// functions below: the page always sends `targets`, never the target_host/target_port shorthand.
+// The pool (`targets`, rows of unnamed inputs), the optional objects `health_check` and
+// `bandwidth_limit` and the `allow` and `deny` lists (a textarea each, one entry per line) are read
+// and filled by their own functions below: the page always sends `targets`, never the target_host/target_port shorthand.
 function formInputs() {
   return [...$('forward-form').elements].filter((el) => el.name);
 }
@@ -98,6 +99,23 @@ function cell(row, i) { return row.children[i]; }
 // a screen reader says; the symbol is hidden from it).
 const healthSymbols = { up: '\u25CF', down: '\u2716', unchecked: '\u25CB' };
 
+// Puts a list in `td`, one item per line (filled by fillItem), unless it shows these lines already:
+// an unchanged list is not rebuilt.
+function fillList(td, className, lines, fillItem) {
+  const key = JSON.stringify(lines);
+  if (td.dataset.key === key) return;
+  td.dataset.key = key;
+  const list = document.createElement('ul');
+  list.className = className;
+  for (const line of lines) {
+    const item = document.createElement('li');
+    if (line.title) item.title = line.title;
+    fillItem(item, line);
+    list.appendChild(item);
+  }
+  td.replaceChildren(list);
+}
+
 // The Targets cell: one line per target with its health mark, weight, backup and live connections.
 function fillTargets(td, f) {
   const rows = f.stats.targets || [];
@@ -111,14 +129,7 @@ function fillTargets(td, f) {
     const title = `${t.health} since ${t.since}` + (t.last_error ? `: ${t.last_error}` : '');
     return { health: t.health, text: `${endpoint(t.host, t.port)} \u00B7 ${extra.join(' \u00B7 ')}`, title };
   });
-  const key = JSON.stringify(lines);
-  if (td.dataset.key === key) return;  // unchanged: the list is not rebuilt
-  td.dataset.key = key;
-  const list = document.createElement('ul');
-  list.className = 'targets';
-  for (const line of lines) {
-    const item = document.createElement('li');
-    item.title = line.title;
+  fillList(td, 'targets', lines, (item, line) => {
     const mark = document.createElement('span');
     mark.className = `health health-${line.health}`;
     const symbol = document.createElement('span');
@@ -126,16 +137,43 @@ function fillTargets(td, f) {
     symbol.textContent = (healthSymbols[line.health] || '?') + ' ';
     mark.append(symbol, line.health);
     item.append(mark, ' ', line.text);
-    list.appendChild(item);
+  });
+}
+
+// The Policy cell: who may connect and how much, one line each, or that there is no policy.
+function fillPolicy(td, f) {
+  const lines = [];
+  const list = (word, entries) => {
+    if (!entries.length) return;
+    // Two entries, or the first and a count; all of them on hover.
+    const shown = entries.length <= 2 ? entries.join(', ') : `${entries[0]} and ${entries.length - 1} more`;
+    lines.push({ text: `${word} ${shown}`, title: entries.join('\n') });
+  };
+  list('allow', f.allow || []);
+  list('deny', f.deny || []);
+  const unit = f.protocol === 'udp' ? 'sessions' : 'connections';
+  const limits = [];
+  if (f.max_connections) limits.push(`at most ${f.max_connections} ${unit}`);
+  if (f.max_connections_per_source) limits.push(`${f.max_connections_per_source} per client address`);
+  if (limits.length) lines.push({ text: limits.join(' \u00B7 ') });
+  const bw = f.bandwidth_limit;
+  if (bw) {
+    const rates = [];
+    if (bw.up_bytes_per_s) rates.push(`up ${humanBytes(bw.up_bytes_per_s)}/s`);
+    if (bw.down_bytes_per_s) rates.push(`down ${humanBytes(bw.down_bytes_per_s)}/s`);
+    if (bw.burst_bytes) rates.push(`burst ${humanBytes(bw.burst_bytes)}`);
+    if (rates.length) lines.push({ text: rates.join(' \u00B7 ') });
   }
-  td.replaceChildren(list);
+  if (!lines.length) lines.push({ text: 'everyone, no limits' });
+  fillList(td, 'policy', lines, (item, line) => { item.textContent = line.text; });
 }
 
 function makeRow(f) {
   const row = document.createElement('tr');
   row.dataset.id = f.id;
-  for (let i = 0; i < 12; i++) row.appendChild(document.createElement('td'));
-  [6, 7, 8, 9, 10].forEach((i) => cell(row, i).classList.add('num'));
+  for (let i = 0; i < 14; i++) row.appendChild(document.createElement('td'));
+  [6, 7, 8, 9, 10, 11].forEach((i) => cell(row, i).classList.add('num'));
+  cell(row, 12).classList.add('policy');
   // State: the word and Retry (only in error), then the reason on one line, in full on demand.
   const state = document.createElement('span');
   state.className = 'state';
@@ -166,7 +204,7 @@ function makeRow(f) {
   del.textContent = 'Delete';
   del.addEventListener('click', () => remove(row.forward));
   actions.append(edit, del);
-  cell(row, 11).appendChild(actions);
+  cell(row, 13).appendChild(actions);
   return row;
 }
 
@@ -197,7 +235,11 @@ function fillRow(row, f) {
   cell(row, 8).textContent = humanBytes(f.stats.bytes_up);
   cell(row, 9).textContent = humanBytes(f.stats.bytes_down);
   cell(row, 10).textContent = throughput(f);
-  const [edit, del] = cell(row, 11).firstChild.children;
+  cell(row, 11).textContent = `${f.stats.refused_acl} / ${f.stats.refused_limit}`;
+  cell(row, 11).title = `refused by the allow and deny lists: ${f.stats.refused_acl}, by a connection limit: ` +
+    f.stats.refused_limit;
+  fillPolicy(cell(row, 12), f);
+  const [edit, del] = cell(row, 13).firstChild.children;
   edit.setAttribute('aria-label', `Edit ${label}`);
   del.setAttribute('aria-label', `Delete ${label}`);
 }
@@ -418,29 +460,62 @@ function formTargets() {
   });
 }
 
-const checkKeys = ['interval_s', 'timeout_s', 'rise', 'fall', 'port'];
+// ---- optional objects of numbers (health_check, bandwidth_limit): a checkbox and an input per key ----
 
-function showHealthCheck() {
-  document.querySelector('.hc-fields').hidden = !$('hc-on').checked;
+const optionals = {
+  // An empty value takes the API's default (port: none, so the target's own).
+  health_check: { prefix: 'hc-', keys: ['interval_s', 'timeout_s', 'rise', 'fall', 'port'], nullable: ['port'],
+    defaults: { interval_s: 5, timeout_s: 2, rise: 2, fall: 3 } },
+  // An empty value is null (that direction not limited, or the default burst); all empty is no limit.
+  bandwidth_limit: { prefix: 'bw-', keys: ['up_bytes_per_s', 'down_bytes_per_s', 'burst_bytes'],
+    nullable: ['up_bytes_per_s', 'down_bytes_per_s', 'burst_bytes'], defaults: {}, noneIsNull: true },
+};
+
+function showOptional(name) {
+  const o = optionals[name];
+  document.querySelector(`.${o.prefix}fields`).hidden = !$(o.prefix + 'on').checked;
 }
 
-// null (passive checking only), or the values given; an empty one takes the API's default.
-function formHealthCheck() {
-  if (!$('hc-on').checked) return null;
-  const check = {};
-  for (const key of checkKeys) {
-    const text = $('hc-' + key).value.trim();
-    if (text !== '') check[key] = typed(text, true);
-    else if (key === 'port') check.port = null;
+// null when the box is not ticked, else the values given.
+function formOptional(name) {
+  const o = optionals[name];
+  if (!$(o.prefix + 'on').checked) return null;
+  const value = {};
+  for (const key of o.keys) {
+    const text = $(o.prefix + key).value.trim();
+    if (text !== '') value[key] = typed(text, true);
+    else if (o.nullable.includes(key)) value[key] = null;
   }
-  return check;
+  return o.noneIsNull && Object.values(value).every((v) => v === null) ? null : value;
 }
 
-function setHealthCheck(check) {
-  const defaults = { interval_s: 5, timeout_s: 2, rise: 2, fall: 3, port: '' };
-  $('hc-on').checked = Boolean(check);
-  for (const key of checkKeys) $('hc-' + key).value = check?.[key] ?? defaults[key];
-  showHealthCheck();
+function setOptional(name, value) {
+  const o = optionals[name];
+  $(o.prefix + 'on').checked = Boolean(value);
+  for (const key of o.keys) $(o.prefix + key).value = value?.[key] ?? o.defaults[key] ?? '';
+  showOptional(name);
+}
+
+// ---- who may connect: one entry per line; blank lines are not entries ----
+
+// The entries of the list `name` ("allow" or "deny") with the line each is on, from 1.
+function formPrefixLines(name) {
+  return $('f-' + name).value.split('\n')
+    .map((text, i) => ({ text: text.trim(), line: i + 1 }))
+    .filter((e) => e.text !== '');
+}
+
+function setPrefixes(name, list) {
+  $('f-' + name).value = (list || []).join('\n');
+}
+
+// The API names an entry by its place in the list ("allow[2] ..."); the textarea may have blank
+// lines, so the message also says which line that is.
+function withLine(field, message) {
+  const m = /^(allow|deny)\[(\d+)\]/.exec(message);
+  if (!m || m[1] !== field) return message;
+  const entry = formPrefixLines(field)[Number(m[2])];
+  return entry ? `${message} (line ${entry.line})` : message;
 }
 
 function showUdp() {
@@ -458,7 +533,8 @@ function formBody() {
     else body[el.name] = typed(text, el.inputMode === 'numeric');
   }
   body.targets = formTargets();
-  body.health_check = formHealthCheck();
+  for (const name of Object.keys(optionals)) body[name] = formOptional(name);
+  for (const name of ['allow', 'deny']) body[name] = formPrefixLines(name).map((e) => e.text);
   return body;
 }
 
@@ -472,7 +548,9 @@ function startEdit(f) {
     else el.value = value;
   }
   setTargets(f.targets);
-  setHealthCheck(f.health_check);
+  for (const name of Object.keys(optionals)) setOptional(name, f[name]);
+  setPrefixes('allow', f.allow);
+  setPrefixes('deny', f.deny);
   showUdp();
   $('form-heading').textContent = `Edit forward ${f.name ? `"${f.name}"` : '#' + f.id}`;
   $('submit').textContent = 'Save changes';
@@ -484,7 +562,7 @@ function stopEdit() {
   editing = null;
   $('forward-form').reset();
   setTargets([]);
-  setHealthCheck(null);
+  for (const name of Object.keys(optionals)) setOptional(name, null);
   clearErrors();
   showUdp();
   $('form-heading').textContent = 'New forward';
@@ -504,14 +582,14 @@ async function submit(ev) {
     await refresh();
   } catch (e) {
     const where = e.field && $('err-' + e.field) ? e.field : 'form';
-    $('err-' + where).textContent = e.message;
+    $('err-' + where).textContent = withLine(where, e.message);
     $('err-' + where).hidden = false;
     const input = $('f-' + where);
     if (input) {
       input.setAttribute('aria-invalid', 'true');
       input.setAttribute('aria-describedby', 'err-' + where);
       input.closest('.field').hidden = false;
-      // A fieldset (targets, health_check) takes no focus: its first input does.
+      // A fieldset (targets, health_check, bandwidth_limit) takes no focus: its first input does.
       (input.tagName === 'FIELDSET' ? input.querySelector('input') : input).focus();
     }
   } finally {
@@ -524,7 +602,9 @@ document.addEventListener('DOMContentLoaded', () => {
   $('f-protocol').addEventListener('change', showUdp);
   $('cancel-edit').addEventListener('click', stopEdit);
   $('add-target').addEventListener('click', () => addTarget().querySelector('input').focus());
-  $('hc-on').addEventListener('change', showHealthCheck);
+  for (const name of Object.keys(optionals)) {
+    $(optionals[name].prefix + 'on').addEventListener('change', () => showOptional(name));
+  }
   setTargets([]);
   $('token-dialog').addEventListener('cancel', (ev) => ev.preventDefault());  // a token is needed to go on
   refresh();

@@ -261,7 +261,7 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
 
   if (screenshot) {
     // For the README: the states side by side, with traffic through one forward.
-    await page.setViewportSize({ width: 1366, height: 760 });
+    await page.setViewportSize({ width: 1760, height: 760 });
     await traffic(web, 3000000);
     await page.waitForFunction(() => /^[1-9]/.test(
       [...document.querySelectorAll('#forwards tbody tr')].find((tr) => tr.cells[0].textContent === 'web').cells[10].textContent));
@@ -423,5 +423,110 @@ test('a pool in the form: targets, backup, balance and health check; edit a weig
   await page.waitForFunction(() => document.querySelectorAll('#forwards ul.targets > li').length === 2);
   assert.match(await lines.nth(1).textContent(), /weight 5/);
   // The forward still carries traffic.
+  await traffic(g.listen_port, 1000);
+});
+
+test('who may connect and how much: lists and limits in the form, their 400s beside them, and the row', { timeout: 300000 }, async () => {
+  const { url } = await startDaemon('policy');
+  const target = await echoServer();
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(30000);
+  await page.goto(url);
+  await page.getByText('No forwards yet').waitFor();
+
+  await page.getByLabel('Name').fill('guarded');
+  await page.getByLabel('Listen address').fill('127.0.0.1');
+  await page.getByLabel('Listen port (0 = any free port)').fill('0');
+  await page.getByLabel('Target 1 host').fill('127.0.0.1');
+  await page.getByLabel('Target 1 port').fill(String(target));
+  // A blank line is not an entry: the API's allow[1] is the third line, and the page says so.
+  await page.getByLabel('Allow (empty = everyone)').fill('127.0.0.0/8\n\n  10.1.2.3/8  \n');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  await page.locator('#err-allow')
+    .getByText("allow[1] '10.1.2.3/8' has host bits set: the prefix is 10.0.0.0/8 (line 3)", { exact: true }).waitFor();
+  assert.equal(await page.locator('#f-allow').getAttribute('aria-invalid'), 'true');
+  assert.equal(await page.locator('#f-allow').evaluate((el) => el === document.activeElement), true);
+  assert.equal(await page.locator('#forwards tbody tr').count(), 0);
+
+  await page.getByLabel('Allow (empty = everyone)').fill('127.0.0.0/8\n\n10.0.0.0/8\n');
+  await page.getByLabel('Deny').fill('127.0.0.9');
+  await page.getByLabel('Max connections (0 = no limit)').fill('1000001');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  await page.locator('#err-max_connections').getByText('max_connections must be from 0 to 1000000').waitFor();
+  assert.equal(await page.locator('#err-allow').isHidden(), true);
+  await page.getByLabel('Max connections (0 = no limit)').fill('10');
+  await page.getByLabel('Max per client address (0 = no limit)').fill('2');
+  assert.equal(await page.getByLabel(/^Up, client to target/).isHidden(), true);
+  await page.getByLabel(/^Limit bandwidth/).check();
+  await page.getByLabel(/^Up, client to target/).fill('1048576');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  const r = row(page, 'guarded');
+  await r.waitFor();
+  const [f] = await call(url, 'GET', '/api/v1/forwards');
+  assert.deepEqual(f.allow, ['127.0.0.0/8', '10.0.0.0/8']);
+  assert.deepEqual(f.deny, ['127.0.0.9/32']);
+  assert.equal(f.max_connections, 10);
+  assert.equal(f.max_connections_per_source, 2);
+  assert.deepEqual(f.bandwidth_limit, { up_bytes_per_s: 1048576, down_bytes_per_s: null, burst_bytes: null });
+
+  // The row: the policy one line each, and the refused counters with the other stats.
+  const policy = r.locator('ul.policy > li');
+  await page.waitForFunction(() => document.querySelectorAll('#forwards ul.policy > li').length === 4);
+  assert.deepEqual(await policy.allTextContents(), ['allow 127.0.0.0/8, 10.0.0.0/8', 'deny 127.0.0.9/32',
+    'at most 10 connections \u00B7 2 per client address', 'up 1.0 MiB/s']);
+  const refused = r.locator('td').nth(11);
+  assert.equal(await refused.textContent(), '0 / 0');
+  // Counters as the engine reports them (put in the answer here): acl first, then limit.
+  await page.route('**/api/v1/forwards', async (route) => {
+    const res = await route.fetch();
+    const list = await res.json();
+    Object.assign(list[0].stats, { refused_acl: 7, refused_limit: 3 });
+    await route.fulfill({ response: res, json: list });
+  });
+  await page.waitForFunction(() => document.querySelectorAll('#forwards tbody tr td')[11]?.textContent === '7 / 3');
+  assert.match(await refused.getAttribute('title'), /lists: 7, by a connection limit: 3$/);
+  await page.unroute('**/api/v1/forwards');
+
+  // Edit: the form holds the lists one entry per line and the limit; a bad burst is placed at the limit.
+  await r.getByRole('button', { name: 'Edit guarded' }).click();
+  assert.equal(await page.getByLabel('Allow (empty = everyone)').inputValue(), '127.0.0.0/8\n10.0.0.0/8');
+  assert.equal(await page.getByLabel('Deny').inputValue(), '127.0.0.9/32');
+  assert.equal(await page.getByLabel('Max per client address (0 = no limit)').inputValue(), '2');
+  assert.equal(await page.getByLabel(/^Limit bandwidth/).isChecked(), true);
+  assert.equal(await page.getByLabel(/^Up, client to target/).inputValue(), '1048576');
+  assert.equal(await page.getByLabel(/^Down, target to client/).inputValue(), '');
+  await page.getByLabel(/^Burst/).fill('1000');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.locator('#err-bandwidth_limit').getByText('bandwidth_limit.burst_bytes must be from 65536').waitFor();
+  assert.equal(await page.locator('#f-bandwidth_limit').getAttribute('aria-invalid'), 'true');
+  await page.getByLabel(/^Burst/).fill('65536');
+  await page.getByLabel(/^Down, target to client/).fill('2048');
+  await page.getByLabel('Allow (empty = everyone)').fill('');
+  await page.getByLabel('Deny').fill('192.0.2.0/24\n2001:DB8::/32\n\n');
+  await page.getByLabel('Max connections (0 = no limit)').fill('0');
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.getByRole('heading', { name: 'New forward' }).waitFor();
+  let [g] = await call(url, 'GET', '/api/v1/forwards');
+  assert.deepEqual(g.allow, []);
+  assert.deepEqual(g.deny, ['192.0.2.0/24', '2001:db8::/32']);
+  assert.equal(g.max_connections, 0);
+  assert.deepEqual(g.bandwidth_limit, { up_bytes_per_s: 1048576, down_bytes_per_s: 2048, burst_bytes: 65536 });
+  await page.waitForFunction(() => document.querySelector('#forwards ul.policy')?.textContent.includes('down 2.0 KiB/s'));
+  assert.deepEqual(await policy.allTextContents(), ['deny 192.0.2.0/24, 2001:db8::/32', '2 per client address',
+    'up 1.0 MiB/s \u00B7 down 2.0 KiB/s \u00B7 burst 64.0 KiB']);
+
+  // No limit again, by the checkbox; the other values stay. The new form starts with no policy.
+  assert.equal(await page.getByLabel(/^Limit bandwidth/).isChecked(), false);
+  await r.getByRole('button', { name: 'Edit guarded' }).click();
+  await page.getByLabel(/^Limit bandwidth/).uncheck();
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.getByRole('heading', { name: 'New forward' }).waitFor();
+  [g] = await call(url, 'GET', '/api/v1/forwards');
+  assert.equal(g.bandwidth_limit, null);
+  assert.deepEqual(g.deny, ['192.0.2.0/24', '2001:db8::/32']);
+  assert.equal(g.max_connections_per_source, 2);
+  assert.equal(await page.getByLabel('Deny').inputValue(), '');
+  assert.equal(await page.getByLabel('Max per client address (0 = no limit)').inputValue(), '0');
+  // 127.0.0.1 is admitted, and under every limit: the forward carries traffic.
   await traffic(g.listen_port, 1000);
 });
