@@ -14,8 +14,9 @@ namespace relay {
 namespace {
 bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
 
-// One address however its zone is spelt: "fe80::1%eth0" and "fe80::1%2" when eth0 is interface 2.
-bool same_host(const std::string& a, const std::string& b) {
+// Whether two listen_hosts are one address to bind, however a zone is spelt: "fe80::1%eth0" and
+// "fe80::1%2" when eth0 is interface 2.
+bool same_listen_address(const std::string& a, const std::string& b) {
   if (a == b) return true;
   const auto x = scoped_address(a);
   const auto y = scoped_address(b);
@@ -37,7 +38,8 @@ bool same_listen(const forward_spec& a, const forward_spec& b) {
 // Two listen addresses that the kernel would refuse to bind side by side.
 bool overlaps(const forward_spec& a, const forward_spec& b) {
   return a.protocol == b.protocol && a.listen_port == b.listen_port &&
-         (same_host(a.listen_host, b.listen_host) || is_wildcard(a.listen_host) || is_wildcard(b.listen_host));
+         (same_listen_address(a.listen_host, b.listen_host) || is_wildcard(a.listen_host) ||
+          is_wildcard(b.listen_host));
 }
 }  // namespace
 
