@@ -69,7 +69,7 @@ void engine::renew_targets(entry& e, const forward_spec& spec) {
 
 void engine::sync_checks(entry& e) {
   const bool wanted = e.live && e.targets && e.targets->health_check();
-  if (e.checker && (!wanted || e.checker_pool != e.targets.get())) {
+  if (e.checker && (!wanted || e.checker->pool() != e.targets.get())) {
     pool_.run_on(e.home, [&] { e.checker->stop(); });
     e.checker.reset();
   }
@@ -77,7 +77,6 @@ void engine::sync_checks(entry& e) {
     e.checker = pool_.run_on(e.home, [&] {  // health_checker::start runs on the loop it uses
       return health_checker::start(pool_.context(e.home), e.targets);
     });
-    e.checker_pool = e.targets.get();
   }
 }
 

@@ -75,6 +75,8 @@ class checker final : public health_checker, public std::enable_shared_from_this
     });
   }
 
+  const target_pool* pool() const override { return pool_.get(); }
+
  private:
   struct probe {
     probe(asio::io_context& loop, std::size_t i, std::string h, std::uint16_t p)
