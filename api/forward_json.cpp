@@ -153,12 +153,21 @@ json target_json(const relay::target_stats& t, const std::string& fallback_since
 }  // namespace
 
 std::vector<relay::target_stats> target_rows(const relay::forward_spec& spec, const relay::forward_status& status) {
+  // status.targets is positional: engine::status_of takes it from the forward's target_pool, which
+  // has one row per target of the spec the engine holds, in its order, and is renewed on every change
+  // of the targets, disabled forwards included (engine::apply, engine::fail). So row i is target i
+  // whenever the engine holds this spec. Otherwise (a count or a host:port that differs) a row is
+  // looked for by host and port, and a target with none gets zeros.
+  const bool same_count = status.targets.size() == spec.targets.size();
   std::vector<relay::target_stats> rows;
   rows.reserve(spec.targets.size());
-  for (const auto& t : spec.targets) {
-    auto live = std::find_if(status.targets.begin(), status.targets.end(),
-                             [&](const relay::target_stats& s) { return s.host == t.host && s.port == t.port; });
-    if (live != status.targets.end()) {
+  for (std::size_t i = 0; i < spec.targets.size(); ++i) {
+    const auto& t = spec.targets[i];
+    const auto is_t = [&](const relay::target_stats& s) { return s.host == t.host && s.port == t.port; };
+    if (same_count && is_t(status.targets[i])) {
+      rows.push_back(status.targets[i]);
+    } else if (auto live = std::find_if(status.targets.begin(), status.targets.end(), is_t);
+               live != status.targets.end()) {
       rows.push_back(*live);
     } else {
       relay::target_stats none;

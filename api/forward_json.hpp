@@ -32,10 +32,10 @@ std::optional<api_error> apply_patch(const json& body, const store::stored_forwa
 // field. Whether listen_host's interface exists is left to binding: it may have gone and come back.
 std::optional<api_error> check_spec(const relay::forward_spec& spec);
 
-// One row per target of `spec`, in its order: the engine's figures for the target (matched by host
-// and port), or, where the engine has none (a disabled forward, one in error, a pool being
-// replaced), "unchecked" with zero counters and `since` left at the epoch. So stats.targets and the
-// per-target metrics always follow `targets`.
+// One row per target of `spec`, in its order: the engine's figures for the target (status.targets
+// row for row, as the engine keeps them; by host and port where a row differs), or, where the engine
+// has none (a forward it does not hold, or holds with other targets), "unchecked" with zero counters
+// and `since` left at the epoch. So stats.targets and the per-target metrics always follow `targets`.
 std::vector<relay::target_stats> target_rows(const relay::forward_spec& spec, const relay::forward_status& status);
 
 // Strings that did not pass the checks (a hand-edited store) are rendered through relay::printable.

@@ -14,8 +14,9 @@ namespace relay {
 namespace {
 bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
 
-// One address however its zone is spelt: "fe80::1%eth0" and "fe80::1%2" when eth0 is interface 2.
-bool same_host(const std::string& a, const std::string& b) {
+// Whether two listen_hosts are one address to bind, however a zone is spelt: "fe80::1%eth0" and
+// "fe80::1%2" when eth0 is interface 2.
+bool same_listen_address(const std::string& a, const std::string& b) {
   if (a == b) return true;
   const auto x = scoped_address(a);
   const auto y = scoped_address(b);
@@ -37,7 +38,8 @@ bool same_listen(const forward_spec& a, const forward_spec& b) {
 // Two listen addresses that the kernel would refuse to bind side by side.
 bool overlaps(const forward_spec& a, const forward_spec& b) {
   return a.protocol == b.protocol && a.listen_port == b.listen_port &&
-         (same_host(a.listen_host, b.listen_host) || is_wildcard(a.listen_host) || is_wildcard(b.listen_host));
+         (same_listen_address(a.listen_host, b.listen_host) || is_wildcard(a.listen_host) ||
+          is_wildcard(b.listen_host));
 }
 }  // namespace
 
@@ -67,7 +69,7 @@ void engine::renew_targets(entry& e, const forward_spec& spec) {
 
 void engine::sync_checks(entry& e) {
   const bool wanted = e.live && e.targets && e.targets->health_check();
-  if (e.checker && (!wanted || e.checker_pool != e.targets.get())) {
+  if (e.checker && (!wanted || e.checker->pool() != e.targets.get())) {
     pool_.run_on(e.home, [&] { e.checker->stop(); });
     e.checker.reset();
   }
@@ -75,7 +77,6 @@ void engine::sync_checks(entry& e) {
     e.checker = pool_.run_on(e.home, [&] {  // health_checker::start runs on the loop it uses
       return health_checker::start(pool_.context(e.home), e.targets);
     });
-    e.checker_pool = e.targets.get();
   }
 }
 

@@ -110,7 +110,6 @@ class engine {
     // shows. Replaced (sharing kept targets' state) on each start and each change of the pool's fields.
     std::shared_ptr<target_pool> targets;
     std::shared_ptr<health_checker> checker;  // on the home worker, for `targets`, while live with a health_check
-    const target_pool* checker_pool = nullptr;  // the pool `checker` checks
   };
 
   result<bound_socket> bind_on(std::size_t home, const forward_spec& spec);

@@ -68,7 +68,7 @@ problem one_target(forward_spec& spec, std::string_view field) {
 // "::ffff:127.0.0.1" and "127.0.0.1", as the loop guard reads them), host names in any case and with
 // or without the root's trailing dot ("Example.com." and "example.com"). A zone stays as typed:
 // interface names have case, and an index and a name for one interface are not compared.
-bool same_host(std::string_view a, std::string_view b) {
+bool same_target_host(std::string_view a, std::string_view b) {
   const auto key = [](std::string_view h) {
     std::error_code ec;
     const auto address = asio::ip::make_address(std::string(h), ec);
@@ -112,7 +112,7 @@ problem read_targets(const json& v, std::vector<target_spec>& out) {
       t.backup = e["backup"].get<bool>();
     }
     for (std::size_t j = 0; j < pool.size(); ++j) {
-      if (pool[j].port == t.port && same_host(pool[j].host, t.host)) {
+      if (pool[j].port == t.port && same_target_host(pool[j].host, t.host)) {
         return what + " repeats targets[" + std::to_string(j) + "] (" + target_endpoint(pool[j]) +
                "): each host and port may appear once";
       }

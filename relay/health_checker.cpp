@@ -9,8 +9,8 @@
 //
 // What a check costs is mostly system calls, so: starts fall on a 10 ms grid shared by every
 // checker, so that the timers due together take one wake-up of the loop (and one timerfd update)
-// instead of one each; the socket is opened non-blocking and connected by hand (no ioctl, no poll,
-// as tcp_session does); and one timer serves as both tick and deadline.
+// instead of one each; the socket is opened non-blocking and connected by hand (start_connect, as
+// tcp_session does: no ioctl, no poll); and one timer serves as both tick and deadline.
 #include "relay/health_checker.hpp"
 
 #include "relay/ip_zone.hpp"
@@ -19,9 +19,6 @@
 #include <asio/dispatch.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
-
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -77,6 +74,8 @@ class checker final : public health_checker, public std::enable_shared_from_this
       }
     });
   }
+
+  const target_pool* pool() const override { return pool_.get(); }
 
  private:
   struct probe {
@@ -150,17 +149,9 @@ class checker final : public health_checker, public std::enable_shared_from_this
 
   void connect(probe& p, std::size_t k) {
     if (k == p.endpoints.size()) return finish(p, false, p.last_error);
-    const auto& endpoint = p.endpoints[k];
-    std::error_code ec;
-    p.socket.close(ec);
-    const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return failed(p, k, last_error());
-    if (p.socket.assign(endpoint.protocol(), fd, ec); ec) {
-      ::close(fd);
-      return failed(p, k, ec);
-    }
-    if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) == 0) return finish(p, true, {});
-    if (errno != EINPROGRESS) return failed(p, k, last_error());
+    const auto begun = start_connect(p.socket, p.endpoints[k], connect_options::kernel_defaults);
+    if (begun.state == connect_state::connected) return finish(p, true, {});
+    if (begun.state == connect_state::failed) return failed(p, k, begun.error);
     p.socket.async_wait(asio::socket_base::wait_write, guarded([&p, k](checker& self, std::error_code ec) {
       if (p.timed_out) return self.finish_timed_out(p);
       if (!ec) ec = pending_error(p.socket.native_handle());

@@ -25,6 +25,8 @@ class health_checker {
   // afterwards; from another thread, none that is not already being delivered. Idempotent. A checker
   // dropped without it stops as well (its pending handlers hold it weakly).
   virtual void stop() = 0;
+  // The pool it was started with: the one whose targets it checks and to which it reports.
+  virtual const target_pool* pool() const = 0;
 };
 
 }  // namespace relay

@@ -1,4 +1,4 @@
-// socket_options: setsockopt, getsockopt and ioctl on the relay's sockets.
+// socket_options: setsockopt, getsockopt and ioctl on the relay's sockets, and the hand-made connect.
 #include "relay/socket_options.hpp"
 
 #include <linux/sockios.h>
@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 namespace relay {
 
@@ -37,6 +38,21 @@ std::error_code receive_destinations(int fd, bool v6) {
 void reset_on_close(asio::ip::tcp::socket& s) {
   std::error_code ignored;
   s.set_option(asio::socket_base::linger(true, 0), ignored);
+}
+
+connect_start start_connect(asio::ip::tcp::socket& s, const asio::ip::tcp::endpoint& to, connect_options options) {
+  std::error_code ec;
+  s.close(ec);
+  const int fd = ::socket(to.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {connect_state::failed, last_error(), true};
+  if (options == connect_options::connection) set_connection_options(fd);
+  if (s.assign(to.protocol(), fd, ec); ec) {
+    ::close(fd);
+    return {connect_state::failed, ec, false};
+  }
+  if (::connect(fd, to.data(), static_cast<socklen_t>(to.size())) == 0) return {connect_state::connected, {}, false};
+  if (errno != EINPROGRESS) return {connect_state::failed, last_error(), false};
+  return {connect_state::in_progress, {}, false};
 }
 
 int send_queue(asio::ip::tcp::socket& s) {

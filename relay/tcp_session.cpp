@@ -136,38 +136,18 @@ void tcp_session::try_connect(std::size_t index) {
   }
   const auto endpoint = (*endpoints_)[index];
   if (leads_back(route_->spec.id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) return next_target();
-  std::error_code ec;
-  upstream_.close(ec);
-  // A non-blocking socket from the start, connected by hand: fewer system calls than asio's
-  // async_connect (no ioctl, no poll), which matters when connections are short.
-  const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    const auto error = last_error();
-    if (is_resource_error(error)) {
-      // Out of descriptors or memory: worth an operator's attention, at most once a second per worker.
-      thread_local clock::time_point last_warning{};
-      if (clock::now() - last_warning >= std::chrono::seconds(1)) {
-        last_warning = clock::now();
-        spdlog::warn("forward {}: cannot open a connection to the target: {}", route_->spec.id, error.message());
-      }
-    }
-    on_connect(index, error);
-    return;
-  }
-  set_connection_options(fd);
-  upstream_.assign(endpoint.protocol(), fd, ec);
-  if (ec) {
-    ::close(fd);
-    on_connect(index, ec);
-    return;
-  }
   timed_out_ = false;
-  if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) == 0) {
-    on_connect(index, {});
-    return;
+  const auto begun = start_connect(upstream_, endpoint, connect_options::connection);
+  if (begun.state == connect_state::failed && begun.no_socket && is_resource_error(begun.error)) {
+    // Out of descriptors or memory: worth an operator's attention, at most once a second per worker.
+    thread_local clock::time_point last_warning{};
+    if (clock::now() - last_warning >= std::chrono::seconds(1)) {
+      last_warning = clock::now();
+      spdlog::warn("forward {}: cannot open a connection to the target: {}", route_->spec.id, begun.error.message());
+    }
   }
-  if (errno != EINPROGRESS) {
-    on_connect(index, last_error());
+  if (begun.state != connect_state::in_progress) {
+    on_connect(index, begun.error);
     return;
   }
   arm_connect_timeout();
