@@ -86,8 +86,8 @@ void tcp_forward::close_listener() {
 }
 
 void tcp_forward::configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) {
-  // The limits first: a worker that has not seen the new route yet admits no client unread into a
-  // per-source limit that is on, since review() counts every connection listed by then.
+  // The limits first: a connection accepted before its worker's review() below is then either
+  // counted per source at admission (per_source() is on, so its address is read) or by that review.
   admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
   const auto filter = make_filter(spec);  // compiled once, shared by every worker
   for (std::size_t k = 0; k < pool_.size(); ++k) {

@@ -85,7 +85,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // A slot for a new session of `f`, or an empty ticket when the lists or a limit refuse it (the
   // datagram is counted in refused_acl or refused_limit, not in datagrams_dropped). Past
   // udp_max_sessions the least recent session is evicted first, so max_connections refuses only
-  // when it is the lower cap.
+  // when it is the lower cap (and a client then refused by its per-source limit has still evicted one).
   admission_ticket admit(const flow& f);
   // After a configure: closes the sessions whose client the new lists refuse, and counts the others
   // in a per-source limit that was just turned on (see admission::set_limits).
