@@ -1,7 +1,12 @@
 // connection_set: the live connections of one forward on one worker, so they can all be closed at once.
 #pragma once
 
+#include "relay/admission.hpp"
+
+#include <asio/ip/address.hpp>
+
 #include <list>
+#include <optional>
 
 namespace relay {
 
@@ -9,6 +14,12 @@ namespace relay {
 class stoppable {
  public:
   virtual void stop() = 0;
+  // Closes at once with a reset: its client is no longer admitted (a PATCH denied it).
+  virtual void cut_off() = 0;
+  // Its slot in the forward's counts.
+  virtual admission_ticket& ticket() = 0;
+  // The client's address (read once, then kept in the ticket); nothing when the socket is gone.
+  virtual std::optional<asio::ip::address> client_address() = 0;
 
  protected:
   ~stoppable() = default;
@@ -56,6 +67,12 @@ class connection_set {
   }
 
   std::size_t size() const { return items_.size(); }
+
+  // Calls f(stoppable&) for each listed connection; f must not stop any (collect them, stop after).
+  template <class F>
+  void for_each(F&& f) {
+    for (auto* c : items_) f(*c);
+  }
 
  private:
   std::list<stoppable*> items_;

@@ -1,6 +1,8 @@
 // tcp_forward: hands accepted sockets to sessions on their workers and closes them all on request.
 #include "relay/tcp_forward.hpp"
 
+#include "relay/socket_options.hpp"
+
 #include <asio/co_spawn.hpp>
 #include <spdlog/spdlog.h>
 
@@ -11,6 +13,19 @@ namespace relay {
 namespace {
 tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>& pool) {
   return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool});
+}
+
+// A refused client is reset right after accept: before any session, resolve or connection to a target.
+void refuse(asio::ip::tcp::socket& socket, std::atomic<std::uint64_t>& counter, std::int64_t id, const char* why) {
+  bump(counter);
+  if (spdlog::should_log(spdlog::level::debug)) {
+    std::error_code ec;
+    const auto client = socket.remote_endpoint(ec);
+    spdlog::debug("forward {}: {} refused: {}", id, ec ? std::string("?") : client.address().to_string(), why);
+  }
+  reset_on_close(socket);
+  std::error_code ignored;
+  socket.close(ignored);
 }
 }  // namespace
 
@@ -23,8 +38,10 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       stats_(std::move(stats)),
       routes_(pool.size()),
       acceptors_(pool.size()),
-      connections_(pool.size()) {
+      connections_(pool.size()),
+      filters_(pool.size(), make_filter(spec)) {
   for (auto& r : routes_) r = route_of(spec, targets);  // one each: a worker's sessions share only its own
+  admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
 }
 
 void tcp_forward::listen(bound_socket socket) {
@@ -69,7 +86,41 @@ void tcp_forward::close_listener() {
 }
 
 void tcp_forward::configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) {
-  for (std::size_t k = 0; k < pool_.size(); ++k) pool_.run_on(k, [&] { routes_[k] = route_of(spec, targets); });
+  // The limits first: a connection accepted before its worker's review() below is then either
+  // counted per source at admission (per_source() is on, so its address is read) or by that review.
+  admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
+  const auto filter = make_filter(spec);  // compiled once, shared by every worker
+  for (std::size_t k = 0; k < pool_.size(); ++k) {
+    pool_.run_on(k, [&] {
+      routes_[k] = route_of(spec, targets);
+      filters_[k] = filter;
+      review(k);
+    });
+  }
+}
+
+void tcp_forward::review(std::size_t k) {
+  const auto& filter = filters_[k];
+  const bool per_source = admission_.per_source();
+  if (!filter && !per_source) return;
+  // A connection from before the per-source limit was turned on counts in it from now on, as an
+  // operator expects of "at most N per client"; it is never closed for it (it may leave its client
+  // over the limit, which then refuses that client's new connections until it is under).
+  std::vector<stoppable*> denied;
+  connections_[k].for_each([&](stoppable& c) {
+    const auto client = c.client_address();  // read once per connection, then kept in its ticket
+    if (!client) return;                     // its socket is gone: it is ending anyway
+    if (filter && !filter->admits(*client)) {
+      denied.push_back(&c);
+    } else if (per_source) {
+      admission_.count_source(c.ticket(), *client);
+    }
+  });
+  if (!denied.empty()) {
+    spdlog::debug("forward {}: {} connections reset: their clients are no longer admitted", routes_[k]->spec.id,
+                  denied.size());
+  }
+  for (auto* c : denied) c->cut_off();
 }
 
 void tcp_forward::stop() {
@@ -81,11 +132,37 @@ void tcp_forward::stop() {
 
 void tcp_forward::on_accept(asio::ip::tcp::socket socket, std::size_t worker) {
   // On worker `worker`, which accepted it and serves it.
+  auto ticket = admit(socket, worker);
+  if (!ticket) return;
   auto session = std::make_shared<tcp_session>(std::move(socket), routes_[worker], *stats_, options_,
                                                shared_from_this());
+  session->hold(std::move(ticket));
   auto listed = connections_[worker].add(*session);
   if (!listed) return;  // the forward was stopped before this connection began
   session->start(std::move(listed));
+}
+
+admission_ticket tcp_forward::admit(asio::ip::tcp::socket& socket, std::size_t worker) {
+  const auto& filter = filters_[worker];
+  std::optional<asio::ip::address> client;
+  // Only a forward with lists or a per-source limit reads the client's address: the others save
+  // the system call.
+  if (filter || admission_.per_source()) {
+    std::error_code ec;
+    const auto endpoint = socket.remote_endpoint(ec);
+    if (ec) {  // gone before it was served
+      socket.close(ec);
+      return {};
+    }
+    client = endpoint.address();
+    if (filter && !filter->admits(*client)) {
+      refuse(socket, stats_->refused_acl, routes_[worker]->spec.id, "not admitted by the allow and deny lists");
+      return {};
+    }
+  }
+  auto ticket = admission_.admit(client ? &*client : nullptr);
+  if (!ticket) refuse(socket, stats_->refused_limit, routes_[worker]->spec.id, "over a connection limit");
+  return ticket;
 }
 
 }  // namespace relay

@@ -1,6 +1,7 @@
 // tcp_forward: a running TCP forward: its listener, its current targets and its live connections.
 #pragma once
 
+#include "relay/admission.hpp"
 #include "relay/connection_set.hpp"
 #include "relay/engine_options.hpp"
 #include "relay/forward_stats.hpp"
@@ -28,13 +29,20 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   void close_listener() override;
   // The listener closes; live connections carry on.
   void drain() override { close_listener(); }
-  // New connections pick from the new pool; live ones keep their target.
+  // New connections pick from the new pool; live ones keep their target. New lists and limits apply
+  // to new connections; live ones of a client the new lists refuse are reset before this returns.
   void configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) override;
   // Listener and every live connection closed before this returns.
   void stop() override;
 
  private:
   void on_accept(asio::ip::tcp::socket socket, std::size_t worker);
+  // The accepted client's slot, or an empty ticket when the lists or a limit refuse it (counted,
+  // and the socket closed with a reset). On worker `worker`.
+  admission_ticket admit(asio::ip::tcp::socket& socket, std::size_t worker);
+  // After a configure, on worker k: resets the live connections whose client the new lists refuse,
+  // and counts the others in a per-source limit that was just turned on.
+  void review(std::size_t k);
 
   worker_pool& pool_;
   const std::size_t home_;
@@ -43,6 +51,9 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   std::vector<tcp_route> routes_;        // [k] on worker k only
   std::vector<acceptor_ptr> acceptors_;  // [k] on worker k only: the listening socket or a dup of it
   std::vector<connection_set> connections_;  // [k] on worker k only
+  // Admission: the lists as compiled for worker k (null: none), and the counts all workers share.
+  std::vector<std::shared_ptr<const source_filter>> filters_;  // [k] on worker k only
+  admission admission_;
 };
 
 }  // namespace relay

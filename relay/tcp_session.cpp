@@ -476,6 +476,7 @@ void tcp_session::stop() {
     reset_on_close(upstream_);
   }
   phase_ = phase::done;
+  ticket_.reset();  // the slot is free as soon as the connection is over, not when its last handler has run
   if (listed_) {
     lower(stats_.connections_active);  // before the sockets close, so no client sees it still counted
     if (counted_) route_->pool->closed(target_);
@@ -486,6 +487,22 @@ void tcp_session::stop() {
   std::error_code ignored;
   client_.close(ignored);
   upstream_.close(ignored);
+}
+
+std::optional<asio::ip::address> tcp_session::client_address() {
+  if (auto kept = ticket_.source()) return kept;
+  std::error_code ec;
+  const auto endpoint = client_.remote_endpoint(ec);
+  if (ec) return std::nullopt;
+  ticket_.remember(endpoint.address());
+  return endpoint.address();
+}
+
+void tcp_session::cut_off() {
+  if (phase_ == phase::done) return;
+  reset_on_close(client_);
+  reset_on_close(upstream_);
+  stop();
 }
 
 }  // namespace relay

@@ -82,6 +82,13 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   // Closes both sides at once (forward disabled, deleted or shut down). Same worker only.
   void stop() override;
 
+  // Admission (relay/admission.hpp): the slot this connection holds in its forward's counts until
+  // it stops, given before start(); and what a change of the forward's lists needs. Same worker only.
+  void hold(admission_ticket ticket) { ticket_ = std::move(ticket); }
+  admission_ticket& ticket() override { return ticket_; }
+  std::optional<asio::ip::address> client_address() override;
+  void cut_off() override;
+
  private:
   using clock = std::chrono::steady_clock;
   enum class phase : std::uint8_t { connecting, relaying, half_closed, resetting, done };
@@ -162,6 +169,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   const engine_options& options_;
   std::shared_ptr<void> owner_;
   connection_set::registration listed_;  // declared after owner_: it leaves the set before the set may go
+  admission_ticket ticket_;              // declared after owner_: its counts are the forward's
 };
 
 }  // namespace relay

@@ -47,6 +47,7 @@ struct udp_forward::session {
   std::size_t target = 0;             // pool's index of its target
   target_state* state = nullptr;      // its target's, once connected: counted there while open
   bool answered = false;              // the target has replied (its success is counted once)
+  admission_ticket ticket;            // its slot in the forward's session counts, while open
 };
 
 std::size_t flow_hash::operator()(const flow& f) const noexcept {
@@ -63,7 +64,10 @@ udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec
       targets_(std::move(targets)),
       idle_(std::chrono::seconds(spec.udp_idle_timeout_s)),
       drain_idle_(drain_idle),
-      sweep_timer_(pool.context(home)) {}
+      filter_(make_filter(spec)),
+      sweep_timer_(pool.context(home)) {
+  admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
+}
 
 udp_forward::~udp_forward() = default;
 
@@ -116,7 +120,30 @@ void udp_forward::configure(const forward_spec& spec, std::shared_ptr<target_poo
     idle_ = std::chrono::seconds(spec.udp_idle_timeout_s);
     enforce_cap();
     sweep_timer_.cancel();  // the sweep re-arms for the new idle timeout
+    admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
+    filter_ = make_filter(spec);
+    review();
   });
+}
+
+void udp_forward::review() {
+  const bool per_source = admission_.per_source();
+  if (!filter_ && !per_source) return;
+  // A session from before the per-source limit was turned on counts in it from now on; none is
+  // closed for it.
+  std::vector<session*> denied;
+  for (session* s : lru_) {
+    const auto client = s->client.address();
+    if (filter_ && !filter_->admits(client)) {
+      denied.push_back(s);
+    } else if (per_source) {
+      admission_.count_source(s->ticket, client);
+    }
+  }
+  if (!denied.empty()) {
+    spdlog::debug("forward {}: {} sessions closed: their clients are no longer admitted", spec_.id, denied.size());
+  }
+  for (session* s : denied) close_session(*s, false);
 }
 
 void udp_forward::watch(target_pool& targets) {
@@ -200,7 +227,14 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
 
 udp_forward::session* udp_forward::client_datagram(const flow& from) {
   auto it = sessions_.find(from);
-  session* s = it != sessions_.end() ? it->second.get() : draining_ ? nullptr : open_session(from);
+  session* s = nullptr;
+  if (it != sessions_.end()) {
+    s = it->second.get();
+  } else if (!draining_) {
+    auto ticket = admit(from);
+    if (!ticket) return nullptr;  // refused: counted as such
+    s = open_session(from, std::move(ticket));
+  }
   if (!s) {
     bump(stats_->datagrams_dropped);
     return nullptr;
@@ -217,9 +251,30 @@ void udp_forward::hold(session& s, const char* data, std::size_t n) {
   }
 }
 
-udp_forward::session* udp_forward::open_session(const flow& f) {
+admission_ticket udp_forward::admit(const flow& f) {
+  const auto client = f.client.address();
+  if (filter_ && !filter_->admits(client)) {
+    bump(stats_->refused_acl);
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("forward {}: datagram from {} refused: not admitted by the allow and deny lists", spec_.id,
+                    client.to_string());
+    }
+    return {};
+  }
   if (sessions_.size() >= spec_.udp_max_sessions && !lru_.empty()) close_session(*lru_.back(), true);
+  auto ticket = admission_.admit(&client);
+  if (!ticket) {
+    bump(stats_->refused_limit);
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("forward {}: datagram from {} refused: over a session limit", spec_.id, client.to_string());
+    }
+  }
+  return ticket;
+}
+
+udp_forward::session* udp_forward::open_session(const flow& f, admission_ticket ticket) {
   auto s = std::make_shared<session>(pool_.context(home_).get_executor(), f);
+  s->ticket = std::move(ticket);
   s->last_active = clock::now();
   lru_.push_front(s.get());
   s->lru_pos = lru_.begin();
@@ -416,6 +471,7 @@ void udp_forward::close_session(session& s, bool evicted) {
   for (std::size_t i = 0; i < s.pending.size(); ++i) bump(stats_->datagrams_dropped);
   s.pending.clear();
   sessions_.erase(it);
+  s.ticket.reset();
   lower(stats_->connections_active);
   if (s.state) s.pool->closed(s.target);
   if (evicted) bump(stats_->sessions_evicted);

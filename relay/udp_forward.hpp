@@ -1,6 +1,7 @@
 // udp_forward: a running UDP forward: one listening socket and a session per client address, on one worker.
 #pragma once
 
+#include "relay/admission.hpp"
 #include "relay/forward_spec.hpp"
 #include "relay/forward_stats.hpp"
 #include "relay/running_forward.hpp"
@@ -61,7 +62,9 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // The socket stays open, since live sessions' replies leave through it; datagrams from clients
   // without a session are dropped and counted.
   void drain() override;
-  // New sessions pick from the new pool; idle timeout and cap apply to all sessions at once.
+  // New sessions pick from the new pool; idle timeout and cap apply to all sessions at once. New
+  // lists and limits apply to new sessions; live ones of a client the new lists refuse are closed
+  // before this returns.
   void configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) override;
   void stop() override;
 
@@ -79,7 +82,15 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   session* client_datagram(const flow& from);
   // Keeps a datagram for a session whose target is still resolving (a few at most; then dropped).
   void hold(session& s, const char* data, std::size_t n);
-  session* open_session(const flow& f);
+  // A slot for a new session of `f`, or an empty ticket when the lists or a limit refuse it (the
+  // datagram is counted in refused_acl or refused_limit, not in datagrams_dropped). Past
+  // udp_max_sessions the least recent session is evicted first, so max_connections refuses only
+  // when it is the lower cap (and a client then refused by its per-source limit has still evicted one).
+  admission_ticket admit(const flow& f);
+  // After a configure: closes the sessions whose client the new lists refuse, and counts the others
+  // in a per-source limit that was just turned on (see admission::set_limits).
+  void review();
+  session* open_session(const flow& f, admission_ticket ticket);
   // Picks the session's target from targets_ (the next one when a name does not resolve) and
   // resolves it into s.targets; false when no target is left (the session is closed).
   asio::awaitable<bool> pick_target(session_ptr s);
@@ -118,6 +129,10 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   udp_socket_ptr socket_;
   bool reply_gso_ = true;  // replies through socket_ may go as GSO sends (see send_batch)
   bool wildcard_ = false;  // socket_ is bound to 0.0.0.0 or ::, so replies name their source
+  // Admission: spec_'s lists compiled (null: none), and the live session counts, which must outlive
+  // the sessions' tickets (so they come before the table).
+  std::shared_ptr<const source_filter> filter_;
+  admission admission_;
   std::unordered_map<flow, session_ptr, flow_hash> sessions_;
   std::list<session*> lru_;
   // Target addresses that answered with an ICMP error, and when (see udp_fail_timeout).

@@ -153,6 +153,57 @@ std::string reached(const json& forward) {
 
 json stats_of(daemon_state& d, const json& forward) { return d.ctl->get(forward["id"].get<std::int64_t>()).body["stats"]; }
 
+// Admission (allow, deny, max_connections, max_connections_per_source): a client from `source` that
+// holds its connection or session once the target answered (a TCP target's close leaves it
+// half-closed and live while the client keeps its end); empty when it got no answer.
+fd held_from(const json& forward, const std::string& source = "127.0.0.1") {
+  const auto host = forward["listen_host"].get<std::string>();
+  const auto port = forward["listen_port"].get<std::uint16_t>();
+  if (forward["protocol"] == "tcp") {
+    auto c = connect_from(port, source, host);
+    return c && !recv_all(c.get()).empty() ? std::move(c) : fd();
+  }
+  socklen_t len, source_len;
+  auto to = make_addr(host, port, len);
+  auto from = make_addr(source, 0, source_len);
+  fd c(::socket(to.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (::bind(c.get(), reinterpret_cast<sockaddr*>(&from), source_len) != 0 ||
+      ::connect(c.get(), reinterpret_cast<sockaddr*>(&to), len) != 0) {
+    return fd();
+  }
+  ::send(c.get(), "?", 1, 0);
+  return recv_datagram(c.get()).empty() ? fd() : std::move(c);
+}
+
+// One more client from 127.0.0.1 is refused (TCP: reset before any answer; UDP: no session) and
+// counted in `counter` ("refused_acl" or "refused_limit").
+void refused(daemon_state& d, const json& forward, const std::string& counter) {
+  const auto before = stats_of(d, forward)[counter].get<std::uint64_t>();
+  const auto host = forward["listen_host"].get<std::string>();
+  const auto port = forward["listen_port"].get<std::uint16_t>();
+  if (forward["protocol"] == "tcp") {
+    CHECK(recv_all(connect_to(port, host).get()).empty());
+  } else {
+    auto c = udp_client(port, host);
+    ::send(c.get(), "?", 1, 0);  // no answer is waited for: none comes
+  }
+  CHECK(eventually([&] { return stats_of(d, forward)[counter].get<std::uint64_t>() > before; }));
+}
+
+// A limit of `n` at work: n clients from 127.0.0.1 hold their connections or sessions, and the next
+// one is refused.
+void limit_holds(daemon_state& d, const json& forward, std::uint64_t n) {
+  std::vector<fd> held;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    held.push_back(held_from(forward));
+    REQUIRE(held.back());
+  }
+  refused(d, forward, "refused_limit");
+  CHECK(stats_of(d, forward)["connections_active"] == n);
+}
+
+bool lists(const json& list, const char* prefix) { return std::find(list.begin(), list.end(), prefix) != list.end(); }
+
 // How a client sees each reconfigure field's value at work in the live forward, given the forward as
 // GET shows it after a POST or a PATCH.
 using observer = std::function<void(daemon_state&, const json& forward)>;
@@ -212,6 +263,30 @@ const std::map<std::string, observer>& observers() {
          REQUIRE(!reached(f).empty());
          const bool expires = f["udp_idle_timeout_s"].get<int>() <= 2;
          CHECK(eventually([&] { return stats_of(d, f)["connections_active"] == 0; }, expires ? 30s : 0s) == expires);
+       }},
+      // Admission: the walk's examples admit 127.0.0.1 first (allow 127.0.0.0/8; deny of others)
+      // and then refuse it (allow 192.0.2.0/24; deny 127.0.0.0/8), so the PATCH is seen refusing it.
+      {"allow", [](daemon_state& d, const json& f) {
+         if (f["allow"].empty() || lists(f["allow"], "127.0.0.0/8")) {
+           CHECK(held_from(f));
+         } else {
+           refused(d, f, "refused_acl");
+         }
+       }},
+      {"deny", [](daemon_state& d, const json& f) {
+         if (lists(f["deny"], "127.0.0.0/8")) {
+           refused(d, f, "refused_acl");
+         } else {
+           CHECK(held_from(f));
+         }
+       }},
+      {"max_connections", [](daemon_state& d, const json& f) {
+         limit_holds(d, f, f["max_connections"].get<std::uint64_t>());
+       }},
+      // Per client address: 127.0.0.1 is at its limit, and 127.0.0.2 still gets in.
+      {"max_connections_per_source", [](daemon_state& d, const json& f) {
+         limit_holds(d, f, f["max_connections_per_source"].get<std::uint64_t>());
+         CHECK(held_from(f, "127.0.0.2"));
        }},
   };
   return all;

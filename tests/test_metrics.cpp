@@ -274,3 +274,50 @@ TEST_CASE("/metrics counts the API's own connections: open, accepted, and reques
   CHECK(sample("portrelay_api_accept_errors_total") == 0);
   CHECK(sample("portrelay_api_connections_turned_away_total") == 0);
 }
+
+TEST_CASE("refused connections and datagrams show in GET stats and in /metrics by reason", "[api]") {
+  target_server tcp_target(target_server::echo);
+  udp_echo_server udp_target;
+  api_fixture f;
+  const auto tcp = create(f.client, {{"name", "t"}, {"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                                     {"target_host", "127.0.0.1"}, {"target_port", tcp_target.port()},
+                                     {"deny", {"127.0.0.3"}}, {"max_connections", 1}});
+  const auto udp = create(f.client, {{"name", "u"}, {"protocol", "udp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                                     {"target_host", "127.0.0.1"}, {"target_port", udp_target.port()},
+                                     {"allow", {"127.0.0.2"}}});
+  const auto tcp_port = tcp["listen_port"].get<std::uint16_t>();
+  auto held = connect_from(tcp_port, "127.0.0.2");  // the one connection max_connections lets in
+  REQUIRE(send_all(held.get(), std::string("x")));
+  REQUIRE(recv_exact(held.get(), 1) == "x");
+  auto denied = connect_from(tcp_port, "127.0.0.3");
+  CHECK(closed_by_peer(denied.get()));
+  auto over = connect_from(tcp_port, "127.0.0.4");
+  CHECK(closed_by_peer(over.get()));
+  auto c = udp_client(udp["listen_port"].get<std::uint16_t>());  // from 127.0.0.1: not allowed
+  for (int i = 0; i < 3; ++i) send_all(c.get(), std::string("ping"));
+
+  auto stats = [&](const json& forward) {
+    auto r = f.client.Get("/api/v1/forwards/" + std::to_string(forward["id"].get<std::int64_t>()));
+    REQUIRE(r);
+    return json::parse(r->body)["stats"];
+  };
+  REQUIRE(eventually([&] { return stats(udp)["refused_acl"] == 3; }));
+  CHECK(stats(udp)["refused_limit"] == 0);
+  CHECK(stats(udp)["connections_total"] == 0);
+  CHECK(stats(tcp)["refused_acl"] == 1);
+  CHECK(stats(tcp)["refused_limit"] == 1);
+  CHECK(stats(tcp)["connections_active"] == 1);
+
+  auto r = f.client.Get("/metrics");
+  REQUIRE(r);
+  INFO(r->body);
+  const auto check = metrics_check(r->body, f.dir);
+  INFO(check.output);
+  CHECK(check.status == 0);
+  CHECK(check.output.empty());
+  const auto m = samples(r->body);
+  CHECK(m.at(R"(portrelay_forward_refused_total{id="1",name="t",protocol="tcp",reason="acl"})") == 1);
+  CHECK(m.at(R"(portrelay_forward_refused_total{id="1",name="t",protocol="tcp",reason="limit"})") == 1);
+  CHECK(m.at(R"(portrelay_forward_refused_total{id="2",name="u",protocol="udp",reason="acl"})") == 3);
+  CHECK(m.at(R"(portrelay_forward_refused_total{id="2",name="u",protocol="udp",reason="limit"})") == 0);
+}
