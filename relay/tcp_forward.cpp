@@ -9,8 +9,9 @@
 namespace relay {
 
 namespace {
-tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>& pool) {
-  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool});
+tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>& pool,
+                   const std::shared_ptr<forward_bandwidth>& bandwidth) {
+  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth});
 }
 }  // namespace
 
@@ -21,10 +22,12 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       home_(home),
       options_(options),
       stats_(std::move(stats)),
+      bandwidth_(std::make_shared<forward_bandwidth>(spec.bandwidth_limit)),
       routes_(pool.size()),
       acceptors_(pool.size()),
       connections_(pool.size()) {
-  for (auto& r : routes_) r = route_of(spec, targets);  // one each: a worker's sessions share only its own
+  // One each: a worker's sessions share only its own.
+  for (auto& r : routes_) r = route_of(spec, targets, bandwidth_);
 }
 
 void tcp_forward::listen(bound_socket socket) {
@@ -69,7 +72,10 @@ void tcp_forward::close_listener() {
 }
 
 void tcp_forward::configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) {
-  for (std::size_t k = 0; k < pool_.size(); ++k) pool_.run_on(k, [&] { routes_[k] = route_of(spec, targets); });
+  bandwidth_->configure(spec.bandwidth_limit);  // thread-safe: live connections see it at their next read
+  for (std::size_t k = 0; k < pool_.size(); ++k) {
+    pool_.run_on(k, [&] { routes_[k] = route_of(spec, targets, bandwidth_); });
+  }
 }
 
 void tcp_forward::stop() {
