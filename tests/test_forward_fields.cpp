@@ -202,11 +202,13 @@ void observe_bandwidth(daemon_state& d, const json& f) {
     send_all(c.get(), std::string(bytes, 'b'));
     ::shutdown(c.get(), SHUT_WR);
   });
-  REQUIRE(eventually([&] { return delta("bytes_up") == bytes; }));
+  const bool all_sent = eventually([&] { return delta("bytes_up") == bytes; });
   const auto sent = steady::now();
-  CHECK(recv_all(c.get()).size() == bytes);
+  const auto echoed = recv_all(c.get()).size();
   const auto back = steady::now();
   sender.join();
+  REQUIRE(all_sent);
+  CHECK(echoed == bytes);
   const std::chrono::duration<double> limited = up ? sent - start : back - sent;
   CHECK(limited.count() >= static_cast<double>(bytes - burst) / static_cast<double>(rate) / 2);
 }
