@@ -414,8 +414,9 @@ std::vector<forward_field> declare() {
                                                  {"down_bytes_per_s", value(b.down_bytes_per_s)},
                                                  {"burst_bytes", value(b.burst_bytes)}};
                                    });
+  // Slow enough for the walk to see each direction's limit at work (the default burst is 64 KiB).
   bandwidth.examples = {json{{"up_bytes_per_s", 65536}, {"down_bytes_per_s", nullptr}, {"burst_bytes", 65536}},
-                        json{{"up_bytes_per_s", nullptr}, {"down_bytes_per_s", 1048576}, {"burst_bytes", nullptr}}};
+                        json{{"up_bytes_per_s", nullptr}, {"down_bytes_per_s", 65536}, {"burst_bytes", nullptr}}};
   bandwidth.refused = {true, "1M", json::array(), json{{"up_bytes_per_s", 1023}},
                        json{{"down_bytes_per_s", 100000000001LL}}, json{{"burst_bytes", 65535}},
                        json{{"up_bytes_per_s", 1.5}}, json{{"up_bytes_per_s", "1024"}}, json{{"up_bytes_per_sec", 2048}},

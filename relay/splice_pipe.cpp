@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <utility>
 
@@ -54,8 +55,9 @@ void splice_pipe::close() {
   capacity_ = size_ = 0;
 }
 
-ssize_t splice_pipe::splice_from(int fd) {
-  const ssize_t n = ::splice(fd, nullptr, write_, nullptr, capacity_ - size_, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+ssize_t splice_pipe::splice_from(int fd, std::size_t most) {
+  const ssize_t n = ::splice(fd, nullptr, write_, nullptr, std::min(most, capacity_ - size_),
+                             SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
   if (n > 0) size_ += static_cast<std::size_t>(n);
   return n;
 }

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace relay {
@@ -46,10 +47,10 @@ class splice_pipe {
   // Bytes spliced in and not spliced out yet.
   std::size_t size() const { return size_; }
 
-  // One non-blocking splice(2) from `fd` into the pipe's free space, and one from the pipe to `fd`
-  // of what it holds. Each returns what the call returned (bytes moved, 0 at `fd`'s end, or -1 with
-  // errno set) and counts the bytes moved.
-  ssize_t splice_from(int fd);
+  // One non-blocking splice(2) from `fd` into the pipe's free space (at most `most` bytes: a
+  // bandwidth limit's grant), and one from the pipe to `fd` of what it holds. Each returns what the
+  // call returned (bytes moved, 0 at `fd`'s end, or -1 with errno set) and counts the bytes moved.
+  ssize_t splice_from(int fd, std::size_t most = SIZE_MAX);
   ssize_t splice_to(int fd);
 
  private:

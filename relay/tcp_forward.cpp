@@ -11,8 +11,9 @@
 namespace relay {
 
 namespace {
-tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>& pool) {
-  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool});
+tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>& pool,
+                   const std::shared_ptr<forward_bandwidth>& bandwidth) {
+  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth});
 }
 
 // A refused client is reset right after accept: before any session, resolve or connection to a target.
@@ -36,11 +37,13 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       home_(home),
       options_(options),
       stats_(std::move(stats)),
+      bandwidth_(std::make_shared<forward_bandwidth>(spec.bandwidth_limit)),
       routes_(pool.size()),
       acceptors_(pool.size()),
       connections_(pool.size()),
       filters_(pool.size(), make_filter(spec)) {
-  for (auto& r : routes_) r = route_of(spec, targets);  // one each: a worker's sessions share only its own
+  // One each: a worker's sessions share only its own.
+  for (auto& r : routes_) r = route_of(spec, targets, bandwidth_);
   admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
 }
 
@@ -89,10 +92,11 @@ void tcp_forward::configure(const forward_spec& spec, std::shared_ptr<target_poo
   // The limits first: a connection accepted before its worker's review() below is then either
   // counted per source at admission (per_source() is on, so its address is read) or by that review.
   admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
+  bandwidth_->configure(spec.bandwidth_limit);  // thread-safe: live connections see it at their next read
   const auto filter = make_filter(spec);  // compiled once, shared by every worker
   for (std::size_t k = 0; k < pool_.size(); ++k) {
     pool_.run_on(k, [&] {
-      routes_[k] = route_of(spec, targets);
+      routes_[k] = route_of(spec, targets, bandwidth_);
       filters_[k] = filter;
       review(k);
     });

@@ -29,8 +29,9 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   void close_listener() override;
   // The listener closes; live connections carry on.
   void drain() override { close_listener(); }
-  // New connections pick from the new pool; live ones keep their target. New lists and limits apply
-  // to new connections; live ones of a client the new lists refuse are reset before this returns.
+  // New connections pick from the new pool; live ones keep their target, and take up a new
+  // bandwidth limit at once. New lists and limits apply to new connections; live ones of a client
+  // the new lists refuse are reset before this returns.
   void configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) override;
   // Listener and every live connection closed before this returns.
   void stop() override;
@@ -48,6 +49,7 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   const std::size_t home_;
   const engine_options& options_;
   std::shared_ptr<forward_stats> stats_;
+  const std::shared_ptr<forward_bandwidth> bandwidth_;  // in every route: kept across configure()
   std::vector<tcp_route> routes_;        // [k] on worker k only
   std::vector<acceptor_ptr> acceptors_;  // [k] on worker k only: the listening socket or a dup of it
   std::vector<connection_set> connections_;  // [k] on worker k only

@@ -31,6 +31,7 @@ constexpr std::size_t chunk = 64 * 1024;     // per recv, into the copy buffer
 constexpr std::size_t small_splice = 4 * 1024;  // automatic datapath: below this, copying is cheaper
 constexpr std::size_t bulk_read = 16 * 1024;    // automatic datapath: from this, splicing is cheaper
 constexpr int rounds_per_wakeup = 16;        // then the worker's other connections get their turn
+constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();  // a read's size, without a limit
 
 // What a worker owns for all its connections: empty pipes ready for lease, and one copy buffer.
 // The buffer stays here rather than in splice_pipe's module: it is the copy datapath's scratch,
@@ -238,7 +239,15 @@ void tcp_session::pump(direction& d) {
       default:
         d.state = flow::reading;  // (from `blocked`: `to` took it all)
     }
-    fill(d, ec);
+    // A limited direction reads what its bucket grants (the most any read here takes, or less), and
+    // gives back what the read did not use; an unlimited one pays this one relaxed load.
+    if (auto& b = bucket(d); b.limited()) {
+      const auto grant = b.take(large_pipe_bytes);
+      if (grant == 0) return wait_for_tokens(d, b, large_pipe_bytes);
+      b.give_back(grant - fill(d, ec, grant));
+    } else {
+      fill(d, ec, unlimited);
+    }
     if (ec) {
       broken(*d.from, ec);
       d.state = flow::ended;  // nothing more comes from `from`: what was read still goes, then the reset
@@ -272,44 +281,48 @@ bool tcp_session::flush(direction& d, std::error_code& ec) {
   return true;
 }
 
-void tcp_session::fill(direction& d, std::error_code& ec) {
+std::size_t tcp_session::fill(direction& d, std::error_code& ec, std::size_t most) {
   const bool splice = options_.datapath == datapath::splice ||
                       (options_.datapath == datapath::automatic && d.splicing);
   if (splice) {
     if (!d.pipe) d.pipe = resources().pipes.lease();
-    if (d.pipe) return fill_splice(d, ec);
+    if (d.pipe) return fill_splice(d, ec, most);
     // No pipe to be had (out of descriptors): this round copies instead.
   }
-  fill_copy(d, ec);
+  return fill_copy(d, ec, most);
 }
 
 // One splice into the empty pipe per round: EAGAIN then means the socket is drained. (Splicing on
 // into a pipe that already holds data could also fail for want of pipe slots, which says nothing
 // about the socket.)
-void tcp_session::fill_splice(direction& d, std::error_code& ec) {
-  const ssize_t n = d.pipe.splice_from(d.from->native_handle());
+std::size_t tcp_session::fill_splice(direction& d, std::error_code& ec, std::size_t most) {
+  const ssize_t n = d.pipe.splice_from(d.from->native_handle(), most);
   if (n < 0) {
     if (would_block(errno)) {
       d.state = flow::drained;
     } else {
       ec = last_error();
     }
-    return;
+    return 0;
   }
+  const auto got = static_cast<std::size_t>(n);
   if (n == 0) d.state = flow::ended;
-  if (n > 0 && static_cast<std::size_t>(n) < small_splice) d.splicing = false;  // back to copying small messages
+  // Back to copying small messages; a read the limit cut short says nothing about their size.
+  if (n > 0 && got < small_splice && got < most) d.splicing = false;
+  return got;
 }
 
 // Reads until the socket is drained, ends or the buffer is full, then passes it all on in one send.
 // Reading ahead costs no extra call (the read that sees EAGAIN is needed anyway), and when it sees
 // the end, the data and the FIN leave in one segment (MSG_MORE holds the data until the shutdown or
 // close that follows): one packet and one wake-up fewer for the receiver of a short reply.
-void tcp_session::fill_copy(direction& d, std::error_code& ec) {
+std::size_t tcp_session::fill_copy(direction& d, std::error_code& ec, std::size_t most) {
   auto& buffer = resources().buffer;
   const int from = d.from->native_handle();
+  const std::size_t want = std::min(buffer.size(), most);
   std::size_t got = 0;
-  while (got < buffer.size()) {
-    const ssize_t n = ::recv(from, buffer.data() + got, buffer.size() - got, MSG_DONTWAIT);
+  while (got < want) {
+    const ssize_t n = ::recv(from, buffer.data() + got, want - got, MSG_DONTWAIT);
     if (n > 0) {
       got += static_cast<std::size_t>(n);
     } else {
@@ -323,8 +336,9 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
       break;
     }
   }
-  if (got == 0) return;
-  if (got >= bulk_read) d.splicing = true;  // bulk: the next reads splice
+  if (got == 0) return 0;
+  // Bulk, or more waiting than the limit let through: the next reads splice.
+  if (got >= bulk_read || got == most) d.splicing = true;
   const int more = d.state == flow::ended ? MSG_MORE : 0;
   // On an error other than EAGAIN the bytes are held too: the flush that follows sees it again, as
   // the destination's (`ec` is the source's).
@@ -336,6 +350,22 @@ void tcp_session::fill_copy(direction& d, std::error_code& ec) {
                                                  buffer.begin() + static_cast<std::ptrdiff_t>(got));
     d.held_from = 0;
   }
+  return got;
+}
+
+// Nothing pending, so the pipe goes back while the direction waits. A session that resets meanwhile
+// waits no less for its bytes to be delivered: the wait is the limit's, not the receiver's.
+void tcp_session::wait_for_tokens(direction& d, token_bucket& b, std::size_t want) {
+  release_pipe(d);
+  if (!d.watched) watch(d);  // nothing reads `from` meanwhile: its peer's reset is still seen
+  const auto wait = std::min<clock::duration>(b.time_until(want), max_token_wait);
+  if (phase_ == phase::resetting) deadline_ = std::max(deadline_, clock::now() + wait + reset_delivery_stall);
+  if (!d.throttle) d.throttle = std::make_unique<asio::steady_timer>(client_.get_executor());
+  d.throttle->expires_after(wait);
+  d.throttle->async_wait([self = shared_from_this(), &d](const std::error_code& ec) {
+    if (ec || self->phase_ == phase::done) return;
+    self->pump(d);
+  });
 }
 
 // Pooled when empty; closed with bytes still in it (the connection is going away) or a full pool.
@@ -484,6 +514,9 @@ void tcp_session::stop() {
   }
   if (resolver_) resolver_->cancel();
   timer_.cancel();
+  for (auto* d : {&up_, &down_}) {
+    if (d->throttle) d->throttle->cancel();
+  }
   std::error_code ignored;
   client_.close(ignored);
   upstream_.close(ignored);

@@ -3,6 +3,7 @@
 // pooled pipe or a copy through the worker's buffer.
 #pragma once
 
+#include "relay/bandwidth.hpp"
 #include "relay/connection_set.hpp"
 #include "relay/engine_options.hpp"
 #include "relay/forward_spec.hpp"
@@ -34,6 +35,9 @@ inline constexpr std::chrono::milliseconds reset_delivery_stall{2'000};
 struct tcp_route_info {
   forward_spec spec;
   std::shared_ptr<target_pool> pool;  // spec's targets
+  // The forward's buckets: one object for all its routes, so a PATCH of the limit reaches live
+  // connections too.
+  std::shared_ptr<forward_bandwidth> bandwidth;
 };
 using tcp_route = std::shared_ptr<const tcp_route_info>;
 
@@ -63,8 +67,10 @@ using tcp_route = std::shared_ptr<const tcp_route_info>;
 //   reading --`from` ended (EOF, or its error is passed on)--> ended
 //   ended --nothing pending--> finished (`to` is shut down for sending; or, resetting, the reset is passed on)
 //   any --the session resets and `to` is the failed socket: dropped--> finished
-// `blocked` and `ended` with bytes pending wait for `to` to take them. Two facts sit beside the
-// state, since they do not follow the life cycle: `splicing` (the automatic datapath's mode, which
+// `blocked` and `ended` with bytes pending wait for `to` to take them. A direction of a forward with
+// a bandwidth limit reads only what its bucket grants; granted nothing, it stays `reading` and waits
+// on its own timer rather than on `from` (which gets its error wait meanwhile). Two facts sit beside
+// the state, since they do not follow the life cycle: `splicing` (the automatic datapath's mode, which
 // flips with the sizes read) and `watched` (an error wait on `from` was queued; once only).
 class tcp_session final : public stoppable, public std::enable_shared_from_this<tcp_session> {
  public:
@@ -105,6 +111,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     splice_pipe pipe;  // splice path: leased from the worker's pool until the direction waits to read or finishes
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
+    std::unique_ptr<asio::steady_timer> throttle;  // a limited direction's wait for tokens, made at the first
     flow state = flow::reading;
     bool splicing = false;  // automatic datapath: bulk seen, so splice
     bool watched = false;  // an error wait on `from` was queued (when nothing read it any more): once only
@@ -127,10 +134,17 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void pump(direction& d);
   // Moves what is pending (pipe or held bytes) to `to`: true when nothing is left.
   bool flush(direction& d, std::error_code& ec);
-  // Reads from `from` and passes it on; `d` becomes `ended` or `drained` when the read saw so.
-  void fill(direction& d, std::error_code& ec);
-  void fill_splice(direction& d, std::error_code& ec);
-  void fill_copy(direction& d, std::error_code& ec);
+  // Reads at most `most` bytes from `from` and passes them on; `d` becomes `ended` or `drained` when
+  // the read saw so. Returns the bytes read.
+  std::size_t fill(direction& d, std::error_code& ec, std::size_t most);
+  std::size_t fill_splice(direction& d, std::error_code& ec, std::size_t most);
+  std::size_t fill_copy(direction& d, std::error_code& ec, std::size_t most);
+  token_bucket& bucket(const direction& d) const {
+    return &d == &up_ ? route_->bandwidth->up : route_->bandwidth->down;
+  }
+  // A limited direction with no tokens for a read: waits on its timer (no longer than
+  // max_token_wait), then pumps again.
+  void wait_for_tokens(direction& d, token_bucket& b, std::size_t want);
   void release_pipe(direction& d);
   void wait(direction& d, asio::socket_base::wait_type what);
   void watch(direction& d);

@@ -63,6 +63,7 @@ udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec
       spec_(spec),
       targets_(std::move(targets)),
       idle_(std::chrono::seconds(spec.udp_idle_timeout_s)),
+      bandwidth_(spec.bandwidth_limit),
       drain_idle_(drain_idle),
       filter_(make_filter(spec)),
       sweep_timer_(pool.context(home)) {
@@ -118,6 +119,7 @@ void udp_forward::configure(const forward_spec& spec, std::shared_ptr<target_poo
     spec_ = spec;
     targets_ = std::move(targets);
     idle_ = std::chrono::seconds(spec.udp_idle_timeout_s);
+    bandwidth_.configure(spec.bandwidth_limit);
     enforce_cap();
     sweep_timer_.cancel();  // the sweep re-arms for the new idle timeout
     admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
@@ -209,6 +211,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
         if (wildcard_) from.local = destination(b.in[i].msg_hdr);
         session* s = client_datagram(from);
         if (!s) continue;
+        if (!within_limit(bandwidth_.up, b.in[i].msg_len)) continue;
         if (!s->ready) {
           hold(*s, b.slot(i), b.in[i].msg_len);
           continue;
@@ -413,6 +416,12 @@ void udp_forward::send_upstream(session& s, const char* data, std::size_t n) {
   bump(s.state->bytes_up, n);
 }
 
+bool udp_forward::within_limit(token_bucket& bucket, std::size_t n) {
+  if (!bucket.limited() || bucket.take_all(n)) return true;  // unlimited: one relaxed load
+  bump(stats_->datagrams_dropped);
+  return false;
+}
+
 asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
   while (s->open) {
     auto [ec] = co_await s->upstream.async_wait(asio::ip::udp::socket::wait_read, use_tuple);
@@ -433,8 +442,11 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
         s->pool->attempt_succeeded(s->target);
       }
       // Replies leave through the listening socket, from the address the client sent to.
-      for (int i = 0; i < n; ++i) b.queue(i, i, &s->client, &s->source);
-      const auto sent = send_batch(socket_ ? socket_->native_handle() : -1, b, n, reply_gso_);
+      int queued = 0;
+      for (int i = 0; i < n; ++i) {
+        if (within_limit(bandwidth_.down, b.in[i].msg_len)) b.queue(queued++, i, &s->client, &s->source);
+      }
+      const auto sent = send_batch(socket_ ? socket_->native_handle() : -1, b, queued, reply_gso_);
       bump(stats_->datagrams_down, sent.datagrams);
       bump(stats_->bytes_down, sent.bytes);
       bump(s->state->bytes_down, sent.bytes);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "relay/admission.hpp"
+#include "relay/bandwidth.hpp"
 #include "relay/forward_spec.hpp"
 #include "relay/forward_stats.hpp"
 #include "relay/running_forward.hpp"
@@ -43,7 +44,8 @@ struct flow_hash {
 // Everything lives on the home worker: the socket, the session table, the LRU list and the one
 // sweep timer, so nothing here needs a lock. Sessions are found in O(1) by flow; the LRU
 // list (front = most recent) gives eviction and idle expiry in O(1) with a single timer.
-// Datagrams are never queued: one that cannot be sent at once is dropped and counted. I/O is
+// Datagrams are never queued: one that cannot be sent at once, or that the forward's bandwidth
+// limit cannot take whole (either way), is dropped and counted. I/O is
 // batched: recvmmsg of up to 32 datagrams per call into the worker's scratch space, and one sendmmsg
 // per run of datagrams bound for the same session (or, for replies, the same client). A wildcard
 // listener takes each datagram's destination address from the same recvmmsg (IP_PKTINFO) and
@@ -62,9 +64,9 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // The socket stays open, since live sessions' replies leave through it; datagrams from clients
   // without a session are dropped and counted.
   void drain() override;
-  // New sessions pick from the new pool; idle timeout and cap apply to all sessions at once. New
-  // lists and limits apply to new sessions; live ones of a client the new lists refuse are closed
-  // before this returns.
+  // New sessions pick from the new pool; idle timeout, cap and bandwidth limit apply to all
+  // sessions at once. New lists and limits apply to new sessions; live ones of a client the new
+  // lists refuse are closed before this returns.
   void configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) override;
   void stop() override;
 
@@ -113,6 +115,9 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // first that has not failed within udp_fail_timeout, else `from` itself.
   std::size_t choose_address(const std::vector<asio::ip::udp::endpoint>& targets, std::size_t from);
   void send_upstream(session& s, const char* data, std::size_t n);
+  // Whether a datagram of `n` bytes fits `bucket` now (then it is taken from it); one that does
+  // not is counted as dropped.
+  bool within_limit(token_bucket& bucket, std::size_t n);
   void close_session(session& s, bool evicted);
   void close_all_sessions();
   void enforce_cap();
@@ -125,6 +130,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   forward_spec spec_;  // as last configured: what new sessions use, and the cap
   std::shared_ptr<target_pool> targets_;  // spec_'s pool: where new sessions go
   std::chrono::milliseconds idle_;  // spec_'s idle timeout, shortened while draining
+  forward_bandwidth bandwidth_;     // spec_'s limit, for every session
   const std::chrono::milliseconds drain_idle_;
   udp_socket_ptr socket_;
   bool reply_gso_ = true;  // replies through socket_ may go as GSO sends (see send_batch)

@@ -104,15 +104,19 @@ json target(const std::string& host, std::uint16_t port, int weight = 1, bool ba
   return json{{"host", host}, {"port", port}, {"weight", weight}, {"backup", backup}};
 }
 
-// Two targets for the walk: target_port moves the forward from one to the other.
+// Two targets for the walk: target_port moves the forward from one to the other. And echoes, TCP
+// and UDP, for a field seen in the bytes that flow back (bandwidth_limit).
 struct targets {
   address_teller first, second;
+  target_server echo{target_server::echo};
+  udp_echo_server udp_echo;
 };
 
 // The body the walk of `field` starts from: a pool (the shorthand and `targets` do not go together)
 // of the first target for `targets`, of both for `balance`, so that policies differ; the shorthand
-// for the first target otherwise.
+// for an echo for `bandwidth_limit`, and for the first target otherwise.
 json base_body(relay::protocol p, const targets& t, const std::string& field) {
+  if (field == "bandwidth_limit") return base_body(p, p == relay::protocol::tcp ? t.echo.port() : t.udp_echo.port());
   auto body = base_body(p, t.first.port());
   if (field != "targets" && field != "balance") return body;
   body.erase("target_host");
@@ -204,6 +208,62 @@ void limit_holds(daemon_state& d, const json& forward, std::uint64_t n) {
 
 bool lists(const json& list, const char* prefix) { return std::find(list.begin(), list.end(), prefix) != list.end(); }
 
+// The bandwidth_limit walk's observer, on a forward to an echo, through the limited direction and
+// the other one (so a PATCH that moves the limit from up to down shows whether it reached the live
+// forward). TCP: of twice the burst, echoed, the limited direction still has a burst's worth to move
+// at the limit's rate (a second, in the examples) when the other is done; at least half of that
+// time passes. UDP: of four 30,000-byte datagrams sent at once, a burst holds two at most: the
+// others are dropped and counted in the limited direction, and none in the other.
+void observe_bandwidth(daemon_state& d, const json& f) {
+  using steady = std::chrono::steady_clock;
+  const auto& limit = f["bandwidth_limit"];
+  REQUIRE(limit.is_object());
+  const bool up = !limit["up_bytes_per_s"].is_null();
+  REQUIRE(limit[up ? "down_bytes_per_s" : "up_bytes_per_s"].is_null());  // the examples limit one way
+  const auto rate = limit[up ? "up_bytes_per_s" : "down_bytes_per_s"].get<std::uint64_t>();
+  relay::bandwidth_limit_spec given;
+  if (!limit["burst_bytes"].is_null()) given.burst_bytes = limit["burst_bytes"].get<std::uint64_t>();
+  const auto burst = relay::burst_bytes_for(given, rate);
+  REQUIRE(burst <= 65536);  // a quick walk, and a burst that holds two datagrams at most
+  const auto port = f["listen_port"].get<std::uint16_t>();
+  const auto before = stats_of(d, f);
+  const auto delta = [&](const char* counter) {
+    return stats_of(d, f)[counter].get<std::uint64_t>() - before[counter].get<std::uint64_t>();
+  };
+  if (f["protocol"] == "udp") {
+    auto c = udp_client(port);
+    const std::string datagram(30000, 'd');
+    for (int i = 0; i < 4; ++i) REQUIRE(::send(c.get(), datagram.data(), datagram.size(), 0) == 30000);
+    CHECK(recv_datagram(c.get()) == datagram);  // the first fits
+    // Each one is dropped on its way or comes back.
+    REQUIRE(eventually([&] { return delta("datagrams_down") + delta("datagrams_dropped") == 4; }));
+    if (up) {
+      CHECK(delta("datagrams_up") < 4);
+    } else {
+      CHECK(delta("datagrams_up") == 4);
+      CHECK(delta("datagrams_down") < 4);
+    }
+    return;
+  }
+  const auto bytes = 2 * burst;
+  const auto start = steady::now();
+  auto c = connect_to(port);
+  REQUIRE(c);
+  std::thread sender([&] {
+    send_all(c.get(), std::string(bytes, 'b'));
+    ::shutdown(c.get(), SHUT_WR);
+  });
+  const bool all_sent = eventually([&] { return delta("bytes_up") == bytes; });
+  const auto sent = steady::now();
+  const auto echoed = recv_all(c.get()).size();
+  const auto back = steady::now();
+  sender.join();
+  REQUIRE(all_sent);
+  CHECK(echoed == bytes);
+  const std::chrono::duration<double> limited = up ? sent - start : back - sent;
+  CHECK(limited.count() >= static_cast<double>(bytes - burst) / static_cast<double>(rate) / 2);
+}
+
 // How a client sees each reconfigure field's value at work in the live forward, given the forward as
 // GET shows it after a POST or a PATCH.
 using observer = std::function<void(daemon_state&, const json& forward)>;
@@ -259,6 +319,7 @@ const std::map<std::string, observer>& observers() {
       // A short timeout ends an idle session well within the wait; a long one keeps it meanwhile
       // (the walk goes from the long example to the short one, so a PATCH that did not reach the
       // live forward leaves its sessions up and fails here).
+      {"bandwidth_limit", observe_bandwidth},
       {"udp_idle_timeout_s", [](daemon_state& d, const json& f) {
          REQUIRE(!reached(f).empty());
          const bool expires = f["udp_idle_timeout_s"].get<int>() <= 2;
