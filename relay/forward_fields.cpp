@@ -414,6 +414,13 @@ std::vector<forward_field> declare() {
                                                  {"down_bytes_per_s", value(b.down_bytes_per_s)},
                                                  {"burst_bytes", value(b.burst_bytes)}};
                                    });
+  // A limit with no rate limits nothing: it is stored and shown as null, so GET says so.
+  bandwidth.read = [read = bandwidth.read](const json& v, forward_spec& spec) {
+    auto bad = read(v, spec);
+    const auto& b = spec.bandwidth_limit;
+    if (!bad && b && !b->up_bytes_per_s && !b->down_bytes_per_s) spec.bandwidth_limit.reset();
+    return bad;
+  };
   // Slow enough for the walk to see each direction's limit at work (the default burst is 64 KiB).
   bandwidth.examples = {json{{"up_bytes_per_s", 65536}, {"down_bytes_per_s", nullptr}, {"burst_bytes", 65536}},
                         json{{"up_bytes_per_s", nullptr}, {"down_bytes_per_s", 65536}, {"burst_bytes", nullptr}}};

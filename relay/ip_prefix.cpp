@@ -65,16 +65,18 @@ std::variant<ip_prefix, std::string> parse_prefix(std::string_view text) {
       return quoted(text) + ": an " + (v6 ? "IPv6" : "IPv4") + " prefix length must be from 0 to " + std::to_string(max);
     }
   }
-  ip_prefix p{address, length};
   const auto bytes = bytes_of(address);
-  const auto network = masked(bytes, v6_length(p));
-  if (network != bytes) {
-    ip_prefix meant{v6 ? asio::ip::address(asio::ip::address_v6(network))
-                       : asio::ip::address(asio::ip::make_address_v4(asio::ip::v4_mapped, asio::ip::address_v6(network))),
-                    length};
-    return quoted(text) + " has host bits set: the prefix is " + to_string(meant);
-  }
-  return p;
+  const auto network = masked(bytes, v6_length(ip_prefix{address, length}));
+  // The prefix in the IPv6 space, as IPv4 when it lies within ::ffff:0:0/96: an IPv4-mapped prefix
+  // ("::ffff:10.0.0.0/104") matches exactly the clients its IPv4 form (10.0.0.0/8) does, so it is
+  // stored, shown and compared for repeats as that.
+  const asio::ip::address_v6 in_v6(network);
+  const bool mapped = in_v6.is_v4_mapped() && v6_length(ip_prefix{address, length}) >= 96;
+  const ip_prefix canonical{mapped ? asio::ip::address(asio::ip::make_address_v4(asio::ip::v4_mapped, in_v6))
+                                   : asio::ip::address(in_v6),
+                            v6_length(ip_prefix{address, length}) - (mapped ? 96 : 0)};
+  if (network != bytes) return quoted(text) + " has host bits set: the prefix is " + to_string(canonical);
+  return canonical;
 }
 
 std::string to_string(const ip_prefix& p) { return p.address.to_string() + "/" + std::to_string(p.length); }

@@ -121,8 +121,9 @@ void tcp_forward::review(std::size_t k) {
     }
   });
   if (!denied.empty()) {
-    spdlog::debug("forward {}: {} connections reset: their clients are no longer admitted", routes_[k]->spec.id,
-                  denied.size());
+    // An operator's change cut them off: worth one line per change (and worker), unlike a refusal.
+    spdlog::info("forward {}: reset {} connection{} whose client is no longer admitted", routes_[k]->spec.id,
+                 denied.size(), denied.size() == 1 ? "" : "s");
   }
   for (auto* c : denied) c->cut_off();
 }

@@ -143,7 +143,8 @@ void udp_forward::review() {
     }
   }
   if (!denied.empty()) {
-    spdlog::debug("forward {}: {} sessions closed: their clients are no longer admitted", spec_.id, denied.size());
+    spdlog::info("forward {}: closed {} session{} whose client is no longer admitted", spec_.id, denied.size(),
+                 denied.size() == 1 ? "" : "s");
   }
   for (session* s : denied) close_session(*s, false);
 }

@@ -133,7 +133,7 @@ TEST_CASE("allow and deny come back in canonical form and every policy field has
   // More spellings of one prefix; the order given is kept.
   const auto f = created(d.ctl->create(body_for("tcp")));
   const std::pair<const char*, const char*> spellings[] = {
-      {"2001:0DB8:0000::/32", "2001:db8::/32"}, {"::ffff:192.0.2.0/120", "::ffff:192.0.2.0/120"},
+      {"2001:0DB8:0000::/32", "2001:db8::/32"}, {"::ffff:192.0.2.0/120", "192.0.2.0/24"},
       {"0.0.0.0/0", "0.0.0.0/0"},               {"::/0", "::/0"},
       {"fe80::1", "fe80::1/128"},               {"192.0.2.255/32", "192.0.2.255/32"},
   };
@@ -180,6 +180,7 @@ TEST_CASE("every bad allow or deny entry is a 400 naming the entry - host bits g
         {"an object", list({json::object()}), "[0] must be a string"},
         {"a repeat", list({"192.0.2.7", "10.0.0.0/8", "192.0.2.7/32"}), "[2] repeats " + field + "[0] (192.0.2.7/32)"},
         {"a repeat in IPv6", list({"2001:db8::/32", "2001:DB8:0::/32"}), "[1] repeats " + field + "[0] (2001:db8::/32)"},
+        {"a repeat IPv4-mapped", list({"127.0.0.2", "::ffff:127.0.0.2"}), "[1] repeats " + field + "[0] (127.0.0.2/32)"},
         {"1,025 entries", many_prefixes(1025), field + " must be an array of at most 1024 IP addresses or CIDR prefixes"},
         {"null", nullptr, field + " must be an array"},
         {"a string", "10.0.0.0/8", field + " must be an array"},
@@ -230,6 +231,9 @@ TEST_CASE("bandwidth_limit is null or an object of two rates and a burst - each 
       {limit(2048, 4096, 65536), limit(2048, 4096, 65536)},
       {limit(nullptr, 1048576, 100000000000LL), limit(nullptr, 1048576, 100000000000LL)},
       {nullptr, nullptr},
+      // No rate limits nothing: shown as null, not as an object that looks like a limit.
+      {json::object(), nullptr},
+      {limit(nullptr, nullptr, 131072), nullptr},
   };
   for (const auto& a : accepted) {
     INFO(a.given.dump());

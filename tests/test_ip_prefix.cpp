@@ -31,12 +31,17 @@ TEST_CASE("a prefix reads into its canonical form and a bare address is a prefix
   CHECK(canonical("2001:DB8:0:0::/32") == "2001:db8::/32");
   CHECK(canonical("::1") == "::1/128");
   CHECK(canonical("::/0") == "::/0");
-  CHECK(canonical("::ffff:10.0.0.0/104") == "::ffff:10.0.0.0/104");
+  // An IPv4-mapped prefix is its IPv4 form: it matches the same clients.
+  CHECK(canonical("::ffff:10.0.0.0/104") == "10.0.0.0/8");
+  CHECK(canonical("::ffff:192.0.2.7") == "192.0.2.7/32");
+  CHECK(canonical("::ffff:0.0.0.0/96") == "0.0.0.0/0");
+  CHECK(canonical("::fffe:0:0/95") == "::fffe:0:0/95");
 }
 
 TEST_CASE("a bad prefix is refused with the reason and for host bits the prefix meant", "[engine]") {
   CHECK(canonical("10.1.2.3/8") == "error: '10.1.2.3/8' has host bits set: the prefix is 10.0.0.0/8");
   CHECK(canonical("2001:db8::1/32") == "error: '2001:db8::1/32' has host bits set: the prefix is 2001:db8::/32");
+  CHECK(canonical("::ffff:10.1.2.3/104") == "error: '::ffff:10.1.2.3/104' has host bits set: the prefix is 10.0.0.0/8");
   CHECK(canonical("10.0.0.0/33") == "error: '10.0.0.0/33': an IPv4 prefix length must be from 0 to 32");
   CHECK(canonical("::/129") == "error: '::/129': an IPv6 prefix length must be from 0 to 128");
   for (const char* bad : {"nonsense", "", "/8", "10.0.0.0/", "10.0.0.0/+8", "10.0.0.0/ 8", "10.0.0.0/8/8",

@@ -151,7 +151,7 @@ function fillPolicy(td, f) {
   };
   list('allow', f.allow || []);
   list('deny', f.deny || []);
-  const unit = f.protocol === 'udp' ? 'sessions' : 'connections';
+  const unit = (f.protocol === 'udp' ? 'session' : 'connection') + (f.max_connections === 1 ? '' : 's');
   const limits = [];
   if (f.max_connections) limits.push(`at most ${f.max_connections} ${unit}`);
   if (f.max_connections_per_source) limits.push(`${f.max_connections_per_source} per client address`);
