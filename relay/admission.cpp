@@ -76,11 +76,11 @@ void admission::set_limits(std::uint32_t max_total, std::uint32_t max_per_source
   per_source_on_.store(epoch_ != 0, std::memory_order_release);
 }
 
-admission_ticket admission::admit(const asio::ip::address* client) {
+admission_ticket admission::admit(const asio::ip::address* client, std::uint32_t leaving) {
   const auto max_total = max_total_.load(std::memory_order_relaxed);
   // Taken first and given back when over: two workers admitting at once never both pass the limit.
   const auto live = total_.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (max_total > 0 && live > max_total) {
+  if (max_total > 0 && live > max_total + leaving) {
     total_.fetch_sub(1, std::memory_order_relaxed);
     return {};
   }

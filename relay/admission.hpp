@@ -85,8 +85,10 @@ class admission {
   void set_limits(std::uint32_t max_total, std::uint32_t max_per_source);
 
   // A slot for a connection or session from `client`, or an empty ticket when a limit is reached.
-  // `client` may be null while the per-source limit is off (its address was not read).
-  admission_ticket admit(const asio::ip::address* client);
+  // `client` may be null while the per-source limit is off (its address was not read). `leaving`:
+  // slots the caller frees once this succeeds (a UDP session evicted at udp_max_sessions to make
+  // room), which max_connections does not count; so a refused client evicts no one.
+  admission_ticket admit(const asio::ip::address* client, std::uint32_t leaving = 0);
 
   // Counts a live ticket's client in the per-source count when that limit is on and the ticket is
   // not counted in it yet; never refuses (a connection already live is not closed by a limit).

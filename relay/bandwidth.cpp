@@ -40,7 +40,10 @@ void token_bucket::refill(clock::time_point now) {
 }
 
 std::uint64_t token_bucket::chunk() const {
-  return std::clamp(static_cast<std::uint64_t>(rate_ / 20), min_chunk, max_chunk);
+  // At most a quarter of the burst, so that a read does not wait for a full bucket: tokens that flow
+  // in while a full one waits for its reader are lost (a small burst at a high rate).
+  return std::min(std::clamp(static_cast<std::uint64_t>(rate_ / 20), min_chunk, max_chunk),
+                  static_cast<std::uint64_t>(burst_ / 4));
 }
 
 std::uint64_t token_bucket::take(std::uint64_t want) {

@@ -58,6 +58,7 @@ std::variant<ip_prefix, std::string> parse_prefix(std::string_view text) {
     const auto digits = text.substr(slash + 1);
     const auto end = digits.data() + digits.size();
     if (digits.empty() || digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string_view::npos ||
+        (digits.size() > 1 && digits.front() == '0') ||
         std::from_chars(digits.data(), end, length).ptr != end) {
       return not_prefix;
     }

@@ -70,8 +70,9 @@ void tcp_forward::listen(bound_socket socket) {
       acceptors_[k] = a;
       auto self = shared_from_this();
       asio::co_spawn(pool_.context(k),
-                     accept_loop(a, k, [self](asio::ip::tcp::socket s, std::size_t worker) {
-                       self->on_accept(std::move(s), worker);
+                     accept_loop(a, k, [self](asio::ip::tcp::socket s, const asio::ip::tcp::endpoint& client,
+                                                          std::size_t worker) {
+                       self->on_accept(std::move(s), client, worker);
                      }, "forward " + std::to_string(routes_[k]->spec.id)),
                      log_coroutine_exception);
     });
@@ -112,8 +113,8 @@ void tcp_forward::review(std::size_t k) {
   // over the limit, which then refuses that client's new connections until it is under).
   std::vector<stoppable*> denied;
   connections_[k].for_each([&](stoppable& c) {
-    const auto client = c.client_address();  // read once per connection, then kept in its ticket
-    if (!client) return;                     // its socket is gone: it is ending anyway
+    const auto client = c.client_address();  // kept in its ticket since accept
+    if (!client) return;
     if (filter && !filter->admits(*client)) {
       denied.push_back(&c);
     } else if (per_source) {
@@ -135,9 +136,9 @@ void tcp_forward::stop() {
   for (std::size_t k = 0; k < pool_.size(); ++k) pool_.run_on(k, [&] { connections_[k].close(); });
 }
 
-void tcp_forward::on_accept(asio::ip::tcp::socket socket, std::size_t worker) {
+void tcp_forward::on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker) {
   // On worker `worker`, which accepted it and serves it.
-  auto ticket = admit(socket, worker);
+  auto ticket = admit(socket, client.address(), worker);
   if (!ticket) return;
   auto session = std::make_shared<tcp_session>(std::move(socket), routes_[worker], *stats_, options_,
                                                shared_from_this());
@@ -147,25 +148,16 @@ void tcp_forward::on_accept(asio::ip::tcp::socket socket, std::size_t worker) {
   session->start(std::move(listed));
 }
 
-admission_ticket tcp_forward::admit(asio::ip::tcp::socket& socket, std::size_t worker) {
+admission_ticket tcp_forward::admit(asio::ip::tcp::socket& socket, const asio::ip::address& client,
+                                     std::size_t worker) {
   const auto& filter = filters_[worker];
-  std::optional<asio::ip::address> client;
-  // Only a forward with lists or a per-source limit reads the client's address: the others save
-  // the system call.
-  if (filter || admission_.per_source()) {
-    std::error_code ec;
-    const auto endpoint = socket.remote_endpoint(ec);
-    if (ec) {  // gone before it was served
-      socket.close(ec);
-      return {};
-    }
-    client = endpoint.address();
-    if (filter && !filter->admits(*client)) {
-      refuse(socket, stats_->refused_acl, routes_[worker]->spec.id, "not admitted by the allow and deny lists");
-      return {};
-    }
+  if (filter && !filter->admits(client)) {
+    refuse(socket, stats_->refused_acl, routes_[worker]->spec.id, "not admitted by the allow and deny lists");
+    return {};
   }
-  auto ticket = admission_.admit(client ? &*client : nullptr);
+  // The ticket keeps the address (accept gave it: no system call), so a later PATCH of the lists
+  // judges this connection by it even once the client's socket has reset.
+  auto ticket = admission_.admit(&client);
   if (!ticket) refuse(socket, stats_->refused_limit, routes_[worker]->spec.id, "over a connection limit");
   return ticket;
 }

@@ -37,10 +37,10 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   void stop() override;
 
  private:
-  void on_accept(asio::ip::tcp::socket socket, std::size_t worker);
+  void on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker);
   // The accepted client's slot, or an empty ticket when the lists or a limit refuse it (counted,
   // and the socket closed with a reset). On worker `worker`.
-  admission_ticket admit(asio::ip::tcp::socket& socket, std::size_t worker);
+  admission_ticket admit(asio::ip::tcp::socket& socket, const asio::ip::address& client, std::size_t worker);
   // After a configure, on worker k: resets the live connections whose client the new lists refuse,
   // and counts the others in a per-source limit that was just turned on.
   void review(std::size_t k);

@@ -25,16 +25,17 @@ asio::awaitable<void> accept_loop(acceptor_ptr acceptor, std::size_t worker, acc
   std::error_code ignored;
   acceptor->non_blocking(true, ignored);
   while (acceptor->is_open()) {
-    auto [ec, socket] = co_await acceptor->async_accept(use_tuple);
+    asio::ip::tcp::endpoint client;
+    auto [ec, socket] = co_await acceptor->async_accept(client, use_tuple);
     if (!acceptor->is_open()) break;  // closed while the accept was in flight: drop what it brought
     if (!ec) {
       backoff = 100ms;
-      on_accept(std::move(socket), worker);
+      on_accept(std::move(socket), client, worker);
       for (int i = 0; i < batch && acceptor->is_open(); ++i) {
         std::error_code more_ec;
-        auto more = acceptor->accept(more_ec);
+        auto more = acceptor->accept(client, more_ec);
         if (more_ec) break;  // none queued (or an error the waiting accept will meet and report)
-        on_accept(std::move(more), worker);
+        on_accept(std::move(more), client, worker);
       }
     } else if (is_aborted_handshake(ec) || ec == asio::error::operation_aborted) {
       spdlog::debug("{}: accept: {}", label, ec.message());  // the client gave up during the handshake

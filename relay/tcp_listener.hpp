@@ -12,8 +12,10 @@
 
 namespace relay {
 
-// Called on the accepting worker for each accepted connection.
-using accept_handler = std::function<void(asio::ip::tcp::socket socket, std::size_t worker)>;
+// Called on the accepting worker for each accepted connection, with the client's address as accept(2)
+// gave it (no getpeername: it is there even once the client has reset).
+using accept_handler =
+    std::function<void(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker)>;
 
 // Accepts on `worker` (the acceptor's own) until the acceptor is closed: after each wake-up, up to 16
 // more queued connections are taken without waiting. Resource errors (EMFILE, ENFILE, ENOBUFS,

@@ -356,10 +356,13 @@ std::size_t tcp_session::fill_copy(direction& d, std::error_code& ec, std::size_
 // Nothing pending, so the pipe goes back while the direction waits. A session that resets meanwhile
 // waits no less for its bytes to be delivered: the wait is the limit's, not the receiver's.
 void tcp_session::wait_for_tokens(direction& d, token_bucket& b, std::size_t want) {
+  // A side that reset ended the connection abortively: what it left is not delivered at the limit's
+  // pace, which would hold the connection's slot and descriptors for as long as that takes (minutes,
+  // for a full receive queue at a low rate). The reset goes now.
+  if (phase_ == phase::resetting) return stop();
   release_pipe(d);
   if (!d.watched) watch(d);  // nothing reads `from` meanwhile: its peer's reset is still seen
   const auto wait = std::min<clock::duration>(b.time_until(want), max_token_wait);
-  if (phase_ == phase::resetting) deadline_ = std::max(deadline_, clock::now() + wait + reset_delivery_stall);
   if (!d.throttle) d.throttle = std::make_unique<asio::steady_timer>(client_.get_executor());
   d.throttle->expires_after(wait);
   d.throttle->async_wait([self = shared_from_this(), &d](const std::error_code& ec) {
@@ -522,14 +525,8 @@ void tcp_session::stop() {
   upstream_.close(ignored);
 }
 
-std::optional<asio::ip::address> tcp_session::client_address() {
-  if (auto kept = ticket_.source()) return kept;
-  std::error_code ec;
-  const auto endpoint = client_.remote_endpoint(ec);
-  if (ec) return std::nullopt;
-  ticket_.remember(endpoint.address());
-  return endpoint.address();
-}
+// As accept gave it, kept in the ticket: there even once the client's socket has reset.
+std::optional<asio::ip::address> tcp_session::client_address() { return ticket_.source(); }
 
 void tcp_session::cut_off() {
   if (phase_ == phase::done) return;

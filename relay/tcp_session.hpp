@@ -55,6 +55,7 @@ using tcp_route = std::shared_ptr<const tcp_route_info>;
 //               daemon--> connecting (the pool's next target)
 //   connecting --the pool has no target left to try--> done (the client is reset)
 //   relaying | half_closed --a socket's error--> resetting --delivered, or stalled--> done (reset)
+//   resetting --a bandwidth-limited direction out of tokens--> done (reset)
 //   any --stop()--> done
 // In `resetting`, the direction that reads the failed socket takes what it still holds to the other
 // side, and once the other side's kernel has acknowledged it all, that side is reset; the reverse

@@ -265,8 +265,12 @@ admission_ticket udp_forward::admit(const flow& f) {
     }
     return {};
   }
-  if (sessions_.size() >= spec_.udp_max_sessions && !lru_.empty()) close_session(*lru_.back(), true);
-  auto ticket = admission_.admit(&client);
+  // At udp_max_sessions the least recent session goes to make room, but only for a client the limits
+  // admit (the one going does not count against max_connections meanwhile): a refused datagram
+  // evicts no one.
+  const bool full = sessions_.size() >= spec_.udp_max_sessions && !lru_.empty();
+  auto ticket = admission_.admit(&client, full ? 1 : 0);
+  if (ticket && full) close_session(*lru_.back(), true);
   if (!ticket) {
     bump(stats_->refused_limit);
     if (spdlog::should_log(spdlog::level::debug)) {

@@ -8,6 +8,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <poll.h>
+
 #include <string>
 #include <vector>
 
@@ -89,6 +92,18 @@ struct echo_target : target_server {
 };
 using tcp_case = forward_case<echo_target, relay::protocol::tcp>;
 using udp_case = forward_case<udp_echo_server, relay::protocol::udp>;
+
+// A target that accepts and never reads, until the relay closes its side (or 30 s pass): what a
+// client sends stays in the relay and the kernels.
+struct quiet_target : target_server {
+  quiet_target()
+      : target_server([](int s) {
+          for (int i = 0; i < 1500; ++i) {
+            pollfd p{s, POLLRDHUP, 0};
+            if (::poll(&p, 1, 20) > 0) return;
+          }
+        }) {}
+};
 
 }  // namespace
 
@@ -282,6 +297,26 @@ TEST_CASE("TCP an update that denies a connected source resets its connections b
 
 // ---- UDP
 
+TEST_CASE("TCP an update that denies a source cuts its connection also once its client has reset", "[tcp]") {
+  // Admitted when the forward had no lists, so nothing had asked for the client's address; the
+  // client then resets with bytes the target has not taken, and the relay is passing them on.
+  forward_case<quiet_target, relay::protocol::tcp> f;
+  f.apply();
+  auto c = connect_from(f.port, "127.0.0.2");
+  REQUIRE(c);
+  REQUIRE(eventually([&] { return f.target.accepted() == 1; }));
+  const std::string block(64 * 1024, 'x');
+  int fl = ::fcntl(c.get(), F_GETFL);
+  ::fcntl(c.get(), F_SETFL, fl | O_NONBLOCK);
+  for (int i = 0; i < 1024 && ::send(c.get(), block.data(), block.size(), MSG_NOSIGNAL) > 0; ++i) {
+  }
+  reset(c);
+  f.spec.deny = prefixes({"127.0.0.2"});
+  f.apply();
+  // Cut off before the update returned, not after the reset's two-second delivery stall.
+  CHECK(f.stats().connections_active == 0);
+}
+
 TEST_CASE("UDP a refused client's datagram creates no session and reaches nothing", "[udp]") {
   udp_case f;
   f.spec.deny = prefixes({"127.0.0.3"});
@@ -332,6 +367,32 @@ TEST_CASE("UDP max_connections below udp_max_sessions refuses new sessions inste
   CHECK(echoed(second.get(), "d"));
   CHECK(f.stats().sessions_evicted == 1);
   CHECK(f.stats().refused_limit == 1);
+}
+
+TEST_CASE("UDP a datagram the limits refuse evicts no session - and equal caps evict", "[udp]") {
+  udp_case f;
+  f.spec.udp_max_sessions = 2;
+  f.spec.max_connections = 2;
+  f.spec.max_connections_per_source = 1;
+  f.apply();
+  auto other = udp_from(f.port, "127.0.0.3");
+  REQUIRE(echoed(other.get(), "a"));
+  auto first = udp_from(f.port, "127.0.0.2");
+  REQUIRE(echoed(first.get(), "b"));
+  // The table is full and 127.0.0.2 is at its limit: refused, and nobody is evicted for it.
+  auto again = udp_from(f.port, "127.0.0.2");
+  send_all(again.get(), std::string("c"));
+  REQUIRE(eventually([&] { return f.stats().refused_limit == 1; }));
+  CHECK(f.stats().sessions_evicted == 0);
+  CHECK(f.stats().connections_active == 2);
+  CHECK(f.stats().connections_total == 2);
+  // A new client within the limits: with max_connections equal to udp_max_sessions, the least
+  // recent session is evicted for it rather than the client refused.
+  auto newcomer = udp_from(f.port, "127.0.0.4");
+  CHECK(echoed(newcomer.get(), "d"));
+  CHECK(f.stats().sessions_evicted == 1);
+  CHECK(f.stats().refused_limit == 1);
+  CHECK(f.stats().connections_active == 2);
 }
 
 TEST_CASE("UDP max_connections_per_source counts a client address across its ports", "[udp]") {

@@ -10,6 +10,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+
 #include <map>
 #include <memory>
 #include <optional>
@@ -258,6 +260,31 @@ TEST_CASE("a connection accepted before the limit is held to it - and runs free 
   ::shutdown(c.get(), SHUT_RDWR);  // ends the sender, if something still holds it back
   sender.join();
   CHECK(in_time);
+}
+
+TEST_CASE("a limited connection whose client resets ends at once - not at the limit's pace", "[tcp]") {
+  const auto path = GENERATE(relay::datapath::splice, relay::datapath::copy);
+  INFO("datapath: " << name_of(path));
+  target_server target([](int s) { read_to_end(s); });
+  relay::engine engine(fast_options(30s, path));
+  // 1 KiB/s up: the 1 MiB the client leaves behind would take seventeen minutes.
+  const auto s = start(engine, limited(1, target.port(), relay::min_rate_bytes_per_s, std::nullopt));
+  auto c = connect_to(s.listen_port);
+  REQUIRE(c);
+  int fl = ::fcntl(c.get(), F_GETFL);
+  ::fcntl(c.get(), F_SETFL, fl | O_NONBLOCK);
+  const std::string block(64 * kib, 'r');
+  std::uint64_t sent = 0;
+  for (int i = 0; i < 16; ++i) {
+    const auto n = ::send(c.get(), block.data(), block.size(), MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<std::uint64_t>(n);
+  }
+  REQUIRE(sent > 256 * kib);
+  REQUIRE(eventually([&] { return engine.status(1).stats.connections_active == 1; }));
+  reset(c);
+  // The reset is passed on now: the slot and both descriptors are given back.
+  CHECK(eventually([&] { return engine.status(1).stats.connections_active == 0; }, 20s));
 }
 
 TEST_CASE("the direction without a limit is not slowed by the other's", "[tcp]") {
