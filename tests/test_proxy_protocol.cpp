@@ -125,6 +125,14 @@ TEST_CASE("a header built here reads back as the same addresses, whole or a byte
   }
 }
 
+TEST_CASE("a v1 TCP6 line may carry an IPv4-mapped address as HAProxy's sender writes it", "[engine]") {
+  // inet_ntop's dotted tail: not the spec's hexadecimal groups, but what HAProxy and others send.
+  auto r = parse("PROXY TCP6 ::ffff:192.0.2.1 2001:DB8::2 40000 443\r\n");
+  REQUIRE(r.state == status::done);
+  CHECK(to_text(r.header.source) == "::ffff:192.0.2.1 40000");
+  CHECK(to_text(r.header.destination) == "2001:db8::2 443");
+}
+
 TEST_CASE("the parser takes the header and not one byte of what follows it", "[engine]") {
   const std::string data = "GET / HTTP/1.1\r\n\r\n";
   for (const auto& header : {relay::proxy_v1_header(ep("10.0.0.1", 1), ep("10.0.0.2", 2)),
@@ -211,6 +219,7 @@ TEST_CASE("a client that sends no PROXY header is refused on its first bytes", "
     proxy_header_parser p;
     CHECK(p.feed(bytes + "more bytes") == at);
     CHECK(p.state() == status::error);
+    if (at == 1) CHECK_THAT(p.error(), Catch::Contains("neither a PROXY v1"));
   }
 }
 
