@@ -200,7 +200,8 @@ bool proxy_header_parser::check_v1_byte() {
 
   const bool v4 = rest[3] == '4';
   if (c == ' ' && previous == ' ') return fail("v1 header: two spaces in a row");
-  const bool allowed = c == ' ' || c == '\r' || (v4 ? (c >= '0' && c <= '9') || c == '.' : is_hex(c) || c == ':' || c == '.');
+  const bool address_char = v4 ? (c >= '0' && c <= '9') || c == '.' : is_hex(c) || c == ':' || c == '.';
+  const bool allowed = address_char || c == ' ' || c == '\r';
   if (!allowed)
     return fail(std::string("v1 header: ") + hex_byte(c) + " is not part of a " + (v4 ? "TCP4" : "TCP6") + " line");
   return true;
