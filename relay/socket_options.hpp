@@ -4,9 +4,8 @@
 #include <asio/error.hpp>
 #include <asio/ip/tcp.hpp>
 
-#include <optional>
-
 #include <cerrno>
+#include <optional>
 #include <system_error>
 #include <type_traits>
 
