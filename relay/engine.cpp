@@ -23,11 +23,12 @@ bool same_listen_address(const std::string& a, const std::string& b) {
   return x && y && x.value() == y.value();
 }
 
-// Whether `spec` needs another pool than `current`: its targets, balance, health_check or its name
-// (in the pool's log lines) changed.
+// Whether `spec` needs another pool than `current`: its targets, balance, health_check, the source
+// address its checks leave from, or its name (in the pool's log lines) changed.
 bool new_pool_for(const target_pool& current, const forward_spec& now, const forward_spec& next) {
   return current.targets() != next.targets || current.policy() != next.balance ||
-         current.health_check() != next.health_check || now.name != next.name;
+         current.health_check() != next.health_check || current.source_address() != next.source_address ||
+         now.name != next.name;
 }
 
 bool same_listen(const forward_spec& a, const forward_spec& b) {

@@ -194,6 +194,33 @@ forward_field prefixes(std::string name, std::vector<ip_prefix> forward_spec::*m
   return f;
 }
 
+// `source_address`: null, or one unicast IP address as inet_pton reads it (no host name, no leading
+// zeros in IPv4 octets), in its canonical form. Whether this host has it needs I/O: the controller
+// asks the kernel (api/controller).
+problem read_source_address(const json& v, std::optional<asio::ip::address>& out) {
+  const std::string such = "source_address must be null or an IP address of this host such as 192.0.2.7";
+  if (v.is_null()) {
+    out.reset();
+    return std::nullopt;
+  }
+  if (!v.is_string()) return such;
+  const auto text = v.get<std::string>();
+  const std::string quoted = "source_address '" + printable(text.substr(0, 64)) + (text.size() > 64 ? "...'" : "'");
+  if (text.find('%') != std::string::npos) return quoted + " has a zone: link-local source addresses are not supported";
+  auto parsed = parse_prefix(text);
+  if (std::holds_alternative<std::string>(parsed) || text.find('/') != std::string::npos) return such;
+  const auto address = std::get<ip_prefix>(parsed).address;  // IPv4-mapped comes back as IPv4
+  const auto shown = "source_address " + address.to_string();
+  if (address.is_unspecified()) return shown + " is a wildcard: give one address of this host, or null to let the kernel choose";
+  if (address.is_multicast()) return shown + " is a multicast address: connections leave from a unicast address";
+  if (address.is_v4() && address.to_v4() == asio::ip::address_v4::broadcast()) {
+    return shown + " is the broadcast address: connections leave from a unicast address";
+  }
+  if (address.is_v6() && address.to_v6().is_link_local()) return shown + ": link-local source addresses are not supported";
+  out = address;
+  return std::nullopt;
+}
+
 // `bandwidth_limit`: an object of up_bytes_per_s, down_bytes_per_s and burst_bytes, each optional
 // and each null for "not given".
 problem read_bandwidth_limit(const json& v, bandwidth_limit_spec& out) {
@@ -372,6 +399,20 @@ std::vector<forward_field> declare() {
   balance.examples = {"least_conn", "source_hash", "first"};
   balance.refused = {"random", "ROUND_ROBIN", 1, nullptr};
   fields.push_back(std::move(balance));
+
+  forward_field source;
+  source.name = "source_address";
+  source.effect = change_effect::reconfigure;
+  source.read = [](const json& v, forward_spec& spec) { return read_source_address(v, spec.source_address); };
+  source.write = [](const forward_spec& spec) {
+    return spec.source_address ? json(spec.source_address->to_string()) : json(nullptr);
+  };
+  // Addresses every loopback has, of the walk's targets' family (127.0.0.1).
+  source.examples = {"127.0.0.2", "127.0.0.3"};
+  source.refused = {7,           true,          "localhost",  "127.0.0.1/32", "127.000.0.1", "",
+                    "0.0.0.0",   "::",          "224.0.0.1",  "ff02::1",      "255.255.255.255",
+                    "fe80::1",   "fe80::1%lo",  "::1%lo",     json::array({"127.0.0.1"})};
+  fields.push_back(std::move(source));
 
   auto health = optional_object("health_check", &forward_spec::health_check, read_health_check,
                                 [](const health_check_spec& h) {

@@ -3,6 +3,8 @@
 
 #include "relay/ip_prefix.hpp"
 
+#include <asio/ip/address.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -82,6 +84,10 @@ struct forward_spec {
   std::uint16_t listen_port = 0;  // 0 until bound: the kernel picks
   std::vector<target_spec> targets{};  // 1-64, at least one not a backup, no host:port twice
   balance_policy balance = balance_policy::round_robin;
+  // The local address connections, UDP sessions and health checks to targets leave from (bound
+  // before connecting); nothing: the kernel chooses. A unicast address of this host, in canonical
+  // form (an IPv4-mapped IPv6 one as IPv4), not link-local.
+  std::optional<asio::ip::address> source_address{};
   std::optional<health_check_spec> health_check{};  // nothing: passive checking only
   // Who may connect (nginx's allow and deny): a client is admitted when no deny prefix contains its
   // address and the allow list is empty or has a prefix that does. At most max_prefixes each, in

@@ -149,7 +149,7 @@ class checker final : public health_checker, public std::enable_shared_from_this
 
   void connect(probe& p, std::size_t k) {
     if (k == p.endpoints.size()) return finish(p, false, p.last_error);
-    const auto begun = start_connect(p.socket, p.endpoints[k], connect_options::kernel_defaults);
+    const auto begun = start_connect(p.socket, p.endpoints[k], connect_options::kernel_defaults, pool_->source_address());
     if (begun.state == connect_state::connected) return finish(p, true, {});
     if (begun.state == connect_state::failed) return failed(p, k, begun.error);
     p.socket.async_wait(asio::socket_base::wait_write, guarded([&p, k](checker& self, std::error_code ec) {

@@ -1,8 +1,9 @@
 // health_checker: a forward's active health checks, run with timers on one worker's event loop.
 //
 // Every interval_s each target of the pool gets a TCP connect to its host (resolved per check, every
-// address tried in turn, as connections do) on health_check.port or the target's own port; the
-// check succeeds when a connect completes within timeout_s, and the socket is closed at once. The
+// address tried in turn, as connections do, and from the forward's source_address as they do, so a
+// check passes the target's firewall as they would) on health_check.port or the target's own port;
+// the check succeeds when a connect completes within timeout_s, and the socket is closed at once. The
 // result goes to target_pool::check_result, which applies rise and fall. No thread per check:
 // 1,000 forwards of 4 targets at 1 s cost a few percent of one core (README, Health checks).
 #pragma once

@@ -40,9 +40,13 @@ void reset_on_close(asio::ip::tcp::socket& s) {
   s.set_option(asio::socket_base::linger(true, 0), ignored);
 }
 
-connect_start start_connect(asio::ip::tcp::socket& s, const asio::ip::tcp::endpoint& to, connect_options options) {
+connect_start start_connect(asio::ip::tcp::socket& s, const asio::ip::tcp::endpoint& to, connect_options options,
+                            const std::optional<asio::ip::address>& source) {
   std::error_code ec;
   s.close(ec);
+  if (source) {
+    if (ec = check_family(to.address(), *source); ec) return {connect_state::failed, ec, false};
+  }
   const int fd = ::socket(to.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return {connect_state::failed, last_error(), true};
   if (options == connect_options::connection) set_connection_options(fd);
@@ -50,9 +54,54 @@ connect_start start_connect(asio::ip::tcp::socket& s, const asio::ip::tcp::endpo
     ::close(fd);
     return {connect_state::failed, ec, false};
   }
+  if (source) {
+    if (ec = bind_source(fd, *source, true); ec) return {connect_state::failed, ec, false};
+  }
   if (::connect(fd, to.data(), static_cast<socklen_t>(to.size())) == 0) return {connect_state::connected, {}, false};
   if (errno != EINPROGRESS) return {connect_state::failed, last_error(), false};
   return {connect_state::in_progress, {}, false};
+}
+
+namespace {
+
+class source_family_category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "source_address"; }
+  std::string message(int e) const override {
+    return static_cast<source_family_error>(e) == source_family_error::ipv6_target_ipv4_source
+               ? "the target address is IPv6 but source_address is IPv4"
+               : "the target address is IPv4 but source_address is IPv6";
+  }
+};
+
+}  // namespace
+
+std::error_code make_error_code(source_family_error e) {
+  static const source_family_category category;
+  return {static_cast<int>(e), category};
+}
+
+std::error_code check_family(const asio::ip::address& target, const asio::ip::address& source) {
+  if (target.is_v6() == source.is_v6()) return {};
+  return target.is_v6() ? source_family_error::ipv6_target_ipv4_source : source_family_error::ipv4_target_ipv6_source;
+}
+
+std::error_code bind_source(int fd, const asio::ip::address& source, bool no_port) {
+  if (no_port) {
+    const int one = 1;  // IPPROTO_IP on IPv6 sockets too: the kernel keeps the flag in the inet socket
+    ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+  }
+  const asio::ip::tcp::endpoint at(source, 0);  // a sockaddr of the right family and size
+  return ::bind(fd, at.data(), static_cast<socklen_t>(at.size())) == 0 ? std::error_code() : last_error();
+}
+
+std::error_code check_local_address(const asio::ip::address& address) {
+  const asio::ip::tcp::endpoint at(address, 0);
+  const int fd = ::socket(at.protocol().family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return last_error();
+  const auto ec = ::bind(fd, at.data(), static_cast<socklen_t>(at.size())) == 0 ? std::error_code() : last_error();
+  ::close(fd);
+  return ec;
 }
 
 int send_queue(asio::ip::tcp::socket& s) {

@@ -5,7 +5,9 @@
 #include <asio/ip/tcp.hpp>
 
 #include <cerrno>
+#include <optional>
 #include <system_error>
+#include <type_traits>
 
 namespace relay {
 
@@ -50,9 +52,32 @@ enum class connect_options { kernel_defaults, connection };
 
 // Replaces what `s` held with a new non-blocking socket (SOCK_NONBLOCK | SOCK_CLOEXEC) for `to`'s
 // protocol and starts a connect to `to` on it. Fewer system calls than asio's async_connect (no
-// ioctl, no poll), which matters when connections are short. On failure `s` is closed or holds the
-// socket whose connect failed.
-connect_start start_connect(asio::ip::tcp::socket& s, const asio::ip::tcp::endpoint& to, connect_options options);
+// ioctl, no poll), which matters when connections are short. With a `source`, the socket is bound
+// to it first (bind_source, taking no port); a `to` of the other family fails at once with
+// source_family_error, and a failed bind with its errno. On failure `s` is closed or holds the socket
+// whose bind or connect failed.
+connect_start start_connect(asio::ip::tcp::socket& s, const asio::ip::tcp::endpoint& to, connect_options options,
+                            const std::optional<asio::ip::address>& source = std::nullopt);
+
+// ---- The source address of connections to targets (a forward's source_address)
+
+// Why a target's address cannot be reached from the source address: its family is the other one.
+// An error code of its own category, whose message says which way round.
+enum class source_family_error { ipv6_target_ipv4_source = 1, ipv4_target_ipv6_source };
+std::error_code make_error_code(source_family_error e);
+
+// Nothing when a socket bound to `source` can connect to `target`, else the source_family_error.
+std::error_code check_family(const asio::ip::address& target, const asio::ip::address& source);
+
+// Binds `fd` to (source, port 0) before its connect. `no_port` (TCP) sets IP_BIND_ADDRESS_NO_PORT
+// first: the bind takes no port, and connect picks one that is free towards that target only, so
+// connections from one source address are not limited to one ephemeral range for all targets. The
+// error is bind(2)'s, in asio's system category (EADDRNOTAVAIL: the host does not have the address).
+std::error_code bind_source(int fd, const asio::ip::address& source, bool no_port);
+
+// Whether this host has `address` now: a throwaway UDP socket is bound to (address, 0), never used.
+// EADDRNOTAVAIL when it does not; a resource error when the kernel could not be asked.
+std::error_code check_local_address(const asio::ip::address& address);
 
 // ---- What the kernel says about a socket
 
@@ -117,3 +142,6 @@ inline bool is_ordinary_disconnect(const std::error_code& ec) {
 }
 
 }  // namespace relay
+
+template <>
+struct std::is_error_code_enum<relay::source_family_error> : std::true_type {};

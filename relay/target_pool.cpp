@@ -70,7 +70,11 @@ std::uint64_t rendezvous_hash(const asio::ip::address& client, const target_spec
 }
 
 target_pool::target_pool(const forward_spec& spec, std::string label, const target_pool* previous)
-    : targets_(spec.targets), policy_(spec.balance), check_(spec.health_check), label_(std::move(label)) {
+    : targets_(spec.targets),
+      policy_(spec.balance),
+      check_(spec.health_check),
+      source_(spec.source_address),
+      label_(std::move(label)) {
   states_.reserve(targets_.size());
   for (const auto& t : targets_) {
     std::shared_ptr<target_state> kept;

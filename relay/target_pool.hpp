@@ -86,6 +86,8 @@ class target_pool {
   const std::vector<target_spec>& targets() const { return targets_; }
   balance_policy policy() const { return policy_; }
   const std::optional<health_check_spec>& health_check() const { return check_; }
+  // Where the health checks leave from (forward_spec::source_address).
+  const std::optional<asio::ip::address>& source_address() const { return source_; }
   // Registered before the pool is shared; each is called on every change of health.
   void add_listener(health_listener listener) { listeners_.push_back(std::move(listener)); }
 
@@ -134,6 +136,7 @@ class target_pool {
   const std::vector<target_spec> targets_;
   const balance_policy policy_;
   const std::optional<health_check_spec> check_;
+  const std::optional<asio::ip::address> source_;
   const std::string label_;
   std::vector<std::shared_ptr<target_state>> states_;
   std::vector<health_listener> listeners_;

@@ -138,7 +138,7 @@ void tcp_session::try_connect(std::size_t index) {
   const auto endpoint = (*endpoints_)[index];
   if (leads_back(route_->spec.id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) return next_target();
   timed_out_ = false;
-  const auto begun = start_connect(upstream_, endpoint, connect_options::connection);
+  const auto begun = start_connect(upstream_, endpoint, connect_options::connection, route_->spec.source_address);
   if (begun.state == connect_state::failed && begun.no_socket && is_resource_error(begun.error)) {
     // Out of descriptors or memory: worth an operator's attention, at most once a second per worker.
     thread_local clock::time_point last_warning{};

@@ -308,14 +308,16 @@ asio::awaitable<bool> udp_forward::pick_target(session_ptr s) {
     const auto address = asio::ip::make_address(t.host, ec);
     if (!ec) {
       s->targets.emplace_back(address, t.port);
-      co_return true;
+      if (reachable_from_source(*s)) co_return true;
+      continue;
     }
     auto [rec, results] = co_await s->resolver.async_resolve(t.host, std::to_string(t.port),
                                                              asio::ip::udp::resolver::numeric_service, use_tuple);
     if (!s->open) co_return false;
     if (!rec && !results.empty()) {
       for (const auto& entry : results) s->targets.push_back(entry.endpoint());
-      co_return true;
+      if (reachable_from_source(*s)) co_return true;
+      continue;
     }
     const std::string why = rec ? rec.message() : "no address";
     spdlog::debug("forward {}: resolve {}: {}", spec_.id, t.host, why);
@@ -390,6 +392,20 @@ void udp_forward::target_failed(session& s, int error) {
   connect_to(s, next);
 }
 
+bool udp_forward::reachable_from_source(session& s) {
+  if (!spec_.source_address) return true;
+  std::error_code why;
+  std::erase_if(s.targets, [&](const asio::ip::udp::endpoint& e) {
+    const auto ec = check_family(e.address(), *spec_.source_address);
+    if (ec) why = ec;
+    return static_cast<bool>(ec);
+  });
+  if (!s.targets.empty()) return true;
+  bump(stats_->connect_errors);
+  s.pool->attempt_failed(s.target, "connect " + target_endpoint(s.pool->targets()[s.target]) + ": " + why.message());
+  return false;
+}
+
 bool udp_forward::connect_upstream(session& s, const asio::ip::udp::endpoint& target) {
   std::error_code ec;
   if (s.upstream.is_open()) s.upstream.close(ec);  // a move: the old address's errors go with it
@@ -397,6 +413,13 @@ bool udp_forward::connect_upstream(session& s, const asio::ip::udp::endpoint& ta
   s.upstream.open(target.protocol(), ec);
   if (!ec) size_buffers(s.upstream.native_handle(), session_buffer);
   if (!ec) s.upstream.non_blocking(true, ec);
+  if (!ec && spec_.source_address) {
+    // The source address is gone since the forward was configured: a failure of this target, as TCP counts it.
+    if (ec = bind_source(s.upstream.native_handle(), *spec_.source_address, false); ec) {
+      s.pool->attempt_failed(s.target, "connect " + format_endpoint(target.address().to_string(), target.port()) +
+                                           ": " + ec.message());
+    }
+  }
   if (!ec) s.upstream.connect(target, ec);
   if (ec) {
     spdlog::debug("forward {}: connect {}: {}", spec_.id, format_endpoint(target.address().to_string(), target.port()),

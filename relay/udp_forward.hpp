@@ -96,6 +96,9 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // Picks the session's target from targets_ (the next one when a name does not resolve) and
   // resolves it into s.targets; false when no target is left (the session is closed).
   asio::awaitable<bool> pick_target(session_ptr s);
+  // Drops the addresses in s.targets of the other family than the forward's source_address. When
+  // none is left, the target has failed (counted, with why) and false is returned: the next is picked.
+  bool reachable_from_source(session& s);
   // Connects the session to address `index` of its target (a new socket, so ICMP errors meant for
   // the old address are gone with it). False when it is closed instead: the address leads back into
   // the daemon, or no socket could be opened (each counted).

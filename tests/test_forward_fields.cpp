@@ -24,10 +24,11 @@ namespace {
 
 // A target that says which of its addresses a client reached: TCP and UDP on 127.0.0.1 and on ::1,
 // all four on one port, answering each connection or datagram with that address ("127.0.0.1:P" or
-// "[::1]:P"). A connection is answered and closed; a datagram gets one back.
+// "[::1]:P"), or with the address the client came from ("127.0.0.2") when it tells the `peer`. A
+// connection is answered and closed; a datagram gets one back.
 class address_teller {
  public:
-  address_teller() {
+  explicit address_teller(bool peer = false) : peer_(peer) {
     for (int attempt = 0; attempt < 100 && sockets_.empty(); ++attempt) bind_all();
     if (sockets_.empty()) throw std::runtime_error("address_teller: no port free on both loopbacks");
     thread_ = std::thread([this] { run(); });
@@ -79,16 +80,28 @@ class address_teller {
           sockaddr_storage from{};
           socklen_t len = sizeof from;
           if (::recvfrom(s.s.get(), buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len) >= 0) {
-            ::sendto(s.s.get(), s.answer.data(), s.answer.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
+            const auto answer = peer_ ? address_of(from) : s.answer;
+            ::sendto(s.s.get(), answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
           }
         } else {
-          fd c(::accept4(s.s.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-          if (c.get() >= 0) send_all(c.get(), s.answer);
+          sockaddr_storage from{};
+          socklen_t len = sizeof from;
+          fd c(::accept4(s.s.get(), reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC | SOCK_NONBLOCK));
+          if (c.get() >= 0) send_all(c.get(), peer_ ? address_of(from) : s.answer);
         }
       }
     }
   }
 
+  static std::string address_of(const sockaddr_storage& a) {
+    char text[INET6_ADDRSTRLEN] = "";
+    const void* bytes = a.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6&>(a).sin6_addr)
+                                                : static_cast<const void*>(&reinterpret_cast<const sockaddr_in&>(a).sin_addr);
+    ::inet_ntop(a.ss_family, bytes, text, sizeof text);
+    return text;
+  }
+
+  const bool peer_;
   std::vector<socket_at> sockets_;
   std::uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
@@ -104,19 +117,23 @@ json target(const std::string& host, std::uint16_t port, int weight = 1, bool ba
   return json{{"host", host}, {"port", port}, {"weight", weight}, {"backup", backup}};
 }
 
-// Two targets for the walk: target_port moves the forward from one to the other. And echoes, TCP
-// and UDP, for a field seen in the bytes that flow back (bandwidth_limit).
+// Two targets for the walk: target_port moves the forward from one to the other. One that tells
+// the client's address (source_address). And echoes, TCP and UDP, for a field seen in the bytes
+// that flow back (bandwidth_limit).
 struct targets {
   address_teller first, second;
+  address_teller peer{true};
   target_server echo{target_server::echo};
   udp_echo_server udp_echo;
 };
 
 // The body the walk of `field` starts from: a pool (the shorthand and `targets` do not go together)
 // of the first target for `targets`, of both for `balance`, so that policies differ; the shorthand
-// for an echo for `bandwidth_limit`, and for the first target otherwise.
+// for an echo for `bandwidth_limit`, for the peer teller for `source_address`, and for the first
+// target otherwise.
 json base_body(relay::protocol p, const targets& t, const std::string& field) {
   if (field == "bandwidth_limit") return base_body(p, p == relay::protocol::tcp ? t.echo.port() : t.udp_echo.port());
+  if (field == "source_address") return base_body(p, t.peer.port());
   auto body = base_body(p, t.first.port());
   if (field != "targets" && field != "balance") return body;
   body.erase("target_host");
@@ -300,6 +317,10 @@ const std::map<std::string, observer>& observers() {
          } else {
            CHECK(seen.size() == (policy == "source_hash" ? 1u : 2u));
          }
+       }},
+      // New connections and sessions leave from the source address: the target sees it as their peer.
+      {"source_address", [](daemon_state&, const json& f) {
+         CHECK(reached(f) == (f["source_address"].is_null() ? "127.0.0.1" : f["source_address"].get<std::string>()));
        }},
       // The active check finds the live target up: its health leaves "unchecked" within a check or two.
       {"health_check", [](daemon_state& d, const json& f) {
