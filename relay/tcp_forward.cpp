@@ -113,7 +113,7 @@ void tcp_forward::review(std::size_t k) {
   // over the limit, which then refuses that client's new connections until it is under).
   std::vector<stoppable*> denied;
   connections_[k].for_each([&](stoppable& c) {
-    const auto client = c.client_address();  // kept in its ticket since accept
+    const auto client = c.ticket().source();  // kept since accept
     if (!client) return;
     if (filter && !filter->admits(*client)) {
       denied.push_back(&c);

@@ -525,9 +525,6 @@ void tcp_session::stop() {
   upstream_.close(ignored);
 }
 
-// As accept gave it, kept in the ticket: there even once the client's socket has reset.
-std::optional<asio::ip::address> tcp_session::client_address() { return ticket_.source(); }
-
 void tcp_session::cut_off() {
   if (phase_ == phase::done) return;
   reset_on_close(client_);

@@ -93,7 +93,6 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   // it stops, given before start(); and what a change of the forward's lists needs. Same worker only.
   void hold(admission_ticket ticket) { ticket_ = std::move(ticket); }
   admission_ticket& ticket() override { return ticket_; }
-  std::optional<asio::ip::address> client_address() override;
   void cut_off() override;
 
  private:
