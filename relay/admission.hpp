@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <unordered_map>
 
 namespace relay {
@@ -117,5 +118,15 @@ class admission {
   std::uint32_t last_epoch_ = 0;  // so that a count turned on again is never taken for an old one
   std::unordered_map<admission_ticket::key, std::uint32_t, key_hash> per_source_;
 };
+
+// After a change of a forward's lists or limits, one live client: false when the new lists refuse it
+// (the caller cuts it off), else true, and it is counted in a per-source limit that was just turned on
+// (see admission::set_limits). Nothing to review while reviewing() is false.
+bool still_admitted(const source_filter* filter, admission& counts, admission_ticket& ticket,
+                    const asio::ip::address& client);
+inline bool reviewing(const source_filter* filter, const admission& counts) { return filter || counts.per_source(); }
+// The one line an operator's change that cut clients off is worth ("forward 7: reset 2 connections
+// whose client is no longer admitted"); `done` and `noun` say how and what.
+void log_cut_off(std::int64_t forward, std::size_t count, std::string_view done, std::string_view noun);
 
 }  // namespace relay

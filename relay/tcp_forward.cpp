@@ -105,27 +105,17 @@ void tcp_forward::configure(const forward_spec& spec, std::shared_ptr<target_poo
 }
 
 void tcp_forward::review(std::size_t k) {
-  const auto& filter = filters_[k];
-  const bool per_source = admission_.per_source();
-  if (!filter && !per_source) return;
+  const auto* filter = filters_[k].get();
+  if (!reviewing(filter, admission_)) return;
   // A connection from before the per-source limit was turned on counts in it from now on, as an
   // operator expects of "at most N per client"; it is never closed for it (it may leave its client
   // over the limit, which then refuses that client's new connections until it is under).
   std::vector<stoppable*> denied;
   connections_[k].for_each([&](stoppable& c) {
     const auto client = c.ticket().source();  // kept since accept
-    if (!client) return;
-    if (filter && !filter->admits(*client)) {
-      denied.push_back(&c);
-    } else if (per_source) {
-      admission_.count_source(c.ticket(), *client);
-    }
+    if (client && !still_admitted(filter, admission_, c.ticket(), *client)) denied.push_back(&c);
   });
-  if (!denied.empty()) {
-    // An operator's change cut them off: worth one line per change (and worker), unlike a refusal.
-    spdlog::info("forward {}: reset {} connection{} whose client is no longer admitted", routes_[k]->spec.id,
-                 denied.size(), denied.size() == 1 ? "" : "s");
-  }
+  log_cut_off(routes_[k]->spec.id, denied.size(), "reset", "connection");
   for (auto* c : denied) c->cut_off();
 }
 

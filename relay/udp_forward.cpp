@@ -129,23 +129,14 @@ void udp_forward::configure(const forward_spec& spec, std::shared_ptr<target_poo
 }
 
 void udp_forward::review() {
-  const bool per_source = admission_.per_source();
-  if (!filter_ && !per_source) return;
+  if (!reviewing(filter_.get(), admission_)) return;
   // A session from before the per-source limit was turned on counts in it from now on; none is
   // closed for it.
   std::vector<session*> denied;
   for (session* s : lru_) {
-    const auto client = s->client.address();
-    if (filter_ && !filter_->admits(client)) {
-      denied.push_back(s);
-    } else if (per_source) {
-      admission_.count_source(s->ticket, client);
-    }
+    if (!still_admitted(filter_.get(), admission_, s->ticket, s->client.address())) denied.push_back(s);
   }
-  if (!denied.empty()) {
-    spdlog::info("forward {}: closed {} session{} whose client is no longer admitted", spec_.id, denied.size(),
-                 denied.size() == 1 ? "" : "s");
-  }
+  log_cut_off(spec_.id, denied.size(), "closed", "session");
   for (session* s : denied) close_session(*s, false);
 }
 
