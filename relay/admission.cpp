@@ -131,6 +131,24 @@ void admission::release(admission_ticket& t) {
   t.epoch_ = 0;
 }
 
+admission_ticket admit_client(const source_filter* filter, admission& counts, forward_stats& stats,
+                              std::int64_t forward, const asio::ip::address& client, std::string_view what,
+                              std::uint32_t leaving) {
+  const auto refused = [&](std::atomic<std::uint64_t>& counter, std::string_view why) {
+    bump(counter);
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("forward {}: {} {} refused: {}", forward, what, client.to_string(), why);
+    }
+  };
+  if (filter && !filter->admits(client)) {
+    refused(stats.refused_acl, "not admitted by the allow and deny lists");
+    return {};
+  }
+  auto ticket = counts.admit(&client, leaving);
+  if (!ticket) refused(stats.refused_limit, "over a limit");
+  return ticket;
+}
+
 bool still_admitted(const source_filter* filter, admission& counts, admission_ticket& ticket,
                     const asio::ip::address& client) {
   if (filter && !filter->admits(client)) return false;

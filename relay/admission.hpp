@@ -3,6 +3,7 @@
 #pragma once
 
 #include "relay/forward_spec.hpp"
+#include "relay/forward_stats.hpp"
 #include "relay/ip_prefix.hpp"
 
 #include <asio/ip/address.hpp>
@@ -118,6 +119,14 @@ class admission {
   std::uint32_t last_epoch_ = 0;  // so that a count turned on again is never taken for an old one
   std::unordered_map<admission_ticket::key, std::uint32_t, key_hash> per_source_;
 };
+
+// A new client of a forward (TCP: a connection; UDP: a session's first datagram), judged by its
+// lists (`filter`, null: none) and then its counts: its slot, or an empty ticket when refused, the
+// refusal counted in stats.refused_acl or refused_limit with one debug line ("forward 7: connection
+// from 10.0.0.1 refused: ...", `what` naming the thing refused). `leaving`: as admission::admit.
+admission_ticket admit_client(const source_filter* filter, admission& counts, forward_stats& stats,
+                              std::int64_t forward, const asio::ip::address& client, std::string_view what,
+                              std::uint32_t leaving = 0);
 
 // After a change of a forward's lists or limits, one live client: false when the new lists refuse it
 // (the caller cuts it off), else true, and it is counted in a per-source limit that was just turned on

@@ -15,19 +15,6 @@ tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>&
                    const std::shared_ptr<forward_bandwidth>& bandwidth) {
   return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth});
 }
-
-// A refused client is reset right after accept: before any session, resolve or connection to a target.
-void refuse(asio::ip::tcp::socket& socket, std::atomic<std::uint64_t>& counter, std::int64_t id, const char* why) {
-  bump(counter);
-  if (spdlog::should_log(spdlog::level::debug)) {
-    std::error_code ec;
-    const auto client = socket.remote_endpoint(ec);
-    spdlog::debug("forward {}: {} refused: {}", id, ec ? std::string("?") : client.address().to_string(), why);
-  }
-  reset_on_close(socket);
-  std::error_code ignored;
-  socket.close(ignored);
-}
 }  // namespace
 
 tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
@@ -140,15 +127,15 @@ void tcp_forward::on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::e
 
 admission_ticket tcp_forward::admit(asio::ip::tcp::socket& socket, const asio::ip::address& client,
                                      std::size_t worker) {
-  const auto& filter = filters_[worker];
-  if (filter && !filter->admits(client)) {
-    refuse(socket, stats_->refused_acl, routes_[worker]->spec.id, "not admitted by the allow and deny lists");
-    return {};
-  }
   // The ticket keeps the address (accept gave it: no system call), so a later PATCH of the lists
   // judges this connection by it even once the client's socket has reset.
-  auto ticket = admission_.admit(&client);
-  if (!ticket) refuse(socket, stats_->refused_limit, routes_[worker]->spec.id, "over a connection limit");
+  auto ticket = admit_client(filters_[worker].get(), admission_, *stats_, routes_[worker]->spec.id, client,
+                             "connection from");
+  if (!ticket) {  // reset right after accept: before any session, resolve or connection to a target
+    reset_on_close(socket);
+    std::error_code ignored;
+    socket.close(ignored);
+  }
   return ticket;
 }
 

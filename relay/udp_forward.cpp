@@ -247,27 +247,13 @@ void udp_forward::hold(session& s, const char* data, std::size_t n) {
 }
 
 admission_ticket udp_forward::admit(const flow& f) {
-  const auto client = f.client.address();
-  if (filter_ && !filter_->admits(client)) {
-    bump(stats_->refused_acl);
-    if (spdlog::should_log(spdlog::level::debug)) {
-      spdlog::debug("forward {}: datagram from {} refused: not admitted by the allow and deny lists", spec_.id,
-                    client.to_string());
-    }
-    return {};
-  }
   // At udp_max_sessions the least recent session goes to make room, but only for a client the limits
   // admit (the one going does not count against max_connections meanwhile): a refused datagram
   // evicts no one.
   const bool full = sessions_.size() >= spec_.udp_max_sessions && !lru_.empty();
-  auto ticket = admission_.admit(&client, full ? 1 : 0);
+  auto ticket = admit_client(filter_.get(), admission_, *stats_, spec_.id, f.client.address(), "datagram from",
+                             full ? 1 : 0);
   if (ticket && full) close_session(*lru_.back(), true);
-  if (!ticket) {
-    bump(stats_->refused_limit);
-    if (spdlog::should_log(spdlog::level::debug)) {
-      spdlog::debug("forward {}: datagram from {} refused: over a session limit", spec_.id, client.to_string());
-    }
-  }
   return ticket;
 }
 
