@@ -430,6 +430,40 @@ std::vector<forward_field> declare() {
                        json{{"up_bytes_per_s", -1}}};
   fields.push_back(std::move(bandwidth));
 
+  forward_field proxy;
+  proxy.name = "proxy_protocol";
+  proxy.effect = change_effect::reconfigure;
+  proxy.read = [](const json& v, forward_spec& spec) -> problem {
+    if (v.is_null()) {
+      spec.proxy_protocol = 0;
+    } else if (v == "v1" || v == "v2") {
+      spec.proxy_protocol = v == "v1" ? 1 : 2;
+    } else {
+      return "proxy_protocol must be null, \"v1\" or \"v2\"";
+    }
+    return std::nullopt;
+  };
+  proxy.write = [](const forward_spec& spec) {
+    return spec.proxy_protocol == 0 ? json(nullptr) : json(spec.proxy_protocol == 1 ? "v1" : "v2");
+  };
+  proxy.examples = {"v1", "v2"};
+  proxy.refused = {"v3", "V1", 1, true, json::object()};
+  fields.push_back(std::move(proxy));
+
+  forward_field accept_proxy;
+  accept_proxy.name = "accept_proxy_protocol";
+  accept_proxy.udp = false;
+  accept_proxy.effect = change_effect::reconfigure;
+  accept_proxy.read = [](const json& v, forward_spec& spec) -> problem {
+    if (!v.is_boolean()) return "accept_proxy_protocol must be true or false";
+    spec.accept_proxy_protocol = v.get<bool>();
+    return std::nullopt;
+  };
+  accept_proxy.write = [](const forward_spec& spec) { return json(spec.accept_proxy_protocol); };
+  accept_proxy.examples = {true};
+  accept_proxy.refused = {1, "true", nullptr};
+  fields.push_back(std::move(accept_proxy));
+
   forward_field enabled;
   enabled.name = "enabled";
   enabled.effect = change_effect::enable;
@@ -501,6 +535,10 @@ std::optional<field_problem> check_across(const forward_spec& spec) {
     return field_problem{"health_check",
                          "health_check on a udp forward needs a port: the check is a TCP connect, and UDP has no "
                          "handshake to check"};
+  }
+  if (spec.protocol == protocol::udp && spec.proxy_protocol == 1) {
+    return field_problem{"proxy_protocol",
+                         "proxy_protocol on a udp forward must be \"v2\": version 1 has no form for datagrams"};
   }
   return std::nullopt;
 }
