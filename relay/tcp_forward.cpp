@@ -12,8 +12,9 @@ namespace relay {
 
 namespace {
 tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>& pool,
-                   const std::shared_ptr<forward_bandwidth>& bandwidth) {
-  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth});
+                   const std::shared_ptr<forward_bandwidth>& bandwidth,
+                   const std::shared_ptr<const source_filter>& filter, admission& counts) {
+  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth, filter, &counts});
 }
 }  // namespace
 
@@ -27,10 +28,10 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       bandwidth_(std::make_shared<forward_bandwidth>(spec.bandwidth_limit)),
       routes_(pool.size()),
       acceptors_(pool.size()),
-      connections_(pool.size()),
-      filters_(pool.size(), make_filter(spec)) {
+      connections_(pool.size()) {
   // One each: a worker's sessions share only its own.
-  for (auto& r : routes_) r = route_of(spec, targets, bandwidth_);
+  const auto filter = make_filter(spec);
+  for (auto& r : routes_) r = route_of(spec, targets, bandwidth_, filter, admission_);
   admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
 }
 
@@ -84,15 +85,14 @@ void tcp_forward::configure(const forward_spec& spec, std::shared_ptr<target_poo
   const auto filter = make_filter(spec);  // compiled once, shared by every worker
   for (std::size_t k = 0; k < pool_.size(); ++k) {
     pool_.run_on(k, [&] {
-      routes_[k] = route_of(spec, targets, bandwidth_);
-      filters_[k] = filter;
+      routes_[k] = route_of(spec, targets, bandwidth_, filter, admission_);
       review(k);
     });
   }
 }
 
 void tcp_forward::review(std::size_t k) {
-  const auto* filter = filters_[k].get();
+  const auto* filter = routes_[k]->filter.get();
   if (!reviewing(filter, admission_)) return;
   // A connection from before the per-source limit was turned on counts in it from now on, as an
   // operator expects of "at most N per client"; it is never closed for it (it may leave its client
@@ -114,9 +114,13 @@ void tcp_forward::stop() {
 }
 
 void tcp_forward::on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker) {
-  // On worker `worker`, which accepted it and serves it.
-  auto ticket = admit(socket, client.address(), worker);
-  if (!ticket) return;
+  // On worker `worker`, which accepted it and serves it. A client that must start with a PROXY
+  // header is admitted by the session once the header names it (max_connections included).
+  admission_ticket ticket;
+  if (!routes_[worker]->spec.accept_proxy_protocol) {
+    ticket = admit(socket, client.address(), worker);
+    if (!ticket) return;
+  }
   auto session = std::make_shared<tcp_session>(std::move(socket), routes_[worker], *stats_, options_,
                                                shared_from_this());
   session->hold(std::move(ticket));
@@ -129,7 +133,7 @@ admission_ticket tcp_forward::admit(asio::ip::tcp::socket& socket, const asio::i
                                      std::size_t worker) {
   // The ticket keeps the address (accept gave it: no system call), so a later PATCH of the lists
   // judges this connection by it even once the client's socket has reset.
-  auto ticket = admit_client(filters_[worker].get(), admission_, *stats_, routes_[worker]->spec.id, client,
+  auto ticket = admit_client(routes_[worker]->filter.get(), admission_, *stats_, routes_[worker]->spec.id, client,
                              "connection from");
   if (!ticket) {  // reset right after accept: before any session, resolve or connection to a target
     reset_on_close(socket);

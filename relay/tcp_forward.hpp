@@ -53,8 +53,7 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   std::vector<tcp_route> routes_;        // [k] on worker k only
   std::vector<acceptor_ptr> acceptors_;  // [k] on worker k only: the listening socket or a dup of it
   std::vector<connection_set> connections_;  // [k] on worker k only
-  // Admission: the lists as compiled for worker k (null: none), and the counts all workers share.
-  std::vector<std::shared_ptr<const source_filter>> filters_;  // [k] on worker k only
+  // Admission: the counts all workers share (the lists are in each route).
   admission admission_;
 };
 
