@@ -216,6 +216,21 @@ problem read_bandwidth_limit(const json& v, bandwidth_limit_spec& out) {
   return std::nullopt;
 }
 
+// A boolean member of forward_spec.
+forward_field boolean(std::string name, bool forward_spec::*member, change_effect effect) {
+  forward_field f;
+  f.effect = effect;
+  f.read = [name, member](const json& v, forward_spec& spec) -> problem {
+    if (!v.is_boolean()) return name + " must be true or false";
+    spec.*member = v.get<bool>();
+    return std::nullopt;
+  };
+  f.write = [member](const forward_spec& spec) { return json(spec.*member); };
+  f.refused = {json(1), json("true"), json(nullptr)};
+  f.name = std::move(name);
+  return f;
+}
+
 // A string member of forward_spec, checked by `check` (then turned into its canonical form, if any).
 forward_field text(std::string name, std::string forward_spec::*member, problem (*check)(std::string_view),
                    std::string (*canonical)(std::string_view) = nullptr) {
@@ -450,31 +465,13 @@ std::vector<forward_field> declare() {
   proxy.refused = {"v3", "V1", 1, true, json::object()};
   fields.push_back(std::move(proxy));
 
-  forward_field accept_proxy;
-  accept_proxy.name = "accept_proxy_protocol";
+  auto accept_proxy = boolean("accept_proxy_protocol", &forward_spec::accept_proxy_protocol, change_effect::reconfigure);
   accept_proxy.udp = false;
-  accept_proxy.effect = change_effect::reconfigure;
-  accept_proxy.read = [](const json& v, forward_spec& spec) -> problem {
-    if (!v.is_boolean()) return "accept_proxy_protocol must be true or false";
-    spec.accept_proxy_protocol = v.get<bool>();
-    return std::nullopt;
-  };
-  accept_proxy.write = [](const forward_spec& spec) { return json(spec.accept_proxy_protocol); };
   accept_proxy.examples = {true};
-  accept_proxy.refused = {1, "true", nullptr};
   fields.push_back(std::move(accept_proxy));
 
-  forward_field enabled;
-  enabled.name = "enabled";
-  enabled.effect = change_effect::enable;
-  enabled.read = [](const json& v, forward_spec& spec) -> problem {
-    if (!v.is_boolean()) return "enabled must be true or false";
-    spec.enabled = v.get<bool>();
-    return std::nullopt;
-  };
-  enabled.write = [](const forward_spec& spec) { return json(spec.enabled); };
+  auto enabled = boolean("enabled", &forward_spec::enabled, change_effect::enable);
   enabled.examples = {false};
-  enabled.refused = {1, "true", nullptr};
   fields.push_back(std::move(enabled));
 
   auto idle = integer("udp_idle_timeout_s", &forward_spec::udp_idle_timeout_s, 1, 86400);
