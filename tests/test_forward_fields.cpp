@@ -516,3 +516,31 @@ TEST_CASE("a value for a field that does not apply to the forward's protocol is 
     }
   }
 }
+
+TEST_CASE("proxy_protocol v1 on a udp forward is a 400 naming proxy_protocol - whichever field comes first", "[api]") {
+  daemon_state d;
+  json body{{"proxy_protocol", "v1"}};  // before protocol: the rule is checked once every field is read
+  body.update(base_body(relay::protocol::udp, 9));
+  auto r = d.ctl->create(body);
+  CHECK(r.status == 400);
+  CHECK(r.body["error"]["code"] == "invalid_field");
+  CHECK(r.body["error"]["field"] == "proxy_protocol");
+  CHECK(d.ctl->list().body.empty());
+  body["proxy_protocol"] = "v2";
+  auto udp = d.ctl->create(body);
+  REQUIRE(udp.status == 201);
+  CHECK(d.ctl->patch(udp.body["id"].get<std::int64_t>(), json{{"proxy_protocol", "v1"}}).body["error"]["field"] ==
+        "proxy_protocol");
+  // A TCP forward with v1 made UDP: refused, and it stays TCP with v1.
+  auto tcp_body = base_body(relay::protocol::tcp, 9);
+  tcp_body["proxy_protocol"] = "v1";
+  auto tcp = d.ctl->create(tcp_body);
+  REQUIRE(tcp.status == 201);
+  const auto id = tcp.body["id"].get<std::int64_t>();
+  auto moved = d.ctl->patch(id, json{{"protocol", "udp"}});
+  CHECK(moved.status == 400);
+  CHECK(moved.body["error"]["field"] == "proxy_protocol");
+  CHECK(d.ctl->get(id).body["protocol"] == "tcp");
+  CHECK(d.ctl->get(id).body["proxy_protocol"] == "v1");
+  CHECK(d.ctl->get(udp.body["id"].get<std::int64_t>()).body["proxy_protocol"] == "v2");
+}
