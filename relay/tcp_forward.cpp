@@ -13,8 +13,8 @@ namespace relay {
 namespace {
 tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>& pool,
                    const std::shared_ptr<forward_bandwidth>& bandwidth,
-                   const std::shared_ptr<const source_filter>& filter, admission& counts) {
-  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth, filter, &counts});
+                   const std::shared_ptr<const source_filter>& filter, admission& counts, const tcp_route& slot) {
+  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth, filter, &counts, &slot});
 }
 }  // namespace
 
@@ -31,7 +31,7 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       connections_(pool.size()) {
   // One each: a worker's sessions share only its own.
   const auto filter = make_filter(spec);
-  for (auto& r : routes_) r = route_of(spec, targets, bandwidth_, filter, admission_);
+  for (auto& r : routes_) r = route_of(spec, targets, bandwidth_, filter, admission_, r);
   admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
 }
 
@@ -85,7 +85,7 @@ void tcp_forward::configure(const forward_spec& spec, std::shared_ptr<target_poo
   const auto filter = make_filter(spec);  // compiled once, shared by every worker
   for (std::size_t k = 0; k < pool_.size(); ++k) {
     pool_.run_on(k, [&] {
-      routes_[k] = route_of(spec, targets, bandwidth_, filter, admission_);
+      routes_[k] = route_of(spec, targets, bandwidth_, filter, admission_, routes_[k]);
       review(k);
     });
   }

@@ -133,7 +133,8 @@ void tcp_session::header_read() {
     }
     carried_ = std::make_unique<carried>(carried{source, header.destination});
   }
-  ticket_ = admit_client(route_->filter.get(), *route_->counts, stats_, route_->spec.id, client_endpoint().address(),
+  const auto& lists = route_->latest ? (*route_->latest)->filter : route_->filter;
+  ticket_ = admit_client(lists.get(), *route_->counts, stats_, route_->spec.id, client_endpoint().address(),
                          "connection from");
   if (!ticket_) return refuse();
   begin();

@@ -43,10 +43,14 @@ struct tcp_route_info {
   // The forward's buckets: one object for all its routes, so a PATCH of the limit reaches live
   // connections too.
   std::shared_ptr<forward_bandwidth> bandwidth;
-  // Admission after a PROXY header (accept_proxy_protocol): the lists as compiled for this worker
-  // (null: none), and the forward's counts, which outlive its sessions (their owner keeps it).
+  // Admission: the lists as compiled for this worker (null: none), and the forward's counts, which
+  // outlive its sessions (their owner keeps it).
   std::shared_ptr<const source_filter> filter;
   admission* counts = nullptr;
+  // The worker's slot for its forward's current route, read on that worker only: a client admitted
+  // after its PROXY header is judged by the lists as they are then, not as they were at its accept
+  // (a change of the lists meanwhile had no address to judge it by).
+  const std::shared_ptr<const tcp_route_info>* latest = nullptr;
 };
 using tcp_route = std::shared_ptr<const tcp_route_info>;
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -317,6 +318,45 @@ struct accepting_forward {
 };
 
 }  // namespace
+
+// Bytes the relay has not read yet on its end (local port `relay_port`) of a loopback TCP connection
+// from `client_port`, from the kernel's table: -1 while that end has no socket of its own yet.
+long unread_at(std::uint16_t relay_port, std::uint16_t client_port) {
+  std::ifstream table("/proc/self/net/tcp");
+  std::string line;
+  std::getline(table, line);  // the column names
+  while (std::getline(table, line)) {
+    unsigned local_address, local_port, remote_address, remote_port, state;
+    unsigned long tx, rx;
+    if (std::sscanf(line.c_str(), " %*d: %8X:%4X %8X:%4X %2X %8lX:%8lX", &local_address, &local_port, &remote_address,
+                    &remote_port, &state, &tx, &rx) == 7 &&
+        local_port == relay_port && remote_port == client_port) {
+      return static_cast<long>(rx);
+    }
+  }
+  return -1;
+}
+
+TEST_CASE("TCP accept_proxy_protocol - a change of the lists reaches a client still sending its header", "[tcp]") {
+  target_server target(target_server::echo);
+  relay::engine e(fast_options());
+  auto spec = spec_for(1, target.port());
+  spec.accept_proxy_protocol = true;
+  spec.allow = prefixes({"192.0.2.0/24"});
+  spec = start(e, spec);
+  auto c = connect_to(spec.listen_port);
+  REQUIRE(c);
+  REQUIRE(send_all(c.get(), std::string("PROXY TCP4 192.0.2.10 198.51.100.1 40000 443")));
+  // The relay has accepted it and read what came of its header: it is in its header phase.
+  REQUIRE(eventually([&] { return unread_at(spec.listen_port, local_of(c.get()).port) == 0; }));
+  spec.allow = prefixes({"203.0.113.0/24"});
+  spec = start(e, spec);  // as a PATCH does
+  const auto back = exchange(c.get(), "\r\npayload");
+  CHECK(back.bytes.empty());
+  CHECK(back.error == ECONNRESET);
+  CHECK(e.status(1).stats.refused_acl == 1);
+  CHECK(target.accepted() == 0);
+}
 
 TEST_CASE("TCP accept_proxy_protocol - malformed partial oversized and missing headers are refused and counted", "[tcp]") {
   accepting_forward f;
