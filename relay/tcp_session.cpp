@@ -1,7 +1,8 @@
-// tcp_session: connect (to a target of the pool, else the next), then a readiness-driven relay:
-// splice through a pooled pipe, or copy through the worker's buffer; half-close, backpressure, a
-// connect timeout, a half-closed idle timeout, and resets passed on from one side to the other
-// (also when seen on a socket it has stopped reading).
+// tcp_session: read a client's PROXY header when the forward wants one; connect (to a target of the
+// pool, else the next), sending a PROXY header first when the forward does; then a readiness-driven
+// relay: splice through a pooled pipe, or copy through the worker's buffer; half-close,
+// backpressure, a connect timeout, a half-closed idle timeout, and resets passed on from one side to
+// the other (also when seen on a socket it has stopped reading).
 // The session's phases and each direction's states, with their transitions: the class comment in
 // tcp_session.hpp.
 #include "relay/tcp_session.hpp"
