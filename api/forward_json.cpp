@@ -275,6 +275,8 @@ json to_json(const store::stored_forward& f, const relay::forward_status& status
     stats["datagrams_dropped"] = st.datagrams_dropped;
     stats["sessions_evicted"] = st.sessions_evicted;
     stats["target_unreachable"] = st.target_unreachable;
+  } else {
+    stats["proxy_errors"] = st.proxy_errors;
   }
   json targets = json::array();
   for (const auto& t : target_rows(s, status)) targets.push_back(target_json(t, f.updated_at));

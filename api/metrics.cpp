@@ -289,6 +289,10 @@ relay::result<std::string> render_metrics(const relay::engine& engine, const htt
                 e.add(l + ",reason=\"acl\"", f.status.stats.refused_acl);
                 e.add(l + ",reason=\"limit\"", f.status.stats.refused_limit);
               });
+  per_forward(e, forwards, protocol::tcp, "portrelay_forward_proxy_errors_total", "counter",
+              "Connections to a TCP forward with accept_proxy_protocol closed for a missing, partial, malformed or "
+              "oversized PROXY header, or none within 3 seconds.",
+              [&](const std::string& l, const engine::view& f) { e.add(l, f.status.stats.proxy_errors); });
 
   per_target(e, forwards, "portrelay_target_up", "gauge",
              "1 while a target of a running forward may be given connections (health up, or unchecked: not yet "

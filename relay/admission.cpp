@@ -1,6 +1,8 @@
 // admission: the compiled allow/deny filter, and a forward's live counts with their tickets.
 #include "relay/admission.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <cstring>
 
 namespace relay {
@@ -127,6 +129,38 @@ void admission::release(admission_ticket& t) {
     if (it != per_source_.end() && --it->second == 0) per_source_.erase(it);
   }
   t.epoch_ = 0;
+}
+
+admission_ticket admit_client(const source_filter* filter, admission& counts, forward_stats& stats,
+                              std::int64_t forward, const asio::ip::address& client, std::string_view what,
+                              std::uint32_t leaving) {
+  const auto refused = [&](std::atomic<std::uint64_t>& counter, std::string_view why) {
+    bump(counter);
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("forward {}: {} {} refused: {}", forward, what, client.to_string(), why);
+    }
+  };
+  if (filter && !filter->admits(client)) {
+    refused(stats.refused_acl, "not admitted by the allow and deny lists");
+    return {};
+  }
+  auto ticket = counts.admit(&client, leaving);
+  if (!ticket) refused(stats.refused_limit, "over a limit");
+  return ticket;
+}
+
+bool still_admitted(const source_filter* filter, admission& counts, admission_ticket& ticket,
+                    const asio::ip::address& client) {
+  if (filter && !filter->admits(client)) return false;
+  counts.count_source(ticket, client);  // nothing unless the per-source limit is on
+  return true;
+}
+
+void log_cut_off(std::int64_t forward, std::size_t count, std::string_view done, std::string_view noun) {
+  if (count == 0) return;
+  // An operator's change cut them off: worth one line per change (and worker), unlike a refusal.
+  spdlog::info("forward {}: {} {} {}{} whose client is no longer admitted", forward, done, count, noun,
+               count == 1 ? "" : "s");
 }
 
 }  // namespace relay

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "relay/forward_spec.hpp"
+#include "relay/forward_stats.hpp"
 #include "relay/ip_prefix.hpp"
 
 #include <asio/ip/address.hpp>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <unordered_map>
 
 namespace relay {
@@ -117,5 +119,23 @@ class admission {
   std::uint32_t last_epoch_ = 0;  // so that a count turned on again is never taken for an old one
   std::unordered_map<admission_ticket::key, std::uint32_t, key_hash> per_source_;
 };
+
+// A new client of a forward (TCP: a connection; UDP: a session's first datagram), judged by its
+// lists (`filter`, null: none) and then its counts: its slot, or an empty ticket when refused, the
+// refusal counted in stats.refused_acl or refused_limit with one debug line ("forward 7: connection
+// from 10.0.0.1 refused: ...", `what` naming the thing refused). `leaving`: as admission::admit.
+admission_ticket admit_client(const source_filter* filter, admission& counts, forward_stats& stats,
+                              std::int64_t forward, const asio::ip::address& client, std::string_view what,
+                              std::uint32_t leaving = 0);
+
+// After a change of a forward's lists or limits, one live client: false when the new lists refuse it
+// (the caller cuts it off), else true, and it is counted in a per-source limit that was just turned on
+// (see admission::set_limits). Nothing to review while reviewing() is false.
+bool still_admitted(const source_filter* filter, admission& counts, admission_ticket& ticket,
+                    const asio::ip::address& client);
+inline bool reviewing(const source_filter* filter, const admission& counts) { return filter || counts.per_source(); }
+// The one line an operator's change that cut clients off is worth ("forward 7: reset 2 connections
+// whose client is no longer admitted"); `done` and `noun` say how and what.
+void log_cut_off(std::int64_t forward, std::size_t count, std::string_view done, std::string_view noun);
 
 }  // namespace relay

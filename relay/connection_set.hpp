@@ -3,10 +3,7 @@
 
 #include "relay/admission.hpp"
 
-#include <asio/ip/address.hpp>
-
 #include <list>
-#include <optional>
 
 namespace relay {
 
@@ -16,10 +13,8 @@ class stoppable {
   virtual void stop() = 0;
   // Closes at once with a reset: its client is no longer admitted (a PATCH denied it).
   virtual void cut_off() = 0;
-  // Its slot in the forward's counts.
+  // Its slot in the forward's counts, which keeps the client's address (ticket().source()).
   virtual admission_ticket& ticket() = 0;
-  // The client's address (read once, then kept in the ticket); nothing when the socket is gone.
-  virtual std::optional<asio::ip::address> client_address() = 0;
 
  protected:
   ~stoppable() = default;

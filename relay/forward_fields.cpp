@@ -243,6 +243,21 @@ problem read_bandwidth_limit(const json& v, bandwidth_limit_spec& out) {
   return std::nullopt;
 }
 
+// A boolean member of forward_spec.
+forward_field boolean(std::string name, bool forward_spec::*member, change_effect effect) {
+  forward_field f;
+  f.effect = effect;
+  f.read = [name, member](const json& v, forward_spec& spec) -> problem {
+    if (!v.is_boolean()) return name + " must be true or false";
+    spec.*member = v.get<bool>();
+    return std::nullopt;
+  };
+  f.write = [member](const forward_spec& spec) { return json(spec.*member); };
+  f.refused = {json(1), json("true"), json(nullptr)};
+  f.name = std::move(name);
+  return f;
+}
+
 // A string member of forward_spec, checked by `check` (then turned into its canonical form, if any).
 forward_field text(std::string name, std::string forward_spec::*member, problem (*check)(std::string_view),
                    std::string (*canonical)(std::string_view) = nullptr) {
@@ -471,17 +486,33 @@ std::vector<forward_field> declare() {
                        json{{"up_bytes_per_s", -1}}};
   fields.push_back(std::move(bandwidth));
 
-  forward_field enabled;
-  enabled.name = "enabled";
-  enabled.effect = change_effect::enable;
-  enabled.read = [](const json& v, forward_spec& spec) -> problem {
-    if (!v.is_boolean()) return "enabled must be true or false";
-    spec.enabled = v.get<bool>();
+  forward_field proxy;
+  proxy.name = "proxy_protocol";
+  proxy.effect = change_effect::reconfigure;
+  proxy.read = [](const json& v, forward_spec& spec) -> problem {
+    if (v.is_null()) {
+      spec.proxy_protocol = 0;
+    } else if (v == "v1" || v == "v2") {
+      spec.proxy_protocol = v == "v1" ? 1 : 2;
+    } else {
+      return "proxy_protocol must be null, \"v1\" or \"v2\"";
+    }
     return std::nullopt;
   };
-  enabled.write = [](const forward_spec& spec) { return json(spec.enabled); };
+  proxy.write = [](const forward_spec& spec) {
+    return spec.proxy_protocol == 0 ? json(nullptr) : json(spec.proxy_protocol == 1 ? "v1" : "v2");
+  };
+  proxy.examples = {"v1", "v2"};
+  proxy.refused = {"v3", "V1", 1, true, json::object()};
+  fields.push_back(std::move(proxy));
+
+  auto accept_proxy = boolean("accept_proxy_protocol", &forward_spec::accept_proxy_protocol, change_effect::reconfigure);
+  accept_proxy.udp = false;
+  accept_proxy.examples = {true};
+  fields.push_back(std::move(accept_proxy));
+
+  auto enabled = boolean("enabled", &forward_spec::enabled, change_effect::enable);
   enabled.examples = {false};
-  enabled.refused = {1, "true", nullptr};
   fields.push_back(std::move(enabled));
 
   auto idle = integer("udp_idle_timeout_s", &forward_spec::udp_idle_timeout_s, 1, 86400);
@@ -542,6 +573,10 @@ std::optional<field_problem> check_across(const forward_spec& spec) {
     return field_problem{"health_check",
                          "health_check on a udp forward needs a port: the check is a TCP connect, and UDP has no "
                          "handshake to check"};
+  }
+  if (spec.protocol == protocol::udp && spec.proxy_protocol == 1) {
+    return field_problem{"proxy_protocol",
+                         "proxy_protocol on a udp forward must be \"v2\": version 1 has no form for datagrams"};
   }
   return std::nullopt;
 }

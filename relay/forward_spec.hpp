@@ -99,6 +99,11 @@ struct forward_spec {
   std::uint32_t max_connections = 0;
   std::uint32_t max_connections_per_source = 0;
   std::optional<bandwidth_limit_spec> bandwidth_limit{};  // nothing: not limited
+  // The PROXY protocol header (relay/proxy_protocol) each connection to a target starts with: 0 none,
+  // 1 or 2 its version. UDP: 2 only, a v2 header before each datagram to the target.
+  std::uint8_t proxy_protocol = 0;
+  // TCP only: clients must start with a PROXY header (v1 or v2), whose source is then the client.
+  bool accept_proxy_protocol = false;
   bool enabled = true;
   // UDP only: a session idle this long either way is closed; past this many the least recent goes.
   std::uint32_t udp_idle_timeout_s = 60;

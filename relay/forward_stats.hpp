@@ -23,6 +23,9 @@ struct stats_snapshot {
   // (UDP: dropped): by the allow and deny lists, and by max_connections or max_connections_per_source.
   std::uint64_t refused_acl = 0;
   std::uint64_t refused_limit = 0;
+  // TCP, accept_proxy_protocol: connections closed for a missing, partial, malformed or oversized
+  // PROXY header, or none in time.
+  std::uint64_t proxy_errors = 0;
 };
 
 struct forward_stats {
@@ -39,6 +42,7 @@ struct forward_stats {
   std::atomic<std::uint64_t> target_unreachable{0};
   std::atomic<std::uint64_t> refused_acl{0};
   std::atomic<std::uint64_t> refused_limit{0};
+  std::atomic<std::uint64_t> proxy_errors{0};
 
   stats_snapshot read() const {
     constexpr auto r = std::memory_order_relaxed;
@@ -56,6 +60,7 @@ struct forward_stats {
     s.target_unreachable = target_unreachable.load(r);
     s.refused_acl = refused_acl.load(r);
     s.refused_limit = refused_limit.load(r);
+    s.proxy_errors = proxy_errors.load(r);
     return s;
   }
 };

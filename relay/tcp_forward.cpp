@@ -12,21 +12,9 @@ namespace relay {
 
 namespace {
 tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>& pool,
-                   const std::shared_ptr<forward_bandwidth>& bandwidth) {
-  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth});
-}
-
-// A refused client is reset right after accept: before any session, resolve or connection to a target.
-void refuse(asio::ip::tcp::socket& socket, std::atomic<std::uint64_t>& counter, std::int64_t id, const char* why) {
-  bump(counter);
-  if (spdlog::should_log(spdlog::level::debug)) {
-    std::error_code ec;
-    const auto client = socket.remote_endpoint(ec);
-    spdlog::debug("forward {}: {} refused: {}", id, ec ? std::string("?") : client.address().to_string(), why);
-  }
-  reset_on_close(socket);
-  std::error_code ignored;
-  socket.close(ignored);
+                   const std::shared_ptr<forward_bandwidth>& bandwidth,
+                   const std::shared_ptr<const source_filter>& filter, admission& counts, const tcp_route& slot) {
+  return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth, filter, &counts, &slot});
 }
 }  // namespace
 
@@ -40,10 +28,10 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       bandwidth_(std::make_shared<forward_bandwidth>(spec.bandwidth_limit)),
       routes_(pool.size()),
       acceptors_(pool.size()),
-      connections_(pool.size()),
-      filters_(pool.size(), make_filter(spec)) {
+      connections_(pool.size()) {
   // One each: a worker's sessions share only its own.
-  for (auto& r : routes_) r = route_of(spec, targets, bandwidth_);
+  const auto filter = make_filter(spec);
+  for (auto& r : routes_) r = route_of(spec, targets, bandwidth_, filter, admission_, r);
   admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
 }
 
@@ -97,35 +85,24 @@ void tcp_forward::configure(const forward_spec& spec, std::shared_ptr<target_poo
   const auto filter = make_filter(spec);  // compiled once, shared by every worker
   for (std::size_t k = 0; k < pool_.size(); ++k) {
     pool_.run_on(k, [&] {
-      routes_[k] = route_of(spec, targets, bandwidth_);
-      filters_[k] = filter;
+      routes_[k] = route_of(spec, targets, bandwidth_, filter, admission_, routes_[k]);
       review(k);
     });
   }
 }
 
 void tcp_forward::review(std::size_t k) {
-  const auto& filter = filters_[k];
-  const bool per_source = admission_.per_source();
-  if (!filter && !per_source) return;
+  const auto* filter = routes_[k]->filter.get();
+  if (!reviewing(filter, admission_)) return;
   // A connection from before the per-source limit was turned on counts in it from now on, as an
   // operator expects of "at most N per client"; it is never closed for it (it may leave its client
   // over the limit, which then refuses that client's new connections until it is under).
   std::vector<stoppable*> denied;
   connections_[k].for_each([&](stoppable& c) {
-    const auto client = c.client_address();  // kept in its ticket since accept
-    if (!client) return;
-    if (filter && !filter->admits(*client)) {
-      denied.push_back(&c);
-    } else if (per_source) {
-      admission_.count_source(c.ticket(), *client);
-    }
+    const auto client = c.ticket().source();  // kept since accept
+    if (client && !still_admitted(filter, admission_, c.ticket(), *client)) denied.push_back(&c);
   });
-  if (!denied.empty()) {
-    // An operator's change cut them off: worth one line per change (and worker), unlike a refusal.
-    spdlog::info("forward {}: reset {} connection{} whose client is no longer admitted", routes_[k]->spec.id,
-                 denied.size(), denied.size() == 1 ? "" : "s");
-  }
+  log_cut_off(routes_[k]->spec.id, denied.size(), "reset", "connection");
   for (auto* c : denied) c->cut_off();
 }
 
@@ -137,9 +114,13 @@ void tcp_forward::stop() {
 }
 
 void tcp_forward::on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker) {
-  // On worker `worker`, which accepted it and serves it.
-  auto ticket = admit(socket, client.address(), worker);
-  if (!ticket) return;
+  // On worker `worker`, which accepted it and serves it. A client that must start with a PROXY
+  // header is admitted by the session once the header names it (max_connections included).
+  admission_ticket ticket;
+  if (!routes_[worker]->spec.accept_proxy_protocol) {
+    ticket = admit(socket, client.address(), worker);
+    if (!ticket) return;
+  }
   auto session = std::make_shared<tcp_session>(std::move(socket), routes_[worker], *stats_, options_,
                                                shared_from_this());
   session->hold(std::move(ticket));
@@ -150,15 +131,15 @@ void tcp_forward::on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::e
 
 admission_ticket tcp_forward::admit(asio::ip::tcp::socket& socket, const asio::ip::address& client,
                                      std::size_t worker) {
-  const auto& filter = filters_[worker];
-  if (filter && !filter->admits(client)) {
-    refuse(socket, stats_->refused_acl, routes_[worker]->spec.id, "not admitted by the allow and deny lists");
-    return {};
-  }
   // The ticket keeps the address (accept gave it: no system call), so a later PATCH of the lists
   // judges this connection by it even once the client's socket has reset.
-  auto ticket = admission_.admit(&client);
-  if (!ticket) refuse(socket, stats_->refused_limit, routes_[worker]->spec.id, "over a connection limit");
+  auto ticket = admit_client(routes_[worker]->filter.get(), admission_, *stats_, routes_[worker]->spec.id, client,
+                             "connection from");
+  if (!ticket) {  // reset right after accept: before any session, resolve or connection to a target
+    reset_on_close(socket);
+    std::error_code ignored;
+    socket.close(ignored);
+  }
   return ticket;
 }
 

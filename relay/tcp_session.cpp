@@ -1,7 +1,8 @@
-// tcp_session: connect (to a target of the pool, else the next), then a readiness-driven relay:
-// splice through a pooled pipe, or copy through the worker's buffer; half-close, backpressure, a
-// connect timeout, a half-closed idle timeout, and resets passed on from one side to the other
-// (also when seen on a socket it has stopped reading).
+// tcp_session: read a client's PROXY header when the forward wants one; connect (to a target of the
+// pool, else the next), sending a PROXY header first when the forward does; then a readiness-driven
+// relay: splice through a pooled pipe, or copy through the worker's buffer; half-close,
+// backpressure, a connect timeout, a half-closed idle timeout, and resets passed on from one side to
+// the other (also when seen on a socket it has stopped reading).
 // The session's phases and each direction's states, with their transitions: the class comment in
 // tcp_session.hpp.
 #include "relay/tcp_session.hpp"
@@ -71,13 +72,91 @@ tcp_session::tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_
 // still queued, and the pool is the worker's).
 tcp_session::~tcp_session() = default;
 
-std::string tcp_session::peer() const { return describe(client_); }
+std::string tcp_session::peer() const {
+  if (!carried_) return describe(client_);
+  return format_endpoint(carried_->source.address().to_string(), carried_->source.port());
+}
 
 void tcp_session::start(connection_set::registration listed) {
   listed_ = std::move(listed);
+  if (!route_->spec.accept_proxy_protocol) return begin();
+  // Nothing is counted, admitted or connected before the header is whole: its source is the client.
+  phase_ = phase::header;
+  header_ = std::make_unique<proxy_header_parser>();
+  timer_.expires_after(proxy_header_timeout);  // for the whole header: one byte a second is still cut at 3 s
+  timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
+    if (!ec && self->phase_ == phase::header) self->header_failed("no whole PROXY header within 3 s");
+  });
+  read_header();
+}
+
+void tcp_session::begin() {
+  phase_ = phase::connecting;
   bump(stats_.connections_total);
   bump(stats_.connections_active);
   next_target();
+}
+
+// Reads only what the parser says cannot go past the header (a v1 line byte by byte once short of
+// its end, a v2 header by its length), so the client's data stays in the socket for the relay.
+void tcp_session::read_header() {
+  char buffer[proxy_v2_max_size];
+  while (header_->state() == proxy_header_parser::status::need_more) {
+    const ssize_t n = ::recv(client_.native_handle(), buffer,
+                             std::min(sizeof buffer, header_->safe_read_size()), MSG_DONTWAIT);
+    if (n == 0) return header_failed("closed before the PROXY header was whole");
+    if (n < 0) {
+      if (!would_block(errno)) return header_failed(last_error().message());
+      client_.async_wait(asio::socket_base::wait_read, [self = shared_from_this()](const std::error_code& ec) {
+        if (self->phase_ != phase::header) return;
+        if (ec) return self->header_failed(ec.message());
+        self->read_header();
+      });
+      return;
+    }
+    header_->feed(std::string_view(buffer, static_cast<std::size_t>(n)));
+  }
+  if (header_->state() == proxy_header_parser::status::error) return header_failed(header_->error());
+  header_read();
+}
+
+void tcp_session::header_read() {
+  timer_.cancel();
+  const auto header = header_->header();
+  header_.reset();
+  if (header.transport != proxy_transport::stream) {
+    return header_failed("a PROXY header for datagrams on a TCP connection");
+  }
+  if (header.addresses == proxy_addresses::carried) {  // else LOCAL or UNKNOWN: the socket's own addresses
+    auto source = header.source;
+    if (const auto a = source.address(); a.is_v6() && a.to_v6().is_v4_mapped()) {
+      source.address(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()));  // matches IPv4 lists
+    }
+    carried_ = std::make_unique<carried>(carried{source, header.destination});
+  }
+  const auto& lists = route_->latest ? (*route_->latest)->filter : route_->filter;
+  ticket_ = admit_client(lists.get(), *route_->counts, stats_, route_->spec.id, client_endpoint().address(),
+                         "connection from");
+  if (!ticket_) return refuse();
+  begin();
+}
+
+void tcp_session::header_failed(const std::string& why) {
+  bump(stats_.proxy_errors);
+  spdlog::debug("forward {}: {}: {}", route_->spec.id, peer(), why);
+  refuse();
+}
+
+asio::ip::tcp::endpoint tcp_session::client_endpoint() const {
+  if (carried_) return carried_->source;
+  std::error_code ec;
+  return client_.remote_endpoint(ec);
+}
+
+asio::ip::tcp::endpoint tcp_session::local_endpoint() const {
+  if (carried_) return carried_->destination;
+  std::error_code ec;
+  return client_.local_endpoint(ec);
 }
 
 // Each target is tried once per connection, in the pool's order for this client; what makes one
@@ -88,7 +167,7 @@ void tcp_session::next_target() {
   std::error_code ec;
   auto& pool = *route_->pool;
   // Only source_hash reads the client's address: the others save the system call.
-  const auto client = pool.policy() == balance_policy::source_hash ? client_.remote_endpoint(ec).address()
+  const auto client = pool.policy() == balance_policy::source_hash ? client_endpoint().address()
                                                                     : asio::ip::address();
   const auto i = pool.pick(client, tried_);
   if (!i) return refuse();
@@ -213,6 +292,15 @@ void tcp_session::connected(const std::error_code& reset) {
   if (reset) {
     broken(upstream_, reset);
     return pump(down_);
+  }
+  if (const auto version = route_->spec.proxy_protocol; version != 0) {
+    // The header goes first, as bytes the target has not taken yet: the flush that opens the up
+    // direction sends it before any read of the client, on the splice path and the copy path alike,
+    // and a target that fails meanwhile is a failure of that direction like any other.
+    const auto header = version == 1 ? proxy_v1_header(client_endpoint(), local_endpoint())
+                                     : proxy_v2_header(client_endpoint(), local_endpoint());
+    up_.held = std::make_unique<std::vector<char>>(header.begin(), header.end());
+    up_.held_from = 0;
   }
   pump(up_);                                     // the client may well have sent already
   wait(down_, asio::socket_base::wait_read);     // the target has not: no need to try reading it
@@ -508,9 +596,10 @@ void tcp_session::stop() {
     reset_on_close(client_);
     reset_on_close(upstream_);
   }
+  const bool counted = phase_ != phase::header;  // a connection counts from begin() on
   phase_ = phase::done;
   ticket_.reset();  // the slot is free as soon as the connection is over, not when its last handler has run
-  if (listed_) {
+  if (listed_ && counted) {
     lower(stats_.connections_active);  // before the sockets close, so no client sees it still counted
     if (counted_) route_->pool->closed(target_);
     spdlog::debug("forward {}: connection closed", route_->spec.id);
@@ -524,9 +613,6 @@ void tcp_session::stop() {
   client_.close(ignored);
   upstream_.close(ignored);
 }
-
-// As accept gave it, kept in the ticket: there even once the client's socket has reset.
-std::optional<asio::ip::address> tcp_session::client_address() { return ticket_.source(); }
 
 void tcp_session::cut_off() {
   if (phase_ == phase::done) return;

@@ -3,11 +3,13 @@
 // pooled pipe or a copy through the worker's buffer.
 #pragma once
 
+#include "relay/admission.hpp"
 #include "relay/bandwidth.hpp"
 #include "relay/connection_set.hpp"
 #include "relay/engine_options.hpp"
 #include "relay/forward_spec.hpp"
 #include "relay/forward_stats.hpp"
+#include "relay/proxy_protocol.hpp"
 #include "relay/splice_pipe.hpp"
 #include "relay/target_pool.hpp"
 
@@ -27,6 +29,9 @@ namespace relay {
 // long, the reset goes at once and what it had not taken is lost.
 inline constexpr std::chrono::milliseconds reset_delivery_stall{2'000};
 
+// accept_proxy_protocol: a client's whole PROXY header must arrive within this long of its accept.
+inline constexpr std::chrono::milliseconds proxy_header_timeout{3'000};
+
 // Where a new connection goes and how: the forward's spec and pool as they were when the connection
 // was accepted, so a PATCH only affects later ones. One copy per worker, shared by that worker's
 // sessions (no string copy per connection, and a reference count no other core touches); a new
@@ -38,6 +43,14 @@ struct tcp_route_info {
   // The forward's buckets: one object for all its routes, so a PATCH of the limit reaches live
   // connections too.
   std::shared_ptr<forward_bandwidth> bandwidth;
+  // Admission: the lists as compiled for this worker (null: none), and the forward's counts, which
+  // outlive its sessions (their owner keeps it).
+  std::shared_ptr<const source_filter> filter;
+  admission* counts = nullptr;
+  // The worker's slot for its forward's current route, read on that worker only: a client admitted
+  // after its PROXY header is judged by the lists as they are then, not as they were at its accept
+  // (a change of the lists meanwhile had no address to judge it by).
+  const std::shared_ptr<const tcp_route_info>* latest = nullptr;
 };
 using tcp_route = std::shared_ptr<const tcp_route_info>;
 
@@ -50,6 +63,8 @@ using tcp_route = std::shared_ptr<const tcp_route_info>;
 // once. Everything runs on the worker that owns the client socket.
 //
 // The session's phase:
+//   header --a whole PROXY header read, and its source admitted--> connecting (accept_proxy_protocol only)
+//   header --closed, malformed, oversized or not whole within proxy_header_timeout; or refused--> done (reset)
 //   connecting --connected--> relaying --one direction finished--> half_closed --the other--> done
 //   connecting --no address of the target connects, resolve fails, or an address leads back into the
 //               daemon--> connecting (the pool's next target)
@@ -93,12 +108,11 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   // it stops, given before start(); and what a change of the forward's lists needs. Same worker only.
   void hold(admission_ticket ticket) { ticket_ = std::move(ticket); }
   admission_ticket& ticket() override { return ticket_; }
-  std::optional<asio::ip::address> client_address() override;
   void cut_off() override;
 
  private:
   using clock = std::chrono::steady_clock;
-  enum class phase : std::uint8_t { connecting, relaying, half_closed, resetting, done };
+  enum class phase : std::uint8_t { header, connecting, relaying, half_closed, resetting, done };
   enum class flow : std::uint8_t { reading, drained, blocked, ended, finished };  // a direction's state
 
   // One direction of the relay: from `from` to `to`.
@@ -121,6 +135,17 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     bool finished() const { return state == flow::finished; }
   };
 
+  // accept_proxy_protocol: reads the client's header, never a byte past it (so what follows is
+  // relayed as the client's first data), then admits the client it names.
+  void read_header();
+  void header_read();
+  void header_failed(const std::string& why);
+  // The client's address and port, and the address and port it connected to: as a PROXY header
+  // carried them, else the socket's.
+  asio::ip::tcp::endpoint client_endpoint() const;
+  asio::ip::tcp::endpoint local_endpoint() const;
+  // Counted as a live connection from here on (after the header, when there is one), then connects.
+  void begin();
   // Picks the next target not tried yet and connects to it; resets the client when none is left.
   void next_target();
   // Every address of the current target failed (or it did not resolve): counted against it, then
@@ -160,8 +185,16 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   std::string peer() const;
   const target_spec& target() const { return route_->spec.targets[target_]; }
 
+  // The addresses a client's PROXY header carried (accept_proxy_protocol, and not LOCAL or UNKNOWN).
+  struct carried {
+    asio::ip::tcp::endpoint source;  // an IPv4-mapped address unmapped
+    asio::ip::tcp::endpoint destination;
+  };
+
   asio::ip::tcp::socket client_;
   asio::ip::tcp::socket upstream_;
+  std::unique_ptr<proxy_header_parser> header_;  // in the header phase only
+  std::unique_ptr<carried> carried_;
   asio::steady_timer timer_;
   std::unique_ptr<std::vector<asio::ip::tcp::endpoint>> endpoints_;  // while connecting only
   std::unique_ptr<asio::ip::tcp::resolver> resolver_;               // for host names, while resolving

@@ -81,11 +81,17 @@ void batch_space::arm(bool addresses, bool destinations) {
   }
 }
 
-void batch_space::queue(int count, int i, const asio::ip::udp::endpoint* to, const reply_source* source) {
+void batch_space::queue(int count, int i, const asio::ip::udp::endpoint* to, const reply_source* source,
+                        std::string_view head) {
   out_iov[count] = {slot(i), in[i].msg_len};
   out[count].msg_hdr = msghdr{};
   out[count].msg_hdr.msg_iov = &out_iov[count];
   out[count].msg_hdr.msg_iovlen = 1;
+  if (!head.empty()) {  // gathered by the send: the slot's payload is not moved
+    out_headed[count] = {iovec{const_cast<char*>(head.data()), head.size()}, out_iov[count]};
+    out[count].msg_hdr.msg_iov = out_headed[count].data();
+    out[count].msg_hdr.msg_iovlen = 2;
+  }
   if (to) {
     out[count].msg_hdr.msg_name = const_cast<sockaddr*>(to->data());
     out[count].msg_hdr.msg_namelen = static_cast<socklen_t>(to->size());

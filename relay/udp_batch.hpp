@@ -10,6 +10,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 namespace relay {
@@ -54,14 +55,17 @@ struct batch_space {
   std::array<pktinfo_space, slots> to{};
   std::array<mmsghdr, slots> out{};
   std::array<iovec, slots> out_iov{};
+  std::array<std::array<iovec, 2>, slots> out_headed{};  // a datagram with a header before it: both
 
   char* slot(int i) { return data.data() + static_cast<std::size_t>(i) * max_datagram; }
   // Sets up `in` to receive into every slot (with the sender's address when `addresses`, and the
   // destination address's control data when `destinations`).
   void arm(bool addresses, bool destinations);
   // Queues slot `i`'s datagram for the next send_batch, to `to` (nullptr on a connected socket),
-  // from `source` (nullptr: the kernel picks).
-  void queue(int count, int i, const asio::ip::udp::endpoint* to, const reply_source* source = nullptr);
+  // from `source` (nullptr: the kernel picks), after `head` (a PROXY header; it must outlive the
+  // send, and a datagram with one must not go by GSO, which would cut through it).
+  void queue(int count, int i, const asio::ip::udp::endpoint* to, const reply_source* source = nullptr,
+             std::string_view head = {});
 };
 
 batch_space& scratch();

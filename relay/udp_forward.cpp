@@ -2,6 +2,7 @@
 #include "relay/udp_forward.hpp"
 
 #include "relay/forward_spec.hpp"
+#include "relay/proxy_protocol.hpp"
 #include "relay/socket_options.hpp"
 #include "relay/target_guard.hpp"
 #include "relay/udp_batch.hpp"
@@ -14,6 +15,7 @@
 
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -48,6 +50,7 @@ struct udp_forward::session {
   target_state* state = nullptr;      // its target's, once connected: counted there while open
   bool answered = false;              // the target has replied (its success is counted once)
   admission_ticket ticket;            // its slot in the forward's session counts, while open
+  std::string proxy_header;           // proxy_protocol "v2": before each datagram to the target
 };
 
 std::size_t flow_hash::operator()(const flow& f) const noexcept {
@@ -129,23 +132,14 @@ void udp_forward::configure(const forward_spec& spec, std::shared_ptr<target_poo
 }
 
 void udp_forward::review() {
-  const bool per_source = admission_.per_source();
-  if (!filter_ && !per_source) return;
+  if (!reviewing(filter_.get(), admission_)) return;
   // A session from before the per-source limit was turned on counts in it from now on; none is
   // closed for it.
   std::vector<session*> denied;
   for (session* s : lru_) {
-    const auto client = s->client.address();
-    if (filter_ && !filter_->admits(client)) {
-      denied.push_back(s);
-    } else if (per_source) {
-      admission_.count_source(s->ticket, client);
-    }
+    if (!still_admitted(filter_.get(), admission_, s->ticket, s->client.address())) denied.push_back(s);
   }
-  if (!denied.empty()) {
-    spdlog::info("forward {}: closed {} session{} whose client is no longer admitted", spec_.id, denied.size(),
-                 denied.size() == 1 ? "" : "s");
-  }
+  log_cut_off(spec_.id, denied.size(), "closed", "session");
   for (session* s : denied) close_session(*s, false);
 }
 
@@ -221,7 +215,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
           flush();
           batch_for = s;
         }
-        b.queue(queued++, i, nullptr);
+        b.queue(queued++, i, nullptr, nullptr, s->proxy_header);
       }
       flush();
       if (n < batch_space::slots) break;  // the socket's queue is empty (UDP has no EOF to miss)
@@ -256,33 +250,20 @@ void udp_forward::hold(session& s, const char* data, std::size_t n) {
 }
 
 admission_ticket udp_forward::admit(const flow& f) {
-  const auto client = f.client.address();
-  if (filter_ && !filter_->admits(client)) {
-    bump(stats_->refused_acl);
-    if (spdlog::should_log(spdlog::level::debug)) {
-      spdlog::debug("forward {}: datagram from {} refused: not admitted by the allow and deny lists", spec_.id,
-                    client.to_string());
-    }
-    return {};
-  }
   // At udp_max_sessions the least recent session goes to make room, but only for a client the limits
   // admit (the one going does not count against max_connections meanwhile): a refused datagram
   // evicts no one.
   const bool full = sessions_.size() >= spec_.udp_max_sessions && !lru_.empty();
-  auto ticket = admission_.admit(&client, full ? 1 : 0);
+  auto ticket = admit_client(filter_.get(), admission_, *stats_, spec_.id, f.client.address(), "datagram from",
+                             full ? 1 : 0);
   if (ticket && full) close_session(*lru_.back(), true);
-  if (!ticket) {
-    bump(stats_->refused_limit);
-    if (spdlog::should_log(spdlog::level::debug)) {
-      spdlog::debug("forward {}: datagram from {} refused: over a session limit", spec_.id, client.to_string());
-    }
-  }
   return ticket;
 }
 
 udp_forward::session* udp_forward::open_session(const flow& f, admission_ticket ticket) {
   auto s = std::make_shared<session>(pool_.context(home_).get_executor(), f);
   s->ticket = std::move(ticket);
+  if (spec_.proxy_protocol == 2) s->proxy_header = proxy_header_for(f);  // for its life, as a TCP connection's
   s->last_active = clock::now();
   lru_.push_front(s.get());
   s->lru_pos = lru_.begin();
@@ -409,7 +390,7 @@ bool udp_forward::reachable_from_source(session& s) {
 bool udp_forward::connect_upstream(session& s, const asio::ip::udp::endpoint& target) {
   std::error_code ec;
   if (s.upstream.is_open()) s.upstream.close(ec);  // a move: the old address's errors go with it
-  s.gso = true;
+  s.gso = s.proxy_header.empty();  // a header before each datagram: one sendmmsg, never a GSO run
   s.upstream.open(target.protocol(), ec);
   if (!ec) size_buffers(s.upstream.native_handle(), session_buffer);
   if (!ec) s.upstream.non_blocking(true, ec);
@@ -432,9 +413,18 @@ bool udp_forward::connect_upstream(session& s, const asio::ip::udp::endpoint& ta
   return true;
 }
 
+std::string udp_forward::proxy_header_for(const flow& f) const {
+  std::error_code ec;
+  auto local = socket_ ? socket_->local_endpoint(ec) : asio::ip::udp::endpoint();
+  if (wildcard_) local.address(f.local);  // what the client sent to
+  return proxy_v2_header({f.client.address(), f.client.port()}, {local.address(), local.port()},
+                         proxy_transport::dgram);
+}
+
 void udp_forward::send_upstream(session& s, const char* data, std::size_t n) {
   std::error_code ec;
-  s.upstream.send(asio::buffer(data, n), 0, ec);
+  const std::array<asio::const_buffer, 2> datagram{asio::buffer(s.proxy_header), asio::buffer(data, n)};
+  s.upstream.send(datagram, 0, ec);
   if (ec) {
     bump(stats_->datagrams_dropped);  // buffer full, or the target's port is unreachable
     return;

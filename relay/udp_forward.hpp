@@ -117,6 +117,8 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // The address a session should use among `targets`, trying from `from` on (wrapping around): the
   // first that has not failed within udp_fail_timeout, else `from` itself.
   std::size_t choose_address(const std::vector<asio::ip::udp::endpoint>& targets, std::size_t from);
+  // A session's v2 PROXY header (DGRAM): its client, and the address and port the client sent to.
+  std::string proxy_header_for(const flow& f) const;
   void send_upstream(session& s, const char* data, std::size_t n);
   // Whether a datagram of `n` bytes fits `bucket` now (then it is taken from it); one that does
   // not is counted as dropped.

@@ -129,11 +129,13 @@ struct targets {
 
 // The body the walk of `field` starts from: a pool (the shorthand and `targets` do not go together)
 // of the first target for `targets`, of both for `balance`, so that policies differ; the shorthand
-// for an echo for `bandwidth_limit`, for the peer teller for `source_address`, and for the first
+// for an echo for `bandwidth_limit`, `proxy_protocol` and `accept_proxy_protocol`, for the peer teller for `source_address`, and for the first
 // target otherwise.
 json base_body(relay::protocol p, const targets& t, const std::string& field) {
-  if (field == "bandwidth_limit") return base_body(p, p == relay::protocol::tcp ? t.echo.port() : t.udp_echo.port());
   if (field == "source_address") return base_body(p, t.peer.port());
+  if (field == "bandwidth_limit" || field == "proxy_protocol" || field == "accept_proxy_protocol") {
+    return base_body(p, p == relay::protocol::tcp ? t.echo.port() : t.udp_echo.port());
+  }
   auto body = base_body(p, t.first.port());
   if (field != "targets" && field != "balance") return body;
   body.erase("target_host");
@@ -144,8 +146,10 @@ json base_body(relay::protocol p, const targets& t, const std::string& field) {
 }
 
 // The values a field takes in the walk: its examples; two free ports for the listen port, the two
-// targets' ports for the target port, pools and health checks of the live targets.
-std::vector<json> values_of(const relay::forward_field& f, const targets& t) {
+// targets' ports for the target port, pools and health checks of the live targets; "v2" alone for
+// the PROXY protocol of a UDP forward.
+std::vector<json> values_of(const relay::forward_field& f, const targets& t, relay::protocol p) {
+  if (f.name == "proxy_protocol" && p == relay::protocol::udp) return {"v2"};
   if (f.name == "listen_port") return {free_port(), free_port()};
   if (f.name == "target_port") return {t.second.port(), t.first.port()};
   if (f.name == "targets") {
@@ -341,6 +345,42 @@ const std::map<std::string, observer>& observers() {
       // (the walk goes from the long example to the short one, so a PATCH that did not reach the
       // live forward leaves its sessions up and fails here).
       {"bandwidth_limit", observe_bandwidth},
+      // Through an echo: the target's bytes come back, so a header sent to it is seen by the client.
+      {"proxy_protocol", [](daemon_state&, const json& f) {
+         const auto port = f["listen_port"].get<std::uint16_t>();
+         const auto version = f["proxy_protocol"];
+         if (f["protocol"] == "udp") {
+           auto c = udp_client(port);
+           ::send(c.get(), "?", 1, 0);
+           const auto back = recv_datagram(c.get());
+           CHECK(back.size() == (version.is_null() ? 1u : 29u));  // a v2 header of two IPv4 addresses: 28 bytes
+           CHECK(back.substr(back.size() - 1) == "?");
+           return;
+         }
+         const auto back = echo_once(port, "?");
+         if (version.is_null()) {
+           CHECK(back == "?");
+         } else if (version == "v1") {
+           CHECK(back.rfind("PROXY TCP4 127.0.0.1 127.0.0.1 ", 0) == 0);
+         } else {
+           CHECK(back.rfind(std::string("\r\n\r\n\0\r\nQUIT\n\x21\x11", 14), 0) == 0);
+         }
+         CHECK(back.substr(back.size() - 1) == "?");
+       }},
+      // On: a client without a header is refused (counted in proxy_errors), one with it gets its
+      // bytes after the header echoed. Off: the header is the client's data like any other.
+      {"accept_proxy_protocol", [](daemon_state& d, const json& f) {
+         const auto port = f["listen_port"].get<std::uint16_t>();
+         const std::string header = "PROXY TCP4 192.0.2.1 127.0.0.1 1000 2000\r\n";
+         if (f["accept_proxy_protocol"].get<bool>()) {
+           const auto errors = stats_of(d, f)["proxy_errors"].get<std::uint64_t>();
+           CHECK(echo_once(port, header + "?") == "?");
+           CHECK(echo_once(port, "?").empty());
+           CHECK(stats_of(d, f)["proxy_errors"].get<std::uint64_t>() == errors + 1);
+         } else {
+           CHECK(echo_once(port, header + "?") == header + "?");
+         }
+       }},
       {"udp_idle_timeout_s", [](daemon_state& d, const json& f) {
          REQUIRE(!reached(f).empty());
          const bool expires = f["udp_idle_timeout_s"].get<int>() <= 2;
@@ -401,7 +441,7 @@ TEST_CASE("every writable field: POST, GET, restart, PATCH, refused values and w
       if (!field.applies_to(protocol)) continue;
       if (field.name == "protocol" && protocol == relay::protocol::udp) continue;  // its example is udp
       INFO("field " << field.name << " on a " << relay::to_string(protocol) << " forward");
-      const auto values = values_of(field, servers);
+      const auto values = values_of(field, servers, protocol);
       REQUIRE(!values.empty());
       const auto first = values.front();
       REQUIRE(first != field.write(defaults));
@@ -496,4 +536,32 @@ TEST_CASE("a value for a field that does not apply to the forward's protocol is 
       CHECK(moved.body[field.name] == field.examples.front());
     }
   }
+}
+
+TEST_CASE("proxy_protocol v1 on a udp forward is a 400 naming proxy_protocol - whichever field comes first", "[api]") {
+  daemon_state d;
+  json body{{"proxy_protocol", "v1"}};  // before protocol: the rule is checked once every field is read
+  body.update(base_body(relay::protocol::udp, 9));
+  auto r = d.ctl->create(body);
+  CHECK(r.status == 400);
+  CHECK(r.body["error"]["code"] == "invalid_field");
+  CHECK(r.body["error"]["field"] == "proxy_protocol");
+  CHECK(d.ctl->list().body.empty());
+  body["proxy_protocol"] = "v2";
+  auto udp = d.ctl->create(body);
+  REQUIRE(udp.status == 201);
+  CHECK(d.ctl->patch(udp.body["id"].get<std::int64_t>(), json{{"proxy_protocol", "v1"}}).body["error"]["field"] ==
+        "proxy_protocol");
+  // A TCP forward with v1 made UDP: refused, and it stays TCP with v1.
+  auto tcp_body = base_body(relay::protocol::tcp, 9);
+  tcp_body["proxy_protocol"] = "v1";
+  auto tcp = d.ctl->create(tcp_body);
+  REQUIRE(tcp.status == 201);
+  const auto id = tcp.body["id"].get<std::int64_t>();
+  auto moved = d.ctl->patch(id, json{{"protocol", "udp"}});
+  CHECK(moved.status == 400);
+  CHECK(moved.body["error"]["field"] == "proxy_protocol");
+  CHECK(d.ctl->get(id).body["protocol"] == "tcp");
+  CHECK(d.ctl->get(id).body["proxy_protocol"] == "v1");
+  CHECK(d.ctl->get(udp.body["id"].get<std::int64_t>()).body["proxy_protocol"] == "v2");
 }
