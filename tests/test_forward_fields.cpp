@@ -129,8 +129,8 @@ struct targets {
 
 // The body the walk of `field` starts from: a pool (the shorthand and `targets` do not go together)
 // of the first target for `targets`, of both for `balance`, so that policies differ; the shorthand
-// for an echo for `bandwidth_limit`, `proxy_protocol` and `accept_proxy_protocol`, for the peer teller for `source_address`, and for the first
-// target otherwise.
+// for an echo for `bandwidth_limit`, `proxy_protocol` and `accept_proxy_protocol`, for the peer
+// teller for `source_address`, and for the first target otherwise.
 json base_body(relay::protocol p, const targets& t, const std::string& field) {
   if (field == "source_address") return base_body(p, t.peer.port());
   if (field == "bandwidth_limit" || field == "proxy_protocol" || field == "accept_proxy_protocol") {
