@@ -118,6 +118,7 @@ struct targets {
 json base_body(relay::protocol p, const targets& t, const std::string& field) {
   if (field == "bandwidth_limit") return base_body(p, p == relay::protocol::tcp ? t.echo.port() : t.udp_echo.port());
   auto body = base_body(p, t.first.port());
+  if (field == "listen_port_end") body["listen_port"] = free_ports(4);  // room for the walk's ranges
   if (field != "targets" && field != "balance") return body;
   body.erase("target_host");
   body.erase("target_port");
@@ -127,9 +128,14 @@ json base_body(relay::protocol p, const targets& t, const std::string& field) {
 }
 
 // The values a field takes in the walk: its examples; two free ports for the listen port, the two
-// targets' ports for the target port, pools and health checks of the live targets.
-std::vector<json> values_of(const relay::forward_field& f, const targets& t) {
+// targets' ports for the target port, pools and health checks of the live targets; ranges from
+// the listen port of `body` (base_body's).
+std::vector<json> values_of(const relay::forward_field& f, const targets& t, const json& body) {
   if (f.name == "listen_port") return {free_port(), free_port()};
+  if (f.name == "listen_port_end") {
+    const auto port = body["listen_port"].get<int>();
+    return {port + 3, port + 1};
+  }
   if (f.name == "target_port") return {t.second.port(), t.first.port()};
   if (f.name == "targets") {
     return {json::array({target("127.0.0.1", t.first.port(), 3), target("localhost", t.second.port(), 1, true)}),
@@ -380,13 +386,13 @@ TEST_CASE("every writable field: POST, GET, restart, PATCH, refused values and w
       if (!field.applies_to(protocol)) continue;
       if (field.name == "protocol" && protocol == relay::protocol::udp) continue;  // its example is udp
       INFO("field " << field.name << " on a " << relay::to_string(protocol) << " forward");
-      const auto values = values_of(field, servers);
+      auto body = base_body(protocol, servers, field.name);
+      const auto values = values_of(field, servers, body);
       REQUIRE(!values.empty());
       const auto first = values.front();
       REQUIRE(first != field.write(defaults));
       daemon_state d;
 
-      auto body = base_body(protocol, servers, field.name);
       body[field.name] = first;
       auto created = d.ctl->create(body);
       INFO(created.body.dump());

@@ -157,6 +157,24 @@ inline std::uint16_t free_port() {
   throw std::runtime_error("no free port below the ephemeral range");
 }
 
+// The first of `n` consecutive ports free for TCP and UDP, drawn as free_port() draws one.
+inline std::uint16_t free_ports(std::uint16_t n) {
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const auto first = free_port();
+    bool free = first + n - 1 <= 65535;
+    for (std::uint16_t i = 1; free && i < n; ++i) {
+      for (int type : {SOCK_STREAM, SOCK_DGRAM}) {
+        fd s(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+        socklen_t len;
+        auto any = make_addr("0.0.0.0", static_cast<std::uint16_t>(first + i), len);
+        free = free && ::bind(s.get(), reinterpret_cast<sockaddr*>(&any), len) == 0;
+      }
+    }
+    if (free) return first;
+  }
+  throw std::runtime_error("no free range of ports below the ephemeral range");
+}
+
 inline bool send_all(int s, const void* data, std::size_t n) {
   auto* p = static_cast<const char*>(data);
   while (n > 0) {
