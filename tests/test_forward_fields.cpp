@@ -28,34 +28,21 @@ namespace {
 class address_teller {
  public:
   address_teller() {
-    for (int attempt = 0; attempt < 100 && sockets_.empty(); ++attempt) bind_all();
-    if (sockets_.empty()) throw std::runtime_error("address_teller: no port free on both loopbacks");
-    thread_ = std::thread([this] { run(); });
-  }
-  ~address_teller() {
-    stop_ = true;
-    thread_.join();
+    for (int attempt = 0; attempt < 100 && !sockets_; ++attempt) bind_all();
+    if (!sockets_) throw std::runtime_error("address_teller: no port free on both loopbacks");
   }
   std::uint16_t port() const { return port_; }
 
  private:
-  struct socket_at {
-    fd s;
-    bool udp;
-    std::string answer;
-  };
-
   void bind_all() {
-    std::vector<socket_at> all;
+    std::vector<answering_sockets::socket_at> all;
     std::uint16_t port = 0;
     for (const char* host : {"127.0.0.1", "::1"}) {
       for (const bool udp : {false, true}) {
-        socklen_t len;
-        auto ss = make_addr(host, port, len);
-        fd s(::socket(ss.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
-        if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || (!udp && ::listen(s.get(), 64) != 0)) {
-          return;  // the kernel's port is taken on the other address: try another
-        }
+        auto s = bound_on(host, port, udp);
+        if (!s) return;  // the kernel's port is taken on the other address: try another
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
         ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&ss), &len);
         port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
                                               : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
@@ -63,36 +50,11 @@ class address_teller {
       }
     }
     port_ = port;
-    sockets_ = std::move(all);
+    sockets_ = std::make_unique<answering_sockets>(std::move(all), false);
   }
 
-  void run() {
-    std::vector<pollfd> polled;
-    for (const auto& s : sockets_) polled.push_back({s.s.get(), POLLIN, 0});
-    char buf[2048];
-    while (!stop_) {
-      if (::poll(polled.data(), polled.size(), 20) <= 0) continue;
-      for (std::size_t i = 0; i < polled.size(); ++i) {
-        if (!(polled[i].revents & POLLIN)) continue;
-        const auto& s = sockets_[i];
-        if (s.udp) {
-          sockaddr_storage from{};
-          socklen_t len = sizeof from;
-          if (::recvfrom(s.s.get(), buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len) >= 0) {
-            ::sendto(s.s.get(), s.answer.data(), s.answer.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
-          }
-        } else {
-          fd c(::accept4(s.s.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-          if (c.get() >= 0) send_all(c.get(), s.answer);
-        }
-      }
-    }
-  }
-
-  std::vector<socket_at> sockets_;
   std::uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::unique_ptr<answering_sockets> sockets_;
 };
 
 json base_body(relay::protocol p, std::uint16_t target_port) {

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <set>
@@ -325,6 +326,73 @@ class target_server {
   std::atomic<int> accepted_{0};
   std::thread thread_;
   std::vector<std::thread> workers_;
+};
+
+// A socket bound to host:port (for TCP also listening), or an empty fd when the port is taken.
+inline fd bound_on(const std::string& host, std::uint16_t port, bool udp) {
+  socklen_t len;
+  auto ss = make_addr(host, port, len);
+  fd s(::socket(ss.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || (!udp && ::listen(s.get(), 64) != 0)) return fd();
+  return s;
+}
+
+// Bound sockets that answer on one thread: each datagram gets its socket's answer back; each TCP
+// connection hears the answer and is closed, or, with `echo`, then gets back what it sends until
+// EOF (on a thread of its own).
+class answering_sockets {
+ public:
+  struct socket_at {
+    fd s;
+    bool udp;
+    std::string answer;
+  };
+  answering_sockets(std::vector<socket_at> sockets, bool echo) : sockets_(std::move(sockets)), echo_(echo) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~answering_sockets() {
+    stop_ = true;
+    thread_.join();
+    for (auto& t : connections_) t.join();
+  }
+
+ private:
+  void run() {
+    std::vector<pollfd> polled;
+    for (const auto& s : sockets_) polled.push_back({s.s.get(), POLLIN, 0});
+    char buf[2048];
+    while (!stop_) {
+      if (::poll(polled.data(), polled.size(), 20) <= 0) continue;
+      for (std::size_t i = 0; i < polled.size(); ++i) {
+        if (!(polled[i].revents & POLLIN)) continue;
+        const auto& s = sockets_[i];
+        if (s.udp) {
+          sockaddr_storage from{};
+          socklen_t len = sizeof from;
+          if (::recvfrom(s.s.get(), buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len) >= 0) {
+            ::sendto(s.s.get(), s.answer.data(), s.answer.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
+          }
+          continue;
+        }
+        fd c(::accept4(s.s.get(), nullptr, nullptr, SOCK_CLOEXEC | (echo_ ? 0 : SOCK_NONBLOCK)));
+        if (c.get() < 0) continue;
+        if (!echo_) {
+          send_all(c.get(), s.answer);
+          continue;
+        }
+        set_timeouts(c.get());
+        connections_.emplace_back([c = std::make_shared<fd>(std::move(c)), answer = s.answer] {
+          if (send_all(c->get(), answer)) target_server::echo(c->get());
+        });
+      }
+    }
+  }
+
+  std::vector<socket_at> sockets_;
+  const bool echo_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::vector<std::thread> connections_;
 };
 
 }  // namespace test
