@@ -49,10 +49,10 @@ std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::e
     const auto& e = p.error();
     if (e.code == std::errc::address_in_use) {
       // A range's message names the port that is taken ("listen port 40012 is in use: bind ...").
+      const auto where = relay::listen_endpoint(next);
       return api_error{409, "address_in_use",
-                       next.listen_port_end ? e.message + " (range " + relay::listen_endpoint(next) + "; nothing was bound)"
-                                            : "listen address " + relay::listen_endpoint(next) +
-                                                  " is already in use (" + e.message + ")",
+                       next.listen_port_end ? e.message + " (range " + where + "; nothing was bound)"
+                                            : "listen address " + where + " is already in use (" + e.message + ")",
                        "listen_port"};
     }
     if (e.code == relay::range_over_budget) {

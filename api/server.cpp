@@ -293,7 +293,8 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
   if (auto id = forward_id(req.path)) {
     if (m == "GET" || m == "HEAD") {
       const auto per_port = req.get_param_value("per_port");
-      if (req.get_param_value_count("per_port") > 1 || (req.has_param("per_port") && per_port != "true" && per_port != "false")) {
+      const bool valid = per_port == "true" || per_port == "false" || !req.has_param("per_port");
+      if (req.get_param_value_count("per_port") > 1 || !valid) {
         return error_reply(api_error{400, "invalid_query", "per_port must be true or false, given once", "per_port"});
       }
       return ctl_.get(*id, per_port == "true");

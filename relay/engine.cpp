@@ -69,8 +69,8 @@ bool overlaps(const forward_spec& a, const forward_spec& b) {
 std::uint64_t open_descriptors() {
   std::error_code ec;
   std::uint64_t n = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != std::filesystem::directory_iterator();
-       it.increment(ec)) {
+  const std::filesystem::directory_iterator end;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != end; it.increment(ec)) {
     ++n;
   }
   return n;

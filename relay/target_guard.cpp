@@ -40,7 +40,9 @@ std::string endpoint_text(const address& a, std::uint16_t port, std::uint16_t la
 
 std::string listen_text(const listen_point& l) { return endpoint_text(l.address, l.port, l.last()); }
 
-std::string describe(const guard_node& n) { return "forward " + std::to_string(n.id) + " (" + listen_text(n.listen) + ")"; }
+std::string describe(const guard_node& n) {
+  return "forward " + std::to_string(n.id) + " (" + listen_text(n.listen) + ")";
+}
 
 bool by_port(const guard_node& n, int port) { return n.listen.port < port; }
 
@@ -178,9 +180,8 @@ std::optional<refusal> target_guard::walk(std::int64_t origin, relay::protocol p
                                                via + ": each connection would go round again"};
     }
     auto& entered = seen[index];
-    if (std::any_of(entered.begin(), entered.end(), [&](const auto& r) { return r.first <= from && to_port <= r.second; })) {
-      continue;
-    }
+    const auto within = [&](const std::pair<int, int>& r) { return r.first <= from && to_port <= r.second; };
+    if (std::any_of(entered.begin(), entered.end(), within)) continue;
     entered.emplace_back(from, to_port);
     path.push_back(index);
     for (const auto& hop : n.targets) {

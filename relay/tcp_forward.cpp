@@ -57,7 +57,9 @@ void tcp_forward::listen(listen_sockets sockets, bool replace) {
     port_counters* counters;
   };
   std::vector<port_listener> listeners;
-  for (auto& [port, socket] : sockets) listeners.push_back({port, std::get<acceptor_ptr>(std::move(socket)), &ports_->at(port)});
+  for (auto& [port, socket] : sockets) {
+    listeners.push_back({port, std::get<acceptor_ptr>(std::move(socket)), &ports_->at(port)});
+  }
   const auto protocol = pool_.run_on(home_, [&] { return listeners.front().bound->local_endpoint().protocol(); });
   const auto label = "forward " + std::to_string(routes_[home_]->spec.id);
   // Every worker accepts from each listening socket (the home worker's, or a dup of it on the

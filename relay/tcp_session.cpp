@@ -103,7 +103,8 @@ void tcp_session::next_target() {
   const auto& t = target();
   const auto address = asio::ip::make_address(t.host, ec);
   if (!ec) {  // an IP literal needs no resolver (and no trip to its thread)
-    endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>(1, asio::ip::tcp::endpoint(address, target_port()));
+    const asio::ip::tcp::endpoint endpoint(address, target_port());
+    endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>(1, endpoint);
     try_connect(0);
   } else {
     resolve();

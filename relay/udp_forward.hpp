@@ -44,8 +44,8 @@ struct flow_hash {
   std::size_t operator()(const flow& f) const noexcept;
 };
 
-// Everything lives on the home worker: the sockets (one per port of a range), the session table, the LRU list and the one
-// sweep timer, so nothing here needs a lock. Sessions are found in O(1) by flow; the LRU
+// Everything lives on the home worker: the sockets (one per port of a range), the session table,
+// the LRU list and the one sweep timer, so nothing here needs a lock. Sessions are found in O(1) by flow; the LRU
 // list (front = most recent) gives eviction and idle expiry in O(1) with a single timer.
 // Datagrams are never queued: one that cannot be sent at once, or that the forward's bandwidth
 // limit cannot take whole (either way), is dropped and counted. I/O is

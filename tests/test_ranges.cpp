@@ -305,7 +305,8 @@ TEST_CASE("bad ranges are 400s naming listen_port_end and change nothing", "[api
   body = range_body("tcp", listen, 2, 9);
   body.erase("target_host");
   body.erase("target_port");
-  body["targets"] = json::array({json{{"host", "127.0.0.1"}, {"port", 9}}, json{{"host", "127.0.0.2"}, {"port", 65535}}});
+  body["targets"] =
+      json::array({json{{"host", "127.0.0.1"}, {"port", 9}}, json{{"host", "127.0.0.2"}, {"port", 65535}}});
   check_refused(body, "127.0.0.2:65535");
   CHECK(body_of(fx.client.Get("/api/v1/forwards")).empty());
   CHECK(all_free(listen, 2, false));
