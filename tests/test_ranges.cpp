@@ -340,6 +340,17 @@ TEST_CASE("a range whose targets reach its own ports or the API is refused", "[a
   // A range beside its targets is fine.
   body = range_body("tcp", listen, 8, static_cast<std::uint16_t>(listen + 8));
   CHECK(post(fx, body)->status == 201);
+  // A cycle through two ranges that share only some ports: this one's ports +12..+15 go to +4..+7,
+  // the first one's, which go to +12..+15 again.
+  body = range_body("tcp", static_cast<std::uint16_t>(listen + 12), 4, static_cast<std::uint16_t>(listen + 2));
+  r = post(fx, body);
+  INFO(r->body);
+  CHECK(r->status == 400);
+  CHECK(body_of(r)["error"]["code"] == "forward_loop");
+  CHECK(body_of(r)["error"]["message"].get<std::string>().find("through forward") != std::string::npos);
+  // Shifted so that its targets miss the first range's ports that lead back: no cycle.
+  body = range_body("tcp", static_cast<std::uint16_t>(listen + 12), 4, static_cast<std::uint16_t>(listen + 8));
+  CHECK(post(fx, body)->status == 201);
 }
 
 TEST_CASE("a range that would not fit the descriptor limit is a 409 saying so, with nothing bound", "[api][tcp]") {
