@@ -64,9 +64,16 @@ std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::e
   if (!p) {
     const auto& e = p.error();
     if (e.code == std::errc::address_in_use) {
+      // A range's message names the port that is taken ("listen port 40012 is in use: bind ...").
+      const auto where = relay::listen_endpoint(next);
       return api_error{409, "address_in_use",
-                       "listen address " + relay::listen_endpoint(next) + " is already in use (" + e.message + ")",
+                       next.listen_port_end ? e.message + " (range " + where + "; nothing was bound)"
+                                            : "listen address " + where + " is already in use (" + e.message + ")",
                        "listen_port"};
+    }
+    if (e.code == relay::range_over_budget) {
+      return api_error{409, "descriptor_limit", "cannot listen on " + relay::listen_endpoint(next) + ": " + e.message,
+                       "listen_port_end"};
     }
     if (auto resource = exhausted_resource(e.code)) {
       return api_error{503, "resource_exhausted",
@@ -125,11 +132,13 @@ reply controller::list() {
   return {200, std::move(out), {}, {}};
 }
 
-reply controller::get(std::int64_t id) {
+reply controller::get(std::int64_t id, bool per_port) {
   std::lock_guard lock(mutex_);
   auto f = store_.get(id);
   if (!f) return not_found(id);
-  return {200, render(*f), {}, {}};
+  auto out = render(*f);
+  if (per_port) out["per_port"] = port_rows(engine_.port_status(id));
+  return {200, std::move(out), {}, {}};
 }
 
 bool controller::exists(std::int64_t id) { return store_.get(id).has_value(); }

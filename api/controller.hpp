@@ -21,7 +21,8 @@ class controller {
   void restore();
 
   reply list();
-  reply get(std::int64_t id);
+  // With `per_port`, the answer has "per_port": each listening port's counters (forward_json's port_rows).
+  reply get(std::int64_t id, bool per_port = false);
   bool exists(std::int64_t id);
   reply create(const json& body);
   reply patch(std::int64_t id, const json& body);
@@ -32,8 +33,9 @@ class controller {
 
  private:
   json render(const store::stored_forward& f);
-  // Binds what `next` needs, or says why not: 409 when the address is taken, 503 when the host is out
-  // of descriptors or memory, 400 otherwise.
+  // Binds what `next` needs, or says why not: 409 when the address (or a port of the range, named)
+  // is taken or a range would not fit the descriptor limit, 503 when the host is out of descriptors
+  // or memory, 400 otherwise.
   std::optional<api_error> prepare(relay::forward_spec& next, relay::engine::prepared& out);
   // 400 when `next`'s target leads back into this daemon: its API, or a loop of forwards.
   std::optional<api_error> refuse_target(const relay::forward_spec& next) const;

@@ -257,6 +257,18 @@ std::optional<api_error> check_spec(const relay::forward_spec& spec) {
   return std::nullopt;
 }
 
+json port_rows(const std::vector<relay::port_snapshot>& ports) {
+  json out = json::array();
+  for (const auto& p : ports) {
+    out.push_back(json{{"port", p.port},
+                       {"connections_active", p.connections_active},
+                       {"connections_total", p.connections_total},
+                       {"bytes_up", p.bytes_up},
+                       {"bytes_down", p.bytes_down}});
+  }
+  return out;
+}
+
 json to_json(const store::stored_forward& f, const relay::forward_status& status) {
   const auto& s = f.spec;
   const bool udp = s.protocol == relay::protocol::udp;

@@ -38,6 +38,10 @@ std::optional<api_error> check_spec(const relay::forward_spec& spec);
 // and `since` left at the epoch. So stats.targets and the per-target metrics always follow `targets`.
 std::vector<relay::target_stats> target_rows(const relay::forward_spec& spec, const relay::forward_status& status);
 
+// GET /api/v1/forwards/{id}?per_port=true's "per_port": an array of {port, connections_active,
+// connections_total, bytes_up, bytes_down}, one per port the forward listens on, in port order.
+json port_rows(const std::vector<relay::port_snapshot>& ports);
+
 // Strings that did not pass the checks (a hand-edited store) are rendered through relay::printable.
 // stats.targets is target_rows(); a row with no `since` of its own shows the forward's updated_at.
 json to_json(const store::stored_forward& f, const relay::forward_status& status);

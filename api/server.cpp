@@ -291,7 +291,14 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
     return method_not_allowed("GET, HEAD, POST");
   }
   if (auto id = forward_id(req.path)) {
-    if (m == "GET" || m == "HEAD") return ctl_.get(*id);
+    if (m == "GET" || m == "HEAD") {
+      const auto per_port = req.get_param_value("per_port");
+      const bool valid = per_port == "true" || per_port == "false" || !req.has_param("per_port");
+      if (req.get_param_value_count("per_port") > 1 || !valid) {
+        return error_reply(api_error{400, "invalid_query", "per_port must be true or false, given once", "per_port"});
+      }
+      return ctl_.get(*id, per_port == "true");
+    }
     if (m == "DELETE") return ctl_.remove(*id);
     if (m == "PATCH") {
       if (!ctl_.exists(*id)) return ctl_.get(*id);  // the 404, whatever the body

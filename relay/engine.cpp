@@ -9,6 +9,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <filesystem>
+
 namespace relay {
 
 namespace {
@@ -31,16 +36,45 @@ bool new_pool_for(const target_pool& current, const forward_spec& now, const for
          now.name != next.name;
 }
 
-bool same_listen(const forward_spec& a, const forward_spec& b) {
-  return b.listen_port != 0 && a.protocol == b.protocol && a.listen_port == b.listen_port &&
-         a.listen_host == b.listen_host;
+// Whether `next` keeps the listeners of `now` whose ports it keeps: the same protocol and address,
+// and explicit ports (a range that moves, grows or shrinks).
+bool same_listen_address_and_protocol(const forward_spec& now, const forward_spec& next) {
+  return next.listen_port != 0 && now.protocol == next.protocol && now.listen_host == next.listen_host;
 }
 
-// Two listen addresses that the kernel would refuse to bind side by side.
+// The ports a spec listens on: its range, or its one port (0: the kernel's choice).
+std::vector<std::uint16_t> ports_of(const forward_spec& s) {
+  std::vector<std::uint16_t> out;
+  out.reserve(range_size(s));
+  for (std::uint32_t p = s.listen_port; p <= last_port(s); ++p) out.push_back(static_cast<std::uint16_t>(p));
+  return out;
+}
+
+// The ports of `a` that are not ports of `b`.
+std::vector<std::uint16_t> ports_without(const forward_spec& a, const forward_spec& b) {
+  std::vector<std::uint16_t> out;
+  for (const auto p : ports_of(a)) {
+    if (p < b.listen_port || p > last_port(b)) out.push_back(p);
+  }
+  return out;
+}
+
+// Two listen addresses that the kernel would refuse to bind side by side: ranges as sets of ports.
 bool overlaps(const forward_spec& a, const forward_spec& b) {
-  return a.protocol == b.protocol && a.listen_port == b.listen_port &&
+  return a.protocol == b.protocol && a.listen_port <= last_port(b) && b.listen_port <= last_port(a) &&
          (same_listen_address(a.listen_host, b.listen_host) || is_wildcard(a.listen_host) ||
           is_wildcard(b.listen_host));
+}
+
+// Descriptors the process has open now (control plane only: it reads /proc/self/fd).
+std::uint64_t open_descriptors() {
+  std::error_code ec;
+  std::uint64_t n = 0;
+  const std::filesystem::directory_iterator end;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != end; it.increment(ec)) {
+    ++n;
+  }
+  return n;
 }
 }  // namespace
 
@@ -48,19 +82,50 @@ engine::engine(engine_options options) : options_(options), pool_(options.worker
 
 engine::~engine() { shutdown(); }
 
-result<bound_socket> engine::bind_on(std::size_t home, const forward_spec& spec) {
-  return pool_.run_on(home, [&] { return bind_listener(pool_.context(home), spec); });
+result<listen_sockets> engine::bind_on(std::size_t home, const forward_spec& spec,
+                                       const std::vector<std::uint16_t>& ports) {
+  std::uint16_t failed = 0;
+  auto bound = pool_.run_on(home, [&] { return bind_listeners(pool_.context(home), spec, ports, failed); });
+  if (bound || !spec.listen_port_end) return bound;
+  auto e = bound.error();
+  const auto port = std::to_string(failed);
+  e.message = (e.code == std::errc::address_in_use ? "listen port " + port + " is in use"
+                                                   : "cannot listen on port " + port) + ": " + e.message;
+  return e;
 }
 
-void engine::close_on(std::size_t home, const bound_socket& socket) {
-  pool_.run_on(home, [&] { close_socket(socket); });
+void engine::close_on(std::size_t home, const listen_sockets& sockets) {
+  pool_.run_on(home, [&] {
+    for (const auto& [port, socket] : sockets) close_socket(socket);
+  });
+}
+
+std::optional<op_error> engine::over_budget(const forward_spec& spec, std::size_t count) const {
+  if (!spec.listen_port_end || count == 0) return std::nullopt;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return std::nullopt;
+  const std::uint64_t per_port = spec.protocol == protocol::tcp ? pool_.size() : 1;
+  const std::uint64_t needed = count * per_port;
+  const std::uint64_t max = limit.rlim_cur;
+  const std::uint64_t headroom = std::min<std::uint64_t>(max / 4, descriptor_headroom);
+  const std::uint64_t open = open_descriptors();
+  if (open + needed + headroom <= max) return std::nullopt;
+  return op_error{std::make_error_code(range_over_budget),
+                  std::to_string(count) + " more listening port" + (count == 1 ? "" : "s") + " need " +
+                      std::to_string(needed) + " descriptors (" +
+                      (per_port > 1 ? "one per port on each of " + std::to_string(per_port) + " workers"
+                                    : std::string("one per port")) +
+                      "), but the process may have " + std::to_string(max) + " (RLIMIT_NOFILE), has " +
+                      std::to_string(open) + " open and keeps " + std::to_string(headroom) +
+                      " free for connections: raise LimitNOFILE or make the range smaller"};
 }
 
 std::shared_ptr<running_forward> engine::make_forward(const entry& e, const forward_spec& spec) {
   if (spec.protocol == protocol::udp) {
-    return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats, options_.udp_drain_idle_timeout, e.targets);
+    return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats, e.ports, options_.udp_drain_idle_timeout,
+                                         e.targets);
   }
-  return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, options_, e.targets);
+  return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, e.ports, options_, e.targets);
 }
 
 void engine::renew_targets(entry& e, const forward_spec& spec) {
@@ -87,18 +152,20 @@ result<engine::prepared> engine::prepare(const forward_spec& next) {
   auto it = forwards_.find(next.id);
   entry* current = it == forwards_.end() ? nullptr : &it->second;
   if (!next.enabled) return prepared{};
-  if (current && current->live && same_listen(current->spec, next)) {
-    return prepared{current->home, std::nullopt, next.listen_port, false};
-  }
   const std::size_t home = current ? current->home : pool_.next();
-  auto bound = bind_on(home, next);
+  // A forward that keeps its address keeps the sockets of the ports it keeps: only new ones are bound.
+  const bool keeps = current && current->live && same_listen_address_and_protocol(current->spec, next);
+  const auto ports = keeps ? ports_without(next, current->spec) : ports_of(next);
+  if (keeps && ports.empty()) return prepared{home, {}, false, next.listen_port, false};
+  if (auto e = over_budget(next, ports.size())) return *e;
+  auto bound = bind_on(home, next, ports);
   bool released_old = false;
-  if (!bound && bound.error().code == std::errc::address_in_use && current && current->live &&
+  if (!bound && bound.error().code == std::errc::address_in_use && current && current->live && !keeps &&
       overlaps(current->spec, next)) {
     // The new address overlaps the one this forward holds (0.0.0.0:80 -> 127.0.0.1:80): the old
-    // listener has to go first. If the new bind still fails, the old address is taken back.
+    // listeners have to go first. If the new bind still fails, the old address is taken back.
     current->live->close_listener();
-    bound = bind_on(home, next);
+    bound = bind_on(home, next, ports);
     if (!bound) {
       take_back_listener(*current);
       return bound.error();
@@ -106,9 +173,9 @@ result<engine::prepared> engine::prepare(const forward_spec& next) {
     released_old = true;
   }
   if (!bound) return bound.error();
-  const auto socket = bound.value();
-  const auto port = pool_.run_on(home, [&] { return local_port(socket); });
-  return prepared{home, socket, port, released_old};
+  auto& sockets = bound.value();
+  const auto port = next.listen_port != 0 ? next.listen_port : sockets.begin()->first;
+  return prepared{home, std::move(sockets), !keeps, port, released_old};
 }
 
 void engine::apply(const forward_spec& next, prepared p) {
@@ -121,7 +188,9 @@ void engine::apply(const forward_spec& next, prepared p) {
     e.live.reset();
   }
   const bool new_pool = !e.targets || new_pool_for(*e.targets, e.spec, next);
-  if (next.enabled && p.socket) {
+  // A connection's target port is its listen port's offset in the range: a moved range is configured.
+  const bool moved = next.listen_port != e.spec.listen_port || next.listen_port_end != e.spec.listen_port_end;
+  if (next.enabled && p.replace) {
     if (e.live) {
       if (new_pool) renew_targets(e, next);
       e.live->configure(next, e.targets);
@@ -129,7 +198,14 @@ void engine::apply(const forward_spec& next, prepared p) {
       renew_targets(e, next);  // a fresh pool for each start: the forward registers its listeners first
       e.live = make_forward(e, next);
     }
-    e.live->listen(std::move(*p.socket));
+    e.live->listen(std::move(p.sockets), true);
+  } else if (next.enabled && e.live && p.home) {
+    // The same address: new ports join (bound in prepare), then the ports that left close.
+    if (new_pool) renew_targets(e, next);
+    if (new_pool || moved || changes(e.spec, next, change_effect::reconfigure)) e.live->configure(next, e.targets);
+    if (!p.sockets.empty()) e.live->listen(std::move(p.sockets), false);
+    const auto left = ports_without(e.spec, next);
+    if (!left.empty()) e.live->close_ports(left);
   } else if (e.live && (new_pool || changes(e.spec, next, change_effect::reconfigure))) {
     if (new_pool) renew_targets(e, next);  // the forward must use it: its listeners are registered on it
     e.live->configure(next, e.targets);
@@ -144,7 +220,7 @@ void engine::apply(const forward_spec& next, prepared p) {
 
 void engine::abandon(const forward_spec& next, prepared p) {
   std::lock_guard lock(mutex_);
-  if (p.socket) close_on(*p.home, *p.socket);
+  if (!p.sockets.empty()) close_on(*p.home, p.sockets);
   if (!p.released_old) return;
   auto it = forwards_.find(next.id);
   if (it != forwards_.end() && it->second.live) take_back_listener(it->second);
@@ -152,9 +228,9 @@ void engine::abandon(const forward_spec& next, prepared p) {
 }
 
 void engine::take_back_listener(entry& e) {
-  auto again = bind_on(e.home, e.spec);
+  auto again = bind_on(e.home, e.spec, ports_of(e.spec));
   if (again) {
-    e.live->listen(again.value());
+    e.live->listen(std::move(again.value()), true);
     return;
   }
   // Someone took the address in the moment it was free: the forward is in error, not silently gone.
@@ -246,6 +322,14 @@ forward_status engine::status_of(const entry& e) {
     s.error = e.error.empty() ? "not listening" : e.error;
   }
   return s;
+}
+
+std::vector<port_snapshot> engine::port_status(std::int64_t id) const {
+  std::lock_guard lock(mutex_);
+  auto it = forwards_.find(id);
+  if (it == forwards_.end() || !it->second.live) return {};
+  const auto& spec = it->second.spec;
+  return it->second.ports->read(spec.listen_port, last_port(spec));
 }
 
 forward_status engine::status(std::int64_t id) const {

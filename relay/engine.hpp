@@ -36,6 +36,12 @@ struct forward_status {
   std::vector<target_stats> targets;  // in the order of spec.targets
 };
 
+// prepare()'s error code when a range's listening sockets would not fit the process's descriptor
+// limit (RLIMIT_NOFILE) with room left for connections: nothing was bound.
+inline constexpr std::errc range_over_budget = std::errc::argument_list_too_long;
+// The descriptors a range must leave free for connections: a quarter of the limit, at most this many.
+inline constexpr std::uint64_t descriptor_headroom = 4096;
+
 // A change is made in two phases so that disk and runtime never disagree: prepare() does everything
 // that can fail (binding a listener) while clients see no difference, then the caller persists the
 // change and calls apply(), which cannot fail, or abandon(), which undoes prepare().
@@ -48,10 +54,13 @@ class engine {
   engine& operator=(const engine&) = delete;
 
   struct prepared {
-    std::optional<std::size_t> home;     // the worker that owns the listener
-    std::optional<bound_socket> socket;  // a newly bound listener, not yet serving
-    std::uint16_t port = 0;              // the listen port `next` ends up with (the bound one for port 0)
-    bool released_old = false;           // the old listener was closed to make room for an overlapping one
+    std::optional<std::size_t> home;  // the worker that owns the listeners
+    listen_sockets sockets;           // newly bound listeners by port, not yet serving
+    // The sockets replace every listener the forward has (a start, or a new address or protocol);
+    // else they join the ones it keeps, and the ports that leave its range close (a range moved).
+    bool replace = false;
+    std::uint16_t port = 0;      // the listen port `next` ends up with (the bound one for port 0)
+    bool released_old = false;   // the old listeners were closed to make room for an overlapping address
   };
 
   // The daemon's own API (TCP, `port` on each of `addresses`): no connection through a forward may
@@ -63,7 +72,10 @@ class engine {
   // forward leads nowhere: it is checked when it is enabled.
   std::optional<refusal> check_target(const forward_spec& next) const;
 
-  // `next.id` is 0 for a forward that does not exist yet.
+  // `next.id` is 0 for a forward that does not exist yet. Binds every port of next's range that the
+  // forward does not listen on yet, all or nothing: a range that moves keeps the sockets of the
+  // ports it keeps. Refuses a range whose sockets would leave too few descriptors (see
+  // range_over_budget) before binding any.
   result<prepared> prepare(const forward_spec& next);
   // `next` carries the id and the final listen port.
   void apply(const forward_spec& next, prepared p);
@@ -74,6 +86,8 @@ class engine {
   // Listener and live connections closed before this returns.
   void remove(std::int64_t id);
   forward_status status(std::int64_t id) const;
+  // The counters of each port the forward listens on, in port order (empty when it does not listen).
+  std::vector<port_snapshot> port_status(std::int64_t id) const;
 
   // Every forward the engine holds, in id order, with its state and counters (for /metrics).
   struct view {
@@ -104,6 +118,7 @@ class engine {
     forward_spec spec;
     std::size_t home = 0;
     std::shared_ptr<forward_stats> stats = std::make_shared<forward_stats>();
+    std::shared_ptr<port_stats> ports = std::make_shared<port_stats>();
     std::shared_ptr<running_forward> live;
     std::string error;
     // spec's targets with their health and counters: what live connections pick from and status
@@ -112,8 +127,11 @@ class engine {
     std::shared_ptr<health_checker> checker;  // on the home worker, for `targets`, while live with a health_check
   };
 
-  result<bound_socket> bind_on(std::size_t home, const forward_spec& spec);
-  void close_on(std::size_t home, const bound_socket& socket);
+  // Binds `ports` of `spec` on worker `home`, all or nothing; a failure on one port of a range names it.
+  result<listen_sockets> bind_on(std::size_t home, const forward_spec& spec, const std::vector<std::uint16_t>& ports);
+  void close_on(std::size_t home, const listen_sockets& sockets);
+  // Why `count` more listening sockets (and their dups) would not fit RLIMIT_NOFILE, if they would not.
+  std::optional<op_error> over_budget(const forward_spec& spec, std::size_t count) const;
   std::shared_ptr<running_forward> make_forward(const entry& e, const forward_spec& spec);
   // A new pool for `spec` in e.targets, taking over the kept targets' state from the one before.
   static void renew_targets(entry& e, const forward_spec& spec);

@@ -337,6 +337,30 @@ std::vector<forward_field> declare() {
   // No fixed examples: a port that is free here may be taken there (the test draws free ones).
   fields.push_back(std::move(listen_port));
 
+  // Its bounds depend on listen_port, which may come later in a body: check_across holds them.
+  forward_field listen_port_end;
+  listen_port_end.name = "listen_port_end";
+  listen_port_end.effect = change_effect::rebind;
+  listen_port_end.read = [](const json& v, forward_spec& spec) -> problem {
+    if (v.is_null()) {
+      spec.listen_port_end.reset();
+      return std::nullopt;
+    }
+    std::int64_t n = 0;
+    if (read_integer(v, "listen_port_end", 1, 65535, n)) {
+      return "listen_port_end must be null or an integer from listen_port + 1 to listen_port + " +
+             std::to_string(max_range_ports - 1);
+    }
+    spec.listen_port_end = static_cast<std::uint16_t>(n);
+    return std::nullopt;
+  };
+  listen_port_end.write = [](const forward_spec& spec) {
+    return spec.listen_port_end ? json(*spec.listen_port_end) : json(nullptr);
+  };
+  // No fixed examples: they follow listen_port (the test draws a free range).
+  listen_port_end.refused = {0, 65536, -1, "40001", 1.5, true, json::array()};
+  fields.push_back(std::move(listen_port_end));
+
   // The one-target shorthand: a view of `targets` (see forward_field::shorthand).
   forward_field target_host;
   target_host.name = "target_host";
@@ -530,6 +554,32 @@ std::vector<forward_field> declare() {
   return fields;
 }
 
+// listen_port_end against listen_port and the targets: listen_port + 1 to listen_port + 16,383, an
+// explicit listen_port, and every target's port + the range's size - 1 a port. A health check's own
+// port is not offset (it checks that one port), so it needs no room.
+problem check_range(const forward_spec& spec) {
+  if (!spec.listen_port_end) return std::nullopt;
+  const auto end = *spec.listen_port_end;
+  if (spec.listen_port == 0) {
+    return std::string("listen_port_end needs an explicit listen_port: a range cannot start at a port the kernel "
+                       "picks");
+  }
+  const std::uint32_t first = spec.listen_port + 1u, last = spec.listen_port + max_range_ports - 1;
+  if (end < first || end > last) {
+    return "listen_port_end must be from listen_port + 1 (" + std::to_string(first) + ") to listen_port + " +
+           std::to_string(max_range_ports - 1) + " (" + std::to_string(std::min<std::uint32_t>(last, 65535)) + ")";
+  }
+  const auto size = range_size(spec);
+  for (const auto& t : spec.targets) {
+    if (t.port + size - 1 > 65535) {
+      return "the range of " + std::to_string(size) + " ports would reach past port 65535 on target " +
+             target_endpoint(t) + " (its ports " + std::to_string(t.port) + " to " + std::to_string(t.port + size - 1) +
+             ")";
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 const std::vector<forward_field>& forward_fields() {
@@ -569,6 +619,7 @@ std::optional<field_problem> check_across(const forward_spec& spec) {
   for (const auto& t : spec.targets) {
     if (t.port == 0) return field_problem{"target_port", "target_port must be from 1 to 65535"};
   }
+  if (auto bad = check_range(spec)) return field_problem{"listen_port_end", std::move(*bad)};
   if (spec.protocol == protocol::udp && spec.health_check && !spec.health_check->port) {
     return field_problem{"health_check",
                          "health_check on a udp forward needs a port: the check is a TCP connect, and UDP has no "

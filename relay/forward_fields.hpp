@@ -71,7 +71,8 @@ json to_document(const forward_spec& spec);
 // a refused number keeps the default. Nothing, or the first field that could not be read.
 std::optional<field_problem> from_document(const json& doc, forward_spec& spec);
 
-// The rules that hold between fields, checked after every field is read: a pool with a target
+// The rules that hold between fields, checked after every field is read: listen_port_end against
+// listen_port and the targets' ports (see forward_spec), a pool with a target
 // whose port is not given yet (target_host without target_port), and a UDP forward's health_check
 // without a port. Nothing, or the field to blame and why.
 std::optional<field_problem> check_across(const forward_spec& spec);

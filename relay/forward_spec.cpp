@@ -29,7 +29,18 @@ std::string format_endpoint(std::string_view host, std::uint16_t port) {
   return out.append(":").append(std::to_string(port));
 }
 
-std::string listen_endpoint(const forward_spec& s) { return format_endpoint(s.listen_host, s.listen_port); }
+std::string listen_endpoint(const forward_spec& s) {
+  const auto one = format_endpoint(s.listen_host, s.listen_port);
+  return s.listen_port_end ? one + "-" + std::to_string(*s.listen_port_end) : one;
+}
+
+std::uint32_t range_size(const forward_spec& s) {
+  return s.listen_port_end && *s.listen_port_end > s.listen_port ? *s.listen_port_end - s.listen_port + 1u : 1u;
+}
+
+std::uint16_t last_port(const forward_spec& s) {
+  return static_cast<std::uint16_t>(s.listen_port + range_size(s) - 1);
+}
 std::string target_endpoint(const target_spec& t) { return format_endpoint(t.host, t.port); }
 
 std::string targets_summary(const forward_spec& s) {

@@ -29,6 +29,8 @@ struct target_spec {
 };
 
 inline constexpr std::size_t max_targets = 64;
+// The most ports one forward's range may hold (listen_port_end is at most listen_port + 16,383).
+inline constexpr std::uint32_t max_range_ports = 16384;
 
 // How a new connection or UDP session picks among the usable targets (the names are nginx's and
 // HAProxy's; each policy's rules are target_pool::pick's).
@@ -82,6 +84,9 @@ struct forward_spec {
   relay::protocol protocol = protocol::tcp;
   std::string listen_host = "0.0.0.0";
   std::uint16_t listen_port = 0;  // 0 until bound: the kernel picks
+  // A range of ports listen_port..listen_port_end (at most max_range_ports, listen_port not 0): port
+  // p forwards to each target's port + (p - listen_port). Nothing: listen_port alone.
+  std::optional<std::uint16_t> listen_port_end{};
   std::vector<target_spec> targets{};  // 1-64, at least one not a backup, no host:port twice
   balance_policy balance = balance_policy::round_robin;
   // The local address connections, UDP sessions and health checks to targets leave from (bound
@@ -114,7 +119,11 @@ struct forward_spec {
 
 // "host:port", with brackets around IPv6 literals.
 std::string format_endpoint(std::string_view host, std::uint16_t port);
+// "host:port", or "host:first-last" for a range.
 std::string listen_endpoint(const forward_spec& s);
+// How many ports the forward listens on (1 without a range), and its last one.
+std::uint32_t range_size(const forward_spec& s);
+std::uint16_t last_port(const forward_spec& s);
 std::string target_endpoint(const target_spec& t);
 // The targets as "host:port, host:port" (for logs and the page's one-line summaries).
 std::string targets_summary(const forward_spec& s);

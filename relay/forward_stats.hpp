@@ -3,6 +3,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 namespace relay {
 
@@ -63,6 +67,53 @@ struct forward_stats {
     s.proxy_errors = proxy_errors.load(r);
     return s;
   }
+};
+
+// One listen port's share of a forward's counters (a range's per_port view): TCP connections or
+// UDP sessions that arrived on it, and their bytes.
+struct port_counters {
+  std::atomic<std::uint64_t> connections_active{0};
+  std::atomic<std::uint64_t> connections_total{0};
+  std::atomic<std::uint64_t> bytes_up{0};
+  std::atomic<std::uint64_t> bytes_down{0};
+};
+
+struct port_snapshot {
+  std::uint16_t port = 0;
+  std::uint64_t connections_active = 0;
+  std::uint64_t connections_total = 0;
+  std::uint64_t bytes_up = 0;
+  std::uint64_t bytes_down = 0;
+};
+
+// A forward's port_counters: one block per port it has listened on, kept for the forward's life (a
+// port that leaves the range and comes back counts on), so a connection holds a plain pointer to its
+// port's block: no lock and no reference count on the data path. The map itself is the control
+// plane's (the mutex is for that side only).
+class port_stats {
+ public:
+  port_counters& at(std::uint16_t port) {
+    std::lock_guard lock(mutex_);
+    auto& block = blocks_[port];
+    if (!block) block = std::make_unique<port_counters>();
+    return *block;
+  }
+  // Ports first..last that have a block, in port order.
+  std::vector<port_snapshot> read(std::uint16_t first, std::uint16_t last) const {
+    constexpr auto r = std::memory_order_relaxed;
+    std::lock_guard lock(mutex_);
+    std::vector<port_snapshot> out;
+    for (auto it = blocks_.lower_bound(first); it != blocks_.end() && it->first <= last; ++it) {
+      const auto& b = *it->second;
+      out.push_back({it->first, b.connections_active.load(r), b.connections_total.load(r), b.bytes_up.load(r),
+                     b.bytes_down.load(r)});
+    }
+    return out;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::uint16_t, std::unique_ptr<port_counters>> blocks_;
 };
 
 inline void lower(std::atomic<std::uint64_t>& counter) { counter.fetch_sub(1, std::memory_order_relaxed); }

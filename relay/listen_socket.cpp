@@ -78,6 +78,23 @@ result<bound_socket> bind_listener(asio::io_context& io, const forward_spec& spe
   return bind_tcp(io, spec.listen_host, spec.listen_port);
 }
 
+result<listen_sockets> bind_listeners(asio::io_context& io, const forward_spec& spec,
+                                      const std::vector<std::uint16_t>& ports, std::uint16_t& failed) {
+  listen_sockets bound;
+  auto one = spec;
+  for (const auto port : ports) {
+    one.listen_port = port;
+    auto s = bind_listener(io, one);
+    if (!s) {
+      failed = port;
+      for (const auto& [p, socket] : bound) close_socket(socket);
+      return s.error();
+    }
+    bound.emplace(local_port(s.value()), std::move(s.value()));
+  }
+  return bound;
+}
+
 std::uint16_t local_port(const bound_socket& s) {
   return std::visit([](const auto& socket) { return socket->local_endpoint().port(); }, s);
 }

@@ -9,8 +9,10 @@
 #include <asio/ip/udp.hpp>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <variant>
+#include <vector>
 
 namespace relay {
 
@@ -36,6 +38,16 @@ inline constexpr int udp_listener_buffer = 4 * 1024 * 1024;
 // std::system_category code, comparable with std::errc values; a zone that names no interface is
 // "address fe80::1%eth9: unknown network interface 'eth9'" (ENODEV).
 result<bound_socket> bind_listener(asio::io_context& io, const forward_spec& spec);
+
+// A forward's listening sockets, by port: one for each port of its range.
+using listen_sockets = std::map<std::uint16_t, bound_socket>;
+
+// Binds `ports` of `spec` (its protocol and listen_host; port 0 is the kernel's choice, keyed by the
+// port it got) on `io`, all or nothing: at the first failure every socket bound so far is closed,
+// and the error is that port's ("bind 127.0.0.1:40012: Address already in use"), with the port in
+// `failed`. Call on the worker that will own them.
+result<listen_sockets> bind_listeners(asio::io_context& io, const forward_spec& spec,
+                                      const std::vector<std::uint16_t>& ports, std::uint16_t& failed);
 
 // The port `s` is bound to (the kernel's choice when the spec asked for port 0). Owning worker only.
 std::uint16_t local_port(const bound_socket& s);

@@ -6,6 +6,7 @@
 #include "relay/target_pool.hpp"
 
 #include <memory>
+#include <vector>
 
 namespace relay {
 
@@ -13,9 +14,15 @@ namespace relay {
 class running_forward {
  public:
   virtual ~running_forward() = default;
-  // Serves on `socket` (bound on the home worker); a previous listener is closed first.
-  virtual void listen(bound_socket socket) = 0;
-  // Closes the listener; what happens to live traffic is the protocol's business.
+  // Serves on `sockets` (bound on the home worker, one per port) besides the ports it serves on
+  // already: a range that grew or moved. With `replace`, every listener it had is closed first (a
+  // new address or protocol). Call configure() with a spec that holds the new ports first: a
+  // connection's target port is its listen port's offset in the range.
+  virtual void listen(listen_sockets sockets, bool replace) = 0;
+  // Closes the listeners of `ports` only (they left the range): TCP connections that came in on
+  // them carry on, UDP sessions end (their replies would have no socket to leave from).
+  virtual void close_ports(const std::vector<std::uint16_t>& ports) = 0;
+  // Closes every listener; what happens to live traffic is the protocol's business.
   virtual void close_listener() = 0;
   // Takes no new clients (a TCP listener closes, so connections are refused) while live connections
   // and sessions carry on: the first half of a graceful stop.

@@ -33,19 +33,29 @@ address destination(const address& a) {
   return n.is_v4() ? address(asio::ip::address_v4::loopback()) : address(asio::ip::address_v6::loopback());
 }
 
-std::string endpoint_text(const address& a, std::uint16_t port) { return format_endpoint(a.to_string(), port); }
-
-std::string describe(const guard_node& n) {
-  return "forward " + std::to_string(n.id) + " (" + endpoint_text(n.listen.address, n.listen.port) + ")";
+std::string endpoint_text(const address& a, std::uint16_t port, std::uint16_t last = 0) {
+  const auto one = format_endpoint(a.to_string(), port);
+  return last > port ? one + "-" + std::to_string(last) : one;
 }
 
-bool by_port(const guard_node& n, std::uint16_t port) { return n.listen.port < port; }
+std::string listen_text(const listen_point& l) { return endpoint_text(l.address, l.port, l.last()); }
+
+std::string describe(const guard_node& n) {
+  return "forward " + std::to_string(n.id) + " (" + listen_text(n.listen) + ")";
+}
+
+bool by_port(const guard_node& n, int port) { return n.listen.port < port; }
+
+// A hop's port for a node's port p: the target's port plus p's offset in the node's range, at most 65535.
+std::uint16_t hop_port(const guard_hop& hop, const guard_node& n, std::uint16_t p) {
+  return static_cast<std::uint16_t>(std::min(65535, hop.port + (p - n.listen.port)));
+}
 
 }  // namespace
 
 bool reaches(const address& to, std::uint16_t port, relay::protocol protocol, const listen_point& l,
              const local_test& is_local) {
-  if (port != l.port || protocol != l.protocol) return false;
+  if (port < l.port || port > l.last() || protocol != l.protocol) return false;
   const auto t = destination(to);
   const auto a = normalised(l.address);
   if (t == a) return true;
@@ -84,7 +94,7 @@ local_test fresh_local_test() {
 std::optional<guard_node> node_of(const forward_spec& spec) {
   const auto listen = scoped_address(spec.listen_host);
   if (!listen || spec.listen_port == 0) return std::nullopt;
-  guard_node n{spec.id, {spec.protocol, listen.value(), spec.listen_port, true}, {}};
+  guard_node n{spec.id, {spec.protocol, listen.value(), spec.listen_port, true, last_port(spec)}, {}};
   for (const auto& t : spec.targets) {
     std::error_code ec;  // parsed as the sessions parse it, so a zone means the interface they connect on
     const auto target = asio::ip::make_address(t.host, ec);
@@ -97,27 +107,38 @@ target_guard::target_guard(std::vector<listen_point> api, std::vector<guard_node
     : api_(std::move(api)), nodes_(std::move(forwards)) {
   std::sort(nodes_.begin(), nodes_.end(),
             [](const guard_node& a, const guard_node& b) { return a.listen.port < b.listen.port; });
+  for (const auto& n : nodes_) widest_ = std::max(widest_, n.listen.last() - n.listen.port + 1);
+}
+
+std::vector<std::size_t> target_guard::nodes_on(std::uint16_t first, std::uint16_t last) const {
+  std::vector<std::size_t> out;
+  // No node that starts more than widest_ ports below `first` reaches it.
+  for (auto it = std::lower_bound(nodes_.begin(), nodes_.end(), first - widest_ + 1, by_port);
+       it != nodes_.end() && it->listen.port <= last; ++it) {
+    if (it->listen.last() >= first) out.push_back(static_cast<std::size_t>(it - nodes_.begin()));
+  }
+  return out;
 }
 
 bool target_guard::listens_on(std::uint16_t port) const {
-  const auto it = std::lower_bound(nodes_.begin(), nodes_.end(), port, by_port);
-  if (it != nodes_.end() && it->listen.port == port) return true;
+  if (!nodes_on(port, port).empty()) return true;
   return std::any_of(api_.begin(), api_.end(), [&](const listen_point& l) { return l.port == port; });
 }
 
 std::optional<refusal> target_guard::check(std::int64_t id, relay::protocol protocol, const address& to,
-                                           std::uint16_t port, const local_test& is_local) const {
-  const auto target = endpoint_text(to, port);
+                                           std::uint16_t port, const local_test& is_local,
+                                           std::uint16_t port_end) const {
+  const auto last = std::max(port, port_end);
+  const auto target = endpoint_text(to, port, last);
   for (const auto& l : api_) {
-    if (reaches(to, port, protocol, l, is_local)) {
-      return refusal{refusal::kind::api, "target " + target + " is this daemon's API (" +
-                                             endpoint_text(l.address, l.port) +
+    if (l.port >= port && l.port <= last && reaches(to, l.port, protocol, l, is_local)) {
+      return refusal{refusal::kind::api, "target " + target + " is this daemon's API (" + listen_text(l) +
                                              "): a forward must not expose it"};
     }
   }
   std::vector<std::size_t> path;
-  std::vector<bool> seen(nodes_.size());
-  auto r = walk(id, protocol, to, port, is_local, path, seen);
+  std::vector<std::vector<std::pair<int, int>>> seen(nodes_.size());
+  auto r = walk(id, protocol, to, port, last, is_local, path, seen);
   if (r) r->message = "target " + target + r->message;
   return r;
 }
@@ -128,22 +149,27 @@ std::optional<refusal> target_guard::check(const forward_spec& next) const {
     std::error_code ec;
     const auto to = asio::ip::make_address(t.host, ec);
     if (ec) continue;  // a host name: checked when a connection resolves it
-    if (auto r = check(next.id, next.protocol, to, t.port, is_local)) return r;
+    const auto last = static_cast<std::uint16_t>(std::min<std::uint32_t>(65535, t.port + range_size(next) - 1));
+    if (auto r = check(next.id, next.protocol, to, t.port, is_local, last)) return r;
   }
   return std::nullopt;
 }
 
-// Depth first along IP-literal targets; `path` holds the forwards passed so far, `seen` every one
-// entered, so the walk ends even where other forwards already go round without `origin`.
+// Depth first along IP-literal targets; `path` holds the forwards passed so far, `seen` the ports
+// of each forward entered, so the walk ends even where other forwards already go round without
+// `origin` (a node is entered again only for ports it was not entered with).
 std::optional<refusal> target_guard::walk(std::int64_t origin, relay::protocol protocol, const address& to,
-                                          std::uint16_t port, const local_test& is_local,
-                                          std::vector<std::size_t>& path, std::vector<bool>& seen) const {
-  const auto first = std::lower_bound(nodes_.begin(), nodes_.end(), port, by_port);
-  for (auto it = first; it != nodes_.end() && it->listen.port == port; ++it) {
-    const auto& n = *it;
-    if (!reaches(to, port, protocol, n.listen, is_local)) continue;
+                                          std::uint16_t first, std::uint16_t last, const local_test& is_local,
+                                          std::vector<std::size_t>& path,
+                                          std::vector<std::vector<std::pair<int, int>>>& seen) const {
+  for (const auto index : nodes_on(first, last)) {
+    const auto& n = nodes_[index];
+    // The ports of first..last that n listens on; the address decides whether they reach it.
+    const auto from = std::max(first, n.listen.port);
+    const auto to_port = std::min(last, n.listen.last());
+    if (!reaches(to, from, protocol, n.listen, is_local)) continue;
     if (n.id == origin) {
-      const auto own = endpoint_text(n.listen.address, n.listen.port);
+      const auto own = listen_text(n.listen);
       if (path.empty()) {
         return refusal{refusal::kind::own_listener, " is this forward's own listen address " + own +
                                                         ": each connection would connect to itself again"};
@@ -153,12 +179,16 @@ std::optional<refusal> target_guard::walk(std::int64_t origin, relay::protocol p
       return refusal{refusal::kind::cycle, " leads back to this forward's listen address " + own + " through " +
                                                via + ": each connection would go round again"};
     }
-    const auto index = static_cast<std::size_t>(it - nodes_.begin());
-    if (seen[index]) continue;
-    seen[index] = true;
+    auto& entered = seen[index];
+    const auto within = [&](const std::pair<int, int>& r) { return r.first <= from && to_port <= r.second; };
+    if (std::any_of(entered.begin(), entered.end(), within)) continue;
+    entered.emplace_back(from, to_port);
     path.push_back(index);
     for (const auto& hop : n.targets) {
-      if (auto r = walk(origin, protocol, hop.address, hop.port, is_local, path, seen)) return r;
+      if (auto r = walk(origin, protocol, hop.address, hop_port(hop, n, from), hop_port(hop, n, to_port), is_local,
+                        path, seen)) {
+        return r;
+      }
     }
     path.pop_back();
   }

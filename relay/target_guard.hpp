@@ -7,16 +7,18 @@
 
 #include <asio/ip/address.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace relay {
 
-// A socket this daemon listens on.
+// A socket this daemon listens on, or a forward's range of them (port to port_end).
 struct listen_point {
   relay::protocol protocol = protocol::tcp;
   asio::ip::address address;
@@ -24,6 +26,8 @@ struct listen_point {
   // For "::": whether IPv4 clients are kept out. Forwards set IPV6_V6ONLY; the API does not, so
   // its "::" takes IPv4 too (Linux's default, net.ipv6.bindv6only = 0).
   bool v6_only = true;
+  std::uint16_t port_end = 0;  // a range's last port; 0 (or below port): `port` alone
+  std::uint16_t last() const { return std::max(port, port_end); }
 };
 
 // Whether an address is one of this host's interface addresses; asked only when a target meets a
@@ -31,7 +35,7 @@ struct listen_point {
 using local_test = std::function<bool(const asio::ip::address&)>;
 
 // The "reaches" rule: a connection to `to`:`port` arrives at the listener `l` when
-//  - the protocols and the ports are equal, and
+//  - the protocols are equal and the port is l's (or one of its range), and
 //  - `to` is `l`'s address, or `l` is a wildcard ("0.0.0.0" for IPv4; "::" for IPv6, and for IPv4
 //    too unless v6_only) and `to` is an address of this host of a family it takes: loopback
 //    (127.0.0.0/8, ::1) or an address on a local interface (getifaddrs: they change at runtime).
@@ -56,7 +60,7 @@ struct refusal {
   std::string message;
 };
 
-// One place a forward's connections may go.
+// One place a forward's connections may go (a ranged forward's port p goes to port + p - its first).
 struct guard_hop {
   asio::ip::address address;
   std::uint16_t port = 0;
@@ -77,28 +81,33 @@ class target_guard {
  public:
   target_guard(std::vector<listen_point> api, std::vector<guard_node> forwards);
 
-  // Why forward `id` must not connect to `to`:`port` over `protocol`: it reaches the API (TCP), or
+  // Why forward `id` must not connect to `to`:`port` (to port_end, for a range's targets; 0: `port`
+  // alone) over `protocol`: it reaches the API (TCP), or
   // the forward's own listener, or a forward one of whose IP-literal targets leads, hop by hop, back to it.
   // A hop whose target is a host name ends the walk: where it leads is known only when that
   // forward resolves it (and checks it then). So a cycle is seen when at most one of its forwards
   // has a host-name target: with none, when it is closed by a change; with one, when that forward
   // connects. A cycle through two host-name targets is not seen.
   std::optional<refusal> check(std::int64_t id, relay::protocol protocol, const asio::ip::address& to,
-                               std::uint16_t port, const local_test& is_local) const;
+                               std::uint16_t port, const local_test& is_local, std::uint16_t port_end = 0) const;
   // A change of `next` (whose node, when enabled, is among this guard's forwards): each of its
-  // targets that is an IP literal, checked as above with the interface addresses of now; the first
-  // refusal, which names that target.
+  // targets that is an IP literal, checked as above with the interface addresses of now (a ranged
+  // forward's target as the range of ports it is sent to); the first refusal, which names that target.
   std::optional<refusal> check(const forward_spec& next) const;
   // Whether anything here listens on `port`: when not, no target on it can lead back (the cheap test).
   bool listens_on(std::uint16_t port) const;
 
  private:
+  // The walk from `to`:first..last, whose ports are already known to meet a listener.
   std::optional<refusal> walk(std::int64_t origin, relay::protocol protocol, const asio::ip::address& to,
-                              std::uint16_t port, const local_test& is_local, std::vector<std::size_t>& path,
-                              std::vector<bool>& seen) const;
+                              std::uint16_t first, std::uint16_t last, const local_test& is_local,
+                              std::vector<std::size_t>& path, std::vector<std::vector<std::pair<int, int>>>& seen) const;
+  // The nodes whose range meets first..last, in port order.
+  std::vector<std::size_t> nodes_on(std::uint16_t first, std::uint16_t last) const;
 
   std::vector<listen_point> api_;
-  std::vector<guard_node> nodes_;  // sorted by listen port
+  std::vector<guard_node> nodes_;  // sorted by listen port (a range's first)
+  int widest_ = 1;                 // the most ports one node listens on
 };
 
 // The data plane's side. Each worker holds the engine's latest guard (installed on that worker);

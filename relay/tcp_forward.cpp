@@ -19,12 +19,13 @@ tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>&
 }  // namespace
 
 tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
-                         std::shared_ptr<forward_stats> stats, const engine_options& options,
-                         const std::shared_ptr<target_pool>& targets)
+                         std::shared_ptr<forward_stats> stats, std::shared_ptr<port_stats> ports,
+                         const engine_options& options, const std::shared_ptr<target_pool>& targets)
     : pool_(pool),
       home_(home),
       options_(options),
       stats_(std::move(stats)),
+      ports_(std::move(ports)),
       bandwidth_(std::make_shared<forward_bandwidth>(spec.bandwidth_limit)),
       routes_(pool.size()),
       acceptors_(pool.size()),
@@ -35,44 +36,73 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
   admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
 }
 
-void tcp_forward::listen(bound_socket socket) {
-  close_listener();
-  const auto bound = std::get<acceptor_ptr>(std::move(socket));
-  const auto protocol = pool_.run_on(home_, [&] { return bound->local_endpoint().protocol(); });
-  // Every worker accepts from the one listening socket (the home worker's, or a dup of it on the
-  // others), so a connection is served where it was accepted: no hand-off between threads.
+void tcp_forward::listen(listen_sockets sockets, bool replace) {
+  if (replace) close_listener();
+  if (sockets.empty()) return;
+  struct port_listener {
+    std::uint16_t port;
+    acceptor_ptr bound;
+    port_counters* counters;
+  };
+  std::vector<port_listener> listeners;
+  for (auto& [port, socket] : sockets) {
+    listeners.push_back({port, std::get<acceptor_ptr>(std::move(socket)), &ports_->at(port)});
+  }
+  const auto protocol = pool_.run_on(home_, [&] { return listeners.front().bound->local_endpoint().protocol(); });
+  const auto label = "forward " + std::to_string(routes_[home_]->spec.id);
+  // Every worker accepts from each listening socket (the home worker's, or a dup of it on the
+  // others), so a connection is served where it was accepted: no hand-off between threads. A range
+  // of N ports costs N descriptors per worker.
   for (std::size_t k = 0; k < pool_.size(); ++k) {
     pool_.run_on(k, [&] {
-      acceptor_ptr a = bound;
-      if (k != home_) {
-        const int fd = ::dup(bound->native_handle());
-        if (fd < 0) return;  // out of descriptors: the other workers still accept
-        std::error_code ec;
-        a = std::make_shared<asio::ip::tcp::acceptor>(pool_.context(k));
-        a->assign(protocol, fd, ec);
-        if (ec) {
-          ::close(fd);
-          return;
-        }
-      }
-      acceptors_[k] = a;
       auto self = shared_from_this();
-      asio::co_spawn(pool_.context(k),
-                     accept_loop(a, k, [self](asio::ip::tcp::socket s, const asio::ip::tcp::endpoint& client,
-                                                          std::size_t worker) {
-                       self->on_accept(std::move(s), client, worker);
-                     }, "forward " + std::to_string(routes_[k]->spec.id)),
-                     log_coroutine_exception);
+      for (const auto& l : listeners) {
+        acceptor_ptr a = l.bound;
+        if (k != home_) {
+          const int fd = ::dup(l.bound->native_handle());
+          if (fd < 0) continue;  // out of descriptors: the other workers still accept
+          std::error_code ec;
+          a = std::make_shared<asio::ip::tcp::acceptor>(pool_.context(k));
+          a->assign(protocol, fd, ec);
+          if (ec) {
+            ::close(fd);
+            continue;
+          }
+        }
+        acceptors_[k][l.port] = a;
+        asio::co_spawn(pool_.context(k),
+                       accept_loop(a, k,
+                                   [self, port = l.port, counters = l.counters](
+                                       asio::ip::tcp::socket s, const asio::ip::tcp::endpoint& client,
+                                       std::size_t worker) {
+                                     self->on_accept(std::move(s), client, worker, port, counters);
+                                   },
+                                   label),
+                       log_coroutine_exception);
+      }
+    });
+  }
+}
+
+void tcp_forward::close_ports(const std::vector<std::uint16_t>& ports) {
+  // A port stops accepting once the last descriptor of its listening socket is closed.
+  for (std::size_t k = 0; k < pool_.size(); ++k) {
+    pool_.run_on(k, [&] {
+      for (const auto port : ports) {
+        auto it = acceptors_[k].find(port);
+        if (it == acceptors_[k].end()) continue;
+        it->second->close();
+        acceptors_[k].erase(it);
+      }
     });
   }
 }
 
 void tcp_forward::close_listener() {
-  // The port stops accepting once the last descriptor of the listening socket is closed.
   for (std::size_t k = 0; k < pool_.size(); ++k) {
     pool_.run_on(k, [&] {
-      if (acceptors_[k]) acceptors_[k]->close();
-      acceptors_[k].reset();
+      for (auto& [port, a] : acceptors_[k]) a->close();
+      acceptors_[k].clear();
     });
   }
 }
@@ -113,16 +143,27 @@ void tcp_forward::stop() {
   for (std::size_t k = 0; k < pool_.size(); ++k) pool_.run_on(k, [&] { connections_[k].close(); });
 }
 
-void tcp_forward::on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker) {
-  // On worker `worker`, which accepted it and serves it. A client that must start with a PROXY
-  // header is admitted by the session once the header names it (max_connections included).
+void tcp_forward::on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker,
+                            std::uint16_t port, port_counters* counters) {
+  // On worker `worker`, which accepted it and serves it.
+  const auto& spec = routes_[worker]->spec;
+  if (port < spec.listen_port || port > last_port(spec)) {
+    // The port left the range in a PATCH whose close_ports has not reached this worker yet.
+    std::error_code ignored;
+    reset_on_close(socket);
+    socket.close(ignored);
+    return;
+  }
+  // A client that must start with a PROXY header is admitted by the session once the header names
+  // it (max_connections included).
   admission_ticket ticket;
-  if (!routes_[worker]->spec.accept_proxy_protocol) {
+  if (!spec.accept_proxy_protocol) {
     ticket = admit(socket, client.address(), worker);
     if (!ticket) return;
   }
+  const arrival at{static_cast<std::uint16_t>(port - spec.listen_port), counters};
   auto session = std::make_shared<tcp_session>(std::move(socket), routes_[worker], *stats_, options_,
-                                               shared_from_this());
+                                               shared_from_this(), at);
   session->hold(std::move(ticket));
   auto listed = connections_[worker].add(*session);
   if (!listed) return;  // the forward was stopped before this connection began

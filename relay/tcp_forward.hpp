@@ -10,22 +10,26 @@
 #include "relay/tcp_session.hpp"
 #include "relay/worker_pool.hpp"
 
+#include <map>
 #include <memory>
 #include <vector>
 
 namespace relay {
 
-// The listening socket is bound on the home worker; every worker accepts from it (a dup on the others)
-// and serves what it accepted. Acceptor k, route k and connection set k belong to worker k.
+// The listening sockets (one per port of a range) are bound on the home worker; every worker accepts
+// from each (a dup on the others) and serves what it accepted. Acceptors k, route k and connection
+// set k belong to worker k.
 // Every public method is for the control plane: it posts to the owning workers and waits.
 class tcp_forward final : public running_forward, public std::enable_shared_from_this<tcp_forward> {
  public:
   tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats,
-              const engine_options& options, const std::shared_ptr<target_pool>& targets);
+              std::shared_ptr<port_stats> ports, const engine_options& options,
+              const std::shared_ptr<target_pool>& targets);
 
-  // Starts accepting on the acceptor; live connections carry on through a listener change.
-  void listen(bound_socket socket) override;
-  // Closes the listener only; live connections carry on.
+  // Starts accepting on the acceptors; live connections carry on through a listener change.
+  void listen(listen_sockets sockets, bool replace) override;
+  void close_ports(const std::vector<std::uint16_t>& ports) override;
+  // Closes the listeners only; live connections carry on.
   void close_listener() override;
   // The listener closes; live connections carry on.
   void drain() override { close_listener(); }
@@ -37,7 +41,8 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   void stop() override;
 
  private:
-  void on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker);
+  void on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker,
+                 std::uint16_t port, port_counters* counters);
   // The accepted client's slot, or an empty ticket when the lists or a limit refuse it (counted,
   // and the socket closed with a reset). On worker `worker`.
   admission_ticket admit(asio::ip::tcp::socket& socket, const asio::ip::address& client, std::size_t worker);
@@ -49,9 +54,11 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   const std::size_t home_;
   const engine_options& options_;
   std::shared_ptr<forward_stats> stats_;
+  const std::shared_ptr<port_stats> ports_;
   const std::shared_ptr<forward_bandwidth> bandwidth_;  // in every route: kept across configure()
   std::vector<tcp_route> routes_;        // [k] on worker k only; never resized (routes point into it)
-  std::vector<acceptor_ptr> acceptors_;  // [k] on worker k only: the listening socket or a dup of it
+  // [k] on worker k only: by port, the listening socket or a dup of it.
+  std::vector<std::map<std::uint16_t, acceptor_ptr>> acceptors_;
   std::vector<connection_set> connections_;  // [k] on worker k only
   // Admission: the counts all workers share (the lists are in each route).
   admission admission_;

@@ -56,16 +56,20 @@ std::string describe(const asio::ip::tcp::socket& s) {
 }  // namespace
 
 tcp_session::tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_stats& stats,
-                         const engine_options& options, std::shared_ptr<void> owner)
+                         const engine_options& options, std::shared_ptr<void> owner, arrival port)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
       timer_(client_.get_executor()),
       up_{&client_, &upstream_, &stats.bytes_up},
       down_{&upstream_, &client_, &stats.bytes_down},
       route_(std::move(route)),
+      port_(port),
       stats_(stats),
       options_(options),
-      owner_(std::move(owner)) {}
+      owner_(std::move(owner)) {
+  up_.port_counter = &port_.counters->bytes_up;
+  down_.port_counter = &port_.counters->bytes_down;
+}
 
 // Pipes still leased here were cut off mid-transfer: their own destructors close them, never
 // pooling them (this may also run off the worker, when an engine is destroyed with connections
@@ -94,6 +98,8 @@ void tcp_session::begin() {
   phase_ = phase::connecting;
   bump(stats_.connections_total);
   bump(stats_.connections_active);
+  bump(port_.counters->connections_total);
+  bump(port_.counters->connections_active);
   next_target();
 }
 
@@ -176,7 +182,8 @@ void tcp_session::next_target() {
   const auto& t = target();
   const auto address = asio::ip::make_address(t.host, ec);
   if (!ec) {  // an IP literal needs no resolver (and no trip to its thread)
-    endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>(1, asio::ip::tcp::endpoint(address, t.port));
+    const asio::ip::tcp::endpoint endpoint(address, target_port());
+    endpoints_ = std::make_unique<std::vector<asio::ip::tcp::endpoint>>(1, endpoint);
     try_connect(0);
   } else {
     resolve();
@@ -193,7 +200,7 @@ void tcp_session::resolve() {
   if (!resolver_) resolver_ = std::make_unique<asio::ip::tcp::resolver>(client_.get_executor());
   arm_connect_timeout();
   resolver_->async_resolve(
-      target().host, std::to_string(target().port), asio::ip::tcp::resolver::numeric_service,
+      target().host, std::to_string(target_port()), asio::ip::tcp::resolver::numeric_service,
       [self = shared_from_this()](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
         if (self->phase_ == phase::done) return;
         if (ec || self->timed_out_ || results.empty()) {
@@ -212,7 +219,7 @@ void tcp_session::resolve() {
 void tcp_session::try_connect(std::size_t index) {
   if (phase_ == phase::done) return;
   if (index >= endpoints_->size()) {
-    return target_failed("connect " + target_endpoint(target()) + ": " + failure_.message());
+    return target_failed("connect " + target_text() + ": " + failure_.message());
   }
   const auto endpoint = (*endpoints_)[index];
   if (leads_back(route_->spec.id, protocol::tcp, endpoint.address(), endpoint.port(), stats_)) return next_target();
@@ -248,7 +255,7 @@ void tcp_session::on_connect(std::size_t index, std::error_code ec) {
   failure_ = timed_out_ ? std::make_error_code(std::errc::timed_out) : ec;
   if (spdlog::should_log(spdlog::level::debug)) {
     const auto& e = (*endpoints_)[index];
-    spdlog::debug("forward {}: {}: connect {} ({}): {}", route_->spec.id, peer(), target_endpoint(target()),
+    spdlog::debug("forward {}: {}: connect {} ({}): {}", route_->spec.id, peer(), target_text(),
                   e.address().to_string(), failure_.message());
   }
   timed_out_ = false;
@@ -510,6 +517,7 @@ void tcp_session::moved(direction& d, std::size_t n) {
   if (n == 0) return;
   bump(*d.counter, n);
   bump(*d.target_counter, n);  // set once connected, before any byte moves
+  bump(*d.port_counter, n);
   if (phase_ == phase::half_closed) {
     deadline_ = clock::now() + options_.half_close_timeout;
   } else if (phase_ == phase::resetting) {
@@ -545,7 +553,7 @@ void tcp_session::arm_idle_timer() {
 void tcp_session::broken(asio::ip::tcp::socket& s, const std::error_code& ec) {
   if (phase_ == phase::done) return;
   if (!is_ordinary_disconnect(ec) && ec != asio::error::operation_aborted) {
-    spdlog::warn("forward {}: {} -> {}: {}", route_->spec.id, peer(), target_endpoint(target()), ec.message());
+    spdlog::warn("forward {}: {} -> {}: {}", route_->spec.id, peer(), target_text(), ec.message());
   }
   if (phase_ == phase::resetting) {
     if (&s != failed_) stop();  // both sides failed: nobody left to deliver to
@@ -601,6 +609,7 @@ void tcp_session::stop() {
   ticket_.reset();  // the slot is free as soon as the connection is over, not when its last handler has run
   if (listed_ && counted) {
     lower(stats_.connections_active);  // before the sockets close, so no client sees it still counted
+    lower(port_.counters->connections_active);
     if (counted_) route_->pool->closed(target_);
     spdlog::debug("forward {}: connection closed", route_->spec.id);
   }

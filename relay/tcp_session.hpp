@@ -54,6 +54,13 @@ struct tcp_route_info {
 };
 using tcp_route = std::shared_ptr<const tcp_route_info>;
 
+// The listen port a connection came in on: its offset in the forward's range (added to the port of
+// whichever target it goes to) and its counters (the forward's port_stats keeps them).
+struct arrival {
+  std::uint16_t offset = 0;
+  port_counters* counters = nullptr;
+};
+
 // A callback state machine rather than coroutines, so an idle connection costs its two sockets, two
 // pending readiness waits and this object: no buffer, no coroutine frame. Bytes move only between
 // readiness waits, through a pipe leased from the worker's pool (splice) or the worker's one copy
@@ -92,7 +99,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
  public:
   // `owner` keeps the forward (its connection set and stats) alive for as long as the session.
   tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_stats& stats, const engine_options& options,
-              std::shared_ptr<void> owner);
+              std::shared_ptr<void> owner, arrival port);
   ~tcp_session();
   tcp_session(const tcp_session&) = delete;
   tcp_session& operator=(const tcp_session&) = delete;
@@ -123,6 +130,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     asio::ip::tcp::socket* to;
     std::atomic<std::uint64_t>* counter;
     std::atomic<std::uint64_t>* target_counter = nullptr;  // the connected target's, in its target_state
+    std::atomic<std::uint64_t>* port_counter = nullptr;    // the listen port's
     splice_pipe pipe;  // splice path: leased from the worker's pool until the direction waits to read or finishes
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
@@ -184,6 +192,9 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void moved(direction& d, std::size_t n);
   std::string peer() const;
   const target_spec& target() const { return route_->spec.targets[target_]; }
+  // The current target's port for this connection's listen port.
+  std::uint16_t target_port() const { return static_cast<std::uint16_t>(target().port + port_.offset); }
+  std::string target_text() const { return format_endpoint(target().host, target_port()); }
 
   // The addresses a client's PROXY header carried (accept_proxy_protocol, and not LOCAL or UNKNOWN).
   struct carried {
@@ -213,6 +224,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   bool timed_out_ = false;
   bool timer_armed_ = false;
   tcp_route route_;
+  arrival port_;
   forward_stats& stats_;
   const engine_options& options_;
   std::shared_ptr<void> owner_;

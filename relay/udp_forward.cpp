@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -51,18 +52,21 @@ struct udp_forward::session {
   bool answered = false;              // the target has replied (its success is counted once)
   admission_ticket ticket;            // its slot in the forward's session counts, while open
   std::string proxy_header;           // proxy_protocol "v2": before each datagram to the target
+  std::shared_ptr<listener> via;      // the listen port it came in on: replies leave through it
+  std::uint16_t offset = 0;           // that port's place in the range, added to the target's port
 };
 
 std::size_t flow_hash::operator()(const flow& f) const noexcept {
-  return std::hash<asio::ip::udp::endpoint>()(f.client) * 31 + std::hash<asio::ip::address>()(f.local);
+  return (std::hash<asio::ip::udp::endpoint>()(f.client) * 31 + std::hash<asio::ip::address>()(f.local)) * 31 + f.port;
 }
 
 udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
-                         std::shared_ptr<forward_stats> stats, std::chrono::milliseconds drain_idle,
-                         std::shared_ptr<target_pool> targets)
+                         std::shared_ptr<forward_stats> stats, std::shared_ptr<port_stats> ports,
+                         std::chrono::milliseconds drain_idle, std::shared_ptr<target_pool> targets)
     : pool_(pool),
       home_(home),
       stats_(std::move(stats)),
+      ports_(std::move(ports)),
       spec_(spec),
       targets_(std::move(targets)),
       idle_(std::chrono::seconds(spec.udp_idle_timeout_s)),
@@ -75,20 +79,27 @@ udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec
 
 udp_forward::~udp_forward() = default;
 
-void udp_forward::listen(bound_socket socket) {
+void udp_forward::listen(listen_sockets sockets, bool replace) {
   // The first listen comes before any session could use the constructor's pool (and no other call
   // writes targets_ meanwhile): its listener goes in now, when weak_from_this() works.
   if (!watched_) watch(*targets_);
+  std::vector<listener_ptr> added;
+  for (auto& [port, socket] : sockets) {
+    added.push_back(std::make_shared<listener>(listener{std::get<udp_socket_ptr>(std::move(socket)), port,
+                                                        &ports_->at(port)}));
+  }
   pool_.run_on(home_, [&] {
-    if (socket_) socket_->close();
-    close_all_sessions();
-    socket_ = std::get<udp_socket_ptr>(std::move(socket));
-    reply_gso_ = true;
-    std::error_code ec;
-    wildcard_ = socket_->local_endpoint(ec).address().is_unspecified();
+    if (replace) {
+      close_sockets();
+      close_all_sessions();
+    }
     auto self = shared_from_this();
-    asio::co_spawn(pool_.context(home_), [self, s = socket_] { return self->receive_from_clients(s); },
-                   log_coroutine_exception);
+    for (auto& l : added) {
+      std::error_code ec;
+      wildcard_ = l->socket->local_endpoint(ec).address().is_unspecified();
+      listeners_[l->port] = l;
+      asio::co_spawn(pool_.context(home_), [self, l] { return self->receive_from_clients(l); }, log_coroutine_exception);
+    }
     if (!sweeping_) {
       sweeping_ = true;
       asio::co_spawn(pool_.context(home_), [self] { return self->sweep(); }, log_coroutine_exception);
@@ -96,10 +107,30 @@ void udp_forward::listen(bound_socket socket) {
   });
 }
 
+void udp_forward::close_ports(const std::vector<std::uint16_t>& ports) {
+  pool_.run_on(home_, [&] {
+    for (const auto port : ports) {
+      auto it = listeners_.find(port);
+      if (it == listeners_.end()) continue;
+      it->second->socket->close();
+      listeners_.erase(it);
+    }
+    std::vector<session*> gone;
+    for (session* s : lru_) {
+      if (std::find(ports.begin(), ports.end(), s->via->port) != ports.end()) gone.push_back(s);
+    }
+    for (session* s : gone) close_session(*s, false);
+  });
+}
+
+void udp_forward::close_sockets() {
+  for (auto& [port, l] : listeners_) l->socket->close();
+  listeners_.clear();
+}
+
 void udp_forward::close_listener() {
   pool_.run_on(home_, [&] {
-    if (socket_) socket_->close();
-    socket_.reset();
+    close_sockets();
     close_all_sessions();
   });
 }
@@ -167,14 +198,14 @@ void udp_forward::close_sessions_on(const target_state* dead) {
 void udp_forward::stop() {
   pool_.run_on(home_, [&] {
     stopped_ = true;
-    if (socket_) socket_->close();
-    socket_.reset();
+    close_sockets();
     close_all_sessions();
     sweep_timer_.cancel();
   });
 }
 
-asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
+asio::awaitable<void> udp_forward::receive_from_clients(listener_ptr l) {
+  const auto& socket = l->socket;
   while (socket->is_open()) {
     auto [ec] = co_await socket->async_wait(asio::ip::udp::socket::wait_read, use_tuple);
     if (!socket->is_open() || ec == asio::error::operation_aborted) break;
@@ -196,15 +227,17 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
         bump(stats_->datagrams_up, sent.datagrams);
         bump(stats_->bytes_up, sent.bytes);
         bump(batch_for->state->bytes_up, sent.bytes);  // ready, so connected and counted on its target
+        bump(l->counters->bytes_up, sent.bytes);
         bump(stats_->datagrams_dropped, sent.dropped);
         if (sent.unreachable) target_failed(*batch_for, sent.unreachable);
       };
       for (int i = 0; i < n; ++i) {
         flow from;
+        from.port = l->port;
         std::memcpy(from.client.data(), &b.from[i],
                     std::min<std::size_t>(b.in[i].msg_hdr.msg_namelen, sizeof b.from[i]));
         if (wildcard_) from.local = destination(b.in[i].msg_hdr);
-        session* s = client_datagram(from);
+        session* s = client_datagram(from, l);
         if (!s) continue;
         if (!within_limit(bandwidth_.up, b.in[i].msg_len)) continue;
         if (!s->ready) {
@@ -223,15 +256,16 @@ asio::awaitable<void> udp_forward::receive_from_clients(udp_socket_ptr socket) {
   }
 }
 
-udp_forward::session* udp_forward::client_datagram(const flow& from) {
+udp_forward::session* udp_forward::client_datagram(const flow& from, const listener_ptr& via) {
   auto it = sessions_.find(from);
   session* s = nullptr;
   if (it != sessions_.end()) {
     s = it->second.get();
-  } else if (!draining_) {
+  } else if (!draining_ && from.port >= spec_.listen_port && from.port <= last_port(spec_)) {
+    // (A port outside spec_'s range is leaving it in a PATCH whose close_ports comes next.)
     auto ticket = admit(from);
     if (!ticket) return nullptr;  // refused: counted as such
-    s = open_session(from, std::move(ticket));
+    s = open_session(from, std::move(ticket), via);
   }
   if (!s) {
     bump(stats_->datagrams_dropped);
@@ -260,10 +294,14 @@ admission_ticket udp_forward::admit(const flow& f) {
   return ticket;
 }
 
-udp_forward::session* udp_forward::open_session(const flow& f, admission_ticket ticket) {
+udp_forward::session* udp_forward::open_session(const flow& f, admission_ticket ticket, const listener_ptr& via) {
   auto s = std::make_shared<session>(pool_.context(home_).get_executor(), f);
   s->ticket = std::move(ticket);
-  if (spec_.proxy_protocol == 2) s->proxy_header = proxy_header_for(f);  // for its life, as a TCP connection's
+  s->via = via;
+  s->offset = static_cast<std::uint16_t>(f.port - spec_.listen_port);
+  bump(via->counters->connections_total);
+  bump(via->counters->connections_active);
+  if (spec_.proxy_protocol == 2) s->proxy_header = proxy_header_for(f, *via);  // for its life, as a TCP connection's
   s->last_active = clock::now();
   lru_.push_front(s.get());
   s->lru_pos = lru_.begin();
@@ -285,14 +323,15 @@ asio::awaitable<bool> udp_forward::pick_target(session_ptr s) {
     tried |= tried_set{1} << *i;
     s->target = *i;
     const auto& t = s->pool->targets()[*i];
+    const auto port = static_cast<std::uint16_t>(t.port + s->offset);
     std::error_code ec;
     const auto address = asio::ip::make_address(t.host, ec);
     if (!ec) {
-      s->targets.emplace_back(address, t.port);
+      s->targets.emplace_back(address, port);
       if (reachable_from_source(*s)) co_return true;
       continue;
     }
-    auto [rec, results] = co_await s->resolver.async_resolve(t.host, std::to_string(t.port),
+    auto [rec, results] = co_await s->resolver.async_resolve(t.host, std::to_string(port),
                                                              asio::ip::udp::resolver::numeric_service, use_tuple);
     if (!s->open) co_return false;
     if (!rec && !results.empty()) {
@@ -413,9 +452,9 @@ bool udp_forward::connect_upstream(session& s, const asio::ip::udp::endpoint& ta
   return true;
 }
 
-std::string udp_forward::proxy_header_for(const flow& f) const {
+std::string udp_forward::proxy_header_for(const flow& f, const listener& via) const {
   std::error_code ec;
-  auto local = socket_ ? socket_->local_endpoint(ec) : asio::ip::udp::endpoint();
+  auto local = via.socket->local_endpoint(ec);
   if (wildcard_) local.address(f.local);  // what the client sent to
   return proxy_v2_header({f.client.address(), f.client.port()}, {local.address(), local.port()},
                          proxy_transport::dgram);
@@ -432,6 +471,7 @@ void udp_forward::send_upstream(session& s, const char* data, std::size_t n) {
   bump(stats_->datagrams_up);
   bump(stats_->bytes_up, n);
   bump(s.state->bytes_up, n);
+  bump(s.via->counters->bytes_up, n);
 }
 
 bool udp_forward::within_limit(token_bucket& bucket, std::size_t n) {
@@ -464,10 +504,11 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
       for (int i = 0; i < n; ++i) {
         if (within_limit(bandwidth_.down, b.in[i].msg_len)) b.queue(queued++, i, &s->client, &s->source);
       }
-      const auto sent = send_batch(socket_ ? socket_->native_handle() : -1, b, queued, reply_gso_);
+      const auto sent = send_batch(s->via->socket->native_handle(), b, queued, s->via->reply_gso);
       bump(stats_->datagrams_down, sent.datagrams);
       bump(stats_->bytes_down, sent.bytes);
       bump(s->state->bytes_down, sent.bytes);
+      bump(s->via->counters->bytes_down, sent.bytes);
       bump(stats_->datagrams_dropped, sent.dropped);
       if (n < batch_space::slots) break;
     }
@@ -490,7 +531,7 @@ void udp_forward::touch(session& s) {
 }
 
 void udp_forward::close_session(session& s, bool evicted) {
-  auto it = sessions_.find(flow{s.client, s.local});
+  auto it = sessions_.find(flow{s.client, s.local, s.via->port});
   if (it == sessions_.end()) return;
   session_ptr keep = it->second;  // the session's own coroutine may hold the last other reference
   s.open = false;
@@ -503,6 +544,7 @@ void udp_forward::close_session(session& s, bool evicted) {
   sessions_.erase(it);
   s.ticket.reset();
   lower(stats_->connections_active);
+  lower(s.via->counters->connections_active);
   if (s.state) s.pool->closed(s.target);
   if (evicted) bump(stats_->sessions_evicted);
 }

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <list>
+#include <map>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -27,13 +28,15 @@ inline constexpr std::chrono::seconds udp_fail_timeout{10};
 // At most this many failed addresses are remembered per forward; past it, new failures are not.
 inline constexpr std::size_t udp_max_failed_addresses = 1024;
 
-// What a session is: a client's IP:port and the local address it sent to. On a wildcard listener
-// (0.0.0.0, ::) a client sending to two of the host's addresses has two sessions, as a NAT would
-// see two flows, and each session's replies leave from its own address. On a listener bound to one
-// address `local` is left unspecified.
+// What a session is: a client's IP:port, the listen port and the local address it sent to. On a
+// wildcard listener (0.0.0.0, ::) a client sending to two of the host's addresses has two sessions,
+// as a NAT would see two flows, and each session's replies leave from its own address; so does a
+// client sending to two ports of a range, whose replies leave from each port. On a listener bound to
+// one address `local` is left unspecified.
 struct flow {
   asio::ip::udp::endpoint client;
   asio::ip::address local;
+  std::uint16_t port = 0;
   bool operator==(const flow&) const = default;
 };
 
@@ -41,8 +44,8 @@ struct flow_hash {
   std::size_t operator()(const flow& f) const noexcept;
 };
 
-// Everything lives on the home worker: the socket, the session table, the LRU list and the one
-// sweep timer, so nothing here needs a lock. Sessions are found in O(1) by flow; the LRU
+// Everything lives on the home worker: the sockets (one per port of a range), the session table,
+// the LRU list and the one sweep timer, so nothing here needs a lock. Sessions are found in O(1) by flow; the LRU
 // list (front = most recent) gives eviction and idle expiry in O(1) with a single timer.
 // Datagrams are never queued: one that cannot be sent at once, or that the forward's bandwidth
 // limit cannot take whole (either way), is dropped and counted. I/O is
@@ -54,12 +57,14 @@ class udp_forward final : public running_forward, public std::enable_shared_from
  public:
   // `drain_idle`: during a drain, a session idle this long is done (engine_options::udp_drain_idle_timeout).
   udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats,
-              std::chrono::milliseconds drain_idle, std::shared_ptr<target_pool> targets);
+              std::shared_ptr<port_stats> ports, std::chrono::milliseconds drain_idle,
+              std::shared_ptr<target_pool> targets);
   ~udp_forward() override;
 
-  // A new listening socket ends the sessions of the old one: their replies would leave from an
-  // address the clients never sent to.
-  void listen(bound_socket socket) override;
+  // New listening sockets that replace the old ones end the old sessions: their replies would leave
+  // from an address the clients never sent to. A port that leaves the range ends its sessions.
+  void listen(listen_sockets sockets, bool replace) override;
+  void close_ports(const std::vector<std::uint16_t>& ports) override;
   void close_listener() override;
   // The socket stays open, since live sessions' replies leave through it; datagrams from clients
   // without a session are dropped and counted.
@@ -74,14 +79,22 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   using clock = std::chrono::steady_clock;
   struct session;
   using session_ptr = std::shared_ptr<session>;
+  // One port's listening socket: its sessions' replies leave through it.
+  struct listener {
+    udp_socket_ptr socket;
+    std::uint16_t port = 0;
+    port_counters* counters = nullptr;
+    bool reply_gso = true;  // replies through it may go as GSO sends (see send_batch)
+  };
+  using listener_ptr = std::shared_ptr<listener>;
 
-  asio::awaitable<void> receive_from_clients(udp_socket_ptr socket);
+  asio::awaitable<void> receive_from_clients(listener_ptr l);
   asio::awaitable<void> start_session(session_ptr s);
   asio::awaitable<void> receive_from_target(session_ptr s);
   asio::awaitable<void> sweep();
 
   // The session for a client's datagram (opened if new), or nullptr when it is dropped (counted).
-  session* client_datagram(const flow& from);
+  session* client_datagram(const flow& from, const listener_ptr& via);
   // Keeps a datagram for a session whose target is still resolving (a few at most; then dropped).
   void hold(session& s, const char* data, std::size_t n);
   // A slot for a new session of `f`, or an empty ticket when the lists or a limit refuse it (the
@@ -92,7 +105,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // After a configure: closes the sessions whose client the new lists refuse, and counts the others
   // in a per-source limit that was just turned on (see admission::set_limits).
   void review();
-  session* open_session(const flow& f, admission_ticket ticket);
+  session* open_session(const flow& f, admission_ticket ticket, const listener_ptr& via);
   // Picks the session's target from targets_ (the next one when a name does not resolve) and
   // resolves it into s.targets; false when no target is left (the session is closed).
   asio::awaitable<bool> pick_target(session_ptr s);
@@ -118,28 +131,29 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // first that has not failed within udp_fail_timeout, else `from` itself.
   std::size_t choose_address(const std::vector<asio::ip::udp::endpoint>& targets, std::size_t from);
   // A session's v2 PROXY header (DGRAM): its client, and the address and port the client sent to.
-  std::string proxy_header_for(const flow& f) const;
+  std::string proxy_header_for(const flow& f, const listener& via) const;
   void send_upstream(session& s, const char* data, std::size_t n);
   // Whether a datagram of `n` bytes fits `bucket` now (then it is taken from it); one that does
   // not is counted as dropped.
   bool within_limit(token_bucket& bucket, std::size_t n);
   void close_session(session& s, bool evicted);
   void close_all_sessions();
+  void close_sockets();
   void enforce_cap();
   void touch(session& s);
 
   worker_pool& pool_;
   const std::size_t home_;
   std::shared_ptr<forward_stats> stats_;
+  const std::shared_ptr<port_stats> ports_;
   // Home worker only, from here on.
   forward_spec spec_;  // as last configured: what new sessions use, and the cap
   std::shared_ptr<target_pool> targets_;  // spec_'s pool: where new sessions go
   std::chrono::milliseconds idle_;  // spec_'s idle timeout, shortened while draining
   forward_bandwidth bandwidth_;     // spec_'s limit, for every session
   const std::chrono::milliseconds drain_idle_;
-  udp_socket_ptr socket_;
-  bool reply_gso_ = true;  // replies through socket_ may go as GSO sends (see send_batch)
-  bool wildcard_ = false;  // socket_ is bound to 0.0.0.0 or ::, so replies name their source
+  std::map<std::uint16_t, listener_ptr> listeners_;  // by port
+  bool wildcard_ = false;  // the sockets are bound to 0.0.0.0 or ::, so replies name their source
   // Admission: spec_'s lists compiled (null: none), and the live session counts, which must outlive
   // the sessions' tickets (so they come before the table).
   std::shared_ptr<const source_filter> filter_;

@@ -29,34 +29,21 @@ namespace {
 class address_teller {
  public:
   explicit address_teller(bool peer = false) : peer_(peer) {
-    for (int attempt = 0; attempt < 100 && sockets_.empty(); ++attempt) bind_all();
-    if (sockets_.empty()) throw std::runtime_error("address_teller: no port free on both loopbacks");
-    thread_ = std::thread([this] { run(); });
-  }
-  ~address_teller() {
-    stop_ = true;
-    thread_.join();
+    for (int attempt = 0; attempt < 100 && !sockets_; ++attempt) bind_all();
+    if (!sockets_) throw std::runtime_error("address_teller: no port free on both loopbacks");
   }
   std::uint16_t port() const { return port_; }
 
  private:
-  struct socket_at {
-    fd s;
-    bool udp;
-    std::string answer;
-  };
-
   void bind_all() {
-    std::vector<socket_at> all;
+    std::vector<answering_sockets::socket_at> all;
     std::uint16_t port = 0;
     for (const char* host : {"127.0.0.1", "::1"}) {
       for (const bool udp : {false, true}) {
-        socklen_t len;
-        auto ss = make_addr(host, port, len);
-        fd s(::socket(ss.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
-        if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || (!udp && ::listen(s.get(), 64) != 0)) {
-          return;  // the kernel's port is taken on the other address: try another
-        }
+        auto s = bound_on(host, port, udp);
+        if (!s) return;  // the kernel's port is taken on the other address: try another
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
         ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&ss), &len);
         port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
                                               : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
@@ -64,48 +51,12 @@ class address_teller {
       }
     }
     port_ = port;
-    sockets_ = std::move(all);
-  }
-
-  void run() {
-    std::vector<pollfd> polled;
-    for (const auto& s : sockets_) polled.push_back({s.s.get(), POLLIN, 0});
-    char buf[2048];
-    while (!stop_) {
-      if (::poll(polled.data(), polled.size(), 20) <= 0) continue;
-      for (std::size_t i = 0; i < polled.size(); ++i) {
-        if (!(polled[i].revents & POLLIN)) continue;
-        const auto& s = sockets_[i];
-        if (s.udp) {
-          sockaddr_storage from{};
-          socklen_t len = sizeof from;
-          if (::recvfrom(s.s.get(), buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len) >= 0) {
-            const auto answer = peer_ ? address_of(from) : s.answer;
-            ::sendto(s.s.get(), answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
-          }
-        } else {
-          sockaddr_storage from{};
-          socklen_t len = sizeof from;
-          fd c(::accept4(s.s.get(), reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC | SOCK_NONBLOCK));
-          if (c.get() >= 0) send_all(c.get(), peer_ ? address_of(from) : s.answer);
-        }
-      }
-    }
-  }
-
-  static std::string address_of(const sockaddr_storage& a) {
-    char text[INET6_ADDRSTRLEN] = "";
-    const void* bytes = a.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6&>(a).sin6_addr)
-                                                : static_cast<const void*>(&reinterpret_cast<const sockaddr_in&>(a).sin_addr);
-    ::inet_ntop(a.ss_family, bytes, text, sizeof text);
-    return text;
+    sockets_ = std::make_unique<answering_sockets>(std::move(all), false, peer_);
   }
 
   const bool peer_;
-  std::vector<socket_at> sockets_;
   std::uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::unique_ptr<answering_sockets> sockets_;
 };
 
 json base_body(relay::protocol p, std::uint16_t target_port) {
@@ -137,6 +88,7 @@ json base_body(relay::protocol p, const targets& t, const std::string& field) {
     return base_body(p, p == relay::protocol::tcp ? t.echo.port() : t.udp_echo.port());
   }
   auto body = base_body(p, t.first.port());
+  if (field == "listen_port_end") body["listen_port"] = free_ports(4);  // room for the walk's ranges
   if (field != "targets" && field != "balance") return body;
   body.erase("target_host");
   body.erase("target_port");
@@ -146,11 +98,15 @@ json base_body(relay::protocol p, const targets& t, const std::string& field) {
 }
 
 // The values a field takes in the walk: its examples; two free ports for the listen port, the two
-// targets' ports for the target port, pools and health checks of the live targets; "v2" alone for
-// the PROXY protocol of a UDP forward.
-std::vector<json> values_of(const relay::forward_field& f, const targets& t, relay::protocol p) {
-  if (f.name == "proxy_protocol" && p == relay::protocol::udp) return {"v2"};
+// targets' ports for the target port, pools and health checks of the live targets; ranges from
+// the listen port of `body` (base_body's); "v2" alone for the PROXY protocol of a UDP forward.
+std::vector<json> values_of(const relay::forward_field& f, const targets& t, const json& body) {
+  if (f.name == "proxy_protocol" && body["protocol"] == "udp") return {"v2"};
   if (f.name == "listen_port") return {free_port(), free_port()};
+  if (f.name == "listen_port_end") {
+    const auto port = body["listen_port"].get<int>();
+    return {port + 3, port + 1};
+  }
   if (f.name == "target_port") return {t.second.port(), t.first.port()};
   if (f.name == "targets") {
     return {json::array({target("127.0.0.1", t.first.port(), 3), target("localhost", t.second.port(), 1, true)}),
@@ -441,13 +397,13 @@ TEST_CASE("every writable field: POST, GET, restart, PATCH, refused values and w
       if (!field.applies_to(protocol)) continue;
       if (field.name == "protocol" && protocol == relay::protocol::udp) continue;  // its example is udp
       INFO("field " << field.name << " on a " << relay::to_string(protocol) << " forward");
-      const auto values = values_of(field, servers, protocol);
+      auto body = base_body(protocol, servers, field.name);
+      const auto values = values_of(field, servers, body);
       REQUIRE(!values.empty());
       const auto first = values.front();
       REQUIRE(first != field.write(defaults));
       daemon_state d;
 
-      auto body = base_body(protocol, servers, field.name);
       body[field.name] = first;
       auto created = d.ctl->create(body);
       INFO(created.body.dump());

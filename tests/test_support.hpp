@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <set>
@@ -155,6 +156,24 @@ inline std::uint16_t free_port() {
     if (free) return port;
   }
   throw std::runtime_error("no free port below the ephemeral range");
+}
+
+// The first of `n` consecutive ports free for TCP and UDP, drawn as free_port() draws one.
+inline std::uint16_t free_ports(std::uint16_t n) {
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const auto first = free_port();
+    bool free = first + n - 1 <= 65535;
+    for (std::uint16_t i = 1; free && i < n; ++i) {
+      for (int type : {SOCK_STREAM, SOCK_DGRAM}) {
+        fd s(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+        socklen_t len;
+        auto any = make_addr("0.0.0.0", static_cast<std::uint16_t>(first + i), len);
+        free = free && ::bind(s.get(), reinterpret_cast<sockaddr*>(&any), len) == 0;
+      }
+    }
+    if (free) return first;
+  }
+  throw std::runtime_error("no free range of ports below the ephemeral range");
 }
 
 inline bool send_all(int s, const void* data, std::size_t n) {
@@ -307,6 +326,88 @@ class target_server {
   std::atomic<int> accepted_{0};
   std::thread thread_;
   std::vector<std::thread> workers_;
+};
+
+// A socket bound to host:port (for TCP also listening), or an empty fd when the port is taken.
+inline fd bound_on(const std::string& host, std::uint16_t port, bool udp) {
+  socklen_t len;
+  auto ss = make_addr(host, port, len);
+  fd s(::socket(ss.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || (!udp && ::listen(s.get(), 64) != 0)) return fd();
+  return s;
+}
+
+// Bound sockets that answer on one thread: each datagram gets its socket's answer back; each TCP
+// connection hears the answer and is closed, or, with `echo`, then gets back what it sends until
+// EOF (on a thread of its own). With `tell_peer`, the answer is instead the address the client came
+// from ("127.0.0.2").
+class answering_sockets {
+ public:
+  struct socket_at {
+    fd s;
+    bool udp;
+    std::string answer;
+  };
+  answering_sockets(std::vector<socket_at> sockets, bool echo, bool tell_peer = false)
+      : sockets_(std::move(sockets)), echo_(echo), tell_peer_(tell_peer) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~answering_sockets() {
+    stop_ = true;
+    thread_.join();
+    for (auto& t : connections_) t.join();
+  }
+
+ private:
+  void run() {
+    std::vector<pollfd> polled;
+    for (const auto& s : sockets_) polled.push_back({s.s.get(), POLLIN, 0});
+    char buf[2048];
+    while (!stop_) {
+      if (::poll(polled.data(), polled.size(), 20) <= 0) continue;
+      for (std::size_t i = 0; i < polled.size(); ++i) {
+        if (!(polled[i].revents & POLLIN)) continue;
+        const auto& s = sockets_[i];
+        if (s.udp) {
+          sockaddr_storage from{};
+          socklen_t len = sizeof from;
+          if (::recvfrom(s.s.get(), buf, sizeof buf, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len) >= 0) {
+            const auto answer = tell_peer_ ? address_of(from) : s.answer;
+            ::sendto(s.s.get(), answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&from), len);
+          }
+          continue;
+        }
+        sockaddr_storage from{};
+        socklen_t len = sizeof from;
+        fd c(::accept4(s.s.get(), reinterpret_cast<sockaddr*>(&from), &len, SOCK_CLOEXEC | (echo_ ? 0 : SOCK_NONBLOCK)));
+        if (c.get() < 0) continue;
+        const auto answer = tell_peer_ ? address_of(from) : s.answer;
+        if (!echo_) {
+          send_all(c.get(), answer);
+          continue;
+        }
+        set_timeouts(c.get());
+        connections_.emplace_back([c = std::make_shared<fd>(std::move(c)), answer] {
+          if (send_all(c->get(), answer)) target_server::echo(c->get());
+        });
+      }
+    }
+  }
+
+  static std::string address_of(const sockaddr_storage& a) {
+    char text[INET6_ADDRSTRLEN] = "";
+    const void* bytes = a.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6&>(a).sin6_addr)
+                                                : static_cast<const void*>(&reinterpret_cast<const sockaddr_in&>(a).sin_addr);
+    ::inet_ntop(a.ss_family, bytes, text, sizeof text);
+    return text;
+  }
+
+  std::vector<socket_at> sockets_;
+  const bool echo_;
+  const bool tell_peer_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::vector<std::thread> connections_;
 };
 
 }  // namespace test
