@@ -3,7 +3,8 @@
 
 const $ = (id) => document.getElementById(id);
 // The form's named inputs are the page's one list of a forward's scalar fields: name="<API field>",
-// inputmode="numeric" for numbers, a checkbox for a boolean, inside .udp-only for UDP-only fields.
+// inputmode="numeric" for numbers, a checkbox for a boolean, data-nullable when empty means null,
+// inside .udp-only or .tcp-only for fields of one protocol.
 // A new field is one block in index.html (its input and its <p class="error" id="err-<field>">).
 // The pool (`targets`, rows of unnamed inputs), the optional objects `health_check` and
 // `bandwidth_limit` and the `allow` and `deny` lists (a textarea each, one entry per line) are read
@@ -81,6 +82,8 @@ function humanBytes(n) {
 }
 
 const endpoint = (host, port) => (host.includes(':') ? `[${host}]` : host) + ':' + port;
+// A forward's listen address, with its range of ports when it has one: "0.0.0.0:40000-40063".
+const listenText = (f) => endpoint(f.listen_host, f.listen_port) + (f.listen_port_end ? `-${f.listen_port_end}` : '');
 
 function throughput(f) {
   const now = performance.now();
@@ -164,6 +167,9 @@ function fillPolicy(td, f) {
     if (bw.burst_bytes) rates.push(`burst ${humanBytes(bw.burst_bytes)}`);
     if (rates.length) lines.push({ text: rates.join(' \u00B7 ') });
   }
+  if (f.accept_proxy_protocol) lines.push({ text: 'clients send a PROXY header' });
+  if (f.proxy_protocol) lines.push({ text: `PROXY ${f.proxy_protocol} to targets` });
+  if (f.source_address) lines.push({ text: `from ${f.source_address}` });
   if (!lines.length) lines.push({ text: 'everyone, no limits' });
   fillList(td, 'policy', lines, (item, line) => { item.textContent = line.text; });
 }
@@ -213,7 +219,7 @@ function fillRow(row, f) {
   const label = f.name || `forward ${f.id}`;
   cell(row, 0).textContent = f.name || '—';
   cell(row, 1).textContent = f.protocol.toUpperCase();
-  cell(row, 2).textContent = endpoint(f.listen_host, f.listen_port);
+  cell(row, 2).textContent = listenText(f);
   fillTargets(cell(row, 3), f);
   // Updated in place, so an opened reason stays open and a focused summary keeps its focus.
   const stateCell = cell(row, 4);
@@ -235,9 +241,12 @@ function fillRow(row, f) {
   cell(row, 8).textContent = humanBytes(f.stats.bytes_up);
   cell(row, 9).textContent = humanBytes(f.stats.bytes_down);
   cell(row, 10).textContent = throughput(f);
-  cell(row, 11).textContent = `${f.stats.refused_acl} / ${f.stats.refused_limit}`;
+  // A forward that reads PROXY headers adds the clients whose header was bad, missing or late.
+  const proxyErrors = f.accept_proxy_protocol ? f.stats.proxy_errors ?? 0 : null;
+  cell(row, 11).textContent = `${f.stats.refused_acl} / ${f.stats.refused_limit}` +
+    (proxyErrors === null ? '' : ` / ${proxyErrors}`);
   cell(row, 11).title = `refused by the allow and deny lists: ${f.stats.refused_acl}, by a connection limit: ` +
-    f.stats.refused_limit;
+    f.stats.refused_limit + (proxyErrors === null ? '' : `, for a bad PROXY header: ${proxyErrors}`);
   fillPolicy(cell(row, 12), f);
   const [edit, del] = cell(row, 13).firstChild.children;
   edit.setAttribute('aria-label', `Edit ${label}`);
@@ -365,7 +374,7 @@ async function retry(row, button) {
 async function remove(f) {
   showActionError('');
   const label = f.name ? `"${f.name}"` : `#${f.id}`;
-  if (!confirm(`Delete forward ${label} (${endpoint(f.listen_host, f.listen_port)})? Its live connections close at once.`)) return;
+  if (!confirm(`Delete forward ${label} (${listenText(f)})? Its live connections close at once.`)) return;
   try {
     await api('DELETE', `/api/v1/forwards/${f.id}`);
     if (editing && editing.id === f.id) stopEdit();
@@ -521,15 +530,17 @@ function withLine(field, message) {
 function showUdp() {
   const udp = $('f-protocol').value === 'udp';
   document.querySelectorAll('.udp-only').forEach((el) => { el.hidden = !udp; });
+  document.querySelectorAll('.tcp-only').forEach((el) => { el.hidden = udp; });
 }
 
 function formBody() {
   const udp = $('f-protocol').value === 'udp';
   const body = {};
   for (const el of formInputs()) {
-    if (el.closest('.udp-only') && !udp) continue;
+    if ((el.closest('.udp-only') && !udp) || (el.closest('.tcp-only') && udp)) continue;
     const text = el.value.trim();
     if (el.type === 'checkbox') body[el.name] = el.checked;
+    else if (text === '' && 'nullable' in el.dataset) body[el.name] = null;
     else body[el.name] = typed(text, el.inputMode === 'numeric');
   }
   body.targets = formTargets();
@@ -543,6 +554,7 @@ function startEdit(f) {
   clearErrors();
   for (const el of formInputs()) {
     const value = f[el.name];
+    if (value === null && 'nullable' in el.dataset) el.value = '';
     if (value === null || value === undefined) continue;
     if (el.type === 'checkbox') el.checked = value;
     else el.value = value;

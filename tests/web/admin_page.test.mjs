@@ -530,3 +530,87 @@ test('who may connect and how much: lists and limits in the form, their 400s bes
   // 127.0.0.1 is admitted, and under every limit: the forward carries traffic.
   await traffic(g.listen_port, 1000);
 });
+
+test('a port range, PROXY headers and a source address in the form, their 400s beside them, and the row', { timeout: 300000 }, async () => {
+  const { url } = await startDaemon('edges');
+  // The target notes the address each connection came from.
+  const peers = [];
+  const server = net.createServer((s) => { peers.push(s.remoteAddress); s.on('error', () => {}); s.pipe(s); });
+  cleanups.push(() => new Promise((done) => server.close(done)));
+  const target = await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(30000);
+  await page.goto(url);
+  await page.getByText('No forwards yet').waitFor();
+
+  // UDP: no "clients send a header" option, and v1 is refused beside its field.
+  await page.getByLabel('Protocol').selectOption('udp');
+  assert.equal(await page.getByLabel(/^Clients send a PROXY protocol header/).isHidden(), true);
+  await page.getByLabel('Listen address').fill('127.0.0.1');
+  await page.getByLabel('Listen port (0 = any free port)').fill('0');
+  await page.getByLabel('Target 1 host').fill('127.0.0.1');
+  await page.getByLabel('Target 1 port').fill(String(target));
+  await page.getByLabel('PROXY protocol header to targets').selectOption('v1');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  await page.locator('#err-proxy_protocol').getByText(/v1/).waitFor();
+  assert.equal(await page.locator('#f-proxy_protocol').getAttribute('aria-invalid'), 'true');
+
+  // TCP: a range needs an explicit port; an address this host lacks is refused beside its field.
+  await page.getByLabel('Protocol').selectOption('tcp');
+  await page.getByLabel(/^Clients send a PROXY protocol header/).waitFor();
+  await page.getByLabel('Name').fill('edges');
+  await page.getByLabel('Listen port range end (empty = one port)').fill('2');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  await page.locator('#err-listen_port_end, #err-listen_port').getByText(/range/).first().waitFor();
+  assert.equal(await page.locator('#forwards tbody tr').count(), 0);
+  const free = await new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => { const p = probe.address().port; probe.close(() => resolve(p)); });
+  });
+  await page.getByLabel('Listen port (0 = any free port)').fill(String(free));
+  await page.getByLabel('Listen port range end (empty = one port)').fill(String(free + 1));
+  await page.getByLabel('Source address (empty = the kernel chooses)').fill('192.0.2.1');
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  await page.locator('#err-source_address').getByText(/192\.0\.2\.1/).waitFor();
+  assert.equal(await page.locator('#f-source_address').getAttribute('aria-invalid'), 'true');
+  await page.getByLabel('Source address (empty = the kernel chooses)').fill('127.0.0.2');
+  await page.getByLabel('PROXY protocol header to targets').selectOption('v2');
+  await page.getByLabel(/^Clients send a PROXY protocol header/).check();
+  await page.getByRole('button', { name: 'Create forward' }).click();
+  const r = row(page, 'edges');
+  await r.waitFor();
+  const [f] = await call(url, 'GET', '/api/v1/forwards');
+  assert.equal(f.listen_port_end, free + 1);
+  assert.equal(f.source_address, '127.0.0.2');
+  assert.equal(f.proxy_protocol, 'v2');
+  assert.equal(f.accept_proxy_protocol, true);
+
+  // The row: the range in Listen, one line each in Policy, and the PROXY errors after the refusals.
+  assert.equal(await r.locator('td').nth(2).textContent(), `127.0.0.1:${free}-${free + 1}`);
+  assert.deepEqual(await r.locator('ul.policy > li').allTextContents(),
+    ['clients send a PROXY header', 'PROXY v2 to targets', 'from 127.0.0.2']);
+  assert.equal(await r.locator('td').nth(11).textContent(), '0 / 0 / 0');
+  assert.match(await r.locator('td').nth(11).getAttribute('title'), /for a bad PROXY header: 0$/);
+
+  // Edit: the form holds the values; back to one port, no headers. The source address stays.
+  await r.getByRole('button', { name: 'Edit edges' }).click();
+  assert.equal(await page.getByLabel('Listen port range end (empty = one port)').inputValue(), String(free + 1));
+  assert.equal(await page.getByLabel('Source address (empty = the kernel chooses)').inputValue(), '127.0.0.2');
+  assert.equal(await page.getByLabel('PROXY protocol header to targets').inputValue(), 'v2');
+  assert.equal(await page.getByLabel(/^Clients send a PROXY protocol header/).isChecked(), true);
+  await page.getByLabel('Listen port range end (empty = one port)').fill('');
+  await page.getByLabel('PROXY protocol header to targets').selectOption('');
+  await page.getByLabel(/^Clients send a PROXY protocol header/).uncheck();
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.getByRole('heading', { name: 'New forward' }).waitFor();
+  const [g] = await call(url, 'GET', '/api/v1/forwards');
+  assert.equal(g.listen_port_end, null);
+  assert.equal(g.proxy_protocol, null);
+  assert.equal(g.accept_proxy_protocol, false);
+  assert.equal(g.source_address, '127.0.0.2');
+  await page.waitForFunction((port) => [...document.querySelectorAll('#forwards tbody td')]
+    .some((td) => td.textContent === `127.0.0.1:${port}`), free);
+  // The new form starts empty again, and the forward leaves from 127.0.0.2.
+  assert.equal(await page.getByLabel('Source address (empty = the kernel chooses)').inputValue(), '');
+  await traffic(g.listen_port, 1000);
+  assert.deepEqual(peers, ['127.0.0.2']);
+});
