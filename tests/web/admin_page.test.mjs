@@ -545,19 +545,19 @@ test('a port range, PROXY headers and a source address in the form, their 400s b
 
   // UDP: no "clients send a header" option, and v1 is refused beside its field.
   await page.getByLabel('Protocol').selectOption('udp');
-  assert.equal(await page.getByLabel(/^Clients send a PROXY protocol header/).isHidden(), true);
+  assert.equal(await page.getByLabel(/^Clients send a PROXY header first/).isHidden(), true);
   await page.getByLabel('Listen address').fill('127.0.0.1');
   await page.getByLabel('Listen port (0 = any free port)').fill('0');
   await page.getByLabel('Target 1 host').fill('127.0.0.1');
   await page.getByLabel('Target 1 port').fill(String(target));
-  await page.getByLabel('PROXY protocol header to targets').selectOption('v1');
+  await page.getByLabel('Send a PROXY header to targets').selectOption('v1');
   await page.getByRole('button', { name: 'Create forward' }).click();
-  await page.locator('#err-proxy_protocol').getByText(/v1/).waitFor();
+  await page.locator('#err-proxy_protocol').getByText(/on a udp forward must be "v2"/).waitFor();
   assert.equal(await page.locator('#f-proxy_protocol').getAttribute('aria-invalid'), 'true');
 
   // TCP: a range needs an explicit port; an address this host lacks is refused beside its field.
   await page.getByLabel('Protocol').selectOption('tcp');
-  await page.getByLabel(/^Clients send a PROXY protocol header/).waitFor();
+  await page.getByLabel(/^Clients send a PROXY header first/).waitFor();
   await page.getByLabel('Name').fill('edges');
   await page.getByLabel('Listen port range end (empty = one port)').fill('2');
   await page.getByRole('button', { name: 'Create forward' }).click();
@@ -573,8 +573,8 @@ test('a port range, PROXY headers and a source address in the form, their 400s b
   await page.locator('#err-source_address').getByText(/192\.0\.2\.1/).waitFor();
   assert.equal(await page.locator('#f-source_address').getAttribute('aria-invalid'), 'true');
   await page.getByLabel('Source address (empty = the kernel chooses)').fill('127.0.0.2');
-  await page.getByLabel('PROXY protocol header to targets').selectOption('v2');
-  await page.getByLabel(/^Clients send a PROXY protocol header/).check();
+  await page.getByLabel('Send a PROXY header to targets').selectOption('v2');
+  await page.getByLabel(/^Clients send a PROXY header first/).check();
   await page.getByRole('button', { name: 'Create forward' }).click();
   const r = row(page, 'edges');
   await r.waitFor();
@@ -595,11 +595,11 @@ test('a port range, PROXY headers and a source address in the form, their 400s b
   await r.getByRole('button', { name: 'Edit edges' }).click();
   assert.equal(await page.getByLabel('Listen port range end (empty = one port)').inputValue(), String(free + 1));
   assert.equal(await page.getByLabel('Source address (empty = the kernel chooses)').inputValue(), '127.0.0.2');
-  assert.equal(await page.getByLabel('PROXY protocol header to targets').inputValue(), 'v2');
-  assert.equal(await page.getByLabel(/^Clients send a PROXY protocol header/).isChecked(), true);
+  assert.equal(await page.getByLabel('Send a PROXY header to targets').inputValue(), 'v2');
+  assert.equal(await page.getByLabel(/^Clients send a PROXY header first/).isChecked(), true);
   await page.getByLabel('Listen port range end (empty = one port)').fill('');
-  await page.getByLabel('PROXY protocol header to targets').selectOption('');
-  await page.getByLabel(/^Clients send a PROXY protocol header/).uncheck();
+  await page.getByLabel('Send a PROXY header to targets').selectOption('');
+  await page.getByLabel(/^Clients send a PROXY header first/).uncheck();
   await page.getByRole('button', { name: 'Save changes' }).click();
   await page.getByRole('heading', { name: 'New forward' }).waitFor();
   const [g] = await call(url, 'GET', '/api/v1/forwards');
