@@ -395,10 +395,15 @@ TEST_CASE("TCP accept_proxy_protocol - a silent client and one sending its heade
   // A slowloris: a valid line, a byte every 300 ms (it would take 14 s). The pace is the attacker's,
   // not a wait for the relay: what the test waits on is the connection's end.
   std::atomic<bool> done{false};
+  std::atomic<int> send_error{0};
   std::thread slow([&] {
     const std::string line = "PROXY TCP4 192.0.2.1 198.51.100.1 40000 443\r\n";
     for (char ch : line) {
-      if (!trickle || done || ::send(c.get(), &ch, 1, MSG_NOSIGNAL) != 1) return;
+      if (!trickle || done) return;
+      if (::send(c.get(), &ch, 1, MSG_NOSIGNAL) != 1) {
+        send_error = errno;
+        return;
+      }
       std::this_thread::sleep_for(300ms);
     }
   });
@@ -407,7 +412,9 @@ TEST_CASE("TCP accept_proxy_protocol - a silent client and one sending its heade
   done = true;
   slow.join();
   CHECK(end.bytes.empty());
-  CHECK(end.error == ECONNRESET);
+  // The reset is reported once per socket: to the reader, or to the trickling sender when its send
+  // comes first (the reader then sees an end of stream).
+  CHECK((end.error == ECONNRESET || (end.error == 0 && send_error == ECONNRESET)));
   CHECK(elapsed >= 2900ms);
   CHECK(elapsed < 10s);
   CHECK(f.stats().proxy_errors == 1);
