@@ -39,7 +39,7 @@ bool new_pool_for(const target_pool& current, const forward_spec& now, const for
 // Whether `next` keeps the listeners of `now` whose ports it keeps: the same protocol and address,
 // and explicit ports (a range that moves, grows or shrinks).
 bool same_listen_address_and_protocol(const forward_spec& now, const forward_spec& next) {
-  return next.listen_port != 0 && now.protocol == next.protocol && now.listen_host == next.listen_host;
+  return next.listen_port != 0 && now.protocol == next.protocol && same_listen_address(now.listen_host, next.listen_host);
 }
 
 // The ports a spec listens on: its range, or its one port (0: the kernel's choice).

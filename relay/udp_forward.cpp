@@ -94,9 +94,11 @@ void udp_forward::listen(listen_sockets sockets, bool replace) {
       close_all_sessions();
     }
     auto self = shared_from_this();
-    for (auto& l : added) {
+    if (!added.empty()) {  // every port of a forward is bound to its one listen_host
       std::error_code ec;
-      wildcard_ = l->socket->local_endpoint(ec).address().is_unspecified();
+      wildcard_ = added.front()->socket->local_endpoint(ec).address().is_unspecified();
+    }
+    for (auto& l : added) {
       listeners_[l->port] = l;
       asio::co_spawn(pool_.context(home_), [self, l] { return self->receive_from_clients(l); }, log_coroutine_exception);
     }
