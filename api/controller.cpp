@@ -39,9 +39,15 @@ std::optional<std::string> stored_problem(const store::stored_forward& f) {
 // When the kernel cannot be asked for want of a resource, nothing: its connections will say.
 std::optional<api_error> foreign_source(const relay::forward_spec& next, const relay::forward_spec* was) {
   if (!next.source_address || (was && was->source_address == next.source_address)) return std::nullopt;
+  const auto address = next.source_address->to_string();
+  if (relay::is_local_broadcast(*next.source_address)) {
+    return api_error{400, "invalid_field",
+                     "source_address " + address +
+                         " is a broadcast address of this host: connections leave from a unicast address",
+                     "source_address"};
+  }
   const auto ec = relay::check_local_address(*next.source_address);
   if (!ec || relay::is_resource_error(ec)) return std::nullopt;
-  const auto address = next.source_address->to_string();
   return api_error{400, "invalid_field",
                    ec.value() == EADDRNOTAVAIL
                        ? "source_address " + address + " is not an address of this host"

@@ -90,19 +90,30 @@ admission_ticket admission::admit(const asio::ip::address* client, std::uint32_t
   t.owner_ = this;
   if (!client) return t;
   t.remember(*client);
-  if (!per_source()) return t;
+  if (!count_in_source(t)) {
+    total_.fetch_sub(1, std::memory_order_relaxed);
+    t.owner_ = nullptr;
+  }
+  return t;
+}
+
+bool admission::admit_source(admission_ticket& ticket, const asio::ip::address& client) {
+  ticket.remember(client);
+  return count_in_source(ticket);
+}
+
+bool admission::count_in_source(admission_ticket& t) {
+  if (!per_source()) return true;
   std::lock_guard lock(mutex_);
-  if (epoch_ == 0) return t;  // turned off meanwhile
+  if (epoch_ == 0) return true;  // turned off meanwhile
   auto& n = per_source_[t.source_];
   if (max_per_source_ > 0 && n >= max_per_source_) {
     if (n == 0) per_source_.erase(t.source_);
-    total_.fetch_sub(1, std::memory_order_relaxed);
-    t.owner_ = nullptr;
-    return t;
+    return false;
   }
   ++n;
   t.epoch_ = epoch_;
-  return t;
+  return true;
 }
 
 void admission::count_source(admission_ticket& ticket, const asio::ip::address& client) {
@@ -131,22 +142,43 @@ void admission::release(admission_ticket& t) {
   t.epoch_ = 0;
 }
 
+namespace {
+
+// A refusal: counted, and one debug line.
+void refused(std::atomic<std::uint64_t>& counter, std::int64_t forward, std::string_view what,
+             const asio::ip::address& client, std::string_view why) {
+  bump(counter);
+  if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug("forward {}: {} {} refused: {}", forward, what, client.to_string(), why);
+  }
+}
+
+constexpr std::string_view by_lists = "not admitted by the allow and deny lists";
+constexpr std::string_view by_limit = "over a limit";
+
+}  // namespace
+
 admission_ticket admit_client(const source_filter* filter, admission& counts, forward_stats& stats,
                               std::int64_t forward, const asio::ip::address& client, std::string_view what,
                               std::uint32_t leaving) {
-  const auto refused = [&](std::atomic<std::uint64_t>& counter, std::string_view why) {
-    bump(counter);
-    if (spdlog::should_log(spdlog::level::debug)) {
-      spdlog::debug("forward {}: {} {} refused: {}", forward, what, client.to_string(), why);
-    }
-  };
   if (filter && !filter->admits(client)) {
-    refused(stats.refused_acl, "not admitted by the allow and deny lists");
+    refused(stats.refused_acl, forward, what, client, by_lists);
     return {};
   }
   auto ticket = counts.admit(&client, leaving);
-  if (!ticket) refused(stats.refused_limit, "over a limit");
+  if (!ticket) refused(stats.refused_limit, forward, what, client, by_limit);
   return ticket;
+}
+
+bool admit_carried(const source_filter* filter, admission& counts, forward_stats& stats, std::int64_t forward,
+                   admission_ticket& ticket, const asio::ip::address& client, std::string_view what) {
+  if (filter && !filter->admits(client)) {
+    refused(stats.refused_acl, forward, what, client, by_lists);
+    return false;
+  }
+  if (counts.admit_source(ticket, client)) return true;
+  refused(stats.refused_limit, forward, what, client, by_limit);
+  return false;
 }
 
 bool still_admitted(const source_filter* filter, admission& counts, admission_ticket& ticket,

@@ -91,6 +91,10 @@ class admission {
   // slots the caller frees once this succeeds (a UDP session evicted at udp_max_sessions to make
   // room), which max_connections does not count; so a refused client evicts no one.
   admission_ticket admit(const asio::ip::address* client, std::uint32_t leaving = 0);
+  // Counts `ticket`, taken by admit(nullptr) before its client was known (a TCP client still sending
+  // its PROXY header holds a slot of max_connections), in the per-source limit for `client`: false
+  // when that limit is reached (the caller closes it, and the ticket with it).
+  bool admit_source(admission_ticket& ticket, const asio::ip::address& client);
 
   // Counts a live ticket's client in the per-source count when that limit is on and the ticket is
   // not counted in it yet; never refuses (a connection already live is not closed by a limit).
@@ -108,6 +112,8 @@ class admission {
     std::size_t operator()(const admission_ticket::key& k) const noexcept;
   };
   static admission_ticket::key key_of(const asio::ip::address& a);
+  // Counts a ticket that remembers its source in the per-source count, unless that limit is reached.
+  bool count_in_source(admission_ticket& t);
   void release(admission_ticket& t);
 
   std::atomic<std::uint32_t> total_{0};
@@ -127,6 +133,12 @@ class admission {
 admission_ticket admit_client(const source_filter* filter, admission& counts, forward_stats& stats,
                               std::int64_t forward, const asio::ip::address& client, std::string_view what,
                               std::uint32_t leaving = 0);
+
+// The client a PROXY header named for a connection holding `ticket` (its max_connections slot since
+// the accept), judged by the lists and the per-source limit as admit_client judges, and counted the
+// same way; false when refused.
+bool admit_carried(const source_filter* filter, admission& counts, forward_stats& stats, std::int64_t forward,
+                   admission_ticket& ticket, const asio::ip::address& client, std::string_view what);
 
 // After a change of a forward's lists or limits, one live client: false when the new lists refuse it
 // (the caller cuts it off), else true, and it is counted in a per-source limit that was just turned on

@@ -115,10 +115,8 @@ std::string proxy_v1_header(const asio::ip::tcp::endpoint& source, const asio::i
   std::string line;
   if (a.is_v4() && b.is_v4())
     line = "PROXY TCP4 " + a.to_string() + " " + b.to_string();
-  else if (a.is_v6() && b.is_v6())
-    line = "PROXY TCP6 " + ipv6_text(a.to_v6()) + " " + ipv6_text(b.to_v6());
-  else
-    return "PROXY UNKNOWN\r\n";
+  else  // both IPv6, or mixed: the IPv4 one IPv4-mapped, so the target still learns the client
+    line = "PROXY TCP6 " + ipv6_text(as_v6(a)) + " " + ipv6_text(as_v6(b));
   return line + " " + std::to_string(src.port()) + " " + std::to_string(dst.port()) + "\r\n";
 }
 

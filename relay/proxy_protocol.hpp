@@ -31,7 +31,8 @@ enum class proxy_command : std::uint8_t { local = 0, proxy = 1 };
 //
 // Version 1 (section 2.1): "PROXY TCP4 <src> <dst> <sport> <dport>\r\n" when both addresses are
 // IPv4, "PROXY TCP6 ..." when both are IPv6 (written as hexadecimal groups, RFC 5952's compression,
-// never a dotted IPv4 tail), and "PROXY UNKNOWN\r\n" when the families differ. 15 to 104 bytes.
+// never a dotted IPv4 tail), and also TCP6 when the families differ, the IPv4 address written
+// IPv4-mapped (as HAProxy's make_proxy_line_v1 does), so the client is never lost. 22 to 104 bytes.
 std::string proxy_v1_header(const asio::ip::tcp::endpoint& source, const asio::ip::tcp::endpoint& destination);
 
 // Version 2 (section 2.2): the 12-byte signature, 0x21 (version 2, PROXY) or 0x20 (LOCAL), the

@@ -1,6 +1,7 @@
 // socket_options: setsockopt, getsockopt and ioctl on the relay's sockets, and the hand-made connect.
 #include "relay/socket_options.hpp"
 
+#include <ifaddrs.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -102,6 +103,23 @@ std::error_code check_local_address(const asio::ip::address& address) {
   const auto ec = ::bind(fd, at.data(), static_cast<socklen_t>(at.size())) == 0 ? std::error_code() : last_error();
   ::close(fd);
   return ec;
+}
+
+bool is_local_broadcast(const asio::ip::address& address) {
+  if (!address.is_v4()) return false;  // IPv6 has no broadcast
+  const std::uint32_t a = address.to_v4().to_uint();
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return false;  // the bind check and the connections will say
+  bool found = false;
+  for (const ifaddrs* i = list; i && !found; i = i->ifa_next) {
+    if (!i->ifa_addr || !i->ifa_netmask || i->ifa_addr->sa_family != AF_INET) continue;
+    const std::uint32_t ip = ntohl(reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr);
+    const std::uint32_t mask = ntohl(reinterpret_cast<const sockaddr_in*>(i->ifa_netmask)->sin_addr.s_addr);
+    const bool prefix_with_broadcast = (~mask & 0x3u) == 0x3u && mask != 0;  // /1 to /30
+    found = prefix_with_broadcast && (a & mask) == (ip & mask) && (a | mask) == 0xffffffffu;
+  }
+  ::freeifaddrs(list);
+  return found;
 }
 
 int send_queue(asio::ip::tcp::socket& s) {

@@ -78,6 +78,11 @@ std::error_code bind_source(int fd, const asio::ip::address& source, bool no_por
 // Whether this host has `address` now: a throwaway UDP socket is bound to (address, 0), never used.
 // EADDRNOTAVAIL when it does not; a resource error when the kernel could not be asked.
 std::error_code check_local_address(const asio::ip::address& address);
+// Whether `address` is the directed broadcast address (all host bits set) of an IPv4 prefix of this
+// host's interfaces, from /8 to /30 (getifaddrs(3)): 127.255.255.255 for lo's 127.0.0.1/8. bind(2)
+// takes one, but a connection from it leaves from an address of the kernel's choice and a UDP
+// session's replies never come back, so it is refused as a source like 255.255.255.255 is.
+bool is_local_broadcast(const asio::ip::address& address);
 
 // ---- What the kernel says about a socket
 

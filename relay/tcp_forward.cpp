@@ -16,6 +16,13 @@ tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>&
                    const std::shared_ptr<const source_filter>& filter, admission& counts, const tcp_route& slot) {
   return std::make_shared<const tcp_route_info>(tcp_route_info{spec, pool, bandwidth, filter, &counts, &slot});
 }
+// Closes a connection just accepted with a reset: refused, or on a port that left the range.
+void reset_now(asio::ip::tcp::socket& socket) {
+  std::error_code ignored;
+  reset_on_close(socket);
+  socket.close(ignored);
+}
+
 }  // namespace
 
 tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
@@ -149,18 +156,12 @@ void tcp_forward::on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::e
   const auto& spec = routes_[worker]->spec;
   if (port < spec.listen_port || port > last_port(spec)) {
     // The port left the range in a PATCH whose close_ports has not reached this worker yet.
-    std::error_code ignored;
-    reset_on_close(socket);
-    socket.close(ignored);
-    return;
+    return reset_now(socket);
   }
-  // A client that must start with a PROXY header is admitted by the session once the header names
-  // it (max_connections included).
-  admission_ticket ticket;
-  if (!spec.accept_proxy_protocol) {
-    ticket = admit(socket, client.address(), worker);
-    if (!ticket) return;
-  }
+  // A client that must start with a PROXY header is judged by the session once the header names it;
+  // meanwhile it holds a slot of max_connections, as HAProxy counts such connections in maxconn.
+  auto ticket = spec.accept_proxy_protocol ? hold(socket, client.address(), worker) : admit(socket, client.address(), worker);
+  if (!ticket) return;
   const arrival at{static_cast<std::uint16_t>(port - spec.listen_port), counters};
   auto session = std::make_shared<tcp_session>(std::move(socket), routes_[worker], *stats_, options_,
                                                shared_from_this(), at);
@@ -176,11 +177,18 @@ admission_ticket tcp_forward::admit(asio::ip::tcp::socket& socket, const asio::i
   // judges this connection by it even once the client's socket has reset.
   auto ticket = admit_client(routes_[worker]->filter.get(), admission_, *stats_, routes_[worker]->spec.id, client,
                              "connection from");
-  if (!ticket) {  // reset right after accept: before any session, resolve or connection to a target
-    reset_on_close(socket);
-    std::error_code ignored;
-    socket.close(ignored);
-  }
+  if (!ticket) reset_now(socket);  // right after accept: before any session, resolve or connection to a target
+  return ticket;
+}
+
+admission_ticket tcp_forward::hold(asio::ip::tcp::socket& socket, const asio::ip::address& peer, std::size_t worker) {
+  auto ticket = admission_.admit(nullptr);
+  if (ticket) return ticket;
+  bump(stats_->refused_limit);
+  spdlog::debug("forward {}: connection from {} refused: over max_connections before its PROXY header",
+                routes_[worker]->spec.id,
+                peer.to_string());
+  reset_now(socket);
   return ticket;
 }
 

@@ -46,6 +46,9 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   // The accepted client's slot, or an empty ticket when the lists or a limit refuse it (counted,
   // and the socket closed with a reset). On worker `worker`.
   admission_ticket admit(asio::ip::tcp::socket& socket, const asio::ip::address& client, std::size_t worker);
+  // For a client that must send a PROXY header first: a slot of max_connections until the header
+  // names it (the session judges it then), or an empty ticket (counted in refused_limit, reset).
+  admission_ticket hold(asio::ip::tcp::socket& socket, const asio::ip::address& peer, std::size_t worker);
   // After a configure, on worker k: resets the live connections whose client the new lists refuse,
   // and counts the others in a per-source limit that was just turned on.
   void review(std::size_t k);

@@ -84,7 +84,8 @@ std::string tcp_session::peer() const {
 void tcp_session::start(connection_set::registration listed) {
   listed_ = std::move(listed);
   if (!route_->spec.accept_proxy_protocol) return begin();
-  // Nothing is counted, admitted or connected before the header is whole: its source is the client.
+  // Nothing is admitted or connected before the header is whole, which names the client; it holds
+  // a slot of max_connections meanwhile (from its accept), so silent clients cannot pile up.
   phase_ = phase::header;
   header_ = std::make_unique<proxy_header_parser>();
   timer_.expires_after(proxy_header_timeout);  // for the whole header: one byte a second is still cut at 3 s
@@ -141,9 +142,10 @@ void tcp_session::header_read() {
     carried_ = std::make_unique<carried>(carried{source, header.destination});
   }
   const auto& lists = route_->latest ? (*route_->latest)->filter : route_->filter;
-  ticket_ = admit_client(lists.get(), *route_->counts, stats_, route_->spec.id, client_endpoint().address(),
-                         "connection from");
-  if (!ticket_) return refuse();
+  if (!admit_carried(lists.get(), *route_->counts, stats_, route_->spec.id, ticket_, client_endpoint().address(),
+                     "connection from")) {
+    return refuse();
+  }
   begin();
 }
 

@@ -48,7 +48,7 @@ std::string to_text(const asio::ip::tcp::endpoint& e) { return e.address().to_st
 
 }  // namespace
 
-TEST_CASE("a v1 header is the spec's line for IPv4, IPv6, and UNKNOWN when the families differ", "[engine]") {
+TEST_CASE("a v1 header is the spec's line for IPv4 and IPv6 and TCP6 with the IPv4 side mapped when the families differ", "[engine]") {
   // Section 2.1's own example.
   CHECK(relay::proxy_v1_header(ep("192.168.0.1", 56324), ep("192.168.0.11", 443)) ==
         "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n");
@@ -61,8 +61,16 @@ TEST_CASE("a v1 header is the spec's line for IPv4, IPv6, and UNKNOWN when the f
         "PROXY TCP4 10.0.0.1 10.0.0.2 1000 2000\r\n");
   CHECK(relay::proxy_v1_header(ep("::ffff:10.0.0.1", 1000), ep("10.0.0.2", 2000)) ==
         "PROXY TCP4 10.0.0.1 10.0.0.2 1000 2000\r\n");
-  CHECK(relay::proxy_v1_header(ep("10.0.0.1", 1000), ep("2001:db8::2", 2000)) == "PROXY UNKNOWN\r\n");
-  CHECK(relay::proxy_v1_header(ep("::ffff:10.0.0.1", 1000), ep("::1", 2000)) == "PROXY UNKNOWN\r\n");
+  // Mixed families: never UNKNOWN, which would lose the client; the IPv4 side goes IPv4-mapped.
+  CHECK(relay::proxy_v1_header(ep("10.0.0.1", 1000), ep("2001:db8::2", 2000)) ==
+        "PROXY TCP6 ::ffff:a00:1 2001:db8::2 1000 2000\r\n");
+  CHECK(relay::proxy_v1_header(ep("::ffff:10.0.0.1", 1000), ep("::1", 2000)) ==
+        "PROXY TCP6 ::ffff:a00:1 ::1 1000 2000\r\n");
+  CHECK(relay::proxy_v1_header(ep("2001:db8::1", 1000), ep("::ffff:10.0.0.2", 2000)) ==
+        "PROXY TCP6 2001:db8::1 ::ffff:a00:2 1000 2000\r\n");
+  // And what it sends parses back to the same client.
+  const auto back = parse(relay::proxy_v1_header(ep("10.0.0.1", 1000), ep("2001:db8::2", 2000)));
+  CHECK(back.header.source == ep("::ffff:10.0.0.1", 1000));
   // The longest TCP6 line is section 2.1's 104 bytes.
   const auto full = ep("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", 65535);
   CHECK(relay::proxy_v1_header(full, full).size() == 104);

@@ -358,6 +358,43 @@ TEST_CASE("TCP accept_proxy_protocol - a change of the lists reaches a client st
   CHECK(target.accepted() == 0);
 }
 
+TEST_CASE("TCP accept_proxy_protocol - clients still sending their header count in max_connections", "[tcp]") {
+  target_server target(target_server::echo);
+  relay::engine e(fast_options());
+  auto spec = spec_for(1, target.port());
+  spec.accept_proxy_protocol = true;
+  spec.max_connections = 2;
+  spec.max_connections_per_source = 1;
+  spec = start(e, spec);
+  // Two silent clients hold both slots: a third is reset at once, counted as refused by a limit,
+  // not held until its header times out (which would count a proxy error 3 s later).
+  auto a = connect_to(spec.listen_port);
+  auto b = connect_to(spec.listen_port);
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(eventually([&] { return unread_at(spec.listen_port, local_of(b.get()).port) == 0; }));
+  auto c = connect_to(spec.listen_port);
+  REQUIRE(c);
+  const auto refused = read_to_end(c.get());
+  CHECK(refused.bytes.empty());
+  CHECK(refused.error == ECONNRESET);
+  CHECK(e.status(1).stats.refused_limit == 1);
+  CHECK(e.status(1).stats.proxy_errors == 0);
+  // Once named, the per-source limit judges the carried client: a's header names 192.0.2.10 and is
+  // relayed (and stays open); b's names it too and is over max_connections_per_source.
+  REQUIRE(send_all(a.get(), std::string("PROXY TCP4 192.0.2.10 198.51.100.1 40000 443\r\nping")));
+  CHECK(recv_exact(a.get(), 4) == "ping");
+  const auto second = exchange(b.get(), "PROXY TCP4 192.0.2.10 198.51.100.1 40001 443\r\nping");
+  CHECK(second.bytes.empty());
+  CHECK(second.error == ECONNRESET);
+  CHECK(e.status(1).stats.refused_limit == 2);
+  CHECK(e.status(1).stats.connections_total == 1);
+  // b's slot is free again: a client from another address gets in.
+  auto d = connect_to(spec.listen_port);
+  REQUIRE(d);
+  CHECK(exchange(d.get(), "PROXY TCP4 192.0.2.11 198.51.100.1 40002 443\r\npong").bytes == "pong");
+}
+
 TEST_CASE("TCP accept_proxy_protocol - malformed partial oversized and missing headers are refused and counted", "[tcp]") {
   accepting_forward f;
   const std::vector<std::pair<const char*, std::string>> bad{

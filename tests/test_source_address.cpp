@@ -227,6 +227,8 @@ TEST_CASE("bad source_address values are 400s naming source_address - nothing is
       {"0.0.0.0", "is a wildcard"},
       {"224.0.0.1", "is a multicast address"},
       {"192.0.2.1", "source_address 192.0.2.1 is not an address of this host"},
+      // lo's 127.0.0.1/8 broadcast: bind(2) takes it, connections would leave from another address.
+      {"127.255.255.255", "source_address 127.255.255.255 is a broadcast address of this host"},
   };
   for (const auto& [value, says] : bad) {
     INFO("source_address " << value);
