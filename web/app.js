@@ -120,10 +120,11 @@ function rates(id) {
 const currentRate = (id) => rates(id).at(-1) ?? null;
 
 const svgNs = 'http://www.w3.org/2000/svg';
-const chartSize = { width: 120, height: 28 };
+const chartSize = { width: 100, height: 28 };
 
 // The Throughput cell: "–" until two readings, then a chart of up and down, each interval drawn as a
-// level line (the rate is an average over it), and the current rates as its legend.
+// level line (the rate is an average over it), and the current rates as its legend. The chart spans
+// the readings it has, up to the last 5 minutes.
 function makeChart(td) {
   const waiting = document.createElement('span');
   waiting.textContent = '–';
@@ -163,8 +164,9 @@ function fillChart(td, f, label) {
   const [title, down, up] = svg.children;
   const { width, height } = chartSize;
   const now = list[list.length - 1].to;
+  const span = now - list[0].from;
   const peak = Math.max(1, ...list.map((r) => Math.max(r.up, r.down)));
-  const x = (t) => (width * (1 - (now - t) / historyMs)).toFixed(1);
+  const x = (t) => (width * (1 - (now - t) / span)).toFixed(1);
   const y = (rate) => (height - 1 - (rate / peak) * (height - 2)).toFixed(1);
   const points = (key) => list.map((r) => `${x(r.from)},${y(r[key])} ${x(r.to)},${y(r[key])}`).join(' ');
   up.setAttribute('points', points('up'));
@@ -172,8 +174,9 @@ function fillChart(td, f, label) {
   const current = list[list.length - 1];
   setText(legend.children[0], `up ${humanRate(current.up)}`);
   setText(legend.children[1], `down ${humanRate(current.down)}`);
-  const minutes = Math.max(1, Math.round((now - list[0].from) / 60000));
-  const text = `Throughput of ${label} over the last ${minutes} minute${minutes === 1 ? '' : 's'}: now up ` +
+  const seconds = Math.round(span / 1000);
+  const last = seconds < 90 ? `${seconds} seconds` : `${Math.round(seconds / 60)} minutes`;
+  const text = `Throughput of ${label} over the last ${last}: now up ` +
     `${humanRate(current.up)}, down ${humanRate(current.down)}; the top of the chart is ${humanRate(peak)}`;
   setText(title, text);
   svg.setAttribute('aria-label', text);
@@ -263,7 +266,7 @@ function makeRow(f) {
   const row = document.createElement('tr');
   row.dataset.id = f.id;
   for (let i = 0; i < 14; i++) row.appendChild(document.createElement('td'));
-  [6, 7, 8, 9, 10, 11].forEach((i) => cell(row, i).classList.add('num'));
+  [6, 7, 8, 9, 11].forEach((i) => cell(row, i).classList.add('num'));
   cell(row, 12).classList.add('policy');
   // State: the word and Retry (only in error), then the reason on one line, in full on demand.
   const state = document.createElement('span');
@@ -542,6 +545,7 @@ function connectionRow(panel, c) {
   return tr;
 }
 
+// "2 listed, more to load": the rows shown, and whether More would show others.
 function connectionsCount(panel) {
   const n = panel.querySelector('table.conns').tBodies[0].rows.length;
   return `${n} listed` + (panel.querySelector('.more-conns').hidden ? '' : ', more to load');
@@ -570,9 +574,8 @@ async function loadConnections(panel, more) {
   if (page.next === null && document.activeElement === moreButton) panel.querySelector('.load-conns').focus();
   moreButton.hidden = page.next === null;
   panel.next = page.next;
-  setText(panel.querySelector('.conn-status'), table.hidden && !more
-    ? `No live connections at ${new Date().toLocaleTimeString()}.`
-    : `Listed at ${new Date().toLocaleTimeString()}: ${connectionsCount(panel)}.`);
+  const at = new Date().toLocaleTimeString();
+  setText(panel.querySelector('.conn-status'), table.hidden ? `No live connections at ${at}.` : `At ${at}: ${connectionsCount(panel)}.`);
 }
 
 // After a confirmation, DELETE resets the connection (a UDP session is dropped); 404 means it

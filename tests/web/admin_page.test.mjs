@@ -298,7 +298,7 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
 
   if (screenshot) {
     // For the README: the states side by side, with traffic through one forward.
-    await page.setViewportSize({ width: 1760, height: 760 });
+    await page.setViewportSize({ width: 1920, height: 760 });
     await traffic(web, 3000000);
     await page.waitForFunction(() => /^up [1-9]/.test(
       [...document.querySelectorAll('#forwards tbody tr')].find((tr) => tr.cells[0].textContent === 'web')
@@ -730,7 +730,7 @@ test('filter and sort the table, and each forward\'s throughput chart', { timeou
   await page.waitForFunction((el) => /^up [1-9]/.test(el.textContent), await legend.elementHandle());
   assert.match(await r.locator('.legend .down').textContent(), /^down \d/);
   assert.match(await chart.getAttribute('aria-label'),
-    /^Throughput of alpha over the last 1 minute: now up [1-9][\d.]* [KM]?i?B\/s, down /);
+    /^Throughput of alpha over the last \d+ (seconds|minutes): now up [1-9][\d.]* [KM]?i?B\/s, down /);
   assert.equal(await chart.locator('title').textContent(), await chart.getAttribute('aria-label'));
   // Its line rises above the floor of the chart.
   const ys = (await chart.locator('polyline.up').getAttribute('points')).split(' ').map((p) => Number(p.split(',')[1]));
