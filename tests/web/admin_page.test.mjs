@@ -303,6 +303,10 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
     await page.waitForFunction(() => /^up [1-9]/.test(
       [...document.querySelectorAll('#forwards tbody tr')].find((tr) => tr.cells[0].textContent === 'web')
         .querySelector('.legend .up').textContent));
+    // And one forward's details, with a live connection.
+    const client = await liveClient(web);
+    await page.getByRole('button', { name: 'Details of web' }).click();
+    await page.locator('table.conns tbody tr', { hasText: client.name }).waitFor();
     await page.screenshot({ path: screenshot, fullPage: true });
   }
 
