@@ -220,4 +220,29 @@ reply controller::remove(std::int64_t id) {
   return {204, nullptr, {}, {}};
 }
 
+reply controller::connections(std::int64_t id, std::uint64_t after, std::size_t limit) {
+  if (!exists(id)) return not_found(id);
+  return {200, connections_json(engine_.connections(id, after, limit)), {}, {}};
+}
+
+reply controller::close_connection(std::int64_t id, std::uint64_t connection) {
+  if (!exists(id)) return not_found(id);
+  const auto closed = engine_.close_connection(id, connection);
+  if (!closed) {
+    return error_reply(404, "not_found",
+                       "forward " + std::to_string(id) + " has no connection " + std::to_string(connection));
+  }
+  spdlog::info("forward {}: connection {} from {} closed over the API", id, connection,
+               relay::format_endpoint(closed->client_address.to_string(), closed->client_port));
+  return {204, nullptr, {}, {}};
+}
+
+reply controller::close_connections(std::int64_t id, const relay::ip_prefix& clients) {
+  if (!exists(id)) return not_found(id);
+  const auto closed = engine_.close_connections(id, relay::prefix_set({clients}));
+  spdlog::info("forward {}: {} connection{} from {} closed over the API", id, closed, closed == 1 ? "" : "s",
+               relay::to_string(clients));
+  return {200, json{{"closed", closed}}, {}, {}};
+}
+
 }  // namespace api

@@ -31,6 +31,14 @@ class controller {
   // For reads that need no serialising (metrics): the engine is thread-safe on its own.
   const relay::engine& engine() const { return engine_; }
 
+  // The live connections API, outside the change mutex (no change is made to a forward): 404 for
+  // a forward that does not exist; a stored forward that does not serve has none.
+  reply connections(std::int64_t id, std::uint64_t after, std::size_t limit);
+  // 204 once connection `connection` is reset (both sides) or the session dropped; 404 when gone.
+  reply close_connection(std::int64_t id, std::uint64_t connection);
+  // 200 {"closed": N}: every connection or session of a client in `clients`.
+  reply close_connections(std::int64_t id, const relay::ip_prefix& clients);
+
  private:
   json render(const store::stored_forward& f);
   // Binds what `next` needs, or says why not: 409 when the address (or a port of the range, named)

@@ -5,6 +5,7 @@
 #include "api/http_guard.hpp"
 #include "api/metrics.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/ip_prefix.hpp"
 #include "web/assets.hpp"
 
 #include <asio/io_context.hpp>
@@ -16,6 +17,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 
@@ -39,6 +41,77 @@ std::optional<std::int64_t> forward_id(std::string_view path) {
   auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), id);
   if (ec != std::errc() || end != digits.data() + digits.size() || id <= 0 || digits[0] == '0') return std::nullopt;
   return id;
+}
+
+// A decimal number without sign or leading zero, in [low, high].
+std::optional<std::uint64_t> decimal(std::string_view text, std::uint64_t low, std::uint64_t high) {
+  std::uint64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || (text[0] == '0' && text.size() > 1) ||
+      n < low || n > high) {
+    return std::nullopt;
+  }
+  return n;
+}
+
+// /api/v1/forwards/{id}/connections[/{cid}]: the forward's id and, for one connection, its id.
+struct connections_target {
+  std::int64_t forward;
+  std::optional<std::uint64_t> connection;
+};
+
+std::optional<connections_target> connections_path(std::string_view path) {
+  constexpr std::string_view tail = "/connections";
+  const auto prefix = std::string(forwards_path) + "/";
+  if (path.substr(0, prefix.size()) != prefix) return std::nullopt;
+  path.remove_prefix(prefix.size());
+  const auto slash = path.find('/');
+  const auto id = decimal(path.substr(0, slash), 1, std::numeric_limits<std::int64_t>::max());
+  if (!id || slash == std::string_view::npos) return std::nullopt;
+  path.remove_prefix(slash);
+  if (path.substr(0, tail.size()) != tail) return std::nullopt;
+  path.remove_prefix(tail.size());
+  connections_target out{static_cast<std::int64_t>(*id), std::nullopt};
+  if (path.empty()) return out;
+  if (path[0] != '/' || !(out.connection = decimal(path.substr(1), 1, std::numeric_limits<std::uint64_t>::max()))) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+reply invalid_query(std::string message, std::string parameter) {
+  return error_reply(api_error{400, "invalid_query", std::move(message), std::move(parameter)});
+}
+
+// The live connections of a forward known to exist: GET lists a page, DELETE closes those of the
+// clients in the `client` prefix (required, so that nobody closes everything by accident).
+reply connections_route(controller& ctl, std::int64_t id, const httplib::Request& req) {
+  for (const char* name : {"limit", "after", "client"}) {
+    if (req.get_param_value_count(name) > 1) return invalid_query(std::string(name) + " may be given once", name);
+  }
+  if (req.method == "DELETE") {
+    if (!req.has_param("client")) {
+      return invalid_query("client is required: the prefix of the clients to close, such as 192.0.2.7/32 "
+                           "(0.0.0.0/0 and ::/0 close every connection)",
+                           "client");
+    }
+    const auto prefix = relay::parse_prefix(req.get_param_value("client"));
+    if (const auto* why = std::get_if<std::string>(&prefix)) return invalid_query("client: " + *why, "client");
+    return ctl.close_connections(id, std::get<relay::ip_prefix>(prefix));
+  }
+  std::size_t limit = connections_page_default;
+  if (req.has_param("limit")) {
+    const auto n = decimal(req.get_param_value("limit"), 1, connections_page_max);
+    if (!n) return invalid_query("limit must be a whole number from 1 to 1000", "limit");
+    limit = static_cast<std::size_t>(*n);
+  }
+  std::uint64_t after = 0;
+  if (req.has_param("after")) {
+    const auto n = decimal(req.get_param_value("after"), 0, std::numeric_limits<std::uint64_t>::max());
+    if (!n) return invalid_query("after must be the \"next\" of an earlier page", "after");
+    after = *n;
+  }
+  return ctl.connections(id, after, limit);
 }
 
 bool is_json(const httplib::Request& req) {
@@ -305,6 +378,15 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
       return parse([&](const json& doc) { return ctl_.patch(*id, doc); });
     }
     return method_not_allowed("GET, HEAD, PATCH, DELETE");
+  }
+  if (auto at = connections_path(req.path)) {
+    if (at->connection) {
+      if (m == "DELETE") return ctl_.close_connection(at->forward, *at->connection);
+      return method_not_allowed("DELETE");
+    }
+    if (m != "GET" && m != "HEAD" && m != "DELETE") return method_not_allowed("GET, HEAD, DELETE");
+    if (!ctl_.exists(at->forward)) return ctl_.get(at->forward);  // the 404, whatever the query
+    return connections_route(ctl_, at->forward, req);
   }
   return error_reply(404, "not_found", "there is nothing at " + req.path);
 }

@@ -123,9 +123,9 @@ std::optional<op_error> engine::over_budget(const forward_spec& spec, std::size_
 std::shared_ptr<running_forward> engine::make_forward(const entry& e, const forward_spec& spec) {
   if (spec.protocol == protocol::udp) {
     return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats, e.ports, options_.udp_drain_idle_timeout,
-                                         e.targets);
+                                         e.targets, connection_ids_);
   }
-  return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, e.ports, options_, e.targets);
+  return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, e.ports, options_, e.targets, connection_ids_);
 }
 
 void engine::renew_targets(entry& e, const forward_spec& spec) {
@@ -369,6 +369,7 @@ void engine::drain() {
 }
 
 void engine::shutdown() {
+  std::unique_lock running(running_);
   std::lock_guard lock(mutex_);
   if (shut_down_) return;
   shut_down_ = true;
@@ -378,6 +379,31 @@ void engine::shutdown() {
     sync_checks(e);
   }
   pool_.stop();
+}
+
+std::shared_ptr<running_forward> engine::live(std::int64_t id) const {
+  std::lock_guard lock(mutex_);
+  if (shut_down_) return nullptr;
+  const auto it = forwards_.find(id);
+  return it == forwards_.end() ? nullptr : it->second.live;
+}
+
+connection_page engine::connections(std::int64_t id, std::uint64_t after, std::size_t limit) {
+  std::shared_lock running(running_);
+  const auto forward = live(id);
+  return forward ? forward->connections(after, limit) : connection_page{};
+}
+
+std::optional<connection_info> engine::close_connection(std::int64_t id, std::uint64_t connection) {
+  std::shared_lock running(running_);
+  const auto forward = live(id);
+  return forward ? forward->close_connection(connection) : std::nullopt;
+}
+
+std::size_t engine::close_connections(std::int64_t id, const prefix_set& clients) {
+  std::shared_lock running(running_);
+  const auto forward = live(id);
+  return forward ? forward->close_connections(clients) : 0;
 }
 
 }  // namespace relay

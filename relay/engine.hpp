@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -113,6 +114,16 @@ class engine {
   // Closes every listener and connection and stops the workers. Idempotent.
   void shutdown();
 
+  // Forward `id`'s live TCP connections or UDP sessions with an id above `after`, the `limit` lowest
+  // (empty when it does not serve). Each worker copies its part in turn; no lock of the engine is
+  // held meanwhile, so changes and status go on.
+  connection_page connections(std::int64_t id, std::uint64_t after, std::size_t limit);
+  // Resets connection `connection` of forward `id` (both sides) or drops the session, and says what it
+  // was; nothing when the forward has none by that id.
+  std::optional<connection_info> close_connection(std::int64_t id, std::uint64_t connection);
+  // The same for every one whose client address is in `clients`; how many.
+  std::size_t close_connections(std::int64_t id, const prefix_set& clients);
+
  private:
   struct entry {
     forward_spec spec;
@@ -142,10 +153,17 @@ class engine {
   static forward_status status_of(const entry& e);
   // Gives every worker a guard made from the listening forwards and the API. With mutex_ held.
   void publish_guard();
+  // The running forward `id`, or null (not serving, or shut down); the caller holds running_ shared.
+  std::shared_ptr<running_forward> live(std::int64_t id) const;
 
   const engine_options options_;
+  // The last id given to a TCP connection or UDP session, by every forward's workers.
+  std::atomic<std::uint64_t> connection_ids_{0};
   worker_pool pool_;
   mutable std::mutex mutex_;
+  // Held shared by the connection calls, which reach the workers without mutex_, so that
+  // shutdown() (exclusive) never stops the workers under them. Taken before mutex_.
+  std::shared_mutex running_;
   std::map<std::int64_t, entry> forwards_;
   std::vector<listen_point> api_;
   bool shut_down_ = false;
