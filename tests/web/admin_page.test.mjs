@@ -297,14 +297,14 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
   await page.getByRole('status').getByText('3 forwards: 1 active, 1 in error, 1 disabled', { exact: true }).waitFor();
 
   if (screenshot) {
-    // For the README: the states side by side, with traffic through one forward.
+    // For the README: the states side by side, with traffic through one forward over a few
+    // refreshes (so its chart has some history), and that forward's details with a live connection.
     await page.setViewportSize({ width: 1920, height: 760 });
-    await traffic(web, 3000000);
-    await page.waitForFunction(() => /^up [1-9]/.test(
-      [...document.querySelectorAll('#forwards tbody tr')].find((tr) => tr.cells[0].textContent === 'web')
-        .querySelector('.legend .up').textContent));
-    // And one forward's details, with a live connection.
     const client = await liveClient(web);
+    for (const bytes of [1000000, 4000000, 2000000]) {
+      await traffic(web, bytes);
+      await nextRefresh(page);
+    }
     await page.getByRole('button', { name: 'Details of web' }).click();
     await page.locator('table.conns tbody tr', { hasText: client.name }).waitFor();
     await page.screenshot({ path: screenshot, fullPage: true });
