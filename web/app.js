@@ -105,19 +105,22 @@ function record(f, t) {
   while (series[0].t < t - historyMs) series.shift();
 }
 
+function rate(a, b) {
+  const seconds = (b.t - a.t) / 1000;
+  return { from: a.t, to: b.t, up: (b.up - a.up) / seconds, down: (b.down - a.down) / seconds };
+}
+
 // Bytes per second between successive readings, oldest first.
 function rates(id) {
   const series = readings.get(id) || [];
-  const out = [];
-  for (let i = 1; i < series.length; i++) {
-    const [a, b] = [series[i - 1], series[i]];
-    const seconds = (b.t - a.t) / 1000;
-    out.push({ from: a.t, to: b.t, up: (b.up - a.up) / seconds, down: (b.down - a.down) / seconds });
-  }
-  return out;
+  return series.slice(1).map((b, i) => rate(series[i], b));
 }
 
-const currentRate = (id) => rates(id).at(-1) ?? null;
+// The latest of them, or null before the second reading.
+function currentRate(id) {
+  const series = readings.get(id) || [];
+  return series.length < 2 ? null : rate(series[series.length - 2], series[series.length - 1]);
+}
 
 const svgNs = 'http://www.w3.org/2000/svg';
 const chartSize = { width: 100, height: 28 };
