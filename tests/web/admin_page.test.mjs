@@ -7,6 +7,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
+import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
 
 const binary = process.argv[2];
@@ -868,4 +869,33 @@ test('live connections on demand, a page at a time, closed after a confirmation'
   assert.equal(await rows.count(), 1);
   assert.equal(await panel.getByRole('alert').isHidden(), true);
   assert.deepEqual(await listed(), [c.name]);
+
+  // A UDP forward lists its sessions the same way; Close drops one.
+  const udpTarget = dgram.createSocket('udp4');
+  udpTarget.on('message', (m, from) => udpTarget.send(m, from.port, from.address));
+  cleanups.push(() => udpTarget.close());
+  await new Promise((resolve) => udpTarget.bind(0, '127.0.0.1', resolve));
+  const u = await call(url, 'POST', '/api/v1/forwards', {
+    name: 'udp-live', protocol: 'udp', listen_host: '127.0.0.1', listen_port: 0,
+    targets: [{ host: '127.0.0.1', port: udpTarget.address().port }],
+  });
+  const udpClient = dgram.createSocket('udp4');
+  cleanups.push(() => udpClient.close());
+  await new Promise((resolve) => udpClient.bind(0, '127.0.0.1', resolve));
+  const answered = new Promise((resolve) => udpClient.once('message', resolve));
+  udpClient.send('ping', u.listen_port, '127.0.0.1');
+  await within(answered, 'the UDP echo');
+  const session = `127.0.0.1:${udpClient.address().port}`;
+  await page.getByRole('button', { name: 'Details of udp-live' }).click();
+  const udpPanel = page.getByRole('region', { name: /^Details of "udp-live"/ });
+  const udpRow = udpPanel.locator('table.conns tbody tr', { hasText: session });
+  await udpRow.waitFor();
+  assert.equal(await udpRow.locator('td').nth(3).textContent(), 'active');
+  page.once('dialog', (d) => {
+    assert.match(d.message(), new RegExp(`^Close the UDP session of ${session} .*The session is dropped\\.$`));
+    d.accept();
+  });
+  await udpPanel.getByRole('button', { name: `Close session from ${session}` }).click();
+  await udpPanel.getByRole('status').getByText(`Closed the UDP session of ${session}; 0 listed.`).waitFor();
+  assert.deepEqual((await call(url, 'GET', `/api/v1/forwards/${u.id}/connections`)).connections, []);
 });
