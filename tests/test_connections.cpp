@@ -388,3 +388,38 @@ TEST_CASE("a PROXY-carried client is the one listed and closed", "[api][tcp]") {
   CHECK(close_clients(fx, fwd.id, "192.0.2.0/24") == 1);
   CHECK(read_to_end(c.get()).error == ECONNRESET);
 }
+
+TEST_CASE("a worker's part is selected by id, not taken in the order of its list", "[engine]") {
+  // A worker's list is in the order connections were added to it, which ids need not follow.
+  const std::vector<std::uint64_t> listed{9, 3, 0, 7, 1, 5, 11, 2};  // 0: closed, never listed
+  auto ids_of = [](const relay::connection_page& p) {
+    std::vector<std::uint64_t> out;
+    for (const auto& c : p.items) out.push_back(c.id);
+    return out;
+  };
+  auto info = [](std::uint64_t id) {
+    relay::connection_info c;
+    c.id = id;
+    return c;
+  };
+  auto part = [&](std::uint64_t after, std::size_t limit) {
+    return relay::select_page(listed.begin(), listed.end(), after, limit, [](std::uint64_t id) { return id; },
+                              info);
+  };
+  const auto first = part(2, 3);
+  CHECK(ids_of(first) == std::vector<std::uint64_t>{3, 5, 7});
+  CHECK(first.more);
+  const auto rest = part(7, 3);
+  CHECK(ids_of(rest) == std::vector<std::uint64_t>{9, 11});
+  CHECK_FALSE(rest.more);
+
+  // Two workers' parts: merged in id order, cut to the limit, `more` when anything was left out.
+  relay::connection_page other;
+  for (const std::uint64_t id : {4, 6}) other.items.push_back(info(id));
+  const auto merged = relay::merge_pages({first, other}, 3);
+  CHECK(ids_of(merged) == std::vector<std::uint64_t>{3, 4, 5});
+  CHECK(merged.more);
+  const auto whole = relay::merge_pages({rest, other}, 5);
+  CHECK(ids_of(whole) == std::vector<std::uint64_t>{4, 6, 9, 11});
+  CHECK_FALSE(whole.more);
+}
