@@ -14,7 +14,6 @@ function formInputs() {
 }
 let token = sessionStorage.getItem('portrelay-token') || '';
 let editing = null;           // the forward being edited, or null when the form creates
-const samples = new Map();    // id -> {t, bytes}: the last reading, for throughput
 let tokenPrompt = null;       // one prompt shared by every request that met a 401
 let listedAt = null;          // when the table last showed an answer of the list, or null before the first
 let requested = 0;            // list requests started so far
@@ -85,15 +84,105 @@ const endpoint = (host, port) => (host.includes(':') ? `[${host}]` : host) + ':'
 // A forward's listen address, with its range of ports when it has one: "0.0.0.0:40000-40063".
 const listenText = (f) => endpoint(f.listen_host, f.listen_port) + (f.listen_port_end ? `-${f.listen_port_end}` : '');
 
-function throughput(f) {
-  const now = performance.now();
-  const bytes = f.stats.bytes_up + f.stats.bytes_down;
-  const last = samples.get(f.id);
-  samples.set(f.id, { t: now, bytes });
-  if (!last || now - last.t < 100) return last?.text ?? '–';
-  const text = humanBytes(Math.max(0, (bytes - last.bytes) * 1000 / (now - last.t))) + '/s';
-  samples.get(f.id).text = text;
-  return text;
+const humanRate = (bytesPerSecond) => humanBytes(Math.round(bytesPerSecond)) + '/s';
+
+// ---- throughput: the page's own successive readings of each forward's byte counters ----
+
+const historyMs = 5 * 60 * 1000;  // what a chart spans
+const readings = new Map();       // forward id -> [{t, up, down}], oldest first, none older than historyMs
+
+// Adds a list answer's counters to the forward's series. A reading within half a second of the last
+// one (the refresh right after a change) makes no rate worth drawing; a counter that went back (the
+// forward was recreated, the daemon restarted) starts the series again.
+function record(f, t) {
+  const { bytes_up: up, bytes_down: down } = f.stats;
+  let series = readings.get(f.id);
+  if (!series) readings.set(f.id, (series = []));
+  const last = series[series.length - 1];
+  if (last && (up < last.up || down < last.down)) series.length = 0;
+  else if (last && t - last.t < 500) return;
+  series.push({ t, up, down });
+  while (series[0].t < t - historyMs) series.shift();
+}
+
+function rate(a, b) {
+  const seconds = (b.t - a.t) / 1000;
+  return { from: a.t, to: b.t, up: (b.up - a.up) / seconds, down: (b.down - a.down) / seconds };
+}
+
+// Bytes per second between successive readings, oldest first.
+function rates(id) {
+  const series = readings.get(id) || [];
+  return series.slice(1).map((b, i) => rate(series[i], b));
+}
+
+// The latest of them, or null before the second reading.
+function currentRate(id) {
+  const series = readings.get(id) || [];
+  return series.length < 2 ? null : rate(series[series.length - 2], series[series.length - 1]);
+}
+
+const svgNs = 'http://www.w3.org/2000/svg';
+const chartSize = { width: 100, height: 28 };
+
+// The Throughput cell: "–" until two readings, then a chart of up and down, each interval drawn as a
+// level line (the rate is an average over it), and the current rates as its legend. The chart spans
+// the readings it has, up to the last 5 minutes.
+function makeChart(td) {
+  const waiting = document.createElement('span');
+  waiting.textContent = '–';
+  const chart = document.createElement('div');
+  chart.className = 'chart';
+  chart.hidden = true;
+  const svg = document.createElementNS(svgNs, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${chartSize.width} ${chartSize.height}`);
+  svg.setAttribute('width', chartSize.width);
+  svg.setAttribute('height', chartSize.height);
+  svg.setAttribute('role', 'img');
+  const line = (name) => {
+    const el = document.createElementNS(svgNs, 'polyline');
+    el.setAttribute('class', name);
+    return el;
+  };
+  svg.append(document.createElementNS(svgNs, 'title'), line('down'), line('up'));
+  const legend = document.createElement('div');
+  legend.className = 'legend';
+  const key = (name) => {
+    const el = document.createElement('span');
+    el.className = name;
+    return el;
+  };
+  legend.append(key('up'), key('down'));
+  chart.append(svg, legend);
+  td.append(waiting, chart);
+}
+
+function fillChart(td, f, label) {
+  const [waiting, chart] = td.children;
+  const list = rates(f.id);
+  waiting.hidden = list.length > 0;
+  chart.hidden = list.length === 0;
+  if (!list.length) return;
+  const [svg, legend] = chart.children;
+  const [title, down, up] = svg.children;
+  const { width, height } = chartSize;
+  const now = list[list.length - 1].to;
+  const span = now - list[0].from;
+  const peak = Math.max(1, ...list.map((r) => Math.max(r.up, r.down)));
+  const x = (t) => (width * (1 - (now - t) / span)).toFixed(1);
+  const y = (rate) => (height - 1 - (rate / peak) * (height - 2)).toFixed(1);
+  const points = (key) => list.map((r) => `${x(r.from)},${y(r[key])} ${x(r.to)},${y(r[key])}`).join(' ');
+  up.setAttribute('points', points('up'));
+  down.setAttribute('points', points('down'));
+  const current = list[list.length - 1];
+  setText(legend.children[0], `up ${humanRate(current.up)}`);
+  setText(legend.children[1], `down ${humanRate(current.down)}`);
+  const seconds = Math.round(span / 1000);
+  const last = seconds < 90 ? `${seconds} seconds` : `${Math.round(seconds / 60)} minutes`;
+  const text = `Throughput of ${label} over the last ${last}: now up ` +
+    `${humanRate(current.up)}, down ${humanRate(current.down)}; the top of the chart is ${humanRate(peak)}`;
+  setText(title, text);
+  svg.setAttribute('aria-label', text);
 }
 
 function cell(row, i) { return row.children[i]; }
@@ -101,6 +190,16 @@ function cell(row, i) { return row.children[i]; }
 // A target's health as a word with a symbol, so it does not rest on colour alone (the word is what
 // a screen reader says; the symbol is hidden from it).
 const healthSymbols = { up: '\u25CF', down: '\u2716', unchecked: '\u25CB' };
+
+function healthMark(health) {
+  const mark = document.createElement('span');
+  mark.className = `health health-${health}`;
+  const symbol = document.createElement('span');
+  symbol.setAttribute('aria-hidden', 'true');
+  symbol.textContent = (healthSymbols[health] || '?') + ' ';
+  mark.append(symbol, health);
+  return mark;
+}
 
 // Puts a list in `td`, one item per line (filled by fillItem), unless it shows these lines already:
 // an unchanged list is not rebuilt.
@@ -132,15 +231,7 @@ function fillTargets(td, f) {
     const title = `${t.health} since ${t.since}` + (t.last_error ? `: ${t.last_error}` : '');
     return { health: t.health, text: `${endpoint(t.host, t.port)} \u00B7 ${extra.join(' \u00B7 ')}`, title };
   });
-  fillList(td, 'targets', lines, (item, line) => {
-    const mark = document.createElement('span');
-    mark.className = `health health-${line.health}`;
-    const symbol = document.createElement('span');
-    symbol.setAttribute('aria-hidden', 'true');
-    symbol.textContent = (healthSymbols[line.health] || '?') + ' ';
-    mark.append(symbol, line.health);
-    item.append(mark, ' ', line.text);
-  });
+  fillList(td, 'targets', lines, (item, line) => item.append(healthMark(line.health), ' ', line.text));
 }
 
 // The Policy cell: who may connect and how much, one line each, or that there is no policy.
@@ -178,7 +269,7 @@ function makeRow(f) {
   const row = document.createElement('tr');
   row.dataset.id = f.id;
   for (let i = 0; i < 14; i++) row.appendChild(document.createElement('td'));
-  [6, 7, 8, 9, 10, 11].forEach((i) => cell(row, i).classList.add('num'));
+  [6, 7, 8, 9, 11].forEach((i) => cell(row, i).classList.add('num'));
   cell(row, 12).classList.add('policy');
   // State: the word and Retry (only in error), then the reason on one line, in full on demand.
   const state = document.createElement('span');
@@ -198,8 +289,15 @@ function makeRow(f) {
   toggle.setAttribute('aria-describedby', state.id);  // "checked" is read with the state beside it
   toggle.addEventListener('change', () => setEnabled(Number(row.dataset.id), toggle));
   cell(row, 5).appendChild(toggle);
+  makeChart(cell(row, 10));
   const actions = document.createElement('div');
   actions.className = 'actions';
+  const details = document.createElement('button');
+  details.type = 'button';
+  details.textContent = 'Details';
+  details.setAttribute('aria-expanded', 'false');
+  details.setAttribute('aria-controls', `detail-${f.id}`);
+  details.addEventListener('click', () => toggleDetails(row));
   const edit = document.createElement('button');
   edit.type = 'button';
   edit.textContent = 'Edit';
@@ -209,7 +307,7 @@ function makeRow(f) {
   del.className = 'danger';
   del.textContent = 'Delete';
   del.addEventListener('click', () => remove(row.forward));
-  actions.append(edit, del);
+  actions.append(details, edit, del);
   cell(row, 13).appendChild(actions);
   return row;
 }
@@ -240,7 +338,7 @@ function fillRow(row, f) {
   cell(row, 7).textContent = f.stats.connections_total;
   cell(row, 8).textContent = humanBytes(f.stats.bytes_up);
   cell(row, 9).textContent = humanBytes(f.stats.bytes_down);
-  cell(row, 10).textContent = throughput(f);
+  fillChart(cell(row, 10), f, label);
   // A forward that reads PROXY headers adds the clients whose header was bad, missing or late.
   const proxyErrors = f.accept_proxy_protocol ? f.stats.proxy_errors ?? 0 : null;
   cell(row, 11).textContent = `${f.stats.refused_acl} / ${f.stats.refused_limit}` +
@@ -248,30 +346,266 @@ function fillRow(row, f) {
   cell(row, 11).title = `refused by the allow and deny lists: ${f.stats.refused_acl}, by a connection limit: ` +
     f.stats.refused_limit + (proxyErrors === null ? '' : `, for a bad PROXY header: ${proxyErrors}`);
   fillPolicy(cell(row, 12), f);
-  const [edit, del] = cell(row, 13).firstChild.children;
+  const [details, edit, del] = cell(row, 13).firstChild.children;
+  details.setAttribute('aria-label', `Details of ${label}`);
   edit.setAttribute('aria-label', `Edit ${label}`);
   del.setAttribute('aria-label', `Delete ${label}`);
 }
 
 // Rows are updated in place, so focus and keyboard position survive each refresh.
 function render(list) {
+  listed = list;
   $('loading').hidden = true;
   $('empty').hidden = list.length > 0;
   $('forwards').hidden = list.length === 0;
+  $('table-tools').hidden = list.length === 0;
   const body = $('forwards').tBodies[0];
   const rows = new Map([...body.rows].map((r) => [Number(r.dataset.id), r]));
-  let previous = null;
   for (const f of list) {
-    let row = rows.get(f.id);
-    if (!row) row = makeRow(f);
+    const row = rows.get(f.id) || body.appendChild(makeRow(f));
     rows.delete(f.id);
     fillRow(row, f);
+    const panel = panels.get(f.id);
+    if (panel) fillPanel(panel, f);
+  }
+  for (const [id, row] of rows) {
+    row.remove();
+    readings.delete(id);
+    panels.get(id)?.remove();
+    panels.delete(id);
+  }
+  arrange();
+}
+
+// ---- the table's order and filter, both kept across refreshes ----
+
+let listed = [];                                    // the forwards of the latest list shown, by id
+const sorting = { key: null, descending: false };   // key null: the API's order (by id)
+const targetsText = (f) => f.targets.map((t) => endpoint(t.host, t.port)).join(' ');
+
+// A column's value to sort by: numbers sort as numbers, text in natural order ("web2" before "web10").
+const sortKeys = {
+  name: (f) => f.name,
+  protocol: (f) => f.protocol,
+  listen: (f) => f.listen_port,
+  targets: targetsText,
+  state: (f) => f.state,
+  enabled: (f) => Number(f.enabled),
+  active: (f) => f.stats.connections_active,
+  total: (f) => f.stats.connections_total,
+  up: (f) => f.stats.bytes_up,
+  down: (f) => f.stats.bytes_down,
+  throughput: (f) => { const r = currentRate(f.id); return r ? r.up + r.down : -1; },
+  refused: (f) => f.stats.refused_acl + f.stats.refused_limit + (f.stats.proxy_errors ?? 0),
+};
+
+function compare(a, b) {
+  const key = sortKeys[sorting.key];
+  const [x, y] = [key(a), key(b)];
+  const order = typeof x === 'number' ? x - y : x.localeCompare(y, undefined, { numeric: true, sensitivity: 'base' });
+  return (sorting.descending ? -order : order) || a.id - b.id;
+}
+
+// The filter is a case-insensitive piece of a forward's name, protocol, listen address and port,
+// one of its targets, or its state.
+function matches(f, needle) {
+  const text = [f.name, f.protocol, listenText(f), targetsText(f), f.state].join('\n').toLowerCase();
+  return text.includes(needle);
+}
+
+// Puts the rows in the chosen order and hides the ones the filter leaves out.
+function arrange() {
+  const body = $('forwards').tBodies[0];
+  const rows = new Map([...body.rows].map((r) => [Number(r.dataset.id), r]));
+  const filter = $('filter').value.trim();
+  const needle = filter.toLowerCase();
+  let previous = null;
+  let count = 0;
+  for (const f of sorting.key ? [...listed].sort(compare) : listed) {
+    const row = rows.get(f.id);
+    if (!row) continue;
+    row.hidden = needle !== '' && !matches(f, needle);
+    if (!row.hidden) count++;
     // A row is moved only when it is not in its place already: moving a node drops the focus in it.
     const place = previous ? previous.nextSibling : body.firstChild;
     if (row !== place) body.insertBefore(row, place);
     previous = row;
   }
-  for (const [id, row] of rows) { row.remove(); samples.delete(id); }
+  setText($('filter-count'), needle ? `${count} of ${listed.length} shown` : '');
+  $('no-match').hidden = !needle || count > 0 || listed.length === 0;
+  setText($('no-match'), `No forward matches \u201C${filter}\u201D.`);
+}
+
+// A click on a column's header sorts by it, ascending; another click turns the order around.
+function sortBy(key) {
+  sorting.descending = sorting.key === key && !sorting.descending;
+  sorting.key = key;
+  for (const th of $('forwards').tHead.querySelectorAll('th[data-sort]')) {
+    if (th.dataset.sort === key) th.setAttribute('aria-sort', sorting.descending ? 'descending' : 'ascending');
+    else th.removeAttribute('aria-sort');
+  }
+  arrange();
+}
+
+// ---- a forward's details, on demand: its targets with their health, and its live connections ----
+
+const panels = new Map();          // forward id -> its open details panel
+const connectionsPageSize = 100;
+
+const detailsButton = (id) => document.querySelector(`[aria-controls="detail-${id}"]`);
+
+function toggleDetails(row) {
+  const id = Number(row.dataset.id);
+  if (panels.has(id)) {
+    hideDetails(id);
+    return;
+  }
+  const panel = $('detail-template').content.firstElementChild.cloneNode(true);
+  panel.id = `detail-${id}`;
+  panel.dataset.id = id;
+  panel.querySelector('h3').id = `detail-heading-${id}`;
+  panel.setAttribute('aria-labelledby', `detail-heading-${id}`);
+  panel.querySelector('.hide-detail').addEventListener('click', () => hideDetails(id));
+  panel.querySelector('.load-conns').addEventListener('click', () => loadConnections(panel, false));
+  panel.querySelector('.more-conns').addEventListener('click', () => loadConnections(panel, true));
+  panels.set(id, panel);
+  $('details').appendChild(panel);
+  fillPanel(panel, row.forward);
+  detailsButton(id).setAttribute('aria-expanded', 'true');
+  panel.querySelector('h3').focus();
+  loadConnections(panel, false);
+}
+
+function hideDetails(id) {
+  panels.get(id).remove();
+  panels.delete(id);
+  const button = detailsButton(id);
+  button.setAttribute('aria-expanded', 'false');
+  button.focus();
+}
+
+// Filled from each list answer (the same `stats.targets` as GET /api/v1/forwards/{id}), so the
+// health stays current without a request of its own.
+function fillPanel(panel, f) {
+  const label = f.name ? `"${f.name}"` : `#${f.id}`;
+  setText(panel.querySelector('h3'), `Details of ${label} (${f.protocol.toUpperCase()} ${listenText(f)})`);
+  panel.querySelector('.hide-detail').setAttribute('aria-label', `Hide details of ${label}`);
+  const body = panel.querySelector('table.target-health').tBodies[0];
+  const targets = f.stats.targets || [];
+  const key = JSON.stringify(targets);
+  if (body.dataset.key === key) return;
+  body.dataset.key = key;
+  body.replaceChildren(...targets.map((t, i) => {
+    const spec = f.targets[i] || {};
+    const extra = [spec.backup ? 'backup' : '', spec.weight > 1 ? `weight ${spec.weight}` : ''].filter(Boolean);
+    const tr = document.createElement('tr');
+    const texts = [endpoint(t.host, t.port) + (extra.length ? ` (${extra.join(', ')})` : ''), null,
+      new Date(t.since).toLocaleString(), t.connections_active, t.connections_total, humanBytes(t.bytes_up),
+      humanBytes(t.bytes_down), t.connect_errors, t.last_error || '—'];
+    texts.forEach((text, col) => {
+      const td = tr.appendChild(document.createElement('td'));
+      if (col === 1) td.appendChild(healthMark(t.health));
+      else td.textContent = text;
+      if (col >= 3 && col <= 7) td.className = 'num';
+      if (col === 8) td.className = 'last-error';
+    });
+    tr.cells[2].title = t.since;
+    return tr;
+  }));
+}
+
+function showConnectionError(panel, message) {
+  const p = panel.querySelector('.conn-error');
+  p.textContent = message;
+  p.hidden = !message;
+}
+
+// "12.5 s", "3 min 20 s", "2 h 5 min": how long a connection has been idle.
+function duration(seconds) {
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const s = Math.floor(seconds);
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+function connectionRow(panel, c) {
+  const tr = document.createElement('tr');
+  const texts = [c.client, c.listen, c.target ?? 'resolving…', c.state, new Date(c.started_at).toLocaleTimeString(),
+    duration(c.idle_s), humanBytes(c.bytes_up), humanBytes(c.bytes_down)];
+  texts.forEach((text, col) => {
+    const td = tr.appendChild(document.createElement('td'));
+    td.textContent = text;
+    if (col >= 5) td.className = 'num';
+  });
+  tr.cells[4].title = c.started_at;
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'danger';
+  close.textContent = 'Close';
+  close.setAttribute('aria-label', `Close ${c.protocol === 'udp' ? 'session' : 'connection'} from ${c.client}`);
+  close.addEventListener('click', () => closeConnection(panel, c, tr));
+  tr.appendChild(document.createElement('td')).appendChild(close);
+  return tr;
+}
+
+// "2 listed, more to load": the rows shown, and whether More would show others.
+function connectionsCount(panel) {
+  const n = panel.querySelector('table.conns').tBodies[0].rows.length;
+  return `${n} listed` + (panel.querySelector('.more-conns').hidden ? '' : ', more to load');
+}
+
+// The first page (`more` false: the list starts again) or the next one. Only on demand: a list that
+// moved by itself would move the Close buttons under the pointer.
+async function loadConnections(panel, more) {
+  const seq = panel.seq = (panel.seq || 0) + 1;
+  const query = new URLSearchParams({ limit: connectionsPageSize });
+  if (more) query.set('after', panel.next);
+  let page;
+  try {
+    page = await api('GET', `/api/v1/forwards/${panel.dataset.id}/connections?${query}`);
+  } catch (e) {
+    if (seq === panel.seq) showConnectionError(panel, e.message);
+    return;
+  }
+  if (seq !== panel.seq) return;  // a later request of this panel answers instead
+  showConnectionError(panel, '');
+  const table = panel.querySelector('table.conns');
+  if (!more) table.tBodies[0].replaceChildren();
+  for (const c of page.connections) table.tBodies[0].appendChild(connectionRow(panel, c));
+  table.hidden = table.tBodies[0].rows.length === 0;
+  const moreButton = panel.querySelector('.more-conns');
+  if (page.next === null && document.activeElement === moreButton) panel.querySelector('.load-conns').focus();
+  moreButton.hidden = page.next === null;
+  panel.next = page.next;
+  const at = new Date().toLocaleTimeString();
+  setText(panel.querySelector('.conn-status'), table.hidden ? `No live connections at ${at}.` : `At ${at}: ${connectionsCount(panel)}.`);
+}
+
+// After a confirmation, DELETE resets the connection (a UDP session is dropped); 404 means it
+// ended by itself meanwhile. Either way its row goes.
+async function closeConnection(panel, c, tr) {
+  const what = c.protocol === 'udp' ? `the UDP session of ${c.client}` : `the connection from ${c.client}`;
+  const effect = c.protocol === 'udp' ? 'The session is dropped.' : 'The client and the target see a reset.';
+  if (!confirm(`Close ${what}${c.target ? ` to ${c.target}` : ''}? ${effect}`)) return;
+  showConnectionError(panel, '');
+  let done;
+  try {
+    await api('DELETE', `/api/v1/forwards/${panel.dataset.id}/connections/${c.id}`);
+    done = `Closed ${what}`;
+  } catch (e) {
+    if (e.status !== 404) {
+      showConnectionError(panel, e.message);
+      return;
+    }
+    done = `${what[0].toUpperCase()}${what.slice(1)} was already gone`;
+  }
+  const next = tr.nextElementSibling || tr.previousElementSibling;
+  const hadFocus = tr.contains(document.activeElement);
+  tr.remove();
+  const table = panel.querySelector('table.conns');
+  table.hidden = table.tBodies[0].rows.length === 0;
+  if (hadFocus) (next?.querySelector('button') || panel.querySelector('.load-conns')).focus();
+  setText(panel.querySelector('.conn-status'), `${done}; ${connectionsCount(panel)}.`);
 }
 
 // Assigns only a changed text, so a live region announces changes and not every refresh.
@@ -308,6 +642,8 @@ async function refresh() {
   shown = seq;
   if (list) {
     listedAt = new Date();
+    const t = performance.now();
+    for (const f of list) record(f, t);
     render(list);
     $('load-error').hidden = true;
     $('forwards').classList.remove('stale');
@@ -618,6 +954,10 @@ document.addEventListener('DOMContentLoaded', () => {
     $(optionals[name].prefix + 'on').addEventListener('change', () => showOptional(name));
   }
   setTargets([]);
+  $('filter').addEventListener('input', arrange);
+  for (const th of $('forwards').tHead.querySelectorAll('th[data-sort]')) {
+    th.querySelector('button').addEventListener('click', () => sortBy(th.dataset.sort));
+  }
   $('token-dialog').addEventListener('cancel', (ev) => ev.preventDefault());  // a token is needed to go on
   refresh();
   setInterval(refresh, 2000);

@@ -7,6 +7,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
+import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
 
 const binary = process.argv[2];
@@ -70,6 +71,43 @@ async function browser() {
 }
 
 const row = (page, text) => page.locator('#forwards tbody tr', { hasText: text });
+
+// Resolves once the page has shown another answer of the list (it refreshes every 2 seconds).
+async function nextRefresh(page) {
+  const before = await page.locator('#updated').textContent();
+  await page.waitForFunction((text) => document.getElementById('updated').textContent !== text, before);
+}
+
+// The first cell (the name) of each row the table shows, top to bottom.
+const shownNames = (page) => page.$$eval('#forwards tbody tr:not([hidden])', (rows) => rows.map((r) => r.cells[0].textContent));
+
+// Fails with `what` unless `promise` settles within 30 s.
+function within(promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(what + ' timed out')), 30000); });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// A client connection through a forward, relaying once resolved: `echo(text)` resolves with what came
+// back, `closed` once the socket has closed (a reset included), `name` is its address as the API lists it.
+function liveClient(port) {
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});  // the reset when the page closes it: `closed` tells
+  cleanups.push(() => s.destroy());
+  const closed = new Promise((done) => s.once('close', done));
+  const echo = (text) => within(new Promise((resolve) => {
+    let got = '';
+    const take = (d) => {
+      got += d;
+      if (got.length >= text.length) { s.off('data', take); resolve(got); }
+    };
+    s.on('data', take);
+    s.write(text);
+  }), 'echo');
+  return within(new Promise((resolve) => s.once('connect', resolve)), 'connect')
+    .then(() => echo('hello'))
+    .then(() => ({ s, closed, echo, name: `127.0.0.1:${s.localPort}` }));
+}
 
 // A request to the API from the test itself, not through the page.
 async function call(url, method, path, body) {
@@ -260,11 +298,16 @@ test('a forward in error: one line of reason, the rest on demand, and Retry', { 
   await page.getByRole('status').getByText('3 forwards: 1 active, 1 in error, 1 disabled', { exact: true }).waitFor();
 
   if (screenshot) {
-    // For the README: the states side by side, with traffic through one forward.
-    await page.setViewportSize({ width: 1760, height: 760 });
-    await traffic(web, 3000000);
-    await page.waitForFunction(() => /^[1-9]/.test(
-      [...document.querySelectorAll('#forwards tbody tr')].find((tr) => tr.cells[0].textContent === 'web').cells[10].textContent));
+    // For the README: the states side by side, with traffic through one forward over a few
+    // refreshes (so its chart has some history), and that forward's details with a live connection.
+    await page.setViewportSize({ width: 1920, height: 760 });
+    const client = await liveClient(web);
+    for (const bytes of [1000000, 4000000, 2000000]) {
+      await traffic(web, bytes);
+      await nextRefresh(page);
+    }
+    await page.getByRole('button', { name: 'Details of web' }).click();
+    await page.locator('table.conns tbody tr', { hasText: client.name }).waitFor();
     await page.screenshot({ path: screenshot, fullPage: true });
   }
 
@@ -613,4 +656,246 @@ test('a port range, PROXY headers and a source address in the form, their 400s b
   assert.equal(await page.getByLabel('Source address (empty = the kernel chooses)').inputValue(), '');
   await traffic(g.listen_port, 1000);
   assert.deepEqual(peers, ['127.0.0.2']);
+});
+
+test('filter and sort the table, and each forward\'s throughput chart', { timeout: 300000 }, async () => {
+  const { url } = await startDaemon('table');
+  const [target, other] = [await echoServer(), await echoServer()];
+  const spec = (name, port = target) =>
+    ({ name, protocol: 'tcp', listen_host: '127.0.0.1', listen_port: 0, targets: [{ host: '127.0.0.1', port }] });
+  const ports = {};
+  for (const name of ['web10', 'alpha', 'web2', 'beta']) {
+    ports[name] = (await call(url, 'POST', '/api/v1/forwards', spec(name, name === 'beta' ? other : target))).listen_port;
+  }
+  await traffic(ports.web10, 20000);
+  await traffic(ports.beta, 300000);
+  await traffic(ports.web2, 2000000);
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(30000);
+  await page.goto(url);
+  await page.waitForFunction(() => document.querySelectorAll('#forwards tbody tr').length === 4);
+  assert.deepEqual(await shownNames(page), ['web10', 'alpha', 'web2', 'beta']);  // the API's order, by id
+
+  // By name: natural order, then turned around; it holds across refreshes.
+  const header = (name) => page.getByRole('columnheader', { name, exact: true });
+  await header('Name').getByRole('button').click();
+  assert.equal(await header('Name').getAttribute('aria-sort'), 'ascending');
+  assert.deepEqual(await shownNames(page), ['alpha', 'beta', 'web2', 'web10']);
+  await header('Name').getByRole('button').click();
+  assert.equal(await header('Name').getAttribute('aria-sort'), 'descending');
+  assert.deepEqual(await shownNames(page), ['web10', 'web2', 'beta', 'alpha']);
+  await nextRefresh(page);
+  assert.deepEqual(await shownNames(page), ['web10', 'web2', 'beta', 'alpha']);
+  // By bytes up: as numbers (as text "1.9 MiB" would come before "19.5 KiB").
+  await page.waitForFunction(() => [...document.querySelectorAll('#forwards tbody tr')]
+    .some((tr) => tr.cells[0].textContent === 'web2' && tr.cells[8].textContent === '1.9 MiB'));
+  await header('Up').getByRole('button').click();
+  assert.equal(await header('Name').getAttribute('aria-sort'), null);
+  assert.equal(await header('Up').getAttribute('aria-sort'), 'ascending');
+  assert.deepEqual(await shownNames(page), ['alpha', 'web10', 'beta', 'web2']);
+  await header('Up').getByRole('button').click();
+  assert.deepEqual(await shownNames(page), ['web2', 'beta', 'web10', 'alpha']);
+
+  // The filter: any piece of the name, listen port, target or state, in any case; it holds across
+  // refreshes, and the sort still applies.
+  const filter = page.getByLabel('Filter');
+  await filter.fill('WEB');
+  assert.deepEqual(await shownNames(page), ['web2', 'web10']);
+  await page.getByRole('status').getByText('2 of 4 shown', { exact: true }).waitFor();
+  await filter.fill(String(ports.alpha));
+  assert.deepEqual(await shownNames(page), ['alpha']);
+  await filter.fill(`:${other}`);
+  assert.deepEqual(await shownNames(page), ['beta']);
+  await call(url, 'PATCH', `/api/v1/forwards/${(await call(url, 'GET', '/api/v1/forwards'))[3].id}`, { enabled: false });
+  await filter.fill('Disabled');
+  await page.waitForFunction(() => document.querySelectorAll('#forwards tbody tr:not([hidden])').length === 1);
+  assert.deepEqual(await shownNames(page), ['beta']);
+  await nextRefresh(page);
+  assert.deepEqual(await shownNames(page), ['beta']);
+  assert.equal(await filter.inputValue(), 'Disabled');
+  await filter.fill('zzz');
+  await page.getByText('No forward matches \u201Czzz\u201D.').waitFor();
+  assert.deepEqual(await shownNames(page), []);
+  await filter.fill('');
+  assert.deepEqual(await shownNames(page), ['web2', 'beta', 'web10', 'alpha']);
+  assert.equal(await page.getByText(/^No forward matches/).isVisible(), false);
+  assert.equal(await page.locator('#filter-count').textContent(), '');
+
+  // The chart: up and down drawn from the page's own readings; while data flows, a non-zero rate.
+  const r = row(page, 'alpha');
+  const chart = r.locator('td').nth(10).locator('svg');
+  await chart.waitFor();
+  assert.equal(await chart.locator('polyline').count(), 2);
+  const flow = net.connect(ports.alpha, '127.0.0.1');
+  flow.on('error', () => {});
+  flow.resume();
+  const writer = setInterval(() => flow.write(Buffer.alloc(65536, 'x')), 100);
+  cleanups.push(() => { clearInterval(writer); flow.destroy(); });
+  const legend = r.locator('.legend .up');
+  await page.waitForFunction((el) => /^up [1-9]/.test(el.textContent), await legend.elementHandle());
+  assert.match(await r.locator('.legend .down').textContent(), /^down \d/);
+  assert.match(await chart.getAttribute('aria-label'),
+    /^Throughput of alpha over the last \d+ (seconds|minutes): now up [1-9][\d.]* [KM]?i?B\/s, down /);
+  assert.equal(await chart.locator('title').textContent(), await chart.getAttribute('aria-label'));
+  // Its line rises above the floor of the chart.
+  const ys = (await chart.locator('polyline.up').getAttribute('points')).split(' ').map((p) => Number(p.split(',')[1]));
+  assert.ok(Math.min(...ys) < 27, ys.join(' '));
+  clearInterval(writer);
+
+  // A counter that goes back (the forward recreated, the daemon restarted) starts the series again:
+  // one reading, no chart, until the next.
+  await page.route('**/api/v1/forwards', async (route) => {
+    const res = await route.fetch();
+    const list = await res.json();
+    for (const f of list) f.stats.bytes_up = 0;
+    await route.fulfill({ response: res, json: list });
+  });
+  await r.locator('td').nth(10).getByText('–', { exact: true }).waitFor();
+  assert.equal(await chart.isHidden(), true);
+  await page.unroute('**/api/v1/forwards');
+  await chart.waitFor();
+});
+
+test('a pool\'s targets with their health in the forward\'s details', { timeout: 300000 }, async () => {
+  const { url } = await startDaemon('health');
+  const up = await echoServer();
+  const down = await new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => { const p = probe.address().port; probe.close(() => resolve(p)); });
+  });
+  await call(url, 'POST', '/api/v1/forwards', {
+    name: 'pool', protocol: 'tcp', listen_host: '127.0.0.1', listen_port: 0,
+    targets: [{ host: '127.0.0.1', port: up, weight: 2 }, { host: '127.0.0.1', port: down, backup: true }],
+    health_check: { interval_s: 1, timeout_s: 1, rise: 1, fall: 1 },
+  });
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(30000);
+  await page.goto(url);
+  const details = page.getByRole('button', { name: 'Details of pool' });
+  assert.equal(await details.getAttribute('aria-expanded'), 'false');
+  await details.click();
+  assert.equal(await details.getAttribute('aria-expanded'), 'true');
+  const panel = page.getByRole('region', { name: /^Details of "pool" \(TCP 127\.0\.0\.1:\d+\)$/ });
+  assert.equal(await panel.getByRole('heading', { level: 3 }).evaluate((el) => el === document.activeElement), true);
+  const target = (port) => panel.locator('table.target-health tbody tr', { hasText: `127.0.0.1:${port} ` });
+  // The health checks (one a second) tell; the page follows on its own refresh.
+  await target(up).locator('.health-up').waitFor();
+  await target(down).locator('.health-down').waitFor();
+  assert.match(await target(up).locator('td').first().textContent(), /\(weight 2\)$/);
+  assert.match(await target(down).locator('td').first().textContent(), /\(backup\)$/);
+  assert.equal(await target(up).locator('td').nth(1).textContent(), '\u25CF up');
+  assert.equal(await target(down).locator('td').nth(1).textContent(), '\u2716 down');
+  assert.match(await target(down).locator('td.last-error').textContent(), /Connection refused/);
+  assert.equal(await target(up).locator('td.last-error').textContent(), '\u2014');
+
+  // Hide: the panel goes, and the focus returns to the button.
+  await panel.getByRole('button', { name: 'Hide details of "pool"' }).click();
+  await panel.waitFor({ state: 'detached' });
+  assert.equal(await details.getAttribute('aria-expanded'), 'false');
+  assert.equal(await details.evaluate((el) => el === document.activeElement), true);
+});
+
+test('live connections on demand, a page at a time, closed after a confirmation', { timeout: 300000 }, async () => {
+  const { url } = await startDaemon('conns');
+  const target = await echoServer();
+  const f = await call(url, 'POST', '/api/v1/forwards', {
+    name: 'live', protocol: 'tcp', listen_host: '127.0.0.1', listen_port: 0, targets: [{ host: '127.0.0.1', port: target }],
+  });
+  const [a, b] = [await liveClient(f.listen_port), await liveClient(f.listen_port)];
+  const page = await (await browser()).newPage();
+  page.setDefaultTimeout(30000);
+  const deletes = [];
+  page.on('request', (req) => { if (req.method() === 'DELETE') deletes.push(req.url()); });
+  await page.goto(url);
+
+  // One a page (the page asks for 100; here the request asks for 1), then More for the next.
+  const isList = (u) => u.pathname === `/api/v1/forwards/${f.id}/connections`;
+  await page.route(isList, (route) => {
+    const u = new URL(route.request().url());
+    u.searchParams.set('limit', '1');
+    route.continue({ url: u.toString() });
+  });
+  await page.getByRole('button', { name: 'Details of live' }).click();
+  const panel = page.getByRole('region', { name: /^Details of "live"/ });
+  const rows = panel.locator('table.conns tbody tr');
+  const more = panel.getByRole('button', { name: 'More connections' });
+  await more.waitFor();
+  assert.equal(await rows.count(), 1);
+  await more.click();
+  await more.waitFor({ state: 'hidden' });
+  assert.equal(await rows.count(), 2);
+  await page.unroute(isList);
+  const cells = (client) => panel.locator('table.conns tbody tr', { hasText: client }).locator('td').allTextContents();
+  const [client, listen, to, state] = await cells(a.name);
+  assert.deepEqual([client, listen, to, state], [a.name, `127.0.0.1:${f.listen_port}`, `127.0.0.1:${target}`, 'relaying']);
+  assert.equal((await cells(b.name))[0], b.name);
+
+  // On demand: a new connection appears after Refresh, not by itself.
+  const c = await liveClient(f.listen_port);
+  await nextRefresh(page);
+  assert.equal(await rows.count(), 2);
+  await panel.getByRole('button', { name: 'Refresh connections' }).click();
+  await panel.locator('table.conns tbody tr', { hasText: c.name }).waitFor();
+  assert.equal(await rows.count(), 3);
+
+  // Close, confirmation dismissed: nothing is sent, and the connection carries on.
+  const closeA = panel.getByRole('button', { name: `Close connection from ${a.name}` });
+  page.once('dialog', (d) => {
+    assert.match(d.message(), new RegExp(`^Close the connection from ${a.name} to 127\\.0\\.0\\.1:${target}\\?`));
+    d.dismiss();
+  });
+  await closeA.click();
+  assert.deepEqual(deletes, []);
+  assert.equal(await rows.count(), 3);
+  assert.equal(await a.echo('still here'), 'still here');
+
+  // Close, confirmed: the row goes and the client sees its connection end; the others carry on.
+  page.once('dialog', (d) => d.accept());
+  await closeA.click();
+  await closeA.waitFor({ state: 'detached' });
+  await within(a.closed, 'the closed client seeing it');
+  await panel.getByRole('status').getByText(`Closed the connection from ${a.name}; 2 listed.`).waitFor();
+  assert.equal(deletes.length, 1);
+  assert.equal(await b.echo('on'), 'on');
+  assert.equal(await c.echo('on'), 'on');
+
+  // A connection that ended meanwhile: the DELETE finds it gone (404), and the page says so.
+  b.s.destroy();
+  const listed = async () => (await call(url, 'GET', `/api/v1/forwards/${f.id}/connections`)).connections.map((x) => x.client);
+  await within((async () => { while ((await listed()).includes(b.name)) await new Promise((ok) => setTimeout(ok, 50)); })(),
+    'the daemon seeing the client go');
+  page.once('dialog', (d) => d.accept());
+  await panel.getByRole('button', { name: `Close connection from ${b.name}` }).click();
+  await panel.getByRole('status').getByText(`The connection from ${b.name} was already gone; 1 listed.`).waitFor();
+  assert.equal(await rows.count(), 1);
+  assert.equal(await panel.getByRole('alert').isHidden(), true);
+  assert.deepEqual(await listed(), [c.name]);
+
+  // A UDP forward lists its sessions the same way; Close drops one.
+  const udpTarget = dgram.createSocket('udp4');
+  udpTarget.on('message', (m, from) => udpTarget.send(m, from.port, from.address));
+  cleanups.push(() => udpTarget.close());
+  await new Promise((resolve) => udpTarget.bind(0, '127.0.0.1', resolve));
+  const u = await call(url, 'POST', '/api/v1/forwards', {
+    name: 'udp-live', protocol: 'udp', listen_host: '127.0.0.1', listen_port: 0,
+    targets: [{ host: '127.0.0.1', port: udpTarget.address().port }],
+  });
+  const udpClient = dgram.createSocket('udp4');
+  cleanups.push(() => udpClient.close());
+  await new Promise((resolve) => udpClient.bind(0, '127.0.0.1', resolve));
+  const answered = new Promise((resolve) => udpClient.once('message', resolve));
+  udpClient.send('ping', u.listen_port, '127.0.0.1');
+  await within(answered, 'the UDP echo');
+  const session = `127.0.0.1:${udpClient.address().port}`;
+  await page.getByRole('button', { name: 'Details of udp-live' }).click();
+  const udpPanel = page.getByRole('region', { name: /^Details of "udp-live"/ });
+  const udpRow = udpPanel.locator('table.conns tbody tr', { hasText: session });
+  await udpRow.waitFor();
+  assert.equal(await udpRow.locator('td').nth(3).textContent(), 'active');
+  page.once('dialog', (d) => {
+    assert.match(d.message(), new RegExp(`^Close the UDP session of ${session} .*The session is dropped\\.$`));
+    d.accept();
+  });
+  await udpPanel.getByRole('button', { name: `Close session from ${session}` }).click();
+  await udpPanel.getByRole('status').getByText(`Closed the UDP session of ${session}; 0 listed.`).waitFor();
+  assert.deepEqual((await call(url, 'GET', `/api/v1/forwards/${u.id}/connections`)).connections, []);
 });
