@@ -3,7 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
@@ -58,6 +58,30 @@ function traffic(port, bytes) {
     s.on('error', reject);
     s.setTimeout(30000, () => reject(new Error('traffic timed out')));
   });
+}
+
+// Whether 127.0.0.1:port can be listened on now.
+function bindable(port) {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
+}
+
+// The first of `n` consecutive free ports, drawn below the kernel's ephemeral range (as
+// tests/test_support.hpp's free_ports does): no port-0 listener and no outgoing connection of a
+// parallel test takes one there between this probe and the daemon's bind.
+async function freePorts(n) {
+  const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  const from = Math.max(1024, low - 12000);
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const first = from + Math.floor(Math.random() * (low - n - from));
+    let free = true;
+    for (let i = 0; free && i < n; i++) free = await bindable(first + i);
+    if (free) return first;
+  }
+  throw new Error(`no ${n} consecutive free ports below the ephemeral range`);
 }
 
 async function browser() {
@@ -606,9 +630,7 @@ test('a port range, PROXY headers and a source address in the form, their 400s b
   await page.getByRole('button', { name: 'Create forward' }).click();
   await page.locator('#err-listen_port_end, #err-listen_port').getByText(/range/).first().waitFor();
   assert.equal(await page.locator('#forwards tbody tr').count(), 0);
-  const free = await new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => { const p = probe.address().port; probe.close(() => resolve(p)); });
-  });
+  const free = await freePorts(2);
   await page.getByLabel('Listen port (0 = any free port)').fill(String(free));
   await page.getByLabel('Listen port range end (empty = one port)').fill(String(free + 1));
   await page.getByLabel('Source address (empty = the kernel chooses)').fill('192.0.2.1');
@@ -759,9 +781,7 @@ test('filter and sort the table, and each forward\'s throughput chart', { timeou
 test('a pool\'s targets with their health in the forward\'s details', { timeout: 300000 }, async () => {
   const { url } = await startDaemon('health');
   const up = await echoServer();
-  const down = await new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => { const p = probe.address().port; probe.close(() => resolve(p)); });
-  });
+  const down = await freePorts(1);  // nobody listens there: the health check sees it down
   await call(url, 'POST', '/api/v1/forwards', {
     name: 'pool', protocol: 'tcp', listen_host: '127.0.0.1', listen_port: 0,
     targets: [{ host: '127.0.0.1', port: up, weight: 2 }, { host: '127.0.0.1', port: down, backup: true }],
