@@ -342,3 +342,31 @@ TEST_CASE("config PUT with a stale If-Match is a 412 - a star matches", "[api]")
   REQUIRE(listed);
   CHECK(listed->status == 200);
 }
+
+TEST_CASE("config PUT changes a forward in error that keeps its address, as PATCH does - it stays in error", "[api]") {
+  api_fixture f;
+  std::uint16_t taken = 0;
+  auto holder = listen_on(taken);
+  REQUIRE(holder);
+  relay::forward_spec spec;
+  spec.name = "held";
+  spec.listen_host = "127.0.0.1";
+  spec.listen_port = taken;
+  spec.targets = {relay::target_spec{"127.0.0.1", 9}};
+  f.store.insert(spec);
+  f.controller.restore();
+  REQUIRE(f.engine.status(1).state == relay::forward_state::error);
+  auto doc = config_of(f);
+  doc["forwards"][0]["max_connections"] = 7;
+  auto dry = put_config(f, doc, true);
+  REQUIRE(dry);
+  INFO(dry->body);
+  CHECK(body_of(dry)["errors"].empty());
+  auto r = put_config(f, doc);
+  REQUIRE(r);
+  INFO(r->body);
+  CHECK(r->status == 200);
+  const auto got = body_of(f.client.Get("/api/v1/forwards/1"));
+  CHECK(got["max_connections"] == 7);
+  CHECK(got["state"] == "error");
+}
