@@ -141,8 +141,9 @@ reply controller::apply_config(const config_plan& plan, const std::vector<config
     undo();
     return error_reply(*e);
   }
-  const std::vector<relay::forward_spec> added(w.specs.begin(), w.specs.begin() + static_cast<std::ptrdiff_t>(w.created));
-  const std::vector<relay::forward_spec> changed(w.specs.begin() + static_cast<std::ptrdiff_t>(w.created), w.specs.end());
+  const auto split = w.specs.begin() + static_cast<std::ptrdiff_t>(w.created);
+  const std::vector<relay::forward_spec> added(w.specs.begin(), split);
+  const std::vector<relay::forward_spec> changed(split, w.specs.end());
   std::vector<store::stored_forward> stored;
   try {
     stored = store_.replace_set(added, changed, plan.remove);

@@ -296,6 +296,14 @@ TEST_CASE("config PUT refuses bad names and documents with 400 naming the entry"
   refused({{"forwards", {bad_port}}}, "invalid_field", "listen_port", "c");
   refused({{"forwards", json::array()}, {"extra", 1}}, "unknown_field", "extra", "");
   refused({{"forward", json::array()}}, "unknown_field", "forward", "");
+  auto query = f.client.Put("/api/v1/config?dry_run=yes", before.dump(), "application/json");
+  REQUIRE(query);
+  CHECK(query->status == 400);
+  CHECK(body_of(query)["error"]["field"] == "dry_run");
+  auto post = f.client.Post("/api/v1/config", before.dump(), "application/json");
+  REQUIRE(post);
+  CHECK(post->status == 405);
+  CHECK(post->get_header_value("Allow") == "GET, HEAD, PUT");
   CHECK(config_of(f) == before);
 }
 
