@@ -27,6 +27,7 @@ namespace {
 
 constexpr std::string_view forwards_path = "/api/v1/forwards";
 constexpr std::string_view metrics_path = "/metrics";
+constexpr std::string_view config_path = "/api/v1/config";
 
 // What a token guards: the API and the metrics. The admin page itself and /healthz stay open.
 bool needs_token(const std::string& path) { return path.rfind("/api/", 0) == 0 || path == metrics_path; }
@@ -237,6 +238,7 @@ void write(const reply& r, httplib::Response& res) {
   res.status = r.status;
   if (!r.location.empty()) res.set_header("Location", r.location);
   if (!r.allow.empty()) res.set_header("Allow", r.allow);
+  if (!r.etag.empty()) res.set_header("ETag", r.etag);
   if (r.status == 401) res.set_header("WWW-Authenticate", bearer_challenge);
   if (r.status != 204) {
     res.set_content(r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", "application/json");
@@ -364,6 +366,18 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
     if (m == "GET" || m == "HEAD") return ctl_.list();
     if (m == "POST") return parse([&](const json& doc) { return ctl_.create(doc); });
     return method_not_allowed("GET, HEAD, POST");
+  }
+  if (req.path == config_path) {
+    if (m == "GET" || m == "HEAD") return ctl_.config();
+    if (m != "PUT") return method_not_allowed("GET, HEAD, PUT");
+    const auto dry_run = req.get_param_value("dry_run");
+    const bool valid = dry_run == "true" || dry_run == "false" || !req.has_param("dry_run");
+    if (req.get_param_value_count("dry_run") > 1 || !valid) {
+      return error_reply(api_error{400, "invalid_query", "dry_run must be true or false, given once", "dry_run"});
+    }
+    std::optional<std::string> if_match;
+    if (req.has_header("If-Match")) if_match = req.get_header_value("If-Match");
+    return parse([&](const json& doc) { return ctl_.put_config(doc, dry_run == "true", if_match); });
   }
   if (auto id = forward_id(req.path)) {
     if (m == "GET" || m == "HEAD") {

@@ -19,6 +19,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace relay {
@@ -72,6 +73,23 @@ class engine {
   // `next` (see target_guard). Host-name targets are checked before each connect instead. A disabled
   // forward leads nowhere: it is checked when it is enabled.
   std::optional<refusal> check_target(const forward_spec& next) const;
+
+  // A whole new set at once (PUT /api/v1/config): each enabled forward of `set` checked as above
+  // against the others of `set` only (ids must differ; a forward to be created may have a negative
+  // one). The first refusal, with the index of the forward it is about.
+  std::optional<std::pair<std::size_t, refusal>> check_targets(const std::vector<forward_spec>& set) const;
+  // For a new set at once: closes the listeners of each forward of `leaving` (going, disabled or
+  // moving) whose address one of `wanted` would bind over, so that its ports are free for it. Its
+  // live TCP connections carry on; a UDP forward's sessions end. prepare() then binds a released
+  // forward's ports anew. Returns the ids released; take_back() binds them again (on failure).
+  std::vector<std::int64_t> release_for(const std::vector<std::int64_t>& leaving,
+                                        const std::vector<forward_spec>& wanted);
+  void take_back(const std::vector<std::int64_t>& ids);
+  // A dry run of preparing `wanted` together: binds each port that prepare() would bind, except
+  // those held by a forward of `leaving`, keeping each until all are tried (so two of `wanted` on
+  // one port clash), then closes them all. The index and error of each that would fail.
+  std::vector<std::pair<std::size_t, op_error>> probe(const std::vector<forward_spec>& wanted,
+                                                      const std::vector<std::int64_t>& leaving);
 
   // `next.id` is 0 for a forward that does not exist yet. Binds every port of next's range that the
   // forward does not listen on yet, all or nothing: a range that moves keeps the sockets of the
@@ -136,6 +154,7 @@ class engine {
     // shows. Replaced (sharing kept targets' state) on each start and each change of the pool's fields.
     std::shared_ptr<target_pool> targets;
     std::shared_ptr<health_checker> checker;  // on the home worker, for `targets`, while live with a health_check
+    bool released = false;  // live, its listeners closed by release_for() until apply() or take_back()
   };
 
   // Binds `ports` of `spec` on worker `home`, all or nothing; a failure on one port of a range names it.
