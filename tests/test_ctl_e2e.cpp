@@ -178,3 +178,129 @@ TEST_CASE("ctl takes the token from --token-file or PORTRELAY_TOKEN and the addr
   CHECK(run_ctl({"--api", api, "list"}, {"PORTRELAY_API=" + nobody, "PORTRELAY_TOKEN=tok-123"}).status == 0);
   CHECK(run_ctl({"list"}, {"PORTRELAY_API=" + nobody, "PORTRELAY_TOKEN=tok-123"}).status == 3);
 }
+
+TEST_CASE("ctl conns lists every live connection through pages and kill closes one or a whole prefix", "[e2e][tcp]") {
+  target_server target(target_server::echo);
+  temp_dir dir;
+  running d(args_for(dir));
+  const auto api = api_of(d);
+  const int port = create(d.client, target.port())["listen_port"];
+  std::vector<fd> clients;
+  for (int i = 0; i < 5; ++i) {
+    clients.push_back(connect_to(static_cast<std::uint16_t>(port)));
+    REQUIRE(send_all(clients.back().get(), "ping"));
+    REQUIRE(recv_exact(clients.back().get(), 4) == "ping");  // relaying: the target answered through it
+  }
+
+  const auto listed = run_ctl({"--api", api, "conns", "1", "--limit", "2"});
+  INFO(listed.out << listed.err);
+  REQUIRE(listed.status == 0);
+  const auto rows = lines_of(listed.out);
+  REQUIRE(rows.size() == 6);
+  CHECK(column_of(rows[0], "CLIENT") != std::string::npos);
+  for (std::size_t i = 1; i < rows.size(); ++i) {
+    CHECK(column_of(rows[i], "127.0.0.1:") == column_of(rows[0], "CLIENT"));
+    CHECK(rows[i].find("relaying") != std::string::npos);
+    CHECK(rows[i].find("4 B") != std::string::npos);
+  }
+  const auto listed_json = run_ctl({"--api", api, "conns", "1", "--limit", "2", "--json"});
+  REQUIRE(listed_json.status == 0);
+  const auto all = json::parse(listed_json.out);
+  const auto one_page = api_get(d, "/api/v1/forwards/1/connections?limit=1000");
+  REQUIRE(all["connections"].size() == 5);
+  CHECK(all["next"].is_null());
+  for (std::size_t i = 0; i < 5; ++i) {
+    CHECK(all["connections"][i]["id"] == one_page["connections"][i]["id"]);
+    CHECK(all["connections"][i]["client"] == one_page["connections"][i]["client"]);
+  }
+
+  const auto first = all["connections"][0]["id"].dump();
+  const auto killed = run_ctl({"--api", api, "kill", "1", first});
+  CHECK(killed.status == 0);
+  CHECK(killed.out == "closed connection " + first + "\n");
+  CHECK(closed_by_peer(clients[0].get()));
+  REQUIRE(send_all(clients[1].get(), "still"));
+  CHECK(recv_exact(clients[1].get(), 5) == "still");  // the others carry on
+  const auto again = run_ctl({"--api", api, "kill", "1", first});
+  CHECK(again.status == 1);
+  CHECK(again.err.find("(404 not_found)") != std::string::npos);
+
+  CHECK(run_ctl({"--api", api, "kill", "1", "--client", "10.0.0.0/8"}).out == "closed 0 connections\n");
+  const auto cut = run_ctl({"--api", api, "kill", "1", "--client", "127.0.0.0/8"});
+  CHECK(cut.out == "closed 4 connections\n");
+  for (std::size_t i = 1; i < clients.size(); ++i) CHECK(closed_by_peer(clients[i].get()));
+  CHECK(eventually([&] { return run_ctl({"--api", api, "conns", "1"}).out == "no connections\n"; }));
+}
+
+TEST_CASE("ctl export and apply round trip in JSON and YAML - an edited file's dry run is a diff and changes nothing", "[e2e]") {
+  target_server target(target_server::echo);
+  temp_dir dir;
+  running d(args_for(dir));
+  const auto api = api_of(d);
+  const auto post = [&](const json& body) {
+    auto r = d.client.Post("/api/v1/forwards", body.dump(), "application/json");
+    REQUIRE(r);
+    REQUIRE(r->status == 201);
+    return json::parse(r->body);
+  };
+  const json targets = json::array({{{"host", "127.0.0.1"}, {"port", target.port()}}});
+  const int web_port = post({{"name", "web"}, {"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0},
+                             {"targets", targets}})["listen_port"];
+  post({{"name", "db"}, {"protocol", "tcp"}, {"listen_host", "127.0.0.1"}, {"listen_port", 0}, {"targets", targets}});
+  const auto json_file = (dir.path / "portrelay.json").string(), yaml_file = (dir.path / "portrelay.yaml").string();
+
+  const auto exported = run_ctl({"--api", api, "export", json_file});
+  INFO(exported.out << exported.err);
+  REQUIRE(exported.status == 0);
+  CHECK(exported.out.starts_with("exported 2 forwards to " + json_file + " (ETag \""));
+  std::ifstream in(json_file);
+  CHECK(json::parse(in) == api_get(d, "/api/v1/config"));
+  CHECK(run_ctl({"--api", api, "apply", json_file, "--dry-run"}).out == "= 2 unchanged\ndry run: nothing was changed\n");
+  REQUIRE(run_ctl({"--api", api, "export", yaml_file}).status == 0);
+  CHECK(run_ctl({"--api", api, "apply", yaml_file, "--dry-run"}).out == "= 2 unchanged\ndry run: nothing was changed\n");
+
+  const auto port_line = "    listen_port: " + std::to_string(web_port) + "\n";
+  const auto target_lines = "    targets:\n      - host: 127.0.0.1\n        port: " + std::to_string(target.port()) + "\n";
+  std::ofstream(yaml_file) << "forwards:\n"
+                           << "  - name: web\n    protocol: tcp\n    listen_host: 127.0.0.1\n" << port_line << target_lines
+                           << "    max_connections: 100\n"
+                           << "  - name: extra\n    protocol: tcp\n    listen_host: 127.0.0.1\n    listen_port: 0\n"
+                           << target_lines;
+  const auto before = api_get(d, "/api/v1/forwards");
+  const auto dry = run_ctl({"--api", api, "apply", yaml_file, "--dry-run"});
+  CHECK(dry.status == 0);
+  CHECK(dry.out ==
+        "+ extra (create)\n"
+        "~ web: max_connections 0 -> 100\n"
+        "- db (delete)\n"
+        "= 0 unchanged\n"
+        "dry run: nothing was changed\n");
+  CHECK(api_get(d, "/api/v1/forwards") == before);
+
+  const auto stale = run_ctl({"--api", api, "apply", yaml_file, "--if-match", "\"0\""});
+  CHECK(stale.status == 1);
+  CHECK(stale.err.find("(412 precondition_failed") != std::string::npos);
+  const auto applied = run_ctl({"--api", api, "apply", yaml_file});
+  INFO(applied.err);
+  CHECK(applied.status == 0);
+  CHECK(applied.out.find("applied (ETag \"") != std::string::npos);
+  const auto after = api_get(d, "/api/v1/config")["forwards"];
+  REQUIRE(after.size() == 2);
+  CHECK(after[0]["name"] == "extra");
+  CHECK(after[1]["name"] == "web");
+  CHECK(after[1]["max_connections"] == 100);
+  CHECK(echo_once(static_cast<std::uint16_t>(web_port), "kept") == "kept");
+
+  // A dry run whose bind would fail lists the error and exits 1; --json prints the API's plan.
+  std::uint16_t taken = 0;
+  auto holder = listen_on(taken);
+  std::ofstream(yaml_file) << "forwards:\n  - name: web\n    protocol: tcp\n    listen_host: 127.0.0.1\n"
+                           << "    listen_port: " << taken << "\n" << target_lines;
+  const auto failing = run_ctl({"--api", api, "apply", yaml_file, "--dry-run"});
+  CHECK(failing.status == 1);
+  CHECK(failing.out.find("✖ web: listen_port: ") != std::string::npos);
+  const auto failing_json = run_ctl({"--api", api, "apply", yaml_file, "--dry-run", "--json"});
+  CHECK(failing_json.status == 1);
+  CHECK(json::parse(failing_json.out)["errors"][0]["name"] == "web");
+  CHECK(api_get(d, "/api/v1/config")["forwards"] == after);
+}
