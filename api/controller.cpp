@@ -1,8 +1,8 @@
 // controller: the create/patch/delete sequences and the start-up replay.
 #include "api/controller.hpp"
 
+#include "api/forward_checks.hpp"
 #include "api/forward_json.hpp"
-#include "relay/socket_options.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -18,14 +18,6 @@ reply not_found(std::int64_t id) {
   return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
 }
 
-// The host ran out of something a listener needs: a 503, not the client's fault and not its field.
-std::optional<std::string> exhausted_resource(const std::error_code& code) {
-  if (!relay::is_resource_error(code)) return std::nullopt;
-  if (code == std::errc::too_many_files_open) return "file descriptors of the portrelay process (RLIMIT_NOFILE)";
-  if (code == std::errc::too_many_files_open_in_system) return "file descriptors of the system (fs.file-max)";
-  return "kernel memory";  // ENOBUFS, ENOMEM
-}
-
 // Why a stored forward cannot be served as it is: the checks a request must pass, applied to the row.
 std::optional<std::string> stored_problem(const store::stored_forward& f) {
   if (!f.invalid.empty()) return "stored forward is invalid: " + f.invalid;
@@ -33,26 +25,6 @@ std::optional<std::string> stored_problem(const store::stored_forward& f) {
   return std::nullopt;
 }
 
-// Why `next`'s source_address cannot be used here: an address this host does not have (asked of the
-// kernel with a bind, so it cannot be a field check). Asked only when the address is new to the
-// forward (`was` is the stored one): a forward whose address went away since can still be changed.
-// When the kernel cannot be asked for want of a resource, nothing: its connections will say.
-std::optional<api_error> foreign_source(const relay::forward_spec& next, const relay::forward_spec* was) {
-  if (!next.source_address || (was && was->source_address == next.source_address)) return std::nullopt;
-  const auto ec = relay::check_local_address(*next.source_address);
-  if (!ec || relay::is_resource_error(ec)) return std::nullopt;
-  const auto address = next.source_address->to_string();
-  return api_error{400, "invalid_field",
-                   ec.value() == EADDRNOTAVAIL
-                       ? "source_address " + address + " is not an address of this host"
-                       : "source_address " + address + " cannot be bound: " + ec.message(),
-                   "source_address"};
-}
-
-reply storage_failed(const std::exception& e) {
-  spdlog::error("store: {}", e.what());
-  return error_reply(500, "storage_error", "the change could not be saved; nothing was changed");
-}
 }  // namespace
 
 controller::controller(store::forward_store& store, relay::engine& engine) : store_(store), engine_(engine) {}
@@ -61,28 +33,7 @@ json controller::render(const store::stored_forward& f) { return to_json(f, engi
 
 std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::engine::prepared& out) {
   auto p = engine_.prepare(next);
-  if (!p) {
-    const auto& e = p.error();
-    if (e.code == std::errc::address_in_use) {
-      // A range's message names the port that is taken ("listen port 40012 is in use: bind ...").
-      const auto where = relay::listen_endpoint(next);
-      return api_error{409, "address_in_use",
-                       next.listen_port_end ? e.message + " (range " + where + "; nothing was bound)"
-                                            : "listen address " + where + " is already in use (" + e.message + ")",
-                       "listen_port"};
-    }
-    if (e.code == relay::range_over_budget) {
-      return api_error{409, "descriptor_limit", "cannot listen on " + relay::listen_endpoint(next) + ": " + e.message,
-                       "listen_port_end"};
-    }
-    if (auto resource = exhausted_resource(e.code)) {
-      return api_error{503, "resource_exhausted",
-                       "cannot listen on " + relay::listen_endpoint(next) + ": the host is out of " + *resource +
-                           " (" + e.message + "); try again later"};
-    }
-    return api_error{400, "bind_failed", "cannot listen on " + relay::listen_endpoint(next) + ": " + e.message,
-                     "listen_host"};
-  }
+  if (!p) return bind_refusal(next, p.error());
   if (next.enabled) next.listen_port = p.value().port;
   out = std::move(p.value());
   return std::nullopt;
@@ -92,11 +43,7 @@ std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::e
 std::optional<api_error> controller::refuse_target(const relay::forward_spec& next) const {
   auto r = engine_.check_target(next);
   if (!r) return std::nullopt;
-  // The field is the port: a local target host is ordinary, it is the port that makes it the API or
-  // a listener of this daemon.
-  const bool api = r->kind == relay::refusal::kind::api;
-  return api_error{400, api ? "target_is_api" : "forward_loop", r->message,
-                   next.targets.size() == 1 ? "target_port" : "targets"};
+  return target_refusal(next, *r);
 }
 
 void controller::restore() {
@@ -218,6 +165,31 @@ reply controller::remove(std::int64_t id) {
   engine_.remove(id);
   spdlog::info("forward {} deleted", id);
   return {204, nullptr, {}, {}};
+}
+
+reply controller::connections(std::int64_t id, std::uint64_t after, std::size_t limit) {
+  if (!exists(id)) return not_found(id);
+  return {200, connections_json(engine_.connections(id, after, limit)), {}, {}};
+}
+
+reply controller::close_connection(std::int64_t id, std::uint64_t connection) {
+  if (!exists(id)) return not_found(id);
+  const auto closed = engine_.close_connection(id, connection);
+  if (!closed) {
+    return error_reply(404, "not_found",
+                       "forward " + std::to_string(id) + " has no connection " + std::to_string(connection));
+  }
+  spdlog::info("forward {}: connection {} from {} closed over the API", id, connection,
+               relay::format_endpoint(closed->client_address.to_string(), closed->client_port));
+  return {204, nullptr, {}, {}};
+}
+
+reply controller::close_connections(std::int64_t id, const relay::ip_prefix& clients) {
+  if (!exists(id)) return not_found(id);
+  const auto closed = engine_.close_connections(id, relay::prefix_set({clients}));
+  spdlog::info("forward {}: {} connection{} from {} closed over the API", id, closed, closed == 1 ? "" : "s",
+               relay::to_string(clients));
+  return {200, json{{"closed", closed}}, {}, {}};
 }
 
 }  // namespace api

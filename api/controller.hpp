@@ -7,8 +7,14 @@
 
 #include <cstdint>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace api {
+
+struct config_entry;
+struct config_plan;
 
 // Changes are serialised: each one runs prepare (bind) -> commit (SQLite) -> apply (serve), and a
 // failure at any step undoes the steps before it, so disk and runtime never disagree.
@@ -27,9 +33,23 @@ class controller {
   reply create(const json& body);
   reply patch(std::int64_t id, const json& body);
   reply remove(std::int64_t id);
+  // GET /api/v1/config: the document (config_document's export) with its ETag.
+  reply config();
+  // PUT /api/v1/config: makes the set of forwards the document's, all or nothing, and answers the
+  // plan (what was done) with the new ETag; with `dry_run`, only the plan and the binds that would
+  // fail. `if_match`: the If-Match header, when given (412 when it does not match).
+  reply put_config(const json& body, bool dry_run, const std::optional<std::string>& if_match);
 
   // For reads that need no serialising (metrics): the engine is thread-safe on its own.
   const relay::engine& engine() const { return engine_; }
+
+  // The live connections API, outside the change mutex (no change is made to a forward): 404 for
+  // a forward that does not exist; a stored forward that does not serve has none.
+  reply connections(std::int64_t id, std::uint64_t after, std::size_t limit);
+  // 204 once connection `connection` is reset (both sides) or the session dropped; 404 when gone.
+  reply close_connection(std::int64_t id, std::uint64_t connection);
+  // 200 {"closed": N}: every connection or session of a client in `clients`.
+  reply close_connections(std::int64_t id, const relay::ip_prefix& clients);
 
  private:
   json render(const store::stored_forward& f);
@@ -39,6 +59,8 @@ class controller {
   std::optional<api_error> prepare(relay::forward_spec& next, relay::engine::prepared& out);
   // 400 when `next`'s target leads back into this daemon: its API, or a loop of forwards.
   std::optional<api_error> refuse_target(const relay::forward_spec& next) const;
+  // put_config's binding, commit and apply, once the plan is known and checked (api/controller_config).
+  reply apply_config(const config_plan& plan, const std::vector<config_entry>& entries);
 
   std::mutex mutex_;
   store::forward_store& store_;

@@ -6,6 +6,7 @@ namespace api {
 reply error_reply(const api_error& e) {
   json error{{"code", e.code}, {"message", e.message}};
   if (!e.field.empty()) error["field"] = e.field;
+  if (!e.forward.empty()) error["forward"] = e.forward;
   return reply{e.status, json{{"error", std::move(error)}}, {}, {}};
 }
 

@@ -15,15 +15,18 @@ struct reply {
   json body;
   std::string location;
   std::string allow;  // for 405
+  std::string etag = {};  // a strong ETag with its quotes (GET and PUT /api/v1/config)
 };
 
 // {"error": {"code": "<stable machine code>", "message": "<sentence>", "field": "<name>"}}; "field"
-// only when one field of the request is at fault, so a form can show the message beside it.
+// only when one field of the request is at fault, so a form can show the message beside it; and
+// "forward": "<name>" when the fault is in one forward of a configuration document.
 struct api_error {
   int status;
   std::string code;
   std::string message;
   std::string field = {};
+  std::string forward = {};
 };
 
 reply error_reply(const api_error& e);

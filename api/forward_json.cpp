@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <optional>
 #include <set>
@@ -255,6 +256,26 @@ std::optional<api_error> check_spec(const relay::forward_spec& spec) {
     return invalid(bad->field, std::move(bad->message));
   }
   return std::nullopt;
+}
+
+json connections_json(const relay::connection_page& page) {
+  json items = json::array();
+  for (const auto& c : page.items) {
+    const double idle = std::chrono::duration<double>(c.idle).count();
+    items.push_back(json{{"id", c.id},
+                         {"protocol", relay::to_string(c.protocol)},
+                         {"client", relay::format_endpoint(c.client_address.to_string(), c.client_port)},
+                         {"listen", relay::format_endpoint(c.listen_address.to_string(), c.listen_port)},
+                         {"target", c.target ? json(relay::printable(*c.target)) : json(nullptr)},
+                         {"state", relay::to_string(c.state)},
+                         {"started_at", rfc3339(c.started_at)},
+                         {"idle_s", std::round(idle * 10) / 10},
+                         {"bytes_up", c.bytes_up},
+                         {"bytes_down", c.bytes_down}});
+  }
+  const bool more = page.more && !page.items.empty();
+  return json{{"connections", std::move(items)},
+              {"next", more ? json(std::to_string(page.items.back().id)) : json(nullptr)}};
 }
 
 json port_rows(const std::vector<relay::port_snapshot>& ports) {

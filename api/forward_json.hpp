@@ -42,6 +42,14 @@ std::vector<relay::target_stats> target_rows(const relay::forward_spec& spec, co
 // connections_total, bytes_up, bytes_down}, one per port the forward listens on, in port order.
 json port_rows(const std::vector<relay::port_snapshot>& ports);
 
+// GET /api/v1/forwards/{id}/connections: {"connections": [{id, protocol, client, listen, target,
+// state, started_at, idle_s, bytes_up, bytes_down}, ...], "next": the last id as a string when more
+// remain, else null}. Endpoints as "ip:port" ("[ip]:port" for IPv6), idle_s to a tenth of a second.
+json connections_json(const relay::connection_page& page);
+// The page size a listing takes when it names none, and the most it may name.
+inline constexpr std::size_t connections_page_default = 100;
+inline constexpr std::size_t connections_page_max = 1000;
+
 // Strings that did not pass the checks (a hand-edited store) are rendered through relay::printable.
 // stats.targets is target_rows(); a row with no `since` of its own shows the forward's updated_at.
 json to_json(const store::stored_forward& f, const relay::forward_status& status);

@@ -5,6 +5,7 @@
 #include "api/http_guard.hpp"
 #include "api/metrics.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/ip_prefix.hpp"
 #include "web/assets.hpp"
 
 #include <asio/io_context.hpp>
@@ -16,6 +17,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 
@@ -25,6 +27,7 @@ namespace {
 
 constexpr std::string_view forwards_path = "/api/v1/forwards";
 constexpr std::string_view metrics_path = "/metrics";
+constexpr std::string_view config_path = "/api/v1/config";
 
 // What a token guards: the API and the metrics. The admin page itself and /healthz stay open.
 bool needs_token(const std::string& path) { return path.rfind("/api/", 0) == 0 || path == metrics_path; }
@@ -39,6 +42,77 @@ std::optional<std::int64_t> forward_id(std::string_view path) {
   auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), id);
   if (ec != std::errc() || end != digits.data() + digits.size() || id <= 0 || digits[0] == '0') return std::nullopt;
   return id;
+}
+
+// A decimal number without sign or leading zero, in [low, high].
+std::optional<std::uint64_t> decimal(std::string_view text, std::uint64_t low, std::uint64_t high) {
+  std::uint64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || (text[0] == '0' && text.size() > 1) ||
+      n < low || n > high) {
+    return std::nullopt;
+  }
+  return n;
+}
+
+// /api/v1/forwards/{id}/connections[/{cid}]: the forward's id and, for one connection, its id.
+struct connections_target {
+  std::int64_t forward;
+  std::optional<std::uint64_t> connection;
+};
+
+std::optional<connections_target> connections_path(std::string_view path) {
+  constexpr std::string_view tail = "/connections";
+  const auto prefix = std::string(forwards_path) + "/";
+  if (path.substr(0, prefix.size()) != prefix) return std::nullopt;
+  path.remove_prefix(prefix.size());
+  const auto slash = path.find('/');
+  const auto id = decimal(path.substr(0, slash), 1, std::numeric_limits<std::int64_t>::max());
+  if (!id || slash == std::string_view::npos) return std::nullopt;
+  path.remove_prefix(slash);
+  if (path.substr(0, tail.size()) != tail) return std::nullopt;
+  path.remove_prefix(tail.size());
+  connections_target out{static_cast<std::int64_t>(*id), std::nullopt};
+  if (path.empty()) return out;
+  if (path[0] != '/' || !(out.connection = decimal(path.substr(1), 1, std::numeric_limits<std::uint64_t>::max()))) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+reply invalid_query(std::string message, std::string parameter) {
+  return error_reply(api_error{400, "invalid_query", std::move(message), std::move(parameter)});
+}
+
+// The live connections of a forward known to exist: GET lists a page, DELETE closes those of the
+// clients in the `client` prefix (required, so that nobody closes everything by accident).
+reply connections_route(controller& ctl, std::int64_t id, const httplib::Request& req) {
+  for (const char* name : {"limit", "after", "client"}) {
+    if (req.get_param_value_count(name) > 1) return invalid_query(std::string(name) + " may be given once", name);
+  }
+  if (req.method == "DELETE") {
+    if (!req.has_param("client")) {
+      return invalid_query("client is required: the prefix of the clients to close, such as 192.0.2.7/32 "
+                           "(0.0.0.0/0 and ::/0 close every connection)",
+                           "client");
+    }
+    const auto prefix = relay::parse_prefix(req.get_param_value("client"));
+    if (const auto* why = std::get_if<std::string>(&prefix)) return invalid_query("client: " + *why, "client");
+    return ctl.close_connections(id, std::get<relay::ip_prefix>(prefix));
+  }
+  std::size_t limit = connections_page_default;
+  if (req.has_param("limit")) {
+    const auto n = decimal(req.get_param_value("limit"), 1, connections_page_max);
+    if (!n) return invalid_query("limit must be a whole number from 1 to 1000", "limit");
+    limit = static_cast<std::size_t>(*n);
+  }
+  std::uint64_t after = 0;
+  if (req.has_param("after")) {
+    const auto n = decimal(req.get_param_value("after"), 0, std::numeric_limits<std::uint64_t>::max());
+    if (!n) return invalid_query("after must be the \"next\" of an earlier page", "after");
+    after = *n;
+  }
+  return ctl.connections(id, after, limit);
 }
 
 bool is_json(const httplib::Request& req) {
@@ -162,6 +236,7 @@ void write(const reply& r, httplib::Response& res) {
   res.status = r.status;
   if (!r.location.empty()) res.set_header("Location", r.location);
   if (!r.allow.empty()) res.set_header("Allow", r.allow);
+  if (!r.etag.empty()) res.set_header("ETag", r.etag);
   if (r.status == 401) res.set_header("WWW-Authenticate", bearer_challenge);
   if (r.status != 204) {
     res.set_content(r.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", "application/json");
@@ -290,6 +365,17 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
     if (m == "POST") return parse([&](const json& doc) { return ctl_.create(doc); });
     return method_not_allowed("GET, HEAD, POST");
   }
+  if (req.path == config_path) {
+    if (m == "GET" || m == "HEAD") return ctl_.config();
+    if (m != "PUT") return method_not_allowed("GET, HEAD, PUT");
+    const auto dry_run = req.get_param_value("dry_run");
+    if (req.get_param_value_count("dry_run") > 1 || (req.has_param("dry_run") && dry_run != "true" && dry_run != "false")) {
+      return error_reply(api_error{400, "invalid_query", "dry_run must be true or false, given once", "dry_run"});
+    }
+    std::optional<std::string> if_match;
+    if (req.has_header("If-Match")) if_match = req.get_header_value("If-Match");
+    return parse([&](const json& doc) { return ctl_.put_config(doc, dry_run == "true", if_match); });
+  }
   if (auto id = forward_id(req.path)) {
     if (m == "GET" || m == "HEAD") {
       const auto per_port = req.get_param_value("per_port");
@@ -305,6 +391,15 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
       return parse([&](const json& doc) { return ctl_.patch(*id, doc); });
     }
     return method_not_allowed("GET, HEAD, PATCH, DELETE");
+  }
+  if (auto at = connections_path(req.path)) {
+    if (at->connection) {
+      if (m == "DELETE") return ctl_.close_connection(at->forward, *at->connection);
+      return method_not_allowed("DELETE");
+    }
+    if (m != "GET" && m != "HEAD" && m != "DELETE") return method_not_allowed("GET, HEAD, DELETE");
+    if (!ctl_.exists(at->forward)) return ctl_.get(at->forward);  // the 404, whatever the query
+    return connections_route(ctl_, at->forward, req);
   }
   return error_reply(404, "not_found", "there is nothing at " + req.path);
 }

@@ -123,9 +123,9 @@ std::optional<op_error> engine::over_budget(const forward_spec& spec, std::size_
 std::shared_ptr<running_forward> engine::make_forward(const entry& e, const forward_spec& spec) {
   if (spec.protocol == protocol::udp) {
     return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats, e.ports, options_.udp_drain_idle_timeout,
-                                         e.targets);
+                                         e.targets, connection_ids_);
   }
-  return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, e.ports, options_, e.targets);
+  return std::make_shared<tcp_forward>(pool_, e.home, spec, e.stats, e.ports, options_, e.targets, connection_ids_);
 }
 
 void engine::renew_targets(entry& e, const forward_spec& spec) {
@@ -154,14 +154,15 @@ result<engine::prepared> engine::prepare(const forward_spec& next) {
   if (!next.enabled) return prepared{};
   const std::size_t home = current ? current->home : pool_.next();
   // A forward that keeps its address keeps the sockets of the ports it keeps: only new ones are bound.
-  const bool keeps = current && current->live && same_listen_address_and_protocol(current->spec, next);
+  const bool keeps =
+      current && current->live && !current->released && same_listen_address_and_protocol(current->spec, next);
   const auto ports = keeps ? ports_without(next, current->spec) : ports_of(next);
   if (keeps && ports.empty()) return prepared{home, {}, false, next.listen_port, false};
   if (auto e = over_budget(next, ports.size())) return *e;
   auto bound = bind_on(home, next, ports);
   bool released_old = false;
   if (!bound && bound.error().code == std::errc::address_in_use && current && current->live && !keeps &&
-      overlaps(current->spec, next)) {
+      !current->released && overlaps(current->spec, next)) {
     // The new address overlaps the one this forward holds (0.0.0.0:80 -> 127.0.0.1:80): the old
     // listeners have to go first. If the new bind still fails, the old address is taken back.
     current->live->close_listener();
@@ -214,6 +215,7 @@ void engine::apply(const forward_spec& next, prepared p) {
   }
   e.spec = next;
   e.error.clear();
+  e.released = false;
   sync_checks(e);
   publish_guard();
 }
@@ -228,6 +230,7 @@ void engine::abandon(const forward_spec& next, prepared p) {
 }
 
 void engine::take_back_listener(entry& e) {
+  e.released = false;
   auto again = bind_on(e.home, e.spec, ports_of(e.spec));
   if (again) {
     e.live->listen(std::move(again.value()), true);
@@ -287,6 +290,86 @@ std::optional<refusal> engine::check_target(const forward_spec& next) const {
   }
   if (auto n = node_of(next)) nodes.push_back(*n);
   return target_guard(api_, std::move(nodes)).check(next);
+}
+
+std::optional<std::pair<std::size_t, refusal>> engine::check_targets(const std::vector<forward_spec>& set) const {
+  std::vector<guard_node> nodes;
+  for (const auto& s : set) {
+    if (!s.enabled) continue;
+    if (auto n = node_of(s)) nodes.push_back(*n);
+  }
+  std::unique_lock lock(mutex_);
+  const target_guard guard(api_, std::move(nodes));
+  lock.unlock();
+  for (std::size_t i = 0; i < set.size(); ++i) {
+    if (!set[i].enabled) continue;
+    if (auto r = guard.check(set[i])) return std::pair{i, std::move(*r)};
+  }
+  return std::nullopt;
+}
+
+std::vector<std::int64_t> engine::release_for(const std::vector<std::int64_t>& leaving,
+                                              const std::vector<forward_spec>& wanted) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::int64_t> released;
+  for (const auto id : leaving) {
+    auto it = forwards_.find(id);
+    if (it == forwards_.end() || !it->second.live || it->second.released) continue;
+    auto& e = it->second;
+    const auto in_the_way = [&](const forward_spec& w) { return w.enabled && w.id != id && overlaps(e.spec, w); };
+    if (std::none_of(wanted.begin(), wanted.end(), in_the_way)) continue;
+    e.live->close_listener();
+    e.released = true;
+    released.push_back(id);
+  }
+  return released;
+}
+
+void engine::take_back(const std::vector<std::int64_t>& ids) {
+  std::lock_guard lock(mutex_);
+  for (const auto id : ids) {
+    auto it = forwards_.find(id);
+    if (it != forwards_.end() && it->second.live && it->second.released) take_back_listener(it->second);
+  }
+  publish_guard();
+}
+
+std::vector<std::pair<std::size_t, op_error>> engine::probe(const std::vector<forward_spec>& wanted,
+                                                            const std::vector<std::int64_t>& leaving) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::size_t, op_error>> failed;
+  std::vector<listen_sockets> held;
+  for (std::size_t i = 0; i < wanted.size(); ++i) {
+    const auto& next = wanted[i];
+    if (!next.enabled || next.listen_port == 0) continue;  // the kernel's choice of port does not clash
+    auto it = forwards_.find(next.id);
+    const entry* current = it == forwards_.end() ? nullptr : &it->second;
+    const bool keeps = current && current->live && same_listen_address_and_protocol(current->spec, next);
+    std::vector<std::uint16_t> ports;
+    for (const auto p : keeps ? ports_without(next, current->spec) : ports_of(next)) {
+      auto one = next;
+      one.listen_port = p;
+      one.listen_port_end.reset();
+      const auto freed = [&](std::int64_t id) {
+        auto f = forwards_.find(id);
+        return f != forwards_.end() && f->second.live && overlaps(f->second.spec, one);
+      };
+      if (std::none_of(leaving.begin(), leaving.end(), freed)) ports.push_back(p);
+    }
+    if (ports.empty()) continue;
+    if (auto e = over_budget(next, ports.size())) {
+      failed.emplace_back(i, *e);
+      continue;
+    }
+    auto bound = bind_on(0, next, ports);
+    if (bound) {
+      held.push_back(std::move(bound.value()));
+    } else {
+      failed.emplace_back(i, bound.error());
+    }
+  }
+  for (const auto& sockets : held) close_on(0, sockets);
+  return failed;
 }
 
 void engine::publish_guard() {
@@ -369,6 +452,7 @@ void engine::drain() {
 }
 
 void engine::shutdown() {
+  std::unique_lock running(running_);
   std::lock_guard lock(mutex_);
   if (shut_down_) return;
   shut_down_ = true;
@@ -378,6 +462,31 @@ void engine::shutdown() {
     sync_checks(e);
   }
   pool_.stop();
+}
+
+std::shared_ptr<running_forward> engine::live(std::int64_t id) const {
+  std::lock_guard lock(mutex_);
+  if (shut_down_) return nullptr;
+  const auto it = forwards_.find(id);
+  return it == forwards_.end() ? nullptr : it->second.live;
+}
+
+connection_page engine::connections(std::int64_t id, std::uint64_t after, std::size_t limit) {
+  std::shared_lock running(running_);
+  const auto forward = live(id);
+  return forward ? forward->connections(after, limit) : connection_page{};
+}
+
+std::optional<connection_info> engine::close_connection(std::int64_t id, std::uint64_t connection) {
+  std::shared_lock running(running_);
+  const auto forward = live(id);
+  return forward ? forward->close_connection(connection) : std::nullopt;
+}
+
+std::size_t engine::close_connections(std::int64_t id, const prefix_set& clients) {
+  std::shared_lock running(running_);
+  const auto forward = live(id);
+  return forward ? forward->close_connections(clients) : 0;
 }
 
 }  // namespace relay

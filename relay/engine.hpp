@@ -16,8 +16,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace relay {
@@ -72,6 +74,23 @@ class engine {
   // forward leads nowhere: it is checked when it is enabled.
   std::optional<refusal> check_target(const forward_spec& next) const;
 
+  // A whole new set at once (PUT /api/v1/config): each enabled forward of `set` checked as above
+  // against the others of `set` only (ids must differ; a forward to be created may have a negative
+  // one). The first refusal, with the index of the forward it is about.
+  std::optional<std::pair<std::size_t, refusal>> check_targets(const std::vector<forward_spec>& set) const;
+  // For a new set at once: closes the listeners of each forward of `leaving` (going, disabled or
+  // moving) whose address one of `wanted` would bind over, so that its ports are free for it. Its
+  // live TCP connections carry on; a UDP forward's sessions end. prepare() then binds a released
+  // forward's ports anew. Returns the ids released; take_back() binds them again (on failure).
+  std::vector<std::int64_t> release_for(const std::vector<std::int64_t>& leaving,
+                                        const std::vector<forward_spec>& wanted);
+  void take_back(const std::vector<std::int64_t>& ids);
+  // A dry run of preparing `wanted` together: binds each port that prepare() would bind, except
+  // those held by a forward of `leaving`, keeping each until all are tried (so two of `wanted` on
+  // one port clash), then closes them all. The index and error of each that would fail.
+  std::vector<std::pair<std::size_t, op_error>> probe(const std::vector<forward_spec>& wanted,
+                                                      const std::vector<std::int64_t>& leaving);
+
   // `next.id` is 0 for a forward that does not exist yet. Binds every port of next's range that the
   // forward does not listen on yet, all or nothing: a range that moves keeps the sockets of the
   // ports it keeps. Refuses a range whose sockets would leave too few descriptors (see
@@ -113,6 +132,16 @@ class engine {
   // Closes every listener and connection and stops the workers. Idempotent.
   void shutdown();
 
+  // Forward `id`'s live TCP connections or UDP sessions with an id above `after`, the `limit` lowest
+  // (empty when it does not serve). Each worker copies its part in turn; no lock of the engine is
+  // held meanwhile, so changes and status go on.
+  connection_page connections(std::int64_t id, std::uint64_t after, std::size_t limit);
+  // Resets connection `connection` of forward `id` (both sides) or drops the session, and says what it
+  // was; nothing when the forward has none by that id.
+  std::optional<connection_info> close_connection(std::int64_t id, std::uint64_t connection);
+  // The same for every one whose client address is in `clients`; how many.
+  std::size_t close_connections(std::int64_t id, const prefix_set& clients);
+
  private:
   struct entry {
     forward_spec spec;
@@ -125,6 +154,7 @@ class engine {
     // shows. Replaced (sharing kept targets' state) on each start and each change of the pool's fields.
     std::shared_ptr<target_pool> targets;
     std::shared_ptr<health_checker> checker;  // on the home worker, for `targets`, while live with a health_check
+    bool released = false;  // live, its listeners closed by release_for() until apply() or take_back()
   };
 
   // Binds `ports` of `spec` on worker `home`, all or nothing; a failure on one port of a range names it.
@@ -142,10 +172,17 @@ class engine {
   static forward_status status_of(const entry& e);
   // Gives every worker a guard made from the listening forwards and the API. With mutex_ held.
   void publish_guard();
+  // The running forward `id`, or null (not serving, or shut down); the caller holds running_ shared.
+  std::shared_ptr<running_forward> live(std::int64_t id) const;
 
   const engine_options options_;
+  // The last id given to a TCP connection or UDP session, by every forward's workers.
+  std::atomic<std::uint64_t> connection_ids_{0};
   worker_pool pool_;
   mutable std::mutex mutex_;
+  // Held shared by the connection calls, which reach the workers without mutex_, so that
+  // shutdown() (exclusive) never stops the workers under them. Taken before mutex_.
+  std::shared_mutex running_;
   std::map<std::int64_t, entry> forwards_;
   std::vector<listen_point> api_;
   bool shut_down_ = false;

@@ -1,7 +1,9 @@
 // running_forward: what the engine holds for a serving forward, whatever its protocol.
 #pragma once
 
+#include "relay/connection_info.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/ip_prefix.hpp"
 #include "relay/listen_socket.hpp"
 #include "relay/target_pool.hpp"
 
@@ -33,6 +35,15 @@ class running_forward {
   virtual void configure(const forward_spec& spec, std::shared_ptr<target_pool> pool) = 0;
   // Listener and all live traffic closed before this returns.
   virtual void stop() = 0;
+
+  // The live TCP connections or UDP sessions with an id above `after`: the `limit` lowest, gathered
+  // from each worker in turn (one short job each).
+  virtual connection_page connections(std::uint64_t after, std::size_t limit) = 0;
+  // Resets connection `id` (both sides) or drops session `id` before this returns, and says what it
+  // was; nothing when the forward has none by that id.
+  virtual std::optional<connection_info> close_connection(std::uint64_t id) = 0;
+  // The same for every one whose client address is in `clients`; how many.
+  virtual std::size_t close_connections(const prefix_set& clients) = 0;
 };
 
 }  // namespace relay

@@ -20,7 +20,8 @@ tcp_route route_of(const forward_spec& spec, const std::shared_ptr<target_pool>&
 
 tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
                          std::shared_ptr<forward_stats> stats, std::shared_ptr<port_stats> ports,
-                         const engine_options& options, const std::shared_ptr<target_pool>& targets)
+                         const engine_options& options, const std::shared_ptr<target_pool>& targets,
+                         std::atomic<std::uint64_t>& connection_ids)
     : pool_(pool),
       home_(home),
       options_(options),
@@ -29,7 +30,8 @@ tcp_forward::tcp_forward(worker_pool& pool, std::size_t home, const forward_spec
       bandwidth_(std::make_shared<forward_bandwidth>(spec.bandwidth_limit)),
       routes_(pool.size()),
       acceptors_(pool.size()),
-      connections_(pool.size()) {
+      connections_(pool.size()),
+      connection_ids_(connection_ids) {
   // One each: a worker's sessions share only its own.
   const auto filter = make_filter(spec);
   for (auto& r : routes_) r = route_of(spec, targets, bandwidth_, filter, admission_, r);
@@ -162,12 +164,35 @@ void tcp_forward::on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::e
     if (!ticket) return;
   }
   const arrival at{static_cast<std::uint16_t>(port - spec.listen_port), counters};
+  const auto id = connection_ids_.fetch_add(1, std::memory_order_relaxed) + 1;
   auto session = std::make_shared<tcp_session>(std::move(socket), routes_[worker], *stats_, options_,
-                                               shared_from_this(), at);
+                                               shared_from_this(), at, id);
   session->hold(std::move(ticket));
   auto listed = connections_[worker].add(*session);
   if (!listed) return;  // the forward was stopped before this connection began
   session->start(std::move(listed));
+}
+
+// Each worker copies its part while the others relay on; no lock is shared with the data path.
+connection_page tcp_forward::connections(std::uint64_t after, std::size_t limit) {
+  std::vector<connection_page> parts;
+  for (std::size_t k = 0; k < pool_.size(); ++k) {
+    parts.push_back(pool_.run_on(k, [&] { return connections_[k].page(after, limit); }));
+  }
+  return merge_pages(std::move(parts), limit);
+}
+
+std::optional<connection_info> tcp_forward::close_connection(std::uint64_t id) {
+  for (std::size_t k = 0; k < pool_.size(); ++k) {
+    if (auto closed = pool_.run_on(k, [&] { return connections_[k].close(id); })) return closed;
+  }
+  return std::nullopt;
+}
+
+std::size_t tcp_forward::close_connections(const prefix_set& clients) {
+  std::size_t closed = 0;
+  for (std::size_t k = 0; k < pool_.size(); ++k) closed += pool_.run_on(k, [&] { return connections_[k].close(clients); });
+  return closed;
 }
 
 admission_ticket tcp_forward::admit(asio::ip::tcp::socket& socket, const asio::ip::address& client,

@@ -24,7 +24,7 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
  public:
   tcp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats,
               std::shared_ptr<port_stats> ports, const engine_options& options,
-              const std::shared_ptr<target_pool>& targets);
+              const std::shared_ptr<target_pool>& targets, std::atomic<std::uint64_t>& connection_ids);
 
   // Starts accepting on the acceptors; live connections carry on through a listener change.
   void listen(listen_sockets sockets, bool replace) override;
@@ -39,6 +39,10 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   void configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) override;
   // Listener and every live connection closed before this returns.
   void stop() override;
+
+  connection_page connections(std::uint64_t after, std::size_t limit) override;
+  std::optional<connection_info> close_connection(std::uint64_t id) override;
+  std::size_t close_connections(const prefix_set& clients) override;
 
  private:
   void on_accept(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& client, std::size_t worker,
@@ -62,6 +66,7 @@ class tcp_forward final : public running_forward, public std::enable_shared_from
   std::vector<connection_set> connections_;  // [k] on worker k only
   // Admission: the counts all workers share (the lists are in each route).
   admission admission_;
+  std::atomic<std::uint64_t>& connection_ids_;  // the engine's: the last id given to a connection
 };
 
 }  // namespace relay

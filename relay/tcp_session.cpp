@@ -47,7 +47,7 @@ worker_resources& resources() {
   return r;
 }
 
-std::string describe(const asio::ip::tcp::socket& s) {
+std::string remote_text(const asio::ip::tcp::socket& s) {
   std::error_code ec;
   auto ep = s.remote_endpoint(ec);
   return ec ? std::string("?") : format_endpoint(ep.address().to_string(), ep.port());
@@ -56,12 +56,16 @@ std::string describe(const asio::ip::tcp::socket& s) {
 }  // namespace
 
 tcp_session::tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_stats& stats,
-                         const engine_options& options, std::shared_ptr<void> owner, arrival port)
+                         const engine_options& options, std::shared_ptr<void> owner, arrival port,
+                         std::uint64_t id)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
       timer_(client_.get_executor()),
       up_{&client_, &upstream_, &stats.bytes_up},
       down_{&upstream_, &client_, &stats.bytes_down},
+      id_(id),
+      started_(std::chrono::system_clock::now()),
+      last_active_(coarse_clock::now()),
       route_(std::move(route)),
       port_(port),
       stats_(stats),
@@ -77,7 +81,7 @@ tcp_session::tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_
 tcp_session::~tcp_session() = default;
 
 std::string tcp_session::peer() const {
-  if (!carried_) return describe(client_);
+  if (!carried_) return remote_text(client_);
   return format_endpoint(carried_->source.address().to_string(), carried_->source.port());
 }
 
@@ -135,9 +139,7 @@ void tcp_session::header_read() {
   }
   if (header.addresses == proxy_addresses::carried) {  // else LOCAL or UNKNOWN: the socket's own addresses
     auto source = header.source;
-    if (const auto a = source.address(); a.is_v6() && a.to_v6().is_v4_mapped()) {
-      source.address(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()));  // matches IPv4 lists
-    }
+    source.address(unmapped(source.address()));  // matches IPv4 lists
     carried_ = std::make_unique<carried>(carried{source, header.destination});
   }
   const auto& lists = route_->latest ? (*route_->latest)->filter : route_->filter;
@@ -294,7 +296,7 @@ void tcp_session::connected(const std::error_code& reset) {
   std::error_code ignored;
   client_.non_blocking(true, ignored);  // its other options come from the listener
   if (spdlog::should_log(spdlog::level::debug)) {
-    spdlog::debug("forward {}: {} -> {} connected", route_->spec.id, peer(), describe(upstream_));
+    spdlog::debug("forward {}: {} -> {} connected", route_->spec.id, peer(), remote_text(upstream_));
   }
   if (reset) {
     broken(upstream_, reset);
@@ -515,6 +517,8 @@ void tcp_session::finish(direction& d) {
 
 void tcp_session::moved(direction& d, std::size_t n) {
   if (n == 0) return;
+  d.bytes += n;
+  last_active_ = coarse_clock::now();
   bump(*d.counter, n);
   bump(*d.target_counter, n);  // set once connected, before any byte moves
   bump(*d.port_counter, n);
@@ -621,6 +625,29 @@ void tcp_session::stop() {
   std::error_code ignored;
   client_.close(ignored);
   upstream_.close(ignored);
+}
+
+connection_info tcp_session::describe() const {
+  connection_info info;
+  info.id = id_;
+  info.protocol = protocol::tcp;
+  const auto client = client_endpoint();
+  info.client_address = unmapped(client.address());
+  info.client_port = client.port();
+  std::error_code ec;
+  const auto local = client_.local_endpoint(ec);  // where it came in, whatever a PROXY header said
+  info.listen_address = unmapped(local.address());
+  info.listen_port = local.port();
+  // No target yet while a PROXY header is read or a name resolves.
+  if (phase_ != phase::header && (phase_ != phase::connecting || endpoints_)) info.target = target_text();
+  info.state = phase_ == phase::relaying     ? connection_state::relaying
+               : phase_ == phase::header || phase_ == phase::connecting ? connection_state::connecting
+                                                                         : connection_state::half_closed;
+  info.started_at = started_;
+  info.idle = std::max(coarse_clock::now() - last_active_, coarse_clock::duration::zero());
+  info.bytes_up = up_.bytes;
+  info.bytes_down = down_.bytes;
+  return info;
 }
 
 void tcp_session::cut_off() {

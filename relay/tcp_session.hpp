@@ -97,9 +97,10 @@ struct arrival {
 // flips with the sizes read) and `watched` (an error wait on `from` was queued; once only).
 class tcp_session final : public stoppable, public std::enable_shared_from_this<tcp_session> {
  public:
-  // `owner` keeps the forward (its connection set and stats) alive for as long as the session.
+  // `owner` keeps the forward (its connection set and stats) alive for as long as the session; `id`
+  // is its engine-wide number (connection_info::id).
   tcp_session(asio::ip::tcp::socket client, tcp_route route, forward_stats& stats, const engine_options& options,
-              std::shared_ptr<void> owner, arrival port);
+              std::shared_ptr<void> owner, arrival port, std::uint64_t id);
   ~tcp_session();
   tcp_session(const tcp_session&) = delete;
   tcp_session& operator=(const tcp_session&) = delete;
@@ -116,6 +117,9 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   void hold(admission_ticket ticket) { ticket_ = std::move(ticket); }
   admission_ticket& ticket() override { return ticket_; }
   void cut_off() override;
+  // For the connections list: 0 once done. Same worker only.
+  std::uint64_t connection_id() const override { return phase_ == phase::done ? 0 : id_; }
+  connection_info describe() const override;
 
  private:
   using clock = std::chrono::steady_clock;
@@ -131,6 +135,7 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
     std::atomic<std::uint64_t>* counter;
     std::atomic<std::uint64_t>* target_counter = nullptr;  // the connected target's, in its target_state
     std::atomic<std::uint64_t>* port_counter = nullptr;    // the listen port's
+    std::uint64_t bytes = 0;  // this connection's, for its entry in the connections list
     splice_pipe pipe;  // splice path: leased from the worker's pool until the direction waits to read or finishes
     std::unique_ptr<std::vector<char>> held;  // copy path: bytes `to` did not take yet
     std::size_t held_from = 0;
@@ -221,6 +226,10 @@ class tcp_session final : public stoppable, public std::enable_shared_from_this<
   tried_set tried_ = 0;      // connecting: the targets tried so far
   std::error_code failure_;  // connecting: why the last address of target_ failed
   phase phase_ = phase::connecting;
+  // For the connections list; written here only, read by describe() on this worker.
+  const std::uint64_t id_;
+  const std::chrono::system_clock::time_point started_;
+  coarse_clock::time_point last_active_;  // when bytes last moved (coarse: a read costs no system call)
   bool timed_out_ = false;
   bool timer_armed_ = false;
   tcp_route route_;

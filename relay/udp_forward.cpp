@@ -54,6 +54,11 @@ struct udp_forward::session {
   std::string proxy_header;           // proxy_protocol "v2": before each datagram to the target
   std::shared_ptr<listener> via;      // the listen port it came in on: replies leave through it
   std::uint16_t offset = 0;           // that port's place in the range, added to the target's port
+  // For the connections list.
+  std::uint64_t id = 0;
+  std::chrono::system_clock::time_point started_at;
+  std::uint64_t bytes_up = 0;
+  std::uint64_t bytes_down = 0;
 };
 
 std::size_t flow_hash::operator()(const flow& f) const noexcept {
@@ -62,7 +67,8 @@ std::size_t flow_hash::operator()(const flow& f) const noexcept {
 
 udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec,
                          std::shared_ptr<forward_stats> stats, std::shared_ptr<port_stats> ports,
-                         std::chrono::milliseconds drain_idle, std::shared_ptr<target_pool> targets)
+                         std::chrono::milliseconds drain_idle, std::shared_ptr<target_pool> targets,
+                         std::atomic<std::uint64_t>& connection_ids)
     : pool_(pool),
       home_(home),
       stats_(std::move(stats)),
@@ -73,7 +79,8 @@ udp_forward::udp_forward(worker_pool& pool, std::size_t home, const forward_spec
       bandwidth_(spec.bandwidth_limit),
       drain_idle_(drain_idle),
       filter_(make_filter(spec)),
-      sweep_timer_(pool.context(home)) {
+      sweep_timer_(pool.context(home)),
+      connection_ids_(connection_ids) {
   admission_.set_limits(spec.max_connections, spec.max_connections_per_source);
 }
 
@@ -229,6 +236,7 @@ asio::awaitable<void> udp_forward::receive_from_clients(listener_ptr l) {
         bump(stats_->datagrams_up, sent.datagrams);
         bump(stats_->bytes_up, sent.bytes);
         bump(batch_for->state->bytes_up, sent.bytes);  // ready, so connected and counted on its target
+        batch_for->bytes_up += sent.bytes;
         bump(l->counters->bytes_up, sent.bytes);
         bump(stats_->datagrams_dropped, sent.dropped);
         if (sent.unreachable) target_failed(*batch_for, sent.unreachable);
@@ -301,6 +309,8 @@ udp_forward::session* udp_forward::open_session(const flow& f, admission_ticket 
   s->ticket = std::move(ticket);
   s->via = via;
   s->offset = static_cast<std::uint16_t>(f.port - spec_.listen_port);
+  s->id = connection_ids_.fetch_add(1, std::memory_order_relaxed) + 1;
+  s->started_at = std::chrono::system_clock::now();
   bump(via->counters->connections_total);
   bump(via->counters->connections_active);
   if (spec_.proxy_protocol == 2) s->proxy_header = proxy_header_for(f, *via);  // for its life, as a TCP connection's
@@ -474,6 +484,7 @@ void udp_forward::send_upstream(session& s, const char* data, std::size_t n) {
   bump(stats_->bytes_up, n);
   bump(s.state->bytes_up, n);
   bump(s.via->counters->bytes_up, n);
+  s.bytes_up += n;
 }
 
 bool udp_forward::within_limit(token_bucket& bucket, std::size_t n) {
@@ -510,6 +521,7 @@ asio::awaitable<void> udp_forward::receive_from_target(session_ptr s) {
       bump(stats_->datagrams_down, sent.datagrams);
       bump(stats_->bytes_down, sent.bytes);
       bump(s->state->bytes_down, sent.bytes);
+      s->bytes_down += sent.bytes;
       bump(s->via->counters->bytes_down, sent.bytes);
       bump(stats_->datagrams_dropped, sent.dropped);
       if (n < batch_space::slots) break;
@@ -549,6 +561,57 @@ void udp_forward::close_session(session& s, bool evicted) {
   lower(s.via->counters->connections_active);
   if (s.state) s.pool->closed(s.target);
   if (evicted) bump(stats_->sessions_evicted);
+}
+
+connection_info udp_forward::describe(const session& s) const {
+  connection_info info;
+  info.id = s.id;
+  info.protocol = protocol::udp;
+  info.client_address = unmapped(s.client.address());
+  info.client_port = s.client.port();
+  std::error_code ec;
+  const auto local = s.via->socket->local_endpoint(ec);
+  info.listen_address = unmapped(wildcard_ ? s.local : local.address());  // what the client sent to
+  info.listen_port = s.via->port;
+  if (s.ready) {
+    const auto& t = s.pool->targets()[s.target];
+    info.target = format_endpoint(t.host, static_cast<std::uint16_t>(t.port + s.offset));
+  }
+  info.state = connection_state::active;
+  info.started_at = s.started_at;
+  info.idle = std::max(clock::now() - s.last_active, clock::duration::zero());
+  info.bytes_up = s.bytes_up;
+  info.bytes_down = s.bytes_down;
+  return info;
+}
+
+// Sessions live on the home worker: one short job there.
+connection_page udp_forward::connections(std::uint64_t after, std::size_t limit) {
+  return pool_.run_on(home_, [&] {
+    return select_page(lru_.begin(), lru_.end(), after, limit, [](const session* s) { return s->id; },
+                       [this](const session* s) { return describe(*s); });
+  });
+}
+
+std::optional<connection_info> udp_forward::close_connection(std::uint64_t id) {
+  return pool_.run_on(home_, [&]() -> std::optional<connection_info> {
+    const auto it = std::find_if(lru_.begin(), lru_.end(), [&](const session* s) { return s->id == id; });
+    if (it == lru_.end()) return std::nullopt;
+    auto info = describe(**it);
+    close_session(**it, false);
+    return info;
+  });
+}
+
+std::size_t udp_forward::close_connections(const prefix_set& clients) {
+  return pool_.run_on(home_, [&] {
+    std::vector<session*> matched;
+    for (session* s : lru_) {
+      if (clients.contains(s->client.address())) matched.push_back(s);
+    }
+    for (session* s : matched) close_session(*s, false);
+    return matched.size();
+  });
 }
 
 void udp_forward::close_all_sessions() {

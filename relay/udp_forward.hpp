@@ -58,7 +58,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // `drain_idle`: during a drain, a session idle this long is done (engine_options::udp_drain_idle_timeout).
   udp_forward(worker_pool& pool, std::size_t home, const forward_spec& spec, std::shared_ptr<forward_stats> stats,
               std::shared_ptr<port_stats> ports, std::chrono::milliseconds drain_idle,
-              std::shared_ptr<target_pool> targets);
+              std::shared_ptr<target_pool> targets, std::atomic<std::uint64_t>& connection_ids);
   ~udp_forward() override;
 
   // New listening sockets that replace the old ones end the old sessions: their replies would leave
@@ -74,6 +74,10 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   // lists refuse are closed before this returns.
   void configure(const forward_spec& spec, std::shared_ptr<target_pool> targets) override;
   void stop() override;
+
+  connection_page connections(std::uint64_t after, std::size_t limit) override;
+  std::optional<connection_info> close_connection(std::uint64_t id) override;
+  std::size_t close_connections(const prefix_set& clients) override;
 
  private:
   using clock = std::chrono::steady_clock;
@@ -141,6 +145,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   void close_sockets();
   void enforce_cap();
   void touch(session& s);
+  connection_info describe(const session& s) const;
 
   worker_pool& pool_;
   const std::size_t home_;
@@ -167,6 +172,7 @@ class udp_forward final : public running_forward, public std::enable_shared_from
   bool stopped_ = false;
   bool draining_ = false;
   const target_pool* watched_ = nullptr;  // control plane: the pool the last listener went to
+  std::atomic<std::uint64_t>& connection_ids_;  // the engine's: the last id given to a connection
 };
 
 }  // namespace relay

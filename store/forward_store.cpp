@@ -194,8 +194,7 @@ std::optional<stored_forward> forward_store::get(std::int64_t id) {
   return select_one(id);
 }
 
-stored_forward forward_store::insert(const relay::forward_spec& spec) {
-  std::lock_guard lock(mutex_);
+stored_forward forward_store::insert_row(const relay::forward_spec& spec) {
   const auto now = rfc3339_now();
   statement s(db_.handle(),
               "INSERT INTO forwards (protocol, listen_host, listen_port, spec, created_at, updated_at) "
@@ -208,24 +207,55 @@ stored_forward forward_store::insert(const relay::forward_spec& spec) {
   return f;
 }
 
-std::optional<stored_forward> forward_store::update(const relay::forward_spec& spec) {
-  std::lock_guard lock(mutex_);
+bool forward_store::update_row(const relay::forward_spec& spec) {
   statement s(db_.handle(),
               "UPDATE forwards SET protocol = ?1, listen_host = ?2, listen_port = ?3, spec = ?4, updated_at = ?5 "
               "WHERE id = ?6");
   bind_spec(s, spec);
   s.bind(5, rfc3339_now()).bind(6, spec.id);
   s.step();
-  if (db_.changes() == 0) return std::nullopt;
+  return db_.changes() > 0;
+}
+
+bool forward_store::delete_row(std::int64_t id) {
+  statement s(db_.handle(), "DELETE FROM forwards WHERE id = ?1");
+  s.bind(1, id);
+  s.step();
+  return db_.changes() > 0;
+}
+
+stored_forward forward_store::insert(const relay::forward_spec& spec) {
+  std::lock_guard lock(mutex_);
+  return insert_row(spec);
+}
+
+std::optional<stored_forward> forward_store::update(const relay::forward_spec& spec) {
+  std::lock_guard lock(mutex_);
+  if (!update_row(spec)) return std::nullopt;
   return select_one(spec.id);
 }
 
 bool forward_store::remove(std::int64_t id) {
   std::lock_guard lock(mutex_);
-  statement s(db_.handle(), "DELETE FROM forwards WHERE id = ?1");
-  s.bind(1, id);
-  s.step();
-  return db_.changes() > 0;
+  return delete_row(id);
+}
+
+std::vector<stored_forward> forward_store::replace_set(const std::vector<relay::forward_spec>& added,
+                                                       const std::vector<relay::forward_spec>& changed,
+                                                       const std::vector<std::int64_t>& removed) {
+  std::lock_guard lock(mutex_);
+  transaction tx(db_);
+  for (const auto id : removed) {
+    if (!delete_row(id)) throw store_error("forward " + std::to_string(id) + " is not stored");
+  }
+  for (const auto& spec : changed) {
+    if (!update_row(spec)) throw store_error("forward " + std::to_string(spec.id) + " is not stored");
+  }
+  std::vector<stored_forward> out;
+  out.reserve(added.size());
+  for (const auto& spec : added) out.push_back(insert_row(spec));
+  tx.commit();
+  return out;
 }
 
 }  // namespace store

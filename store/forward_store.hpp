@@ -39,6 +39,12 @@ class forward_store {
   // Replaces the writable fields of spec.id; nothing when there is no such forward.
   std::optional<stored_forward> update(const relay::forward_spec& spec);
   bool remove(std::int64_t id);
+  // A whole new set in one transaction (BEGIN IMMEDIATE ... COMMIT): the forwards of `removed`
+  // deleted, those of `changed` rewritten, those of `added` inserted (ids assigned). All or
+  // nothing, so a crash leaves the old set or the new one. Returns the added ones, in order.
+  std::vector<stored_forward> replace_set(const std::vector<relay::forward_spec>& added,
+                                          const std::vector<relay::forward_spec>& changed,
+                                          const std::vector<std::int64_t>& removed);
 
   int schema_version();
   static int latest_schema_version();
@@ -48,6 +54,10 @@ class forward_store {
   void prove_writable();
   std::int64_t read_version();
   std::optional<stored_forward> select_one(std::int64_t id);
+  // The statements themselves, with mutex_ held.
+  stored_forward insert_row(const relay::forward_spec& spec);
+  bool update_row(const relay::forward_spec& spec);
+  bool delete_row(std::int64_t id);
 
   std::mutex mutex_;
   database db_;

@@ -1,0 +1,149 @@
+// controller_config: GET and PUT /api/v1/config: a whole set of forwards bound, committed and applied at once.
+#include "api/config_document.hpp"
+#include "api/controller.hpp"
+#include "api/forward_checks.hpp"
+#include "relay/forward_fields.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace api {
+
+namespace {
+
+// The forwards a plan binds for (created and changed ones, in that order) and their document names;
+// created ones get ids -1, -2, ... until the store assigns theirs.
+struct wanted_set {
+  std::vector<relay::forward_spec> specs;
+  std::vector<std::string> names;
+  std::size_t created = 0;  // specs[0, created) are the created ones
+};
+
+wanted_set wanted_by(const config_plan& plan, const std::vector<config_entry>& entries) {
+  wanted_set w;
+  for (const auto i : plan.create) {
+    w.specs.push_back(entries[i].spec);
+    w.specs.back().id = -static_cast<std::int64_t>(w.specs.size());
+    w.names.push_back(entries[i].name);
+  }
+  w.created = w.specs.size();
+  for (const auto& u : plan.update) {
+    w.specs.push_back(u.next);
+    w.names.push_back(entries[u.entry].name);
+  }
+  return w;
+}
+
+// The forwards whose listeners the plan closes or moves: deleted, disabled, or with a new address.
+std::vector<std::int64_t> leaving_by(const config_plan& plan) {
+  auto out = plan.remove;
+  for (const auto& u : plan.update) {
+    const auto& was = u.current.spec;
+    if ((was.enabled && !u.next.enabled) || relay::changes(was, u.next, relay::change_effect::rebind)) {
+      out.push_back(was.id);
+    }
+  }
+  return out;
+}
+
+// The set as it will be, for the loop guard: the unchanged forwards and the wanted ones.
+std::optional<api_error> refuse_targets(const relay::engine& engine, const config_plan& plan, const wanted_set& w) {
+  auto set = w.specs;
+  set.insert(set.end(), plan.unchanged.begin(), plan.unchanged.end());
+  auto r = engine.check_targets(set);
+  if (!r || r->first >= w.specs.size()) return std::nullopt;  // an unchanged forward was let through before
+  return about(w.names[r->first], target_refusal(w.specs[r->first], r->second));
+}
+
+std::optional<api_error> foreign_sources(const config_plan& plan, const wanted_set& w) {
+  for (std::size_t k = 0; k < w.specs.size(); ++k) {
+    const auto* was = k < w.created ? nullptr : &plan.update[k - w.created].current.spec;
+    if (auto e = foreign_source(w.specs[k], was)) return about(w.names[k], std::move(*e));
+  }
+  return std::nullopt;
+}
+
+reply with_etag(reply r, std::string etag) {
+  r.etag = std::move(etag);
+  return r;
+}
+
+}  // namespace
+
+reply controller::config() {
+  std::lock_guard lock(mutex_);
+  const auto set = store_.list();
+  auto doc = export_config(set, export_names(set));
+  auto etag = etag_of(doc);
+  return with_etag({200, std::move(doc), {}, {}}, std::move(etag));
+}
+
+reply controller::put_config(const json& body, bool dry_run, const std::optional<std::string>& if_match_header) {
+  std::vector<config_entry> entries;
+  if (auto e = parse_config(body, entries)) return error_reply(*e);
+  std::lock_guard lock(mutex_);
+  const auto current = store_.list();
+  const auto names = export_names(current);
+  auto etag = etag_of(export_config(current, names));
+  if (if_match_header && !if_match(*if_match_header, etag)) {
+    return error_reply(412, "precondition_failed",
+                       "the configuration has changed since it was read (If-Match does not match its ETag " + etag +
+                           "); read it again");
+  }
+  const auto plan = plan_config(current, names, entries);
+  const auto w = wanted_by(plan, entries);
+  if (auto e = foreign_sources(plan, w)) return error_reply(*e);
+  if (!dry_run) return apply_config(plan, entries);
+  if (auto e = refuse_targets(engine_, plan, w)) return error_reply(*e);
+  json errors = json::array();
+  for (const auto& [k, error] : engine_.probe(w.specs, leaving_by(plan))) {
+    const auto refusal = bind_refusal(w.specs[k], error);
+    errors.push_back(json{{"name", w.names[k]}, {"field", refusal.field}, {"message", refusal.message}});
+  }
+  return with_etag({200, plan_json(plan, entries, std::move(errors)), {}, {}}, std::move(etag));
+}
+
+reply controller::apply_config(const config_plan& plan, const std::vector<config_entry>& entries) {
+  auto w = wanted_by(plan, entries);
+  const auto released = engine_.release_for(leaving_by(plan), w.specs);
+  std::vector<relay::engine::prepared> prepared(w.specs.size());
+  std::size_t bound = 0;
+  const auto undo = [&] {
+    while (bound > 0) {
+      --bound;
+      engine_.abandon(w.specs[bound], std::move(prepared[bound]));
+    }
+    engine_.take_back(released);
+  };
+  for (; bound < w.specs.size(); ++bound) {
+    if (auto e = prepare(w.specs[bound], prepared[bound])) {
+      auto refusal = about(w.names[bound], std::move(*e));
+      undo();
+      return error_reply(refusal);
+    }
+  }
+  if (auto e = refuse_targets(engine_, plan, w)) {  // again, with the ports the kernel chose
+    undo();
+    return error_reply(*e);
+  }
+  const std::vector<relay::forward_spec> added(w.specs.begin(), w.specs.begin() + static_cast<std::ptrdiff_t>(w.created));
+  const std::vector<relay::forward_spec> changed(w.specs.begin() + static_cast<std::ptrdiff_t>(w.created), w.specs.end());
+  std::vector<store::stored_forward> stored;
+  try {
+    stored = store_.replace_set(added, changed, plan.remove);
+  } catch (const std::exception& e) {
+    undo();
+    return storage_failed(e);
+  }
+  for (const auto id : plan.remove) engine_.remove(id);
+  for (std::size_t k = 0; k < w.specs.size(); ++k) {
+    auto spec = k < w.created ? stored[k].spec : w.specs[k];
+    engine_.apply(spec, std::move(prepared[k]));
+  }
+  spdlog::info("configuration applied: {} created, {} changed, {} deleted, {} unchanged", w.created, changed.size(),
+               plan.remove.size(), plan.unchanged.size());
+  const auto now = store_.list();
+  return with_etag({200, plan_json(plan, entries, json::array()), {}, {}},
+                   etag_of(export_config(now, export_names(now))));
+}
+
+}  // namespace api
