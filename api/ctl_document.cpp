@@ -69,6 +69,7 @@ ctl_json convert(const YAML::Node& node) {
 }
 
 void emit(YAML::Emitter& out, const ctl_json& v) {
+  if (v.empty() && v.is_structured()) out << YAML::Flow;  // "allow: []" rather than "[]" on a line of its own
   if (v.is_object()) {
     out << YAML::BeginMap;
     for (const auto& [key, value] : v.items()) {
@@ -109,6 +110,7 @@ ctl_json yaml_to_json(const std::string& text) {
 
 std::string json_to_yaml(const ctl_json& doc) {
   YAML::Emitter out;
+  out.SetNullFormat(YAML::LowerNull);
   emit(out, doc);
   if (!out.good()) throw std::runtime_error("cannot write YAML: " + out.GetLastError());
   return std::string(out.c_str()) + "\n";
