@@ -37,6 +37,8 @@ struct session {
   std::ostream& out;
 };
 
+bool is_digit(unsigned char c) { return std::isdigit(c); }
+
 // "HOST:PORT" with IPv6 in brackets, the port 0 to 65535; or nothing.
 std::optional<std::pair<std::string, int>> host_port(const std::string& text) {
   const auto colon = text.rfind(':');
@@ -45,7 +47,7 @@ std::optional<std::pair<std::string, int>> host_port(const std::string& text) {
   const std::string port = text.substr(colon + 1);
   if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   else if (host.find(':') != std::string::npos) return std::nullopt;
-  if (host.empty() || port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit)) return std::nullopt;
+  if (host.empty() || port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), is_digit)) return std::nullopt;
   const int p = std::stoi(port);
   if (p > 65535) return std::nullopt;
   return std::pair{host, p};
@@ -57,7 +59,7 @@ CLI::Validator check(std::function<bool(const std::string&)> ok, const std::stri
 
 const CLI::Validator forward_id = check(
     [](const std::string& v) {
-      return !v.empty() && v.size() < 19 && v[0] != '0' && std::all_of(v.begin(), v.end(), ::isdigit);
+      return !v.empty() && v.size() < 19 && v[0] != '0' && std::all_of(v.begin(), v.end(), is_digit);
     },
     "an id (a positive integer)");
 const CLI::Validator address = check([](const std::string& v) { return parse_endpoint(v).has_value(); },
@@ -155,9 +157,10 @@ int conns(session& s) {
   std::string after;
   for (;;) {
     const auto page = parse(s.client.call("GET", path + (after.empty() ? "" : "&after=" + query_value(after))));
-    for (const auto& c : page["connections"]) all.push_back(c);
-    if (!page["next"].is_string() || page["next"] == after) break;
-    after = page["next"].get<std::string>();
+    for (const auto& c : page.value("connections", ctl_json::array())) all.push_back(c);
+    const auto next = page.value("next", ctl_json());
+    if (!next.is_string() || next == after) break;
+    after = next.get<std::string>();
   }
   if (s.o.json) s.out << ctl_json{{"connections", all}, {"next", nullptr}}.dump() << "\n";
   else s.out << connections_text(all, std::chrono::system_clock::now());
@@ -175,7 +178,8 @@ int kill_connections(session& s) {
     return ctl_ok;
   }
   show(s, s.client.call("DELETE", path + "?client=" + query_value(s.o.client)), [](const ctl_json& r) {
-    return "closed " + r["closed"].dump() + (r["closed"] == 1 ? " connection\n" : " connections\n");
+    const auto closed = r.value("closed", ctl_json());
+    return "closed " + closed.dump() + (closed == 1 ? " connection\n" : " connections\n");
   });
   return ctl_ok;
 }
@@ -192,7 +196,7 @@ int export_config(session& s) {
   std::ofstream f(s.o.file, std::ios::trunc);
   if (!(f << text) || !f.flush()) throw ctl_error(ctl_failed, "cannot write " + s.o.file);
   if (!s.o.json) {
-    s.out << "exported " << doc["forwards"].size() << " forwards to " << s.o.file << " (ETag " << a.etag << ")\n";
+    s.out << "exported " << doc.value("forwards", ctl_json::array()).size() << " forwards to " << s.o.file << " (ETag " << a.etag << ")\n";
   }
   return ctl_ok;
 }
@@ -307,6 +311,9 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   } catch (const ctl_error& e) {
     err << "portrelay ctl: " << e.what() << "\n";
     return e.status;
+  } catch (const std::exception& e) {  // an answer of another shape than the API's (nlohmann's type errors)
+    err << "portrelay ctl: unexpected answer from the API: " << e.what() << "\n";
+    return ctl_failed;
   }
   return ctl_usage;
 }

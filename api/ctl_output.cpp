@@ -91,18 +91,18 @@ std::string human_bytes(std::uint64_t bytes) {
 }
 
 std::string human_duration(double seconds) {
-  char buf[32];
   if (!(seconds >= 0)) seconds = 0;
   if (seconds < 10) {
+    char buf[16];
     std::snprintf(buf, sizeof buf, "%.1fs", std::floor(seconds * 10) / 10);
     return buf;
   }
   const auto s = static_cast<std::uint64_t>(seconds);
+  const auto two = [](std::uint64_t v) { return (v < 10 ? "0" : "") + std::to_string(v); };
   if (s < 60) return std::to_string(s) + "s";
-  if (s < 3600) std::snprintf(buf, sizeof buf, "%llum%02llus", (unsigned long long)(s / 60), (unsigned long long)(s % 60));
-  else if (s < 86400) std::snprintf(buf, sizeof buf, "%lluh%02llum", (unsigned long long)(s / 3600), (unsigned long long)(s % 3600 / 60));
-  else std::snprintf(buf, sizeof buf, "%llud%02lluh", (unsigned long long)(s / 86400), (unsigned long long)(s % 86400 / 3600));
-  return buf;
+  if (s < 3600) return std::to_string(s / 60) + "m" + two(s % 60) + "s";
+  if (s < 86400) return std::to_string(s / 3600) + "h" + two(s % 3600 / 60) + "m";
+  return std::to_string(s / 86400) + "d" + two(s % 86400 / 3600) + "h";
 }
 
 std::string state_mark(const std::string& state) {

@@ -135,6 +135,9 @@ TEST_CASE("ctl conns follows next through every page and kill sends the id or th
                                            : ctl_json{{"connections", {entry(1), entry(2)}}, {"next", "2"}};
     res.set_content(page.dump(), "application/json");
   });
+  f.server.Get("/api/v1/forwards/4/connections", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content("[1]", "application/json");  // not the API's shape: an error, not a crash
+  });
   std::string deleted;
   f.server.Delete(R"(/api/v1/forwards/3/connections/(\d+))", [&](const httplib::Request& req, httplib::Response& res) {
     deleted = req.matches[1];
@@ -159,6 +162,10 @@ TEST_CASE("ctl conns follows next through every page and kill sends the id or th
   CHECK(all["next"].is_null());
   CHECK(all["connections"].size() == 3);
   CHECK(all["connections"][2]["id"] == 5);
+
+  const auto odd = ctl(f, {"conns", "4"});
+  CHECK(odd.status == 1);
+  CHECK(odd.err.starts_with("portrelay ctl: unexpected answer from the API: "));
 
   CHECK(ctl(f, {"kill", "3", "5"}).out == "closed connection 5\n");
   CHECK(deleted == "5");
