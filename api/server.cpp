@@ -103,7 +103,9 @@ reply connections_route(controller& ctl, std::int64_t id, const httplib::Request
   std::size_t limit = connections_page_default;
   if (req.has_param("limit")) {
     const auto n = decimal(req.get_param_value("limit"), 1, connections_page_max);
-    if (!n) return invalid_query("limit must be a whole number from 1 to 1000", "limit");
+    if (!n) {
+      return invalid_query("limit must be a whole number from 1 to " + std::to_string(connections_page_max), "limit");
+    }
     limit = static_cast<std::size_t>(*n);
   }
   std::uint64_t after = 0;
