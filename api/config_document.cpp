@@ -124,10 +124,13 @@ api_error about(const std::string& name, api_error e) {
 }
 
 std::optional<api_error> parse_config(const json& body, std::vector<config_entry>& out) {
-  if (!body.is_object()) return api_error{400, "invalid_body", "the configuration must be a JSON object {\"forwards\": [...]}"};
+  if (!body.is_object()) {
+    return api_error{400, "invalid_body", "the configuration must be a JSON object {\"forwards\": [...]}"};
+  }
   for (const auto& [key, value] : body.items()) {
     if (key != "forwards") {
-      return api_error{400, "unknown_field", "unknown key '" + relay::printable(key) + "' (a configuration has only 'forwards')", key};
+      return api_error{400, "unknown_field",
+                       "unknown key '" + relay::printable(key) + "' (a configuration has only 'forwards')", key};
     }
   }
   if (!body.contains("forwards")) return api_error{400, "missing_field", "field 'forwards' is required", "forwards"};

@@ -62,6 +62,16 @@ std::optional<api_error> foreign_sources(const config_plan& plan, const wanted_s
   return std::nullopt;
 }
 
+// As with PATCH, a forward in state error that keeps its address may be changed although it still
+// cannot bind: it is saved and stays in error, with the fresh reason.
+bool stays_in_error(const relay::engine& engine, const config_plan& plan, const wanted_set& w, std::size_t k) {
+  if (k < w.created) return false;
+  const auto& was = plan.update[k - w.created].current.spec;
+  const auto& next = w.specs[k];
+  return next.protocol == was.protocol && next.listen_host == was.listen_host && next.listen_port == was.listen_port &&
+         engine.status(was.id).state == relay::forward_state::error;
+}
+
 reply with_etag(reply r, std::string etag) {
   r.etag = std::move(etag);
   return r;
@@ -96,6 +106,7 @@ reply controller::put_config(const json& body, bool dry_run, const std::optional
   if (auto e = refuse_targets(engine_, plan, w)) return error_reply(*e);
   json errors = json::array();
   for (const auto& [k, error] : engine_.probe(w.specs, leaving_by(plan))) {
+    if (stays_in_error(engine_, plan, w, k)) continue;
     const auto refusal = bind_refusal(w.specs[k], error);
     errors.push_back(json{{"name", w.names[k]}, {"field", refusal.field}, {"message", refusal.message}});
   }
@@ -114,8 +125,13 @@ reply controller::apply_config(const config_plan& plan, const std::vector<config
     }
     engine_.take_back(released);
   };
+  std::vector<std::optional<api_error>> unbound(w.specs.size());
   for (; bound < w.specs.size(); ++bound) {
     if (auto e = prepare(w.specs[bound], prepared[bound])) {
+      if (stays_in_error(engine_, plan, w, bound)) {
+        unbound[bound] = std::move(e);
+        continue;
+      }
       auto refusal = about(w.names[bound], std::move(*e));
       undo();
       return error_reply(refusal);
@@ -125,8 +141,9 @@ reply controller::apply_config(const config_plan& plan, const std::vector<config
     undo();
     return error_reply(*e);
   }
-  const std::vector<relay::forward_spec> added(w.specs.begin(), w.specs.begin() + static_cast<std::ptrdiff_t>(w.created));
-  const std::vector<relay::forward_spec> changed(w.specs.begin() + static_cast<std::ptrdiff_t>(w.created), w.specs.end());
+  const auto split = w.specs.begin() + static_cast<std::ptrdiff_t>(w.created);
+  const std::vector<relay::forward_spec> added(w.specs.begin(), split);
+  const std::vector<relay::forward_spec> changed(split, w.specs.end());
   std::vector<store::stored_forward> stored;
   try {
     stored = store_.replace_set(added, changed, plan.remove);
@@ -137,7 +154,11 @@ reply controller::apply_config(const config_plan& plan, const std::vector<config
   for (const auto id : plan.remove) engine_.remove(id);
   for (std::size_t k = 0; k < w.specs.size(); ++k) {
     auto spec = k < w.created ? stored[k].spec : w.specs[k];
-    engine_.apply(spec, std::move(prepared[k]));
+    if (unbound[k]) {
+      engine_.fail(spec, unbound[k]->message);
+    } else {
+      engine_.apply(spec, std::move(prepared[k]));
+    }
   }
   spdlog::info("configuration applied: {} created, {} changed, {} deleted, {} unchanged", w.created, changed.size(),
                plan.remove.size(), plan.unchanged.size());

@@ -371,7 +371,8 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
     if (m == "GET" || m == "HEAD") return ctl_.config();
     if (m != "PUT") return method_not_allowed("GET, HEAD, PUT");
     const auto dry_run = req.get_param_value("dry_run");
-    if (req.get_param_value_count("dry_run") > 1 || (req.has_param("dry_run") && dry_run != "true" && dry_run != "false")) {
+    const bool valid = dry_run == "true" || dry_run == "false" || !req.has_param("dry_run");
+    if (req.get_param_value_count("dry_run") > 1 || !valid) {
       return error_reply(api_error{400, "invalid_query", "dry_run must be true or false, given once", "dry_run"});
     }
     std::optional<std::string> if_match;

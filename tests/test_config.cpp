@@ -4,9 +4,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <initializer_list>
 #include <map>
 #include <string>
+#include <thread>
+#include <vector>
 
 using namespace test;
 using nlohmann::json;
@@ -293,6 +296,14 @@ TEST_CASE("config PUT refuses bad names and documents with 400 naming the entry"
   refused({{"forwards", {bad_port}}}, "invalid_field", "listen_port", "c");
   refused({{"forwards", json::array()}, {"extra", 1}}, "unknown_field", "extra", "");
   refused({{"forward", json::array()}}, "unknown_field", "forward", "");
+  auto query = f.client.Put("/api/v1/config?dry_run=yes", before.dump(), "application/json");
+  REQUIRE(query);
+  CHECK(query->status == 400);
+  CHECK(body_of(query)["error"]["field"] == "dry_run");
+  auto post = f.client.Post("/api/v1/config", before.dump(), "application/json");
+  REQUIRE(post);
+  CHECK(post->status == 405);
+  CHECK(post->get_header_value("Allow") == "GET, HEAD, PUT");
   CHECK(config_of(f) == before);
 }
 
@@ -315,7 +326,7 @@ TEST_CASE("config PUT refuses a loop made of two entries", "[api]") {
   CHECK(config_of(f)["forwards"].empty());
 }
 
-TEST_CASE("config PUT with a stale If-Match is a 412 - a star matches", "[api]") {
+TEST_CASE("config PUT with a stale If-Match is a 412 - a star matches - of two at once with one ETag one wins", "[api]") {
   target_server target(target_server::echo);
   api_fixture f;
   create(f, tcp_entry("a", target.port()));
@@ -341,4 +352,50 @@ TEST_CASE("config PUT with a stale If-Match is a 412 - a star matches", "[api]")
   auto listed = put_config(f, doc, true, "\"0000000000000000\", " + star->get_header_value("ETag"));
   REQUIRE(listed);
   CHECK(listed->status == 200);
+
+  // Two PUTs at once with one ETag: the check and the change are one step, so one of them is a 412.
+  const auto etag_now = star->get_header_value("ETag");
+  std::vector<int> statuses(2);
+  std::vector<std::thread> senders;
+  for (int i = 0; i < 2; ++i) {
+    senders.emplace_back([&, i] {
+      httplib::Client client("127.0.0.1", f.port);
+      client.set_read_timeout(30);
+      auto mine = doc;
+      mine["forwards"][0]["max_connections"] = 10 + i;
+      auto r = client.Put("/api/v1/config", {{"If-Match", etag_now}}, mine.dump(), "application/json");
+      statuses[static_cast<std::size_t>(i)] = r ? r->status : -1;
+    });
+  }
+  for (auto& t : senders) t.join();
+  std::sort(statuses.begin(), statuses.end());
+  CHECK(statuses == std::vector<int>{200, 412});
+}
+
+TEST_CASE("config PUT changes a forward in error that keeps its address, as PATCH does - it stays in error", "[api]") {
+  api_fixture f;
+  std::uint16_t taken = 0;
+  auto holder = listen_on(taken);
+  REQUIRE(holder);
+  relay::forward_spec spec;
+  spec.name = "held";
+  spec.listen_host = "127.0.0.1";
+  spec.listen_port = taken;
+  spec.targets = {relay::target_spec{"127.0.0.1", 9}};
+  f.store.insert(spec);
+  f.controller.restore();
+  REQUIRE(f.engine.status(1).state == relay::forward_state::error);
+  auto doc = config_of(f);
+  doc["forwards"][0]["max_connections"] = 7;
+  auto dry = put_config(f, doc, true);
+  REQUIRE(dry);
+  INFO(dry->body);
+  CHECK(body_of(dry)["errors"].empty());
+  auto r = put_config(f, doc);
+  REQUIRE(r);
+  INFO(r->body);
+  CHECK(r->status == 200);
+  const auto got = body_of(f.client.Get("/api/v1/forwards/1"));
+  CHECK(got["max_connections"] == 7);
+  CHECK(got["state"] == "error");
 }
