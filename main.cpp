@@ -1,5 +1,6 @@
 // main: composition root: flags, logging, store, engine, API, signals.
 #include "api/controller.hpp"
+#include "api/ctl.hpp"
 #include "api/server.hpp"
 #include "cli_options.hpp"
 #include "relay/engine.hpp"
@@ -115,6 +116,10 @@ void drain(const sigset_t& signals, service::notifier& notify, relay::engine& en
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `portrelay ctl ...` is the API's client; anything else is the daemon's command line, as before.
+  if (argc > 1 && std::string_view(argv[1]) == "ctl") {
+    return api::run_ctl(std::vector<std::string>(argv + 2, argv + argc), std::cout, std::cerr);
+  }
   auto parsed = parse_cli(std::vector<std::string>(argv + 1, argv + argc));
   if (!parsed.options) {
     std::cerr << "portrelay: " << parsed.error << " (see --help)\n";

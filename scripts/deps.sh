@@ -16,7 +16,7 @@ install_missing() {
 }
 
 BUILD_PACKAGES=(build-essential cmake pkg-config libasio-dev libcli11-dev libcpp-httplib-dev nlohmann-json3-dev
-  libsqlite3-dev libspdlog-dev libsystemd-dev)
+  libsqlite3-dev libspdlog-dev libsystemd-dev libyaml-cpp-dev)
 # python3-prometheus-client: the Prometheus parser the metrics test checks /metrics with; systemd:
 # systemd-analyze for the unit test; dpkg-dev: dpkg-shlibdeps for the .deb; lintian checks the .deb;
 # haproxy: a real consumer of the PROXY headers portrelay sends (its test runs its own instance).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # check_deb.sh BUILD_DIR: builds the .deb with `cpack -G DEB`, runs lintian on it (any error fails),
-# checks its contents with `dpkg-deb --contents` (binary, unit, manual page, README.md, the Debian
-# documents; nothing world-writable), unpacks it and checks the packaged binary and the documents, and
+# checks its contents with `dpkg-deb --contents` (binary, unit, manual page, bash completion, README.md,
+# the Debian documents; nothing world-writable), unpacks it and checks the packaged binary and the documents, and
 # runs its postinst/postrm against a scratch root (DPKG_ROOT).
 set -euo pipefail
 build=$1
@@ -26,7 +26,7 @@ contents=$(dpkg-deb --contents "$deb")
 echo "$contents"
 doc=./usr/share/doc/portrelay
 for path in ./usr/bin/portrelay ./usr/lib/systemd/system/portrelay.service ./usr/share/man/man1/portrelay.1.gz \
-  $doc/README.md $doc/README.Debian $doc/copyright $doc/changelog.gz; do
+  ./usr/share/bash-completion/completions/portrelay $doc/README.md $doc/README.Debian $doc/copyright $doc/changelog.gz; do
   echo "$contents" | awk '{print $6}' | grep -qx "$path" || { echo "FAIL: $path is not in the package"; exit 1; }
 done
 # Permissions are the first column (drwxr-xr-x); the 9th character is "others may write".
@@ -37,7 +37,7 @@ owners=$(echo "$contents" | awk '$2 != "root/root"')
 echo "$contents" | grep -q '^-rwxr-xr-x .* ./usr/bin/portrelay$' || { echo "FAIL: the binary is not 0755"; exit 1; }
 depends=$(dpkg-deb --field "$deb" Depends)
 echo "Depends: $depends"
-for lib in libsqlite3-0 libsystemd0 libcpp-httplib; do
+for lib in libsqlite3-0 libsystemd0 libcpp-httplib libyaml-cpp; do
   echo "$depends" | grep -q "$lib" || { echo "FAIL: Depends lacks $lib"; exit 1; }
 done
 
@@ -46,6 +46,13 @@ dpkg-deb -x "$deb" "$work/root"
   { echo "FAIL: the packaged binary does not report the package version"; exit 1; }
 grep -q '^ExecStart=/usr/bin/portrelay ' "$work/root/usr/lib/systemd/system/portrelay.service" ||
   { echo "FAIL: the packaged unit does not start /usr/bin/portrelay"; exit 1; }
+# The packaged completion offers ctl's subcommands, run against the packaged binary.
+completion="$work/root/usr/share/bash-completion/completions/portrelay"
+offered=$(bash -c 'root=$1; portrelay() { "$root/usr/bin/portrelay" "$@"; }; source "$2"; COMP_WORDS=(portrelay ctl "")
+  COMP_CWORD=2; _portrelay; echo "${COMPREPLY[*]}"' - "$work/root" "$completion")
+for sub in list get add set rm enable disable conns kill export apply; do
+  echo " $offered " | grep -q " $sub " || { echo "FAIL: the bash completion does not offer ctl $sub ($offered)"; exit 1; }
+done
 # The manual page names every flag that --help prints.
 gzip -dc "$work/root/usr/share/man/man1/portrelay.1.gz" | sed 's/\\-/-/g' > "$work/portrelay.1"
 for flag in $("$work/root/usr/bin/portrelay" --help | grep -oE -- '--[a-z-]+' | sort -u); do
