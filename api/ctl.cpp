@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -35,6 +37,7 @@ struct session {
   ctl_client client;
   const ctl_options& o;
   std::ostream& out;
+  std::ostream& err;
 };
 
 bool is_digit(unsigned char c) { return std::isdigit(c); }
@@ -95,8 +98,9 @@ void show(session& s, const ctl_answer& a, const std::function<std::string(const
   else s.out << human(parse(a));
 }
 
+// An ETag as If-Match wants it: quoted, unless it is "*" (any) or already quoted or weak.
 std::string quoted_etag(std::string tag) {
-  return tag.empty() || tag.front() == '"' || tag.starts_with("W/") ? tag : "\"" + tag + "\"";
+  return tag.empty() || tag == "*" || tag.front() == '"' || tag.starts_with("W/") ? tag : "\"" + tag + "\"";
 }
 
 int list(session& s) {
@@ -191,10 +195,11 @@ int export_config(session& s) {
   const std::string text = yaml ? json_to_yaml(doc) : s.o.json && s.o.file.empty() ? a.body : doc.dump(2) + "\n";
   if (s.o.file.empty() || s.o.file == "-") {
     s.out << text;
+    s.err << "ETag " << a.etag << " (for apply --if-match)\n";  // not in the document, so `export > f` keeps it
     return ctl_ok;
   }
   std::ofstream f(s.o.file, std::ios::trunc);
-  if (!(f << text) || !f.flush()) throw ctl_error(ctl_failed, "cannot write " + s.o.file);
+  if (!(f << text) || !f.flush()) throw ctl_error(ctl_failed, "cannot write " + s.o.file + ": " + std::strerror(errno));
   if (!s.o.json) {
     s.out << "exported " << doc.value("forwards", ctl_json::array()).size() << " forwards to " << s.o.file << " (ETag " << a.etag << ")\n";
   }
@@ -207,7 +212,7 @@ int apply(session& s) {
     text.assign(std::istreambuf_iterator<char>(std::cin), {});
   } else {
     std::ifstream f(s.o.file);
-    if (!f) throw ctl_error(ctl_failed, "cannot read " + s.o.file);
+    if (!f) throw ctl_error(ctl_failed, "cannot read " + s.o.file + ": " + std::strerror(errno));
     text.assign(std::istreambuf_iterator<char>(f), {});
   }
   std::string body;
@@ -234,13 +239,14 @@ void declare(CLI::App& app, ctl_options& o, std::vector<std::pair<CLI::App*, com
   app.require_subcommand(1);
   app.fallthrough();  // the global flags may come after the subcommand too
   app.footer(
-      "Environment: PORTRELAY_API (http://HOST:PORT or HOST:PORT) and PORTRELAY_TOKEN, used when --api or\n"
-      "--token-file is not given; the default is 127.0.0.1:7410 without a token.\n"
-      "Exit status: 0 done, 1 refused by the API (its message on stderr) or a file could not be used,\n"
-      "2 usage error, 3 the API cannot be reached.\n");
+      "Environment: PORTRELAY_API (http://HOST:PORT or HOST:PORT) and PORTRELAY_TOKEN (the token itself,\n"
+      "not a file), used when --api or --token-file is not given; the default is 127.0.0.1:7410 without a\n"
+      "token. The global options may also follow the command.\n"
+      "Exit status: 0 done, 1 refused by the API (its message on stderr), a dry run that lists errors, or a\n"
+      "file that could not be used, 2 usage error, 3 the API cannot be reached.\n");
   app.add_option("--api", o.api, "the API's address (default: $PORTRELAY_API, else 127.0.0.1:7410)")
       ->check(address)->option_text("HOST:PORT");
-  app.add_option("--token-file", o.token_file, "file holding the API token (default: $PORTRELAY_TOKEN)")
+  app.add_option("--token-file", o.token_file, "file holding the API token (default: the token in $PORTRELAY_TOKEN)")
       ->option_text("FILE");
   app.add_flag("--json", o.json, "print the API's JSON instead of tables");
 
@@ -288,6 +294,26 @@ void declare(CLI::App& app, ctl_options& o, std::vector<std::pair<CLI::App*, com
       ->option_text("ETAG");
 }
 
+// "unknown command 'lst' (commands: list, get, ...)" when the first word that is not an option (or
+// the value of --api or --token-file) names no command; CLI11 would only say one is required.
+std::optional<std::string> unknown_command(const CLI::App& app, const std::vector<std::string>& args) {
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
+    if (a == "--api" || a == "--token-file") {
+      ++i;
+      continue;
+    }
+    if (a.starts_with("-")) continue;
+    std::string names;
+    for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      if (sub->get_name() == a) return std::nullopt;
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    return "unknown command '" + a + "' (commands: " + names + ")";
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -300,11 +326,11 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e, out, err);
   } catch (const CLI::ParseError& e) {
-    err << "portrelay ctl: " << e.what() << "\n(see portrelay ctl --help)\n";
+    err << "portrelay ctl: " << unknown_command(app, args).value_or(e.what()) << "\n(see portrelay ctl --help)\n";
     return ctl_usage;
   }
   try {
-    session s{ctl_client(resolve_endpoint(o.api), resolve_token(o.token_file)), o, out};
+    session s{ctl_client(resolve_endpoint(o.api), resolve_token(o.token_file)), o, out, err};
     for (const auto& [sub, run] : commands) {
       if (sub->parsed()) return run(s);
     }

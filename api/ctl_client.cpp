@@ -14,7 +14,7 @@ namespace api {
 
 namespace {
 
-constexpr std::uint16_t default_port = 7410;
+constexpr std::uint16_t default_port = 7410;  // the daemon's default --api port
 
 std::optional<std::uint16_t> parse_port(std::string_view digits) {
   std::uint16_t port = 0;
@@ -30,7 +30,7 @@ std::string trim(std::string_view text) {
 }
 
 // The API's error answer as one line: its message, then the status, code, forward and field.
-std::string api_message(const ctl_answer& a) {
+std::string api_message(const ctl_answer& a, bool sent_token) {
   const auto body = nlohmann::json::parse(a.body, nullptr, false);
   if (body.is_discarded() || !body.contains("error") || !body["error"].is_object()) {
     return "the API answered " + std::to_string(a.status) + (a.body.empty() ? "" : ": " + trim(a.body.substr(0, 200)));
@@ -41,7 +41,10 @@ std::string api_message(const ctl_answer& a) {
   if (!text("forward").empty()) line += ", forward " + text("forward");
   if (!text("field").empty()) line += ", field " + text("field");
   line += ")";
-  if (a.status == 401) line += "; give the token with --token-file FILE or PORTRELAY_TOKEN";
+  if (a.status == 401) {
+    line += sent_token ? "; the token given (--token-file, else PORTRELAY_TOKEN) was refused"
+                       : "; give the token with --token-file FILE, or PORTRELAY_TOKEN holding the token itself";
+  }
   return line;
 }
 
@@ -69,13 +72,11 @@ std::optional<ctl_endpoint> parse_endpoint(std::string_view text) {
     return std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '%' || c == '_';
   });
   if (!host_ok) return std::nullopt;
+  // The port is always given: a bare "7420" would otherwise be read as the IPv4 number 0.0.28.252.
+  auto p = parse_port(port);
+  if (!p) return std::nullopt;
   e.host = std::string(host);
-  e.port = default_port;
-  if (!port.empty()) {
-    auto p = parse_port(port);
-    if (!p) return std::nullopt;
-    e.port = *p;
-  }
+  e.port = *p;
   return e;
 }
 
@@ -111,6 +112,7 @@ ctl_client::ctl_client(ctl_endpoint endpoint, const std::string& token)
   client_.set_read_timeout(30);
   client_.set_write_timeout(30);
   if (!token.empty()) client_.set_bearer_token_auth(token);
+  sent_token_ = !token.empty();
 }
 
 ctl_answer ctl_client::call(const std::string& method, const std::string& path, const std::string& body,
@@ -139,7 +141,7 @@ ctl_answer ctl_client::call(const std::string& method, const std::string& path, 
     }
   }
   ctl_answer a{res->status, res->body, res->get_header_value("ETag")};
-  if (a.status >= 400) throw ctl_error(ctl_failed, api_message(a));
+  if (a.status >= 400) throw ctl_error(ctl_failed, api_message(a, sent_token_));
   return a;
 }
 

@@ -26,8 +26,8 @@ struct ctl_endpoint {
   std::uint16_t port = 7410;
 };
 
-// "http://HOST:PORT", "HOST:PORT" or "HOST" (port 7410), IPv6 in brackets, a trailing "/" allowed;
-// nothing for anything else.
+// "http://HOST:PORT" or "HOST:PORT", IPv6 in brackets, a trailing "/" allowed; nothing for anything
+// else, a HOST or PORT alone included (a bare number would read as an IPv4 address).
 std::optional<ctl_endpoint> parse_endpoint(std::string_view text);
 std::string endpoint_url(const ctl_endpoint& e);
 
@@ -53,6 +53,7 @@ class ctl_client {
  private:
   ctl_endpoint endpoint_;
   httplib::Client client_;
+  bool sent_token_ = false;  // so a 401 can say the token was refused rather than missing
 };
 
 // "10.0.0.0/8" as a query value: everything but unreserved characters percent-encoded.

@@ -119,7 +119,18 @@ std::string json_to_yaml(const ctl_json& doc) {
 std::string document_body(const std::string& text, std::string_view path) {
   const auto first = text.find_first_not_of(" \t\r\n");
   const bool json = !is_yaml_name(path) && (path.ends_with(".json") || (first != std::string::npos && text[first] == '{'));
-  return json ? text : yaml_to_json(text).dump();
+  if (!json) return yaml_to_json(text).dump();
+  // Sent as written (the API's own duplicate-key check applies), but a syntax error is told here,
+  // with its line and column, rather than as the API's "not valid JSON".
+  try {
+    const auto checked = nlohmann::json::parse(text);
+    static_cast<void>(checked);
+  } catch (const nlohmann::json::parse_error& e) {
+    const std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line 3, column 5: ..."
+    const auto at = what.find("parse error");
+    throw std::runtime_error("not valid JSON: " + (at == std::string::npos ? what : what.substr(at)));
+  }
+  return text;
 }
 
 }  // namespace api

@@ -172,6 +172,15 @@ std::string forward_text(const ctl_json& f) {
   fields.add({"connections", std::to_string(count(s, "connections_active")) + " active, " +
                                  std::to_string(count(s, "connections_total")) + " in all"});
   fields.add({"bytes", human_bytes(count(s, "bytes_up")) + " up, " + human_bytes(count(s, "bytes_down")) + " down"});
+  // Every other counter the API gives (refusals, errors, UDP datagrams), so a refused client shows.
+  static const std::vector<std::string> counted{"connections_active", "connections_total", "bytes_up", "bytes_down", "targets"};
+  std::string others;
+  for (const auto& [key, value] : s.items()) {
+    if (value.is_number() && std::find(counted.begin(), counted.end(), key) == counted.end()) {
+      others += (others.empty() ? "" : ", ") + key + " " + text(value);
+    }
+  }
+  if (!others.empty()) fields.add({"counters", others});
 
   text_table targets({"TARGET", "WEIGHT", "BACKUP", "HEALTH", "CONNS", "UP", "DOWN", "ERRORS"},
                      {false, true, false, false, true, true, true, true});
@@ -193,7 +202,8 @@ std::string connections_text(const ctl_json& connections, std::chrono::system_cl
   for (const auto& c : connections) {
     const auto age = std::chrono::duration<double>(now - parse_time(text(field(c, "started_at")))).count();
     t.add({text(field(c, "id")), text(field(c, "protocol")), text(field(c, "client")), text(field(c, "listen")), text(field(c, "target")),
-           text(field(c, "state")), human_duration(age), human_duration(field(c, "idle_s").is_number() ? field(c, "idle_s").get<double>() : 0),
+           // started_at is to the second: whole seconds, not a tenth that would be made up
+           text(field(c, "state")), age < 10 ? std::to_string(static_cast<int>(std::max(age, 0.0))) + "s" : human_duration(age), human_duration(field(c, "idle_s").is_number() ? field(c, "idle_s").get<double>() : 0),
            human_bytes(count(c, "bytes_up")), human_bytes(count(c, "bytes_down"))});
   }
   return t.str();

@@ -78,8 +78,9 @@ TEST_CASE("ctl reads the API address in every documented form", "[cli]") {
   CHECK(endpoint_url(*parse_endpoint("[::1]:9")) == "http://[::1]:9");
   CHECK(endpoint_url(*parse_endpoint("http://[::1]:9")) == "http://[::1]:9");
   CHECK(parse_endpoint("[::1]:9")->host == "::1");
-  CHECK(endpoint_url(*parse_endpoint("localhost")) == "http://localhost:7410");
-  for (const char* bad : {"", "::1:9", "[::1", "[::1]x", "host:", "host:0", "host:65536", "https://h:1", "h:1:2", "a b:1"}) {
+  CHECK(endpoint_url(*parse_endpoint("localhost:7410")) == "http://localhost:7410");
+  // A port alone or a host alone is refused (a bare 7420 would read as the IPv4 address 0.0.28.252).
+  for (const char* bad : {"7420", "127.0.0.1", "localhost", "http://127.0.0.1", "", "::1:9", "[::1", "[::1]x", "host:", "host:0", "host:65536", "https://h:1", "h:1:2", "a b:1"}) {
     INFO(bad);
     CHECK_FALSE(parse_endpoint(bad));
   }

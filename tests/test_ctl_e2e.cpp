@@ -140,6 +140,17 @@ TEST_CASE("ctl exit status - the API's message and 1, an unreachable API 3, a us
     CHECK(r.err.starts_with("portrelay ctl: "));
   }
   CHECK(run_ctl({"list"}, {"PORTRELAY_API=not an address"}).status == 2);
+  // A port alone or a host alone is a usage error, never a request to 0.0.28.252 or a guessed port.
+  for (const std::string bare : {"7420", "127.0.0.1"}) {
+    INFO(bare);
+    CHECK(run_ctl({"--api", bare, "list"}).status == 2);
+    CHECK(run_ctl({"list"}, {"PORTRELAY_API=" + bare}).status == 2);
+  }
+  const auto unknown = run_ctl({"--api", api, "lst"});
+  CHECK(unknown.status == 2);
+  CHECK(unknown.err.find("unknown command 'lst' (commands: list, get, add,") != std::string::npos);
+  // get shows the counters beyond connections and bytes, so a refused client is seen.
+  CHECK(run_ctl({"--api", api, "get", "1"}).out.find("refused_acl 0") != std::string::npos);
   CHECK(run_ctl({"--api", api, "--token-file", (dir.path / "none").string(), "list"}).status == 2);
   CHECK(api_get(d, "/api/v1/forwards")[0]["max_connections"] == 0);  // nothing was sent
 
@@ -167,6 +178,10 @@ TEST_CASE("ctl takes the token from --token-file or PORTRELAY_TOKEN and the addr
   CHECK(refused.status == 1);
   CHECK(refused.err.find("(401 ") != std::string::npos);
   CHECK(refused.err.find("--token-file") != std::string::npos);
+  CHECK(refused.err.find("PORTRELAY_TOKEN holding the token itself") != std::string::npos);
+  const auto wrong = run_ctl({"--api", api, "list"}, {"PORTRELAY_TOKEN=wrong"});
+  CHECK(wrong.status == 1);
+  CHECK(wrong.err.find("the token given (--token-file, else PORTRELAY_TOKEN) was refused") != std::string::npos);
   CHECK(run_ctl({"--api", api, "--token-file", token_file, "list"}).out == "no forwards\n");
   CHECK(run_ctl({"--api", api, "list"}, {"PORTRELAY_TOKEN=tok-123"}).out == "no forwards\n");
   CHECK(run_ctl({"--api", api, "--token-file", token_file, "list"}, {"PORTRELAY_TOKEN=wrong"}).status == 0);
@@ -280,7 +295,13 @@ TEST_CASE("ctl export and apply round trip in JSON and YAML - an edited file's d
   const auto stale = run_ctl({"--api", api, "apply", yaml_file, "--if-match", "\"0\""});
   CHECK(stale.status == 1);
   CHECK(stale.err.find("(412 precondition_failed") != std::string::npos);
-  const auto applied = run_ctl({"--api", api, "apply", yaml_file});
+  // A JSON file with a syntax error is told with its line and column, and nothing is sent.
+  const auto broken = (dir.path / "broken.json").string();
+  std::ofstream(broken) << "{\"forwards\": [\n  {\"name\": \"web\",,}\n]}\n";
+  const auto syntax = run_ctl({"--api", api, "apply", broken});
+  CHECK(syntax.status == 1);
+  CHECK(syntax.err.find("broken.json: not valid JSON: parse error at line 2, column 18") != std::string::npos);
+  const auto applied = run_ctl({"--api", api, "apply", yaml_file, "--if-match", "*"});  // "*": whatever it holds
   INFO(applied.err);
   CHECK(applied.status == 0);
   CHECK(applied.out.find("applied (ETag \"") != std::string::npos);
