@@ -186,9 +186,13 @@ reply controller::close_connection(std::int64_t id, std::uint64_t connection) {
 
 reply controller::close_connections(std::int64_t id, const relay::ip_prefix& clients) {
   if (!exists(id)) return not_found(id);
-  const auto closed = engine_.close_connections(id, relay::prefix_set({clients}));
-  spdlog::info("forward {}: {} connection{} from {} closed over the API", id, closed, closed == 1 ? "" : "s",
-               relay::to_string(clients));
+  // A /0 of either family is "everyone": 0.0.0.0/0 closes the IPv6 clients too, as an operator
+  // cutting everyone off in an incident means (::/0 matches IPv4 clients as IPv4-mapped already).
+  const auto everyone = relay::ip_prefix{asio::ip::address_v6::any(), 0};
+  const auto closed = engine_.close_connections(id, relay::prefix_set({clients.length == 0 ? everyone : clients}));
+  // An operator's cut is worth a line; a DELETE that matched no one is not (a script's loop would spam).
+  spdlog::log(closed > 0 ? spdlog::level::info : spdlog::level::debug, "forward {}: {} connection{} from {} closed over the API", id, closed,
+              closed == 1 ? "" : "s", relay::to_string(clients));
   return {200, json{{"closed", closed}}, {}, {}};
 }
 

@@ -160,8 +160,11 @@ reply controller::apply_config(const config_plan& plan, const std::vector<config
       engine_.apply(spec, std::move(prepared[k]));
     }
   }
-  spdlog::info("configuration applied: {} created, {} changed, {} deleted, {} unchanged", w.created, changed.size(),
-               plan.remove.size(), plan.unchanged.size());
+  // A PUT that changed nothing (a GitOps loop re-applying) is not worth an info line each time.
+  const bool changed_any = w.created + changed.size() + plan.remove.size() > 0;
+  spdlog::log(changed_any ? spdlog::level::info : spdlog::level::debug,
+              "configuration applied: {} created, {} changed, {} deleted, {} unchanged", w.created, changed.size(),
+              plan.remove.size(), plan.unchanged.size());
   const auto now = store_.list();
   return with_etag({200, plan_json(plan, entries, json::array()), {}, {}},
                    etag_of(export_config(now, export_names(now))));

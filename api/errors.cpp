@@ -24,7 +24,11 @@ json error_body_for_status(int status) {
     case 404: return make("not_found", "There is nothing at this path.");
     case 405: return make("method_not_allowed", "This path does not support that method.");
     case 408: return make("request_timeout", "The whole request did not arrive within 10 s.");
-    case 413: return make("payload_too_large", "The request body is larger than 64 KiB.");
+    case 413: {
+      static const std::string too_large =
+          "The request body is larger than " + std::to_string(max_body / 1024) + " KiB.";
+      return make("payload_too_large", too_large.c_str());
+    }
     case 414: return make("uri_too_long", "The request URI is too long.");
     case 416: return make("range_not_satisfiable", "Ranges are not supported.");
     case 431:

@@ -7,6 +7,9 @@
 
 namespace api {
 
+// The largest request body the API reads, in bytes (a 413 beyond it).
+inline constexpr std::size_t max_body = 128 * 1024;
+
 using json = nlohmann::ordered_json;
 
 // What a route answers: a status, a JSON body (none for 204) and an optional Location.

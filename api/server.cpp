@@ -84,16 +84,60 @@ reply invalid_query(std::string message, std::string parameter) {
   return error_reply(api_error{400, "invalid_query", std::move(message), std::move(parameter)});
 }
 
+// Why a route that takes the parameters `takes` refuses the query, read from the raw request target:
+// an unknown parameter (a misspelt dry_run must not apply for real), one given twice, or a piece that
+// is not one key=value with a value free of '=' and '&' once decoded (httplib would keep what follows
+// the last '=', so "client=10.0.0.0/8=0.0.0.0/0" would close every client).
+std::optional<reply> check_query(const httplib::Request& req, std::initializer_list<std::string_view> takes) {
+  const auto mark = req.target.find('?');
+  if (mark == std::string::npos) return std::nullopt;
+  const std::string_view query = std::string_view(req.target).substr(mark + 1);
+  std::vector<std::string> seen;
+  for (std::size_t start = 0; start < query.size();) {
+    auto end = query.find('&', start);
+    if (end == std::string_view::npos) end = query.size();
+    const auto piece = query.substr(start, end - start);
+    start = end + 1;
+    if (piece.empty()) continue;
+    const auto eq = piece.find('=');
+    const auto key = httplib::detail::decode_url(std::string(piece.substr(0, eq)), true);
+    if (std::find(takes.begin(), takes.end(), key) == takes.end()) {
+      std::string known;
+      for (const auto t : takes) known += (known.empty() ? "" : ", ") + std::string(t);
+      return invalid_query("unknown query parameter '" + relay::printable(key.substr(0, 64)) + "' (this path takes " +
+                               (known.empty() ? "none" : known) + ")",
+                           relay::printable(key.substr(0, 64)));
+    }
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) return invalid_query(key + " may be given once", key);
+    seen.push_back(key);
+    const auto value = eq == std::string_view::npos ? std::string() : httplib::detail::decode_url(std::string(piece.substr(eq + 1)), true);
+    if (eq == std::string_view::npos || value.find_first_of("=&") != std::string::npos) {
+      return invalid_query(key + " must be given as " + key + "=VALUE, the value without '=' or '&'", key);
+    }
+  }
+  return std::nullopt;
+}
+
+// Every If-Match field line as one list (RFC 9110 section 5.3: lines of a list field combine with
+// commas), or nothing when there is none.
+std::optional<std::string> if_match_of(const httplib::Request& req) {
+  const auto n = req.get_header_value_count("If-Match");
+  if (n == 0) return std::nullopt;
+  std::string all;
+  for (std::size_t i = 0; i < n; ++i) all += (i ? ", " : "") + req.get_header_value("If-Match", i);
+  return all;
+}
+
 // The live connections of a forward known to exist: GET lists a page, DELETE closes those of the
 // clients in the `client` prefix (required, so that nobody closes everything by accident).
 reply connections_route(controller& ctl, std::int64_t id, const httplib::Request& req) {
-  for (const char* name : {"limit", "after", "client"}) {
-    if (req.get_param_value_count(name) > 1) return invalid_query(std::string(name) + " may be given once", name);
+  if (auto refused = req.method == "DELETE" ? check_query(req, {"client"}) : check_query(req, {"limit", "after"})) {
+    return *refused;
   }
   if (req.method == "DELETE") {
     if (!req.has_param("client")) {
       return invalid_query("client is required: the prefix of the clients to close, such as 192.0.2.7/32 "
-                           "(0.0.0.0/0 and ::/0 close every connection)",
+                           "(a /0 of either family, 0.0.0.0/0 or ::/0, closes every connection)",
                            "client");
     }
     const auto prefix = relay::parse_prefix(req.get_param_value("client"));
@@ -368,19 +412,23 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
     return method_not_allowed("GET, HEAD, POST");
   }
   if (req.path == config_path) {
+    if (m != "GET" && m != "HEAD" && m != "PUT") return method_not_allowed("GET, HEAD, PUT");
+    if (auto refused = check_query(req, m == "PUT" ? std::initializer_list<std::string_view>{"dry_run"}
+                                                   : std::initializer_list<std::string_view>{})) {
+      return *refused;
+    }
     if (m == "GET" || m == "HEAD") return ctl_.config();
-    if (m != "PUT") return method_not_allowed("GET, HEAD, PUT");
     const auto dry_run = req.get_param_value("dry_run");
     const bool valid = dry_run == "true" || dry_run == "false" || !req.has_param("dry_run");
     if (req.get_param_value_count("dry_run") > 1 || !valid) {
       return error_reply(api_error{400, "invalid_query", "dry_run must be true or false, given once", "dry_run"});
     }
-    std::optional<std::string> if_match;
-    if (req.has_header("If-Match")) if_match = req.get_header_value("If-Match");
+    const auto if_match = if_match_of(req);
     return parse([&](const json& doc) { return ctl_.put_config(doc, dry_run == "true", if_match); });
   }
   if (auto id = forward_id(req.path)) {
     if (m == "GET" || m == "HEAD") {
+      if (auto refused = check_query(req, {"per_port"})) return *refused;
       const auto per_port = req.get_param_value("per_port");
       const bool valid = per_port == "true" || per_port == "false" || !req.has_param("per_port");
       if (req.get_param_value_count("per_port") > 1 || !valid) {

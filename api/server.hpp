@@ -28,7 +28,7 @@ class server {
  public:
   // Bytes of a request body: a forward with both lists full of the longest IPv6 prefixes
   // (2 x 1,024 x "ffff:...:ffff/128") is about 95 KB of JSON.
-  static constexpr std::size_t max_body = 128 * 1024;
+  static constexpr std::size_t max_body = api::max_body;
   // Requests one kept-alive connection may carry before the server closes it.
   static constexpr std::size_t keep_alive_max_requests = 10'000;
   // What the API's connections live by: the README's "API limits" (see http_front.hpp).

@@ -307,6 +307,24 @@ TEST_CASE("config PUT refuses bad names and documents with 400 naming the entry"
   CHECK(config_of(f) == before);
 }
 
+TEST_CASE("config PUT with a misspelt or smuggled dry_run is a 400 - it never applies for real", "[api]") {
+  target_server target(target_server::echo);
+  api_fixture f;
+  create(f, tcp_entry("a", target.port()));
+  const auto before = config_of(f);
+  auto doc = before;
+  doc["forwards"].push_back(tcp_entry("b", target.port()));
+  for (const std::string query : {"dryrun=true", "dry-run=true", "Dry_run=true", "dry_run=true=false",
+                                  "dry_run=true%26x=1", "dry_run=true&dry_run=true", "dry_run"}) {
+    INFO(query);
+    auto r = f.client.Put(("/api/v1/config?" + query).c_str(), doc.dump(), "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 400);
+    CHECK(body_of(r)["error"]["code"] == "invalid_query");
+  }
+  CHECK(config_of(f) == before);
+}
+
 TEST_CASE("config PUT refuses a loop made of two entries", "[api]") {
   api_fixture f;
   std::uint16_t p1 = 0, p2 = 0;
@@ -352,6 +370,12 @@ TEST_CASE("config PUT with a stale If-Match is a 412 - a star matches - of two a
   auto listed = put_config(f, doc, true, "\"0000000000000000\", " + star->get_header_value("ETag"));
   REQUIRE(listed);
   CHECK(listed->status == 200);
+  // The same list over two If-Match lines (RFC 9110: a list field's lines combine).
+  auto lines = f.client.Put("/api/v1/config?dry_run=true",
+                            {{"If-Match", "\"0000000000000000\""}, {"If-Match", star->get_header_value("ETag")}},
+                            doc.dump(), "application/json");
+  REQUIRE(lines);
+  CHECK(lines->status == 200);
 
   // Two PUTs at once with one ETag: the check and the change are one step, so one of them is a 412.
   const auto etag_now = star->get_header_value("ETag");

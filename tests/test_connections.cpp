@@ -305,10 +305,14 @@ TEST_CASE("closing by client prefix closes only the clients in it", "[api][tcp]"
   CHECK(addresses == std::multiset<std::string>{"127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.3"});
 
   for (const auto* bad : {"", "client=", "client=not-an-address", "client=127.0.0.2/8", "client=127.0.0.2/33",
-                          "client=127.0.0.2&client=127.0.0.3"}) {
+                          "client=127.0.0.2&client=127.0.0.3",
+                          // a second value smuggled after '=' or an encoded '&' is refused, not taken
+                          "client=127.0.0.2/32=0.0.0.0/0", "client=127.0.0.2/32%26client=0.0.0.0/0"}) {
     INFO(bad);
     check_invalid_query(fx.client.Delete(connections_path(fwd.id, bad).c_str()), "client");
   }
+  check_invalid_query(fx.client.Delete(connections_path(fwd.id, "client=127.0.0.2/32&limit=1").c_str()), "limit");
+  check_invalid_query(fx.client.Get(connections_path(fwd.id, "limit=2&clinet=x").c_str()), "clinet");
   CHECK(list(fx.client, fwd.id)["connections"].size() == 4);  // a refused DELETE closed nothing
 
   CHECK(close_clients(fx, fwd.id, "127.0.0.2/32") == 2);
@@ -318,6 +322,27 @@ TEST_CASE("closing by client prefix closes only the clients in it", "[api][tcp]"
   CHECK(close_clients(fx, fwd.id, "::/0") == 2);  // every IPv4 client too (as IPv4-mapped)
   for (const auto& c : others) CHECK(read_to_end(c.get()).error == ECONNRESET);
   CHECK(list(fx.client, fwd.id)["connections"].empty());
+}
+
+TEST_CASE("a /0 of either family closes every client - 0.0.0.0/0 closes an IPv6 client too", "[api][tcp]") {
+  target_server target(target_server::echo);
+  api_fixture fx;
+  auto r = fx.client.Post("/api/v1/forwards",
+                          json{{"protocol", "tcp"}, {"listen_host", "::"}, {"listen_port", 0}, {"target_host", "127.0.0.1"},
+                               {"target_port", target.port()}}
+                              .dump(),
+                          json_type);
+  REQUIRE(r);
+  REQUIRE(r->status == 201);
+  const auto id = body_of(r)["id"].get<std::int64_t>();
+  const auto port = body_of(r)["listen_port"].get<std::uint16_t>();
+  auto v6 = connect_to(port, "::1");  // a listener on :: takes IPv6 only (IPV6_V6ONLY)
+  REQUIRE(v6);
+  wait_relaying(fx, id, 1);
+  CHECK(close_clients(fx, id, "10.0.0.0/8") == 0);
+  CHECK(close_clients(fx, id, "0.0.0.0/0") == 1);
+  CHECK(read_to_end(v6.get()).error == ECONNRESET);
+  CHECK(list(fx.client, id)["connections"].empty());
 }
 
 TEST_CASE("UDP sessions are listed and dropped, and the next datagram makes a new one", "[api][udp]") {
