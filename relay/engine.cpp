@@ -285,26 +285,31 @@ void engine::set_api_endpoints(const std::vector<std::string>& addresses, std::u
   publish_guard();
 }
 
+target_guard engine::guard_of(const std::vector<const forward_spec*>& specs) const {
+  std::vector<guard_node> nodes;
+  for (const auto* s : specs) {
+    if (!s->enabled) continue;
+    if (auto n = node_of(*s)) nodes.push_back(*n);
+  }
+  return target_guard(api_, std::move(nodes));
+}
+
 std::optional<refusal> engine::check_target(const forward_spec& next) const {
   if (!next.enabled) return std::nullopt;  // it sends nothing anywhere; enabling it is checked
   std::lock_guard lock(mutex_);
-  std::vector<guard_node> nodes;
+  std::vector<const forward_spec*> specs;
   for (const auto& [id, e] : forwards_) {
-    if (id == next.id || !e.spec.enabled) continue;  // a stored forward in error still counts: it will listen
-    if (auto n = node_of(e.spec)) nodes.push_back(*n);
+    if (id != next.id) specs.push_back(&e.spec);  // a stored forward in error still counts: it will listen
   }
-  if (auto n = node_of(next)) nodes.push_back(*n);
-  return target_guard(api_, std::move(nodes)).check(next);
+  specs.push_back(&next);
+  return guard_of(specs).check(next);
 }
 
 std::optional<std::pair<std::size_t, refusal>> engine::check_targets(const std::vector<forward_spec>& set) const {
-  std::vector<guard_node> nodes;
-  for (const auto& s : set) {
-    if (!s.enabled) continue;
-    if (auto n = node_of(s)) nodes.push_back(*n);
-  }
+  std::vector<const forward_spec*> specs;
+  for (const auto& s : set) specs.push_back(&s);
   std::unique_lock lock(mutex_);
-  const target_guard guard(api_, std::move(nodes));
+  const auto guard = guard_of(specs);
   lock.unlock();
   for (std::size_t i = 0; i < set.size(); ++i) {
     if (!set[i].enabled) continue;

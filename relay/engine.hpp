@@ -185,6 +185,9 @@ class engine {
   static forward_status status_of(const entry& e);
   // Gives every worker a guard made from the listening forwards and the API. With mutex_ held.
   void publish_guard();
+  // A guard made from the API and the enabled forwards of `specs`, for checking a change before it is
+  // applied. With mutex_ held.
+  target_guard guard_of(const std::vector<const forward_spec*>& specs) const;
   // The running forward `id`, or null (not serving, or shut down); the caller holds running_ shared.
   std::shared_ptr<running_forward> live(std::int64_t id) const;
 
