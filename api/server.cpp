@@ -420,8 +420,8 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
     if (m == "GET" || m == "HEAD") return ctl_.config();
     const auto dry_run = req.get_param_value("dry_run");
     const bool valid = dry_run == "true" || dry_run == "false" || !req.has_param("dry_run");
-    if (req.get_param_value_count("dry_run") > 1 || !valid) {
-      return error_reply(api_error{400, "invalid_query", "dry_run must be true or false, given once", "dry_run"});
+    if (!valid) {
+      return error_reply(api_error{400, "invalid_query", "dry_run must be true or false", "dry_run"});
     }
     const auto if_match = if_match_of(req);
     return parse([&](const json& doc) { return ctl_.put_config(doc, dry_run == "true", if_match); });
@@ -431,8 +431,8 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
       if (auto refused = check_query(req, {"per_port"})) return *refused;
       const auto per_port = req.get_param_value("per_port");
       const bool valid = per_port == "true" || per_port == "false" || !req.has_param("per_port");
-      if (req.get_param_value_count("per_port") > 1 || !valid) {
-        return error_reply(api_error{400, "invalid_query", "per_port must be true or false, given once", "per_port"});
+      if (!valid) {
+        return error_reply(api_error{400, "invalid_query", "per_port must be true or false", "per_port"});
       }
       return ctl_.get(*id, per_port == "true");
     }
