@@ -128,7 +128,7 @@ std::optional<std::string> if_match_of(const httplib::Request& req) {
   return all;
 }
 
-// The live connections of a forward known to exist: GET lists a page, DELETE closes those of the
+// The live connections of forward `id` (404 when none): GET lists a page, DELETE closes those of the
 // clients in the `client` prefix (required, so that nobody closes everything by accident).
 reply connections_route(controller& ctl, std::int64_t id, const httplib::Request& req) {
   if (auto refused = req.method == "DELETE" ? check_query(req, {"client"}) : check_query(req, {"limit", "after"})) {
@@ -449,7 +449,6 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
       return method_not_allowed("DELETE");
     }
     if (m != "GET" && m != "HEAD" && m != "DELETE") return method_not_allowed("GET, HEAD, DELETE");
-    if (!ctl_.exists(at->forward)) return ctl_.get(at->forward);  // the 404, whatever the query
     return connections_route(ctl_, at->forward, req);
   }
   return error_reply(404, "not_found", "there is nothing at " + req.path);
