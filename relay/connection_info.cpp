@@ -1,4 +1,4 @@
-// connection_info: state names, unmapping and merging the workers' pages.
+// connection_info: state names and merging the workers' pages.
 #include "relay/connection_info.hpp"
 
 namespace relay {
@@ -15,11 +15,6 @@ std::string_view to_string(connection_state s) {
       break;
   }
   return "active";
-}
-
-asio::ip::address unmapped(const asio::ip::address& a) {
-  if (a.is_v6() && a.to_v6().is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
-  return a;
 }
 
 connection_page merge_pages(std::vector<connection_page> parts, std::size_t limit) {

@@ -53,9 +53,6 @@ struct connection_info {
   std::uint64_t bytes_down = 0;
 };
 
-// An address as the list shows and matches it: ::ffff:a.b.c.d as a.b.c.d.
-asio::ip::address unmapped(const asio::ip::address& a);
-
 // Up to `limit` connections in ascending id order, and whether more come after the last of them.
 struct connection_page {
   std::vector<connection_info> items;

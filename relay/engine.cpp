@@ -126,6 +126,17 @@ std::optional<op_error> engine::over_budget(const forward_spec& spec, std::size_
                       " free for connections: raise LimitNOFILE or make the range smaller"};
 }
 
+engine::new_listeners engine::bind_new(std::size_t home, const entry* current, const forward_spec& next,
+                                       const std::function<bool(std::uint16_t)>& skip) {
+  const bool keeps =
+      current && current->live && !current->released && same_listen_address_and_protocol(current->spec, next);
+  auto ports = keeps ? ports_without(next, current->spec) : ports_of(next);
+  if (skip) std::erase_if(ports, skip);
+  if (ports.empty()) return {keeps, listen_sockets{}};
+  if (auto e = over_budget(next, ports.size())) return {keeps, *e};
+  return {keeps, bind_on(home, next, ports)};
+}
+
 std::shared_ptr<running_forward> engine::make_forward(const entry& e, const forward_spec& spec) {
   if (spec.protocol == protocol::udp) {
     return std::make_shared<udp_forward>(pool_, e.home, spec, e.stats, e.ports, options_.udp_drain_idle_timeout,
@@ -159,20 +170,14 @@ result<engine::prepared> engine::prepare(const forward_spec& next) {
   entry* current = it == forwards_.end() ? nullptr : &it->second;
   if (!next.enabled) return prepared{};
   const std::size_t home = current ? current->home : pool_.next();
-  // A forward that keeps its address keeps the sockets of the ports it keeps: only new ones are bound.
-  const bool keeps =
-      current && current->live && !current->released && same_listen_address_and_protocol(current->spec, next);
-  const auto ports = keeps ? ports_without(next, current->spec) : ports_of(next);
-  if (keeps && ports.empty()) return prepared{home, {}, false, next.listen_port, false};
-  if (auto e = over_budget(next, ports.size())) return *e;
-  auto bound = bind_on(home, next, ports);
+  auto [keeps, bound] = bind_new(home, current, next);
   bool released_old = false;
   if (!bound && bound.error().code == std::errc::address_in_use && current && current->live && !keeps &&
       !current->released && overlaps(current->spec, next)) {
     // The new address overlaps the one this forward holds (0.0.0.0:80 -> 127.0.0.1:80): the old
     // listeners have to go first. If the new bind still fails, the old address is taken back.
     current->live->close_listener();
-    bound = bind_on(home, next, ports);
+    bound = bind_on(home, next, ports_of(next));
     if (!bound) {
       take_back_listener(*current);
       return bound.error();
@@ -286,26 +291,31 @@ void engine::set_api_endpoints(const std::vector<std::string>& addresses, std::u
   publish_guard();
 }
 
+target_guard engine::guard_of(const std::vector<const forward_spec*>& specs) const {
+  std::vector<guard_node> nodes;
+  for (const auto* s : specs) {
+    if (!s->enabled) continue;
+    if (auto n = node_of(*s)) nodes.push_back(*n);
+  }
+  return target_guard(api_, std::move(nodes));
+}
+
 std::optional<refusal> engine::check_target(const forward_spec& next) const {
   if (!next.enabled) return std::nullopt;  // it sends nothing anywhere; enabling it is checked
   std::lock_guard lock(mutex_);
-  std::vector<guard_node> nodes;
+  std::vector<const forward_spec*> specs;
   for (const auto& [id, e] : forwards_) {
-    if (id == next.id || !e.spec.enabled) continue;  // a stored forward in error still counts: it will listen
-    if (auto n = node_of(e.spec)) nodes.push_back(*n);
+    if (id != next.id) specs.push_back(&e.spec);  // a stored forward in error still counts: it will listen
   }
-  if (auto n = node_of(next)) nodes.push_back(*n);
-  return target_guard(api_, std::move(nodes)).check(next);
+  specs.push_back(&next);
+  return guard_of(specs).check(next);
 }
 
 std::optional<std::pair<std::size_t, refusal>> engine::check_targets(const std::vector<forward_spec>& set) const {
-  std::vector<guard_node> nodes;
-  for (const auto& s : set) {
-    if (!s.enabled) continue;
-    if (auto n = node_of(s)) nodes.push_back(*n);
-  }
+  std::vector<const forward_spec*> specs;
+  for (const auto& s : set) specs.push_back(&s);
   std::unique_lock lock(mutex_);
-  const target_guard guard(api_, std::move(nodes));
+  const auto guard = guard_of(specs);
   lock.unlock();
   for (std::size_t i = 0; i < set.size(); ++i) {
     if (!set[i].enabled) continue;
@@ -350,28 +360,20 @@ std::vector<std::pair<std::size_t, op_error>> engine::probe(const std::vector<fo
     if (!next.enabled || next.listen_port == 0) continue;  // the kernel's choice of port does not clash
     auto it = forwards_.find(next.id);
     const entry* current = it == forwards_.end() ? nullptr : &it->second;
-    const bool keeps = current && current->live && same_listen_address_and_protocol(current->spec, next);
-    std::vector<std::uint16_t> ports;
-    for (const auto p : keeps ? ports_without(next, current->spec) : ports_of(next)) {
+    const auto freed = [&](std::uint16_t p) {  // a forward of `leaving` holds port p now
       auto one = next;
       one.listen_port = p;
       one.listen_port_end.reset();
-      const auto freed = [&](std::int64_t id) {
+      return std::any_of(leaving.begin(), leaving.end(), [&](std::int64_t id) {
         auto f = forwards_.find(id);
         return f != forwards_.end() && f->second.live && overlaps(f->second.spec, one);
-      };
-      if (std::none_of(leaving.begin(), leaving.end(), freed)) ports.push_back(p);
-    }
-    if (ports.empty()) continue;
-    if (auto e = over_budget(next, ports.size())) {
-      failed.emplace_back(i, *e);
-      continue;
-    }
-    auto bound = bind_on(0, next, ports);
-    if (bound) {
-      held.push_back(std::move(bound.value()));
-    } else {
+      });
+    };
+    auto bound = bind_new(0, current, next, freed).sockets;
+    if (!bound) {
       failed.emplace_back(i, bound.error());
+    } else if (!bound.value().empty()) {
+      held.push_back(std::move(bound.value()));
     }
   }
   for (const auto& sockets : held) close_on(0, sockets);

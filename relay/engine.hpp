@@ -12,6 +12,7 @@
 #include "relay/worker_pool.hpp"
 
 #include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -163,6 +164,18 @@ class engine {
 
   // Binds `ports` of `spec` on worker `home`, all or nothing; a failure on one port of a range names it.
   result<listen_sockets> bind_on(std::size_t home, const forward_spec& spec, const std::vector<std::uint16_t>& ports);
+  // What a change to `next` binds on worker `home` (prepare's choice of ports, and probe's).
+  struct new_listeners {
+    // The forward keeps its listeners: `current` (next's entry; null for none) is live with them
+    // open, and `next` names its ports on the same protocol and address. Only the ports it does not
+    // listen on yet are bound then; else every port of next's range.
+    bool keeps = false;
+    // Those ports less each that `skip` (when given) is true of, all or nothing: none when none is
+    // left; refused (range_over_budget) before any is bound when they would not fit RLIMIT_NOFILE.
+    result<listen_sockets> sockets;
+  };
+  new_listeners bind_new(std::size_t home, const entry* current, const forward_spec& next,
+                         const std::function<bool(std::uint16_t)>& skip = nullptr);
   void close_on(std::size_t home, const listen_sockets& sockets);
   // Why `count` more listening sockets (and their dups) would not fit RLIMIT_NOFILE, if they would not.
   std::optional<op_error> over_budget(const forward_spec& spec, std::size_t count) const;
@@ -176,6 +189,9 @@ class engine {
   static forward_status status_of(const entry& e);
   // Gives every worker a guard made from the listening forwards and the API. With mutex_ held.
   void publish_guard();
+  // A guard made from the API and the enabled forwards of `specs`, for checking a change before it is
+  // applied. With mutex_ held.
+  target_guard guard_of(const std::vector<const forward_spec*>& specs) const;
   // The running forward `id`, or null (not serving, or shut down); the caller holds running_ shared.
   std::shared_ptr<running_forward> live(std::int64_t id) const;
 

@@ -80,6 +80,11 @@ std::variant<ip_prefix, std::string> parse_prefix(std::string_view text) {
   return canonical;
 }
 
+asio::ip::address unmapped(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  return a;
+}
+
 std::string to_string(const ip_prefix& p) { return p.address.to_string() + "/" + std::to_string(p.length); }
 
 prefix_set::key prefix_set::key_of(const asio::ip::address& a) {

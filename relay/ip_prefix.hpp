@@ -36,6 +36,10 @@ std::variant<ip_prefix, std::string> parse_prefix(std::string_view text);
 // The canonical text: "192.0.2.7/32", "2001:db8::/32" (RFC 5952's form of the address).
 std::string to_string(const ip_prefix& p);
 
+// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address a.b.c.d; any other as it is. The
+// form the connections list shows and an IPv4 list entry matches, and a PROXY header carries.
+asio::ip::address unmapped(const asio::ip::address& a);
+
 // A list of prefixes as sorted, merged ranges of the IPv6 address space (IPv4 ones as their
 // IPv4-mapped range, ::ffff:0:0/96), so a look-up is a binary search however long the list, and
 // an IPv4-mapped IPv6 client address (::ffff:192.0.2.7) matches IPv4 entries. Built once when a

@@ -1,6 +1,8 @@
 // proxy_protocol: PROXY protocol headers built and read byte by byte (doc/proxy-protocol.txt).
 #include "relay/proxy_protocol.hpp"
 
+#include "relay/ip_prefix.hpp"
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -19,13 +21,6 @@ std::string hex_byte(unsigned char b) {
   char text[8];
   std::snprintf(text, sizeof text, "0x%02x", b);
   return text;
-}
-
-asio::ip::tcp::endpoint unmapped(const asio::ip::tcp::endpoint& e) {
-  auto a = e.address();
-  if (a.is_v6() && a.to_v6().is_v4_mapped())
-    return {asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()), e.port()};
-  return e;
 }
 
 // Section 2.1 wants hexadecimal groups; inet_ntop would write ::ffff:1.2.3.4 and ::1.2.3.4 dotted.
@@ -110,14 +105,13 @@ bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
 }  // namespace
 
 std::string proxy_v1_header(const asio::ip::tcp::endpoint& source, const asio::ip::tcp::endpoint& destination) {
-  const auto src = unmapped(source), dst = unmapped(destination);
-  const auto a = src.address(), b = dst.address();
+  const auto a = unmapped(source.address()), b = unmapped(destination.address());
   std::string line;
   if (a.is_v4() && b.is_v4())
     line = "PROXY TCP4 " + a.to_string() + " " + b.to_string();
   else  // both IPv6, or mixed: the IPv4 one IPv4-mapped, so the target still learns the client
     line = "PROXY TCP6 " + ipv6_text(as_v6(a)) + " " + ipv6_text(as_v6(b));
-  return line + " " + std::to_string(src.port()) + " " + std::to_string(dst.port()) + "\r\n";
+  return line + " " + std::to_string(source.port()) + " " + std::to_string(destination.port()) + "\r\n";
 }
 
 std::string proxy_v2_header(const asio::ip::tcp::endpoint& source, const asio::ip::tcp::endpoint& destination,
@@ -128,19 +122,19 @@ std::string proxy_v2_header(const asio::ip::tcp::endpoint& source, const asio::i
     out.append(3, '\0');  // family UNSPEC, length 0
     return out;
   }
-  const auto src = unmapped(source), dst = unmapped(destination);
-  const bool v4 = src.address().is_v4() && dst.address().is_v4();
+  const auto src = unmapped(source.address()), dst = unmapped(destination.address());
+  const bool v4 = src.is_v4() && dst.is_v4();
   out += static_cast<char>((v4 ? 0x10 : 0x20) | static_cast<unsigned char>(transport));
   put_port(out, v4 ? 12 : 36);
   if (v4) {
-    put_bytes(out, src.address().to_v4().to_bytes());
-    put_bytes(out, dst.address().to_v4().to_bytes());
+    put_bytes(out, src.to_v4().to_bytes());
+    put_bytes(out, dst.to_v4().to_bytes());
   } else {
-    put_bytes(out, as_v6(src.address()).to_bytes());
-    put_bytes(out, as_v6(dst.address()).to_bytes());
+    put_bytes(out, as_v6(src).to_bytes());
+    put_bytes(out, as_v6(dst).to_bytes());
   }
-  put_port(out, src.port());
-  put_port(out, dst.port());
+  put_port(out, source.port());
+  put_port(out, destination.port());
   return out;
 }
 

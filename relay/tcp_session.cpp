@@ -9,6 +9,7 @@
 
 #include "relay/error_wake.hpp"
 #include "relay/forward_spec.hpp"
+#include "relay/ip_prefix.hpp"
 #include "relay/result.hpp"
 #include "relay/socket_options.hpp"
 #include "relay/target_guard.hpp"

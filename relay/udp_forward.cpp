@@ -2,6 +2,7 @@
 #include "relay/udp_forward.hpp"
 
 #include "relay/forward_spec.hpp"
+#include "relay/ip_prefix.hpp"
 #include "relay/proxy_protocol.hpp"
 #include "relay/socket_options.hpp"
 #include "relay/target_guard.hpp"
