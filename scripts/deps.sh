@@ -19,8 +19,11 @@ BUILD_PACKAGES=(build-essential cmake pkg-config libasio-dev libcli11-dev libcpp
   libsqlite3-dev libspdlog-dev libsystemd-dev libyaml-cpp-dev)
 # python3-prometheus-client: the Prometheus parser the metrics test checks /metrics with; systemd:
 # systemd-analyze for the unit test; dpkg-dev: dpkg-shlibdeps for the .deb; lintian checks the .deb;
-# haproxy: a real consumer of the PROXY headers portrelay sends (its test runs its own instance).
-TEST_PACKAGES=(catch2 chromium python3-prometheus-client systemd dpkg-dev lintian haproxy)
+# haproxy: a real consumer of the PROXY headers portrelay sends (its test runs its own instance);
+# etcd-server, etcd-client: the etcd (and etcdctl) that the fleet-mode tests run as their own
+# members (tests/etcd_process.hpp); iproute2: `ip` brings lo up in the fleet tests' network namespaces.
+TEST_PACKAGES=(catch2 chromium python3-prometheus-client systemd dpkg-dev lintian haproxy etcd-server etcd-client
+  iproute2)
 
 # playwright-core drives Debian's chromium; it never downloads a browser of its own.
 install_browser_test_deps() {
