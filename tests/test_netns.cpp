@@ -70,7 +70,7 @@ TEST_CASE("hosts in namespaces of their own share the API and forward ports, eac
   CHECK(b.stop());
 }
 
-TEST_CASE("etcd's unix socket is reached from any namespace; an etcd_link relays to it until cut, and again once restored", "[e2e]") {
+TEST_CASE("etcd's unix socket is reached from any namespace - an etcd_link relays to it until cut, and again once restored", "[e2e]") {
   etcd_node etcd;
   netns elsewhere;
   REQUIRE(etcdctl(etcd.unix_endpoint(), {"put", "k", "v1"}).status == 0);
