@@ -121,7 +121,8 @@ class fleet_host {
   // An echo target (target_server::echo) on 127.0.0.1:port in this namespace (0: the kernel picks),
   // kept as long as the host; its port.
   std::uint16_t serve_echo(std::uint16_t port = 0) {
-    echo_.push_back(in_netns(ns_, [&] { return std::make_unique<target_server>(target_server::echo, "127.0.0.1", port); }));
+    echo_.push_back(
+        in_netns(ns_, [&] { return std::make_unique<target_server>(target_server::echo, "127.0.0.1", port); }));
     return echo_.back()->port();
   }
 
@@ -171,7 +172,8 @@ struct fleet {
 
   explicit fleet(const std::vector<std::string>& endpoints) {
     for (std::size_t i = 0; i < endpoints.size(); ++i) {
-      hosts.push_back(std::make_unique<fleet_host>(fleet_host_options{std::string(1, static_cast<char>('a' + i)), endpoints[i]}));
+      const std::string name(1, static_cast<char>('a' + i));
+      hosts.push_back(std::make_unique<fleet_host>(fleet_host_options{name, endpoints[i]}));
       echo_port = hosts.back()->serve_echo(echo_port);
     }
   }
@@ -218,7 +220,8 @@ class etcd_link {
       : path_(std::move(path)), etcd_socket_(std::move(etcd_socket)) {
     listener_ = fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     const auto a = unix_address(path_);
-    if (::bind(listener_.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 || ::listen(listener_.get(), 64) != 0) {
+    if (::bind(listener_.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(listener_.get(), 64) != 0) {
       throw std::runtime_error("etcd_link: cannot listen on " + path_.string());
     }
     thread_ = std::thread([this] { run(); });

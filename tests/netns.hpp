@@ -30,10 +30,10 @@ class netns {
     std::exception_ptr failed;
     std::thread maker([&] {
       try {
-        if (::unshare(CLONE_NEWNET) != 0) throw std::system_error(errno, std::generic_category(), "unshare(CLONE_NEWNET)");
+        if (::unshare(CLONE_NEWNET) != 0) fail("unshare(CLONE_NEWNET)");
         loopback_up();
         ns_ = fd(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-        if (!ns_) throw std::system_error(errno, std::generic_category(), "open /proc/thread-self/ns/net");
+        if (!ns_) fail("open /proc/thread-self/ns/net");
       } catch (...) {
         failed = std::current_exception();
       }
@@ -46,14 +46,16 @@ class netns {
   int handle() const { return ns_.get(); }
 
  private:
+  [[noreturn]] static void fail(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+
   // Done by hand (SIOCSIFFLAGS on a socket made in the namespace) so that no `ip` binary is needed.
   static void loopback_up() {
     fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     ifreq ifr{};
     std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-    if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) throw std::system_error(errno, std::generic_category(), "SIOCGIFFLAGS lo");
+    if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) fail("SIOCGIFFLAGS lo");
     ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-    if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0) throw std::system_error(errno, std::generic_category(), "SIOCSIFFLAGS lo");
+    if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0) fail("SIOCSIFFLAGS lo");
   }
 
   fd ns_;

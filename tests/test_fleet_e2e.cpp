@@ -67,9 +67,15 @@ std::vector<std::string> fleet_host_names(const api_answer& r) {
 
 // The revision etcd is at now.
 long long etcd_revision(etcd_node& etcd) {
-  const auto status = json::parse(etcd_http(etcd.client_port(), "POST", "/v3/maintenance/status", "{}"), nullptr, false);
+  const auto body = etcd_http(etcd.client_port(), "POST", "/v3/maintenance/status", "{}");
+  const auto status = json::parse(body, nullptr, false);
   if (!status.is_object() || !status.contains("header")) return -1;
   return std::stoll(status["header"].value("revision", "-1"));  // int64 as a string in the gateway's JSON
+}
+
+// What etcd holds for forward `id` (etcdctl's output: the document and a newline, or nothing).
+etcdctl_result stored_document(etcd_node& etcd, int id) {
+  return etcdctl(etcd.endpoint(), {"get", prefix + "/forwards/" + std::to_string(id), "--print-value-only"});
 }
 
 // A port free in every host's namespace, below the ephemeral range.
@@ -89,15 +95,34 @@ json named(json forward, const std::string& name) {
 
 std::string forward_path(int id) { return "/api/v1/forwards/" + std::to_string(id); }
 
+struct forward_ref {
+  int id;
+  std::uint16_t port;
+};
+
+// POSTs `body` through `via` and requires a 201: the new forward's id and listen port.
+forward_ref create_through(fleet& f, fleet_host& via, const json& body) {
+  const auto r = via.post("/api/v1/forwards", body);
+  require_that(r.status == 201, "POST through " + via.name() + ": " + r.text, f);
+  return {r.body["id"].get<int>(), r.body["listen_port"].get<std::uint16_t>()};
+}
+
+// Requires that host `on` lists every host active on forward `id` within a bounded wait.
+void require_active_everywhere(fleet& f, fleet_host& on, int id) {
+  api_answer r;
+  const bool listed = eventually([&] {
+    r = on.get(forward_path(id));
+    return host_states(r.body) == all_active;
+  }, 30s);
+  require_that(listed, "hosts of forward " + std::to_string(id) + " on " + on.name() + ": " + r.text, f);
+}
+
 }  // namespace
 
 TEST_CASE("fleet: a forward created through a relays on a, b and c, each host's status listed", "[e2e]") {
   one_member_fleet f;
   auto& h = f.hosts;
-  const auto created = h[0].post("/api/v1/forwards", tcp_forward(h.echo_port));
-  require_that(created.status == 201, created.text, h);
-  const int id = created.body["id"];
-  const std::uint16_t port = created.body["listen_port"];
+  const auto [id, port] = create_through(h, h[0], tcp_forward(h.echo_port));
   REQUIRE(port != 0);  // resolved by a, and stored
 
   // Every host relays within a bounded wait; the delay each took is logged, not judged (the claim
@@ -118,12 +143,8 @@ TEST_CASE("fleet: a forward created through a relays on a, b and c, each host's 
 
   // Each host lists every host's state, sorted by host, all at the same applied revision.
   for (auto& host : h.hosts) {
-    api_answer r;
-    const bool listed = eventually([&] {
-      r = host->get(forward_path(id));
-      return r.status == 200 && host_states(r.body) == all_active;
-    }, 30s);
-    require_that(listed, "hosts on " + host->name() + ": " + r.text, h);
+    require_active_everywhere(h, *host, id);
+    const auto r = host->get(forward_path(id));
     const long long applied = r.body["hosts"][0]["applied_revision"];
     CHECK(applied > 0);
     for (const auto& entry : r.body["hosts"]) {
@@ -143,7 +164,7 @@ TEST_CASE("fleet: a forward created through a relays on a, b and c, each host's 
   CHECK(fleet_host_names(fleet_view) == std::vector<std::string>{"a", "b", "c"});
 
   // The document in etcd is the forward's, under the prefix.
-  const auto stored = etcdctl(f.etcd.endpoint(), {"get", prefix + "/forwards/" + std::to_string(id), "--print-value-only"});
+  const auto stored = stored_document(f.etcd, id);
   REQUIRE(stored.status == 0);
   const auto document = json::parse(stored.output, nullptr, false);
   CHECK(document.value("listen_port", 0) == port);
@@ -153,10 +174,7 @@ TEST_CASE("fleet: a forward created through a relays on a, b and c, each host's 
 TEST_CASE("fleet: a PATCH and a DELETE through b reach every host", "[e2e]") {
   one_member_fleet f;
   auto& h = f.hosts;
-  const auto created = h[0].post("/api/v1/forwards", tcp_forward(h.echo_port));
-  require_that(created.status == 201, created.text, h);
-  const int id = created.body["id"];
-  const std::uint16_t old_port = created.body["listen_port"];
+  const auto [id, old_port] = create_through(h, h[0], tcp_forward(h.echo_port));
   require_that(eventually([&] {
     for (auto& host : h.hosts) if (host->echo(old_port, "x") != "x") return false;
     return true;
@@ -182,7 +200,7 @@ TEST_CASE("fleet: a PATCH and a DELETE through b reach every host", "[e2e]") {
     }, 30s);
     require_that(gone, "the DELETE on " + host->name(), h);
   }
-  const auto stored = etcdctl(f.etcd.endpoint(), {"get", prefix + "/forwards/" + std::to_string(id), "--print-value-only"});
+  const auto stored = stored_document(f.etcd, id);
   CHECK(stored.status == 0);
   CHECK(stored.output.empty());
 }
@@ -190,9 +208,7 @@ TEST_CASE("fleet: a PATCH and a DELETE through b reach every host", "[e2e]") {
 TEST_CASE("fleet: PATCHes through a and b at once - one is a 409 conflict, the 200's document stays", "[e2e]") {
   one_member_fleet f;
   auto& h = f.hosts;
-  const auto created = h[0].post("/api/v1/forwards", named(tcp_forward(h.echo_port), "start"));
-  require_that(created.status == 201, created.text, h);
-  const int id = created.body["id"];
+  const int id = create_through(h, h[0], named(tcp_forward(h.echo_port), "start")).id;
   std::string current = "start";
   const auto name_on = [&](fleet_host& host) { return host.get(forward_path(id)).body.value("name", ""); };
 
@@ -249,9 +265,7 @@ TEST_CASE("fleet: a port taken on host c is an error on c only, and a clash with
   REQUIRE(blocker);
 
   // Taken on the host that takes the write: still a 201, in error there.
-  const auto created = h[2].post("/api/v1/forwards", tcp_forward(h.echo_port, port));
-  require_that(created.status == 201, created.text, h);
-  const int id = created.body["id"];
+  const int id = create_through(h, h[2], tcp_forward(h.echo_port, port)).id;
   for (auto& host : h.hosts) {
     api_answer r;
     const bool listed = eventually([&] {
@@ -274,12 +288,8 @@ TEST_CASE("fleet: a port taken on host c is an error on c only, and a clash with
 TEST_CASE("fleet: a host killed with -9 leaves the hosts lists when its lease ends, and comes back", "[e2e]") {
   one_member_fleet f;
   auto& h = f.hosts;
-  const auto created = h[0].post("/api/v1/forwards", tcp_forward(h.echo_port));
-  require_that(created.status == 201, created.text, h);
-  const int id = created.body["id"];
-  const std::uint16_t port = created.body["listen_port"];
-  require_that(eventually([&] { return host_states(h[0].get(forward_path(id)).body) == all_active; }, 30s),
-               "every host active", h);
+  const auto [id, port] = create_through(h, h[0], tcp_forward(h.echo_port));
+  require_active_everywhere(h, h[0], id);
 
   h[1].kill();
   const auto left = time_until([&] {
@@ -292,22 +302,16 @@ TEST_CASE("fleet: a host killed with -9 leaves the hosts lists when its lease en
   CHECK(h[2].echo(port, "c") == "c");
 
   REQUIRE(h[1].start());
-  require_that(eventually([&] { return host_states(h[0].get(forward_path(id)).body) == all_active; }, 30s),
-               "b back in the lists", h);
+  require_active_everywhere(h, h[0], id);  // b back in the lists
   CHECK(h[1].echo(port, "b") == "b");
 }
 
 TEST_CASE("fleet: while etcd is down hosts relay and read their local copy and refuse writes - after it nothing bounced", "[e2e]") {
   one_member_fleet f;
   auto& h = f.hosts;
-  const auto first = h[0].post("/api/v1/forwards", tcp_forward(h.echo_port));
-  const auto second = h[0].post("/api/v1/forwards", tcp_forward(h.echo_port));
-  require_that(first.status == 201 && second.status == 201, first.text + second.text, h);
-  const int id = first.body["id"];
-  const int other = second.body["id"];
-  const std::uint16_t port = first.body["listen_port"];
-  require_that(eventually([&] { return host_states(h[2].get(forward_path(other)).body) == all_active; }, 30s),
-               "every host active", h);
+  const auto [id, port] = create_through(h, h[0], tcp_forward(h.echo_port));
+  const int other = create_through(h, h[0], tcp_forward(h.echo_port)).id;
+  require_active_everywhere(h, h[2], other);
   auto held = h[1].connect(port);
   REQUIRE(held);
   REQUIRE(send_all(held.get(), "before"));
@@ -341,9 +345,7 @@ TEST_CASE("fleet: while etcd is down hosts relay and read their local copy and r
     patched = h[1].patch(forward_path(other), {{"name", "after"}});
     return patched.status == 200;
   }, 30s), "writes again: " + patched.text, h);
-  const auto created = h[2].post("/api/v1/forwards", tcp_forward(h.echo_port));
-  require_that(created.status == 201, created.text, h);
-  const std::uint16_t new_port = created.body["listen_port"];
+  const auto new_port = create_through(h, h[2], tcp_forward(h.echo_port)).port;
   for (auto& host : h.hosts) {
     const bool back = eventually([&] {
       const auto r = host->get(forward_path(other));
@@ -360,12 +362,8 @@ TEST_CASE("fleet: while etcd is down hosts relay and read their local copy and r
 TEST_CASE("fleet: a host restarted while etcd is down serves its local copy", "[e2e]") {
   one_member_fleet f;
   auto& h = f.hosts;
-  const auto created = h[0].post("/api/v1/forwards", tcp_forward(h.echo_port));
-  require_that(created.status == 201, created.text, h);
-  const int id = created.body["id"];
-  const std::uint16_t port = created.body["listen_port"];
-  require_that(eventually([&] { return host_states(h[0].get(forward_path(id)).body) == all_active; }, 30s),
-               "every host active", h);
+  const auto [id, port] = create_through(h, h[0], tcp_forward(h.echo_port));
+  require_active_everywhere(h, h[0], id);
 
   f.etcd.stop();
   require_that(h[1].stop(), "b stopped cleanly", h);
@@ -452,19 +450,11 @@ TEST_CASE("fleet: a host cut off from etcd during changes and a compaction resyn
   fleet h({etcd.unix_endpoint(), etcd.unix_endpoint(), link.endpoint()});
   auto& c = h[2];
 
-  int ids[3];
-  std::uint16_t ports[3];
-  for (int i = 0; i < 3; ++i) {
-    const auto r = h[0].post("/api/v1/forwards", tcp_forward(h.echo_port));
-    require_that(r.status == 201, r.text, h);
-    ids[i] = r.body["id"];
-    ports[i] = r.body["listen_port"];
-  }
-  require_that(eventually([&] {
-    for (int id : ids) if (host_states(c.get(forward_path(id)).body) != all_active) return false;
-    return true;
-  }, 30s), "every forward active on every host", h);
-  auto held = c.connect(ports[0]);  // on the forward that stays unchanged
+  // The first stays unchanged, the second is moved and the third deleted while c is cut off.
+  std::vector<forward_ref> forwards;
+  for (int i = 0; i < 3; ++i) forwards.push_back(create_through(h, h[0], tcp_forward(h.echo_port)));
+  for (const auto& fwd : forwards) require_active_everywhere(h, c, fwd.id);
+  auto held = c.connect(forwards[0].port);  // on the forward that stays unchanged
   REQUIRE(held);
   REQUIRE(send_all(held.get(), "before"));
   REQUIRE(recv_exact(held.get(), 6) == "before");
@@ -473,12 +463,10 @@ TEST_CASE("fleet: a host cut off from etcd during changes and a compaction resyn
   require_that(eventually([&] { return revision_in(c.get("/api/v1/forwards"), "local-copy") > 0; }, 30s),
                "c noticed the cut", h);
   const auto moved_to = port_free_everywhere(h);
-  const auto patched = h[0].patch(forward_path(ids[1]), {{"listen_port", moved_to}});
-  const auto deleted = h[1].del(forward_path(ids[2]));
-  const auto created = h[0].post("/api/v1/forwards", tcp_forward(h.echo_port));
-  require_that(patched.status == 200 && deleted.status == 204 && created.status == 201,
-               patched.text + deleted.text + created.text, h);
-  const std::uint16_t new_port = created.body["listen_port"];
+  const auto patched = h[0].patch(forward_path(forwards[1].id), {{"listen_port", moved_to}});
+  const auto deleted = h[1].del(forward_path(forwards[2].id));
+  require_that(patched.status == 200 && deleted.status == 204, patched.text + deleted.text, h);
+  const auto new_port = create_through(h, h[0], tcp_forward(h.echo_port)).port;
   const auto revision = etcd_revision(etcd);
   REQUIRE(revision > 0);
   const auto compacted = etcdctl(etcd.endpoint(), {"compact", std::to_string(revision)});
@@ -489,12 +477,13 @@ TEST_CASE("fleet: a host cut off from etcd during changes and a compaction resyn
   link.restore();
   const bool resynced = eventually([&] {
     return revision_in(c.get("/api/v1/forwards"), "etcd") >= revision && c.echo(moved_to, "x") == "x" &&
-           c.echo(ports[1], "x") == "<refused>" && c.echo(ports[2], "x") == "<refused>" && c.echo(new_port, "x") == "x";
+           c.echo(forwards[1].port, "x") == "<refused>" && c.echo(forwards[2].port, "x") == "<refused>" &&
+           c.echo(new_port, "x") == "x";
   }, 30s);
   require_that(resynced, "c resynced after the compaction", h);
   CHECK(send_all(held.get(), "after"));
   CHECK(recv_exact(held.get(), 5) == "after");
-  const auto unchanged = c.get(forward_path(ids[0]));
+  const auto unchanged = c.get(forward_path(forwards[0].id));
   CHECK(unchanged.body["stats"]["connections_active"] == 1);
   CHECK(unchanged.body["stats"]["connections_total"] == 1);
 }

@@ -7,7 +7,9 @@
 using namespace test;
 
 namespace {
-std::string namespace_of(const std::string& proc_dir) { return std::filesystem::read_symlink(proc_dir + "/ns/net").string(); }
+std::string namespace_of(const std::string& proc_dir) {
+  return std::filesystem::read_symlink(proc_dir + "/ns/net").string();
+}
 std::string this_threads_namespace() { return namespace_of("/proc/thread-self"); }
 }  // namespace
 
@@ -74,7 +76,8 @@ TEST_CASE("etcd's unix socket is reached from any namespace - an etcd_link relay
   etcd_node etcd;
   netns elsewhere;
   REQUIRE(etcdctl(etcd.unix_endpoint(), {"put", "k", "v1"}).status == 0);
-  const auto seen = in_netns(elsewhere, [&] { return etcdctl(etcd.unix_endpoint(), {"get", "k", "--print-value-only"}); });
+  const auto seen =
+      in_netns(elsewhere, [&] { return etcdctl(etcd.unix_endpoint(), {"get", "k", "--print-value-only"}); });
   CHECK(seen.status == 0);
   CHECK(seen.output == "v1\n");
 
