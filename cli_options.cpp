@@ -90,6 +90,30 @@ CLI::Validator host_port() {
       "HOST:PORT with an IP address or localhost, e.g. 127.0.0.1:7410, [::1]:7410 or localhost:7410");
 }
 
+// An etcd key prefix: "/" then one or more segments of [A-Za-z0-9._-], no trailing "/".
+CLI::Validator key_prefix() {
+  return CLI::Validator(
+      [](std::string& v) {
+        if (v.size() < 2 || v.front() != '/' || v.back() == '/' || v.find("//") != std::string::npos) return std::string("bad");
+        const bool ok = std::all_of(v.begin(), v.end(), [](unsigned char c) {
+          return std::isalnum(c) || c == '/' || c == '.' || c == '_' || c == '-';
+        });
+        return ok ? std::string() : std::string("bad");
+      },
+      "a key prefix such as /portrelay/NAME: segments of letters, digits, '.', '_' or '-' after '/', no trailing '/'");
+}
+
+CLI::Validator host_name() {
+  return CLI::Validator(
+      [](std::string& v) {
+        const bool ok = !v.empty() && v.size() <= 63 && std::all_of(v.begin(), v.end(), [](unsigned char c) {
+          return std::isalnum(c) || c == '.' || c == '_' || c == '-';
+        });
+        return ok ? std::string() : std::string("bad");
+      },
+      "1 to 63 letters, digits, '.', '_' or '-'");
+}
+
 // Adds check to opt. What it accepts ends the flag's help line and is the error's reason:
 // "--workers: 'two' (an integer from 1 to 256)", to which parse_cli adds "invalid value for ".
 // A transform, not a check, which CLI11 would hand a copy, so that decimal's rewrite is kept.
@@ -194,6 +218,33 @@ void declare(CLI::App& app, cli_options& o) {
                          "goes through a pipe, copy always through a buffer"),
           one_of({"auto", "splice", "copy"}))
       ->option_text("MODE")->capture_default_str();
+  accepts(app.add_option("--store", o.store,
+                         "where the forwards are kept: sqlite in --db (one host), or etcd, shared by every "
+                         "host on --etcd-prefix, with --db as this host's local copy"),
+          one_of({"sqlite", "etcd"}))
+      ->option_text("KIND")->capture_default_str();
+  accepts(app.add_option("--etcd-endpoints", o.etcd_endpoints,
+                         "with --store etcd: etcd's client URLs, comma-separated: http://HOST:PORT, "
+                         "https://HOST:PORT or unix:///PATH"),
+          file_name())
+      ->option_text("URLS");
+  accepts(app.add_option("--etcd-prefix", o.etcd_prefix, "the fleet's keys in etcd"), key_prefix())
+      ->option_text("PREFIX")->capture_default_str();
+  accepts(app.add_option("--host-name", o.host_name, "this host's name in the fleet's status"), host_name())
+      ->option_text("NAME")->default_str("the system's host name");
+  accepts(app.add_option("--etcd-credentials-file", o.etcd_credentials_file,
+                         "etcd user and password as one line USER:PASSWORD; without it, "
+                         "$CREDENTIALS_DIRECTORY/etcd-credentials when systemd passes one"),
+          file_name())
+      ->option_text("FILE");
+  accepts(app.add_option("--etcd-ca-file", o.etcd_ca_file, "CA bundle for https etcd endpoints (default: the system's)"),
+          file_name())
+      ->option_text("FILE");
+  accepts(app.add_option("--etcd-cert-file", o.etcd_cert_file, "client certificate for etcd, with --etcd-key-file"),
+          file_name())
+      ->option_text("FILE");
+  accepts(app.add_option("--etcd-key-file", o.etcd_key_file, "client key for etcd, with --etcd-cert-file"), file_name())
+      ->option_text("FILE");
 }
 
 }  // namespace
@@ -232,5 +283,15 @@ cli_parse parse_cli(const std::vector<std::string>& args) {
     return {std::nullopt, e.what()};
   }
   if (const auto unknown = app.remaining(); !unknown.empty()) return {std::nullopt, "unknown option: " + unknown.front()};
+  if (o.store == "etcd" && o.etcd_endpoints.empty()) return {std::nullopt, "--store etcd needs --etcd-endpoints"};
+  if (o.store != "etcd") {
+    for (const char* flag : {"--etcd-endpoints", "--etcd-prefix", "--host-name", "--etcd-credentials-file",
+                             "--etcd-ca-file", "--etcd-cert-file", "--etcd-key-file"}) {
+      if (app.count(flag) > 0) return {std::nullopt, std::string(flag) + " needs --store etcd"};
+    }
+  }
+  if (o.etcd_cert_file.empty() != o.etcd_key_file.empty()) {
+    return {std::nullopt, "--etcd-cert-file and --etcd-key-file go together"};
+  }
   return {o, {}};
 }

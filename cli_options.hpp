@@ -17,6 +17,15 @@ struct cli_options {
   double half_close_timeout_s = 60;
   double drain_timeout_s = 30;
   std::string datapath = "auto";  // auto, splice or copy
+  // Fleet mode (--store etcd): the forwards are kept in etcd and shared by every host on the prefix.
+  std::string store = "sqlite";  // sqlite or etcd
+  std::string etcd_endpoints;    // comma-separated client URLs (store::etcd::parse_endpoints checks them)
+  std::string etcd_prefix = "/portrelay/default";
+  std::string host_name;         // empty: gethostname()
+  std::string etcd_credentials_file;  // "user:password" on one line
+  std::string etcd_ca_file;
+  std::string etcd_cert_file;
+  std::string etcd_key_file;
   bool help = false;
   bool version = false;
 };

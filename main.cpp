@@ -1,6 +1,7 @@
 // main: composition root: flags, logging, store, engine, API, signals.
 #include "api/controller.hpp"
 #include "api/ctl.hpp"
+#include "api/fleet.hpp"
 #include "api/server.hpp"
 #include "cli_options.hpp"
 #include "relay/engine.hpp"
@@ -16,6 +17,8 @@
 #include <iostream>
 #include <thread>
 
+#include <unistd.h>
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -26,6 +29,45 @@ bool is_loopback(const std::string& host) {
   std::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   return !ec && addr.is_loopback();
+}
+
+// Fleet mode's settings from the flags: nothing, with the line to print, when one is wrong.
+std::optional<api::fleet::options> fleet_options(const cli_options& o, std::string& error) {
+  api::fleet::options f;
+  auto endpoints = store::etcd::parse_endpoints(o.etcd_endpoints, error);
+  if (!endpoints) return std::nullopt;
+  f.etcd.endpoints = std::move(*endpoints);
+  f.etcd.ca_file = o.etcd_ca_file;
+  f.etcd.cert_file = o.etcd_cert_file;
+  f.etcd.key_file = o.etcd_key_file;
+  f.prefix = o.etcd_prefix;
+  f.host = o.host_name;
+  if (f.host.empty()) {
+    char name[256] = {};
+    if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') {
+      error = "cannot read the system's host name; pass --host-name";
+      return std::nullopt;
+    }
+    f.host = name;
+  }
+  // USER:PASSWORD, as etcdctl's --user takes it: from the file, or from systemd's credential.
+  std::optional<std::string> credentials;
+  if (!o.etcd_credentials_file.empty()) {
+    credentials = service::read_token_file(o.etcd_credentials_file, error, "--etcd-credentials-file");
+    if (!credentials) return std::nullopt;
+  } else {
+    credentials = service::credential("etcd-credentials");
+  }
+  if (credentials) {
+    const auto colon = credentials->find(':');
+    if (colon == std::string::npos || colon == 0) {
+      error = "etcd credentials must be one line USER:PASSWORD";
+      return std::nullopt;
+    }
+    f.etcd.user = credentials->substr(0, colon);
+    f.etcd.password = credentials->substr(colon + 1);
+  }
+  return f;
 }
 
 // Waits at most `limit` for one of `signals`; the signal, or 0 when none came.
@@ -175,6 +217,18 @@ int main(int argc, char** argv) {
                                                      : relay::datapath::automatic;
     relay::engine engine(engine_options);
     api::controller controller(store, engine);
+    // Fleet mode: after the controller, so that its threads end before the controller goes.
+    std::unique_ptr<api::fleet> fleet;
+    if (o.store == "etcd") {
+      std::string error;
+      auto fo = fleet_options(o, error);
+      if (!fo) {
+        std::cerr << "portrelay: " << error << "\n";
+        return 2;
+      }
+      fleet = std::make_unique<api::fleet>(std::move(*fo));
+      controller.join(*fleet);
+    }
     api::server server(controller, api_options);
 
     service::notifier notify;
@@ -182,6 +236,15 @@ int main(int argc, char** argv) {
     engine.set_api_endpoints(api::listen_addresses(o.api_host), server.port());  // before any forward serves
     controller.restore();
     db_lock.keep();  // from here on the API may write: the file is the operator's, whatever happens
+    if (fleet) {
+      // With a local copy the host serves it at once, etcd or not; a first start waits for the
+      // shared set (a bounded time: then it serves what comes when etcd answers).
+      const auto local = store.mirrored_revision();
+      fleet->start(controller, local);
+      if (local == 0 && !fleet->wait_synced(30s)) {
+        spdlog::warn("etcd has not answered for 30 s and there is no local copy yet: serving no forwards until it does");
+      }
+    }
     server.start();
     const auto census = engine.count();
     spdlog::info("portrelay {} listening on {} ({} workers, {} forwards active, {} in error, database {})",
@@ -197,6 +260,7 @@ int main(int argc, char** argv) {
                  "(idle UDP sessions end after {} ms); a second SIGINT or SIGTERM stops at once",
                  signal_name(sig), live, o.drain_timeout_s, engine_options.udp_drain_idle_timeout.count());
     server.stop();
+    if (fleet) fleet->stop();  // this host's status leaves the fleet now
     engine.drain();
     spdlog::info("listeners closed, no new connections are accepted");
     drain(stop_signals, notify, engine, feeder,

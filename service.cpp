@@ -76,25 +76,27 @@ void setup_logging(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
-std::optional<std::string> credential_token() {
+std::optional<std::string> credential_token() { return credential("token"); }
+
+std::optional<std::string> credential(const std::string& name) {
   const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
   if (!dir || !*dir) return std::nullopt;
-  auto text = read_file((std::filesystem::path(dir) / "token").string());
+  auto text = read_file((std::filesystem::path(dir) / name).string());
   if (!text) return std::nullopt;
   auto token = trim(*text);
   if (token.empty()) return std::nullopt;
   return token;
 }
 
-std::optional<std::string> read_token_file(const std::string& path, std::string& error) {
+std::optional<std::string> read_token_file(const std::string& path, std::string& error, const std::string& flag) {
   auto text = read_file(path);
   if (!text) {
-    error = "--token-file: cannot read " + path;
+    error = flag + ": cannot read " + path;
     return std::nullopt;
   }
   auto token = trim(*text);
   if (token.empty()) {
-    error = "--token-file: " + path + " is empty";
+    error = flag + ": " + path + " is empty";
     return std::nullopt;
   }
   return token;

@@ -20,9 +20,13 @@ bool stderr_is_journal();
 // Nothing when there is no credentials directory, no token credential, or an empty one (the unit's
 // SetCredential= fallback when no token file is installed).
 std::optional<std::string> credential_token();
+// Any credential systemd passed (LoadCredential=NAME:...), trimmed; nothing when absent or empty.
+std::optional<std::string> credential(const std::string& name);
 
-// Reads a token file: surrounding whitespace is dropped; an unreadable or empty file is an error.
-std::optional<std::string> read_token_file(const std::string& path, std::string& error);
+// Reads a token file: surrounding whitespace is dropped; an unreadable or empty file is an error,
+// whose message starts with `flag`.
+std::optional<std::string> read_token_file(const std::string& path, std::string& error,
+                                           const std::string& flag = "--token-file");
 
 // The sd_notify protocol via libsystemd. Outside systemd (no NOTIFY_SOCKET) every call does nothing.
 class notifier {

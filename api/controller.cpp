@@ -29,7 +29,20 @@ std::optional<std::string> stored_problem(const store::stored_forward& f) {
 
 controller::controller(store::forward_store& store, relay::engine& engine) : store_(store), engine_(engine) {}
 
-json controller::render(const store::stored_forward& f) { return to_json(f, engine_.status(f.spec.id)); }
+json controller::render(const store::stored_forward& f) {
+  auto out = to_json(f, engine_.status(f.spec.id));
+  if (fleet_) {
+    json hosts = json::array();
+    for (const auto& h : fleet_->hosts_of(f.spec.id)) {
+      hosts.push_back(json{{"host", h.host},
+                           {"state", h.state},
+                           {"error", h.error.empty() ? json(nullptr) : json(h.error)},
+                           {"applied_revision", h.applied_revision}});
+    }
+    out["hosts"] = std::move(hosts);
+  }
+  return out;
+}
 
 std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::engine::prepared& out) {
   auto p = engine_.prepare(next);
@@ -95,6 +108,7 @@ reply controller::create(const json& body) {
   if (auto e = parse_create(body, spec)) return error_reply(*e);
   if (auto e = foreign_source(spec, nullptr)) return error_reply(*e);
   std::lock_guard lock(mutex_);
+  if (fleet_) return fleet_create(std::move(spec));
   relay::engine::prepared p;
   if (auto e = prepare(spec, p)) return error_reply(*e);
   if (auto e = refuse_target(spec)) {
@@ -115,6 +129,7 @@ reply controller::create(const json& body) {
 
 reply controller::patch(std::int64_t id, const json& body) {
   std::lock_guard lock(mutex_);
+  if (fleet_) return fleet_patch(id, body);
   auto current = store_.get(id);
   if (!current) return not_found(id);
   relay::forward_spec next;
@@ -157,6 +172,7 @@ reply controller::patch(std::int64_t id, const json& body) {
 
 reply controller::remove(std::int64_t id) {
   std::lock_guard lock(mutex_);
+  if (fleet_) return fleet_remove(id);
   try {
     if (!store_.remove(id)) return not_found(id);
   } catch (const std::exception& e) {

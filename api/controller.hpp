@@ -2,16 +2,21 @@
 #pragma once
 
 #include "api/errors.hpp"
+#include "api/fleet.hpp"
 #include "relay/engine.hpp"
 #include "store/forward_store.hpp"
 
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 namespace api {
+
+// The most operations one etcd transaction may hold: etcd's --max-txn-ops default.
+inline constexpr std::size_t fleet_max_txn_ops = 128;
 
 struct config_entry;
 struct config_plan;
@@ -40,6 +45,22 @@ class controller {
   // fail. `if_match`: the If-Match header, when given (412 when it does not match).
   reply put_config(const json& body, bool dry_run, const std::optional<std::string>& if_match);
 
+  // Fleet mode (--store etcd), set before restore(): every change is then an etcd transaction first,
+  // and the shared set comes back through converge() (api/controller_fleet.cpp).
+  void join(fleet& f) { fleet_ = &f; }
+  // Makes the engine and the local copy hold what etcd holds: a whole read (what it lacks is
+  // removed) or a watch batch. A forward whose document is unchanged is not touched, whatever its
+  // revision, so a resync never bounces it.
+  void converge(const fleet_changes& changes);
+  // Reads the whole prefix and converges on it, with the change mutex held throughout, so that no
+  // change this host commits meanwhile is undone by an older read; returns the read's revision.
+  // Throws store::etcd::error.
+  std::int64_t resync();
+  // The Portrelay-Store header: "etcd; revision=N" or "local-copy; revision=N"; empty on one host.
+  std::string store_state() const;
+  // GET /api/v1/fleet: 404 on a single host.
+  reply fleet_info() const;
+
   // For reads that need no serialising (metrics): the engine is thread-safe on its own.
   const relay::engine& engine() const { return engine_; }
 
@@ -62,7 +83,29 @@ class controller {
   // put_config's binding, commit and apply, once the plan is known and checked (api/controller_config).
   reply apply_config(const config_plan& plan, const std::vector<config_entry>& entries);
 
-  std::mutex mutex_;
+  // Fleet mode's writes, with mutex_ held: each one a transaction guarded by the view's write_guard.
+  reply fleet_create(relay::forward_spec spec);
+  reply fleet_patch(std::int64_t id, const json& body);
+  reply fleet_remove(std::int64_t id);
+  reply fleet_apply_config(const config_plan& plan, const std::vector<config_entry>& entries);
+  struct fleet_write {
+    std::optional<std::int64_t> revision;  // committed at this revision
+    std::optional<reply> failed;           // etcd unreachable or refusing: the answer
+  };                                       // neither: another host's write came first; the view is fresh
+  fleet_write commit_to_fleet(std::vector<store::etcd::compare> compares, std::vector<store::etcd::operation> ops,
+                              std::int64_t next_id);
+  void converge_locked(const fleet_changes& changes);
+  // 409 when `next` would listen where an enabled forward of the shared set does.
+  std::optional<api_error> shared_clash(const relay::forward_spec& next);
+  // Resolves listen_port 0 of an enabled forward by binding (and closing) a port here.
+  std::optional<api_error> resolve_port(relay::forward_spec& next);
+
+  mutable std::mutex mutex_;
+  fleet* fleet_ = nullptr;
+  write_guard guard_;  // fleet mode: P/next_id as this host last saw it
+  // Fleet mode: ids deleted from the shared set. Ids are never reused, so a late watch event that
+  // still carries one (a put older than the delete this host committed) is ignored.
+  std::set<std::int64_t> deleted_;
   store::forward_store& store_;
   relay::engine& engine_;
 };

@@ -102,7 +102,7 @@ reply controller::put_config(const json& body, bool dry_run, const std::optional
   const auto plan = plan_config(current, names, entries);
   const auto w = wanted_by(plan, entries);
   if (auto e = foreign_sources(plan, w)) return error_reply(*e);
-  if (!dry_run) return apply_config(plan, entries);
+  if (!dry_run) return fleet_ ? fleet_apply_config(plan, entries) : apply_config(plan, entries);
   if (auto e = refuse_targets(engine_, plan, w)) return error_reply(*e);
   json errors = json::array();
   for (const auto& [k, error] : engine_.probe(w.specs, leaving_by(plan))) {
@@ -168,6 +168,77 @@ reply controller::apply_config(const config_plan& plan, const std::vector<config
   const auto now = store_.list();
   return with_etag({200, plan_json(plan, entries, json::array()), {}, {}},
                    etag_of(export_config(now, export_names(now))));
+}
+
+// Fleet mode: the whole change is one etcd transaction (every forward it writes or deletes, compared
+// on the revisions this host planned with), then applied here as the watch brings it to the others.
+// A bind that fails here is this host's error state, not a refusal, as with a POST.
+reply controller::fleet_apply_config(const config_plan& plan, const std::vector<config_entry>& entries) {
+  namespace etcd = store::etcd;
+  auto w = wanted_by(plan, entries);
+  const auto first_id = guard_.next_id;
+  for (std::size_t k = 0; k < w.created; ++k) w.specs[k].id = first_id + static_cast<std::int64_t>(k);
+  for (std::size_t k = 0; k < w.specs.size(); ++k) {
+    if (auto e = resolve_port(w.specs[k])) return error_reply(about(w.names[k], std::move(*e)));
+  }
+  // Clashes inside the new set: the forwards it keeps and the ones it writes.
+  std::vector<const relay::forward_spec*> set;
+  for (const auto& s : plan.unchanged) set.push_back(&s);
+  for (std::size_t k = 0; k < w.specs.size(); ++k) {
+    const auto& next = w.specs[k];
+    for (const auto* other : set) {
+      if (next.enabled && other->enabled && relay::listen_overlaps(next, *other)) {
+        return error_reply(about(w.names[k], api_error{409, "address_in_use",
+                                                       "listen address " + relay::listen_endpoint(next) +
+                                                           " is used by another forward of the document",
+                                                       "listen_port"}));
+      }
+    }
+    set.push_back(&next);
+  }
+  if (auto e = refuse_targets(engine_, plan, w)) return error_reply(*e);
+  std::vector<etcd::compare> compares;
+  std::vector<etcd::operation> ops;
+  fleet_changes applied;
+  for (std::size_t k = 0; k < w.specs.size(); ++k) {
+    const auto key = fleet_->forward_key(w.specs[k].id);
+    const auto doc = relay::to_document(w.specs[k]).dump(-1, ' ', false, relay::json::error_handler_t::replace);
+    if (k >= w.created) {
+      compares.push_back({key, etcd::compare::target::mod_revision, etcd::compare::result::equal,
+                          plan.update[k - w.created].current.mod_revision, {}, {}});
+    }
+    ops.push_back({etcd::operation::kind::put, key, doc, 0, {}});
+    applied.forwards.push_back({w.specs[k].id, doc, 0, false});
+  }
+  for (const auto id : plan.remove) {
+    const auto statuses = fleet_->status_prefix(id);
+    ops.push_back({etcd::operation::kind::delete_range, fleet_->forward_key(id), {}, 0, {}});
+    ops.push_back({etcd::operation::kind::delete_range, statuses, {}, 0, etcd::prefix_end(statuses)});
+    applied.forwards.push_back({id, {}, 0, true});
+  }
+  // etcd refuses a transaction of more than --max-txn-ops operations (128 by default), the guard's own included.
+  if (ops.size() + 1 > fleet_max_txn_ops) {
+    return error_reply(413, "too_many_changes",
+                       "this document changes " + std::to_string(ops.size()) + " keys in etcd, more than one transaction "
+                       "takes (" + std::to_string(fleet_max_txn_ops - 1) + " with etcd's default --max-txn-ops); apply it in parts");
+  }
+  if (ops.empty()) {
+    const auto now = store_.list();
+    return with_etag({200, plan_json(plan, entries, json::array()), {}, {}}, etag_of(export_config(now, export_names(now))));
+  }
+  auto written = commit_to_fleet(std::move(compares), std::move(ops), first_id + static_cast<std::int64_t>(w.created));
+  if (written.failed) return *written.failed;
+  if (!written.revision) {
+    return error_reply(409, "conflict",
+                       "the configuration was changed by another host while this one was applied; read it again");
+  }
+  for (auto& f : applied.forwards) f.mod_revision = *written.revision;
+  applied.revision = *written.revision;
+  converge_locked(applied);
+  spdlog::info("configuration applied to the fleet (revision {}): {} created, {} changed, {} deleted, {} unchanged",
+               *written.revision, w.created, w.specs.size() - w.created, plan.remove.size(), plan.unchanged.size());
+  const auto now = store_.list();
+  return with_etag({200, plan_json(plan, entries, json::array()), {}, {}}, etag_of(export_config(now, export_names(now))));
 }
 
 }  // namespace api

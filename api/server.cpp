@@ -26,6 +26,7 @@ namespace api {
 namespace {
 
 constexpr std::string_view forwards_path = "/api/v1/forwards";
+constexpr std::string_view fleet_path = "/api/v1/fleet";
 constexpr std::string_view metrics_path = "/metrics";
 constexpr std::string_view config_path = "/api/v1/config";
 
@@ -278,6 +279,9 @@ class exchange_stream final : public httplib::Stream {
   std::string_view left_;
 };
 
+// Fleet mode: which set an answer comes from, the shared one or this host's local copy (etcd unreachable).
+constexpr const char* store_header = "Portrelay-Store";
+
 void write(const reply& r, httplib::Response& res) {
   res.status = r.status;
   if (!r.location.empty()) res.set_header("Location", r.location);
@@ -326,9 +330,11 @@ void server::configure() {
       return;
     }
     write(route(req, nullptr), res);
+    mark_store(res);
   };
   auto with_body = [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& body) {
     write(route(req, &body), res);
+    mark_store(res);
   };
   http.Get(".*", plain);
   http.Options(".*", plain);
@@ -388,6 +394,10 @@ httplib::Server::HandlerResponse server::guard(const httplib::Request& req, http
   return hr::Unhandled;
 }
 
+void server::mark_store(httplib::Response& res) const {
+  if (auto state = ctl_.store_state(); !state.empty()) res.set_header(store_header, state);
+}
+
 reply server::route(const httplib::Request& req, const httplib::ContentReader* reader) {
   const std::string& m = req.method;
   body_result body;
@@ -406,6 +416,10 @@ reply server::route(const httplib::Request& req, const httplib::ContentReader* r
     return method_not_allowed("GET, HEAD");
   }
   if (req.path == metrics_path) return method_not_allowed("GET, HEAD");
+  if (req.path == fleet_path) {
+    if (m == "GET" || m == "HEAD") return ctl_.fleet_info();
+    return method_not_allowed("GET, HEAD");
+  }
   if (req.path == forwards_path) {
     if (m == "GET" || m == "HEAD") return ctl_.list();
     if (m == "POST") return parse([&](const json& doc) { return ctl_.create(doc); });

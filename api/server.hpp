@@ -62,6 +62,8 @@ class server {
   http_answer handle(const http_exchange& ex);
   int check_body(std::string_view head) const;
   reply route(const httplib::Request& req, const httplib::ContentReader* body);
+  // Fleet mode: the Portrelay-Store header on an /api/ answer.
+  void mark_store(httplib::Response& res) const;
   httplib::Server::HandlerResponse guard(const httplib::Request& req, httplib::Response& res);
 
   controller& ctl_;

@@ -66,6 +66,12 @@ bool overlaps(const forward_spec& a, const forward_spec& b) {
           is_wildcard(b.listen_host));
 }
 
+}  // namespace
+
+bool listen_overlaps(const forward_spec& a, const forward_spec& b) { return overlaps(a, b); }
+
+namespace {
+
 // Descriptors the process has open now (control plane only: it reads /proc/self/fd).
 std::uint64_t open_descriptors() {
   std::error_code ec;

@@ -38,6 +38,10 @@ struct forward_status {
   std::vector<target_stats> targets;  // in the order of spec.targets
 };
 
+// Whether two forwards' listen addresses clash: the same protocol, overlapping ports, and the same
+// address or a wildcard on either side (what the kernel would refuse to bind side by side).
+bool listen_overlaps(const forward_spec& a, const forward_spec& b);
+
 // prepare()'s error code when a range's listening sockets would not fit the process's descriptor
 // limit (RLIMIT_NOFILE) with room left for connections: nothing was bound.
 inline constexpr std::errc range_over_budget = std::errc::argument_list_too_long;

@@ -57,9 +57,15 @@ const char* const migrations[] = {
     ALTER TABLE forwards DROP COLUMN udp_idle_timeout_s;
     ALTER TABLE forwards DROP COLUMN udp_max_sessions;
     )sql",
+    // 4: fleet mode's local copy (--store etcd): each forward's etcd mod_revision, and the revision
+    // the whole set was read at. Both stay 0 on a single host.
+    R"sql(
+    ALTER TABLE forwards ADD COLUMN mod_revision INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE fleet (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    )sql",
 };
 
-constexpr const char* select_rows = "SELECT id, created_at, updated_at, spec FROM forwards ";
+constexpr const char* select_rows = "SELECT id, created_at, updated_at, spec, mod_revision FROM forwards ";
 
 // A document's text with each byte that is not UTF-8 (a hand edit: SQLite does not check) written as
 // the escape of U+0000, so that it parses and the field that holds it is refused by its own check
@@ -85,6 +91,7 @@ stored_forward read_row(const statement& s) {
   f.spec.id = s.column_int(0);
   f.created_at = s.column_text(1);
   f.updated_at = s.column_text(2);
+  f.mod_revision = s.column_int(4);
   const auto doc = relay::json::parse(escape_bad_bytes(s.column_text(3)), nullptr, false);
   if (doc.is_discarded()) {
     f.invalid = "spec is not valid JSON";
@@ -256,6 +263,35 @@ std::vector<stored_forward> forward_store::replace_set(const std::vector<relay::
   for (const auto& spec : added) out.push_back(insert_row(spec));
   tx.commit();
   return out;
+}
+
+void forward_store::mirror(const std::vector<mirrored>& put, const std::vector<std::int64_t>& removed,
+                           std::int64_t revision) {
+  std::lock_guard lock(mutex_);
+  transaction tx(db_);
+  for (const auto id : removed) delete_row(id);
+  const auto now = rfc3339_now();
+  for (const auto& m : put) {
+    statement s(db_.handle(),
+                "INSERT INTO forwards (protocol, listen_host, listen_port, spec, created_at, updated_at, id, mod_revision) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET protocol = excluded.protocol, "
+                "listen_host = excluded.listen_host, listen_port = excluded.listen_port, spec = excluded.spec, "
+                "updated_at = excluded.updated_at, mod_revision = excluded.mod_revision");
+    bind_spec(s, m.spec);
+    s.bind(5, now).bind(6, m.spec.id).bind(7, m.mod_revision);
+    s.step();
+  }
+  statement s(db_.handle(), "INSERT INTO fleet (key, value) VALUES ('revision', ?1) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  s.bind(1, revision);
+  s.step();
+  tx.commit();
+}
+
+std::int64_t forward_store::mirrored_revision() {
+  std::lock_guard lock(mutex_);
+  statement s(db_.handle(), "SELECT value FROM fleet WHERE key = 'revision'");
+  return s.step() ? s.column_int(0) : 0;
 }
 
 }  // namespace store

@@ -22,6 +22,8 @@ struct stored_forward {
   // JSON ("spec"). Empty for a row the API wrote.
   std::string invalid = {};
   std::string invalid_field = {};
+  // Fleet mode: the etcd mod_revision of the document this row copies; 0 on a single host.
+  std::int64_t mod_revision = 0;
 };
 
 // Every write is committed (and synced) before the call returns. Thread-safe. Throws store_error.
@@ -45,6 +47,17 @@ class forward_store {
   std::vector<stored_forward> replace_set(const std::vector<relay::forward_spec>& added,
                                           const std::vector<relay::forward_spec>& changed,
                                           const std::vector<std::int64_t>& removed);
+
+  // Fleet mode's local copy of the shared set (--store etcd). In one transaction: the forwards of
+  // `put` written with their own ids (inserted, or replaced keeping created_at), those of `removed`
+  // deleted, and `revision` recorded as the etcd revision the copy stands at.
+  struct mirrored {
+    relay::forward_spec spec;
+    std::int64_t mod_revision = 0;
+  };
+  void mirror(const std::vector<mirrored>& put, const std::vector<std::int64_t>& removed, std::int64_t revision);
+  // The revision mirror() last recorded; 0 when the file has never held a copy of a fleet's set.
+  std::int64_t mirrored_revision();
 
   int schema_version();
   static int latest_schema_version();

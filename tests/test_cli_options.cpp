@@ -156,3 +156,35 @@ TEST_CASE("the help comes from the declarations: each flag with what it takes an
   }
   CHECK(longest <= 100);
 }
+
+TEST_CASE("fleet mode's flags: --store etcd needs endpoints, and the etcd flags need --store etcd", "[cli]") {
+  auto r = parse_cli({"--store", "etcd", "--etcd-endpoints", "unix:///run/etcd/localhost:2379,http://127.0.0.1:2379",
+                      "--etcd-prefix=/portrelay/edge", "--host-name", "relay-1.example", "--etcd-credentials-file", "c",
+                      "--etcd-ca-file", "ca.pem", "--etcd-cert-file", "c.pem", "--etcd-key-file", "k.pem"});
+  REQUIRE(r.options);
+  CHECK(r.options->store == "etcd");
+  CHECK(r.options->etcd_endpoints == "unix:///run/etcd/localhost:2379,http://127.0.0.1:2379");
+  CHECK(r.options->etcd_prefix == "/portrelay/edge");
+  CHECK(r.options->host_name == "relay-1.example");
+  CHECK(r.options->etcd_credentials_file == "c");
+  CHECK(r.options->etcd_key_file == "k.pem");
+  CHECK(parse_cli({}).options->store == "sqlite");
+  CHECK(parse_cli({}).options->etcd_prefix == "/portrelay/default");
+
+  CHECK(parse_cli({"--store", "etcd"}).error == "--store etcd needs --etcd-endpoints");
+  CHECK(parse_cli({"--etcd-endpoints", "http://127.0.0.1:2379"}).error == "--etcd-endpoints needs --store etcd");
+  CHECK(parse_cli({"--host-name", "a"}).error == "--host-name needs --store etcd");
+  CHECK(parse_cli({"--store", "etcd", "--etcd-endpoints", "http://x:1", "--etcd-cert-file", "c"}).error ==
+        "--etcd-cert-file and --etcd-key-file go together");
+  CHECK(parse_cli({"--store", "consul"}).error.find("--store: 'consul' (sqlite or etcd)") != std::string::npos);
+  for (const char* bad : {"portrelay", "/", "/a/", "//a", "/a b", "/a//b"}) {
+    INFO(bad);
+    CHECK(parse_cli({"--store", "etcd", "--etcd-endpoints", "http://x:1", "--etcd-prefix", bad}).error.find("--etcd-prefix") !=
+          std::string::npos);
+  }
+  for (const std::string& bad : {std::string(), std::string("a b"), std::string(64, 'a'), std::string("host/1")}) {
+    INFO(bad);
+    CHECK(parse_cli({"--store", "etcd", "--etcd-endpoints", "http://x:1", "--host-name", bad}).error.find("--host-name") !=
+          std::string::npos);
+  }
+}

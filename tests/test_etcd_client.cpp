@@ -122,7 +122,7 @@ TEST_CASE("prefix_end is the smallest key after every key with the prefix", "[st
   CHECK(etcd::prefix_end("") == std::string(1, '\0'));
 }
 
-TEST_CASE("etcd keys: put, range of one key and of a prefix, at a past revision, delete; bytes stay bytes", "[store]") {
+TEST_CASE("etcd keys: put, range of one key and of a prefix, at a past revision, delete, bytes stay bytes", "[store]") {
   etcd_node node;
   etcd::client c(options_for(node.endpoint()));
 
@@ -179,7 +179,7 @@ TEST_CASE("etcd keys: put, range of one key and of a prefix, at a past revision,
   }
 }
 
-TEST_CASE("etcd txn: compares on create_revision 0 (absent), mod_revision, value and a whole range; either branch runs", "[store]") {
+TEST_CASE("etcd txn: compares on create_revision 0 (absent), mod_revision, value and a whole range, either branch runs", "[store]") {
   etcd_node node;
   etcd::client c(options_for(node.endpoint()));
   using cmp = etcd::compare;
@@ -251,7 +251,7 @@ TEST_CASE("etcd leases: keepalive renews, an unrenewed lease expires with its ke
   }
 }
 
-TEST_CASE("etcd watch: every change from a past revision on, in order, with its revision; stop_watch ends it promptly", "[store]") {
+TEST_CASE("etcd watch: every change from a past revision on, in order, with its revision, stop_watch ends it promptly", "[store]") {
   etcd_node node;
   etcd::client c(options_for(node.endpoint()));
 
@@ -423,7 +423,7 @@ TEST_CASE("etcd cluster: with its leader killed, writes go on through the other 
   }, io_timeout));
 }
 
-TEST_CASE("etcd auth: the user's token is fetched and fetched again when etcd forgot it; a wrong password is no outage", "[store]") {
+TEST_CASE("etcd auth: the user's token is fetched and fetched again when etcd forgot it, a wrong password is no outage", "[store]") {
   etcd_node node;
   REQUIRE(etcdctl(node.endpoint(), {"user", "add", "root:pw"}).status == 0);
   REQUIRE(etcdctl(node.endpoint(), {"auth", "enable"}).status == 0);
