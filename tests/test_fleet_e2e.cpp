@@ -163,12 +163,12 @@ TEST_CASE("fleet: a forward created through a relays on a, b and c, each host's 
   CHECK(fleet_view.body["reachable"] == true);
   CHECK(fleet_host_names(fleet_view) == std::vector<std::string>{"a", "b", "c"});
 
-  // The document in etcd is the forward's, under the prefix.
+  // The document in etcd is the forward's, under the prefix, as SQLite keeps it (the target a pool).
   const auto stored = stored_document(f.etcd, id);
   REQUIRE(stored.status == 0);
   const auto document = json::parse(stored.output, nullptr, false);
   CHECK(document.value("listen_port", 0) == port);
-  CHECK(document.value("target_port", 0) == h.echo_port);
+  CHECK(document["targets"] == json::array({{{"host", "127.0.0.1"}, {"port", h.echo_port}, {"weight", 1}, {"backup", false}}}));
 }
 
 TEST_CASE("fleet: a PATCH and a DELETE through b reach every host", "[e2e]") {
