@@ -8,122 +8,10 @@
 #include <sys/socket.h>
 
 #include <atomic>
-#include <charconv>
 
 namespace store::etcd {
 
 using wire::json;
-
-namespace {
-
-bool parse_port(std::string_view text, std::uint16_t& port) {
-  unsigned value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || text.empty() || value == 0 || value > 65535) return false;
-  port = static_cast<std::uint16_t>(value);
-  return true;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// One endpoint, or why not.
-std::optional<endpoint> parse_endpoint(std::string_view text, std::string& why) {
-  endpoint e;
-  e.text = std::string(text);
-  if (text.starts_with("unix://")) {
-    e.scheme = endpoint::kind::unix_socket;
-    e.socket_path = std::string(text.substr(7));
-    if (!e.socket_path.starts_with('/')) {
-      why = "a unix endpoint names an absolute path: unix:///PATH";
-      return std::nullopt;
-    }
-    if (e.socket_path.size() > 107) {  // sockaddr_un's sun_path holds 108 bytes with the NUL
-      why = "the socket path is longer than 107 bytes";
-      return std::nullopt;
-    }
-    return e;
-  }
-  if (text.starts_with("http://")) {
-    text.remove_prefix(7);
-  } else if (text.starts_with("https://")) {
-    e.scheme = endpoint::kind::https;
-    text.remove_prefix(8);
-  } else {
-    why = "the scheme is none of http://, https://, unix://";
-    return std::nullopt;
-  }
-  if (text.ends_with('/')) text.remove_suffix(1);
-  std::string_view port;
-  const bool bracketed = text.starts_with('[');
-  if (bracketed) {
-    const auto close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      why = "an IPv6 host is written [ADDRESS]:PORT";
-      return std::nullopt;
-    }
-    e.host = std::string(text.substr(1, close - 1));
-    port = text.substr(close + 2);
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) {
-      why = "no port (HOST:PORT)";
-      return std::nullopt;
-    }
-    e.host = std::string(text.substr(0, colon));
-    port = text.substr(colon + 1);
-  }
-  if (e.host.empty() || e.host.find_first_of("/@?#[] ") != std::string::npos ||
-      (e.host.find(':') != std::string::npos && !bracketed)) {
-    why = "no valid host";
-    return std::nullopt;
-  }
-  if (!parse_port(port, e.port)) {
-    why = "the port is not a number from 1 to 65535";
-    return std::nullopt;
-  }
-  return e;
-}
-
-}  // namespace
-
-std::optional<std::vector<endpoint>> parse_endpoints(std::string_view list, std::string& error) {
-  std::vector<endpoint> out;
-  if (trim(list).empty()) {
-    error = "no etcd endpoint given";
-    return std::nullopt;
-  }
-  for (;;) {
-    const auto comma = list.find(',');
-    const auto item = trim(list.substr(0, comma));
-    std::string why;
-    auto e = parse_endpoint(item, why);
-    if (!e) {
-      error = "etcd endpoint \"" + std::string(item) + "\": " + why;
-      return std::nullopt;
-    }
-    out.push_back(std::move(*e));
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
-std::string prefix_end(std::string_view prefix) {
-  std::string end(prefix);
-  while (!end.empty()) {
-    auto& last = reinterpret_cast<unsigned char&>(end.back());
-    if (last < 0xff) {
-      ++last;
-      return end;
-    }
-    end.pop_back();
-  }
-  return std::string(1, '\0');  // every key: etcd reads range_end "\0" as "to the end"
-}
 
 namespace {
 
@@ -143,6 +31,15 @@ struct answer {
 };
 
 constexpr auto watch_read_timeout = std::chrono::hours(1);  // see watch_create_request's progress_notify
+
+// TLS failures that no other endpoint and no later retry cures: throws them as etcd's refusal.
+void refuse_tls_failure(const answer& a, const endpoint& e) {
+  if (a.status != 0) return;
+  if (a.error == httplib::Error::SSLServerVerification) {
+    throw error("etcd at " + e.text + ": the server's certificate is not trusted (by the CA file, or the system's CAs)", false);
+  }
+  if (a.error == httplib::Error::SSLLoadingCerts) throw error("etcd at " + e.text + ": cannot load the CA file", false);
+}
 
 }  // namespace
 
@@ -164,6 +61,9 @@ struct client::impl {
         break;
       case endpoint::kind::https: {
         auto tls = std::make_unique<httplib::SSLClient>(e.host, e.port, opts.cert_file, opts.key_file);
+        if (!tls->is_valid()) {
+          throw error("cannot load the etcd client certificate " + opts.cert_file + " with key " + opts.key_file, false);
+        }
         if (!opts.ca_file.empty()) tls->set_ca_cert_path(opts.ca_file.c_str());
         tls->enable_server_certificate_verification(true);
         c = std::move(tls);
@@ -231,6 +131,7 @@ struct client::impl {
   bool authenticate(const endpoint& e, std::string& failures) {
     if (opts.user.empty()) return true;
     const auto a = post(e, "/v3/auth/authenticate", json{{"name", opts.user}, {"password", opts.password}}.dump(), {});
+    refuse_tls_failure(a, e);
     const auto answer = json::parse(a.body, nullptr, false);
     if (a.status == 0 || answer.is_discarded()) {
       failures += "; " + e.text + ": " + (a.status ? "unreadable answer" : httplib::to_string(a.error));
@@ -262,13 +163,11 @@ struct client::impl {
       if (!opts.user.empty() && current_token().empty() && !authenticate(e, failures)) continue;
       for (int attempt = 0;; ++attempt) {
         const auto a = post(e, path, body, current_token());
+        refuse_tls_failure(a, e);
         auto answer = json::parse(a.body, nullptr, false);
         if (a.status == 0 || answer.is_discarded()) {
           const auto what = a.status ? "an unreadable answer (HTTP " + std::to_string(a.status) + ")"
                                      : httplib::to_string(a.error);
-          if (a.error == httplib::Error::SSLServerVerification) {
-            throw error("etcd at " + e.text + ": the server's certificate is not trusted", false);
-          }
           if (!a.unsent() && !repeatable) {
             throw error("etcd at " + e.text + ": " + what + " (the change may or may not have been made)", true);
           }
@@ -505,10 +404,8 @@ void client::watch(const std::string& key, const std::string& range_end, std::in
         continue;
       }
       if (a.status == 200) throw error("etcd at " + e.text + " ended the watch stream", true);
+      refuse_tls_failure(a, e);
       if (a.status == 0) {
-        if (a.error == httplib::Error::SSLServerVerification) {
-          throw error("etcd at " + e.text + ": the server's certificate is not trusted", false);
-        }
         if (!a.unsent()) throw error("etcd at " + e.text + ": the watch stream broke: " + httplib::to_string(a.error), true);
         failures += "; " + e.text + ": " + httplib::to_string(a.error);
         break;

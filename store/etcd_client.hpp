@@ -38,7 +38,8 @@ struct options {
   std::string user;
   std::string password;
   // TLS for https endpoints: the CA bundle that signs etcd's certificate (empty: the system's), and a
-  // client certificate and key when etcd asks for one (--client-cert-auth). Both or neither.
+  // client certificate and key when etcd asks for one (--client-cert-auth). Both or neither. The
+  // process must ignore SIGPIPE (portrelay's main() does): OpenSSL writes with write(2).
   std::string ca_file;
   std::string cert_file;
   std::string key_file;
@@ -125,8 +126,12 @@ std::string prefix_end(std::string_view prefix);
 
 // Thread-safe: each request is its own HTTP exchange (no connection shared between threads). Every
 // call tries the endpoint that answered last, then each other one in order, and throws
-// error{unreachable=true} when none answered. With a user, the auth token is fetched on first use
-// and fetched again once when etcd says it expired.
+// error{unreachable=true} when none answered. A member without a leader ("no leader", "request
+// timed out": gRPC Unavailable) counts as not answering. A write (put, delete_range, txn) whose
+// exchange broke after it was sent, or that such a member refused, is not sent to another endpoint
+// (it may yet be applied): it throws error{unreachable=true} at once. TLS and credential problems
+// throw error{unreachable=false}. With a user, the auth token is fetched on first use and fetched
+// again once when etcd says it is invalid or expired.
 class client {
  public:
   explicit client(options o);

@@ -6,7 +6,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/un.h>
+
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,27 +22,78 @@ inline const std::string etcdctl_binary = "/usr/bin/etcdctl";
 // test run leaves no etcd behind. The signal comes when the *thread* that started it ends.
 inline const std::string setpriv_binary = "/usr/bin/setpriv";
 
-struct etcdctl_result {
+struct program_result {
   int status = -1;     // the exit status; -1 when it did not exit by itself within io_timeout
   std::string output;  // stdout and stderr together
 };
 
-// `etcdctl --endpoints=ENDPOINTS ARGS...` with API v3, e.g. etcdctl(node.endpoint(), {"compact", "5"}).
-inline etcdctl_result etcdctl(const std::string& endpoints, std::vector<std::string> args) {
-  args.insert(args.begin(), "--endpoints=" + endpoints);
-  child_process run(etcdctl_binary, std::move(args), {.vars = {"ETCDCTL_API=3"}, .journal = false});
-  etcdctl_result r;
+// Runs `program` to its end (bounded by io_timeout).
+inline program_result run_program(const std::string& program, std::vector<std::string> args, child_env env = {},
+                                  const std::string& cwd = {}) {
+  child_process run(program, std::move(args), std::move(env), cwd);
+  program_result r;
   const auto status = run.wait_exit(io_timeout);
   r.output = run.log();
   if (status && WIFEXITED(*status)) r.status = WEXITSTATUS(*status);
   return r;
 }
 
-// One HTTP/1.0 exchange with etcd's gateway on 127.0.0.1:port (1.0, so the answer is never chunked
-// and ends with the connection): the answer's body, or "" when nothing answered.
+using etcdctl_result = program_result;
+
+// `etcdctl --endpoints=ENDPOINTS ARGS...` with API v3, e.g. etcdctl(node.endpoint(), {"compact", "5"}).
+inline program_result etcdctl(const std::string& endpoints, std::vector<std::string> args) {
+  args.insert(args.begin(), "--endpoints=" + endpoints);
+  return run_program(etcdctl_binary, std::move(args), {.vars = {"ETCDCTL_API=3"}, .journal = false});
+}
+
+// A CA and, signed by it, a certificate for 127.0.0.1 that serves as etcd's and as a client's, all
+// made by openssl in a directory of their own (P-256 keys, valid for a day).
+struct etcd_certificates {
+  temp_dir dir;
+  std::filesystem::path ca() const { return dir.path / "ca.crt"; }
+  std::filesystem::path cert() const { return dir.path / "node.crt"; }
+  std::filesystem::path key() const { return dir.path / "node.key"; }
+
+  etcd_certificates() {
+    std::ofstream(dir.path / "ext.cnf") << "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n";
+    const std::vector<std::vector<std::string>> steps{
+        {"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key",
+         "-out", "ca.crt", "-days", "1", "-subj", "/CN=portrelay test CA"},
+        {"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "node.key", "-out",
+         "node.csr", "-subj", "/CN=127.0.0.1"},
+        {"x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "node.crt",
+         "-days", "1", "-extfile", "ext.cnf"}};
+    for (const auto& step : steps) {
+      const auto r = run_program("/usr/bin/openssl", step, {}, dir.path.string());
+      if (r.status != 0) throw std::runtime_error("openssl " + step[0] + " failed:\n" + r.output);
+    }
+  }
+};
+
+// TLS for an etcd member's TCP client URL (its unix socket stays plain HTTP).
+struct etcd_tls {
+  std::filesystem::path ca, cert, key;
+  bool client_cert_auth = false;  // --client-cert-auth: clients must show a certificate the CA signed
+};
+
+// One HTTP/1.0 exchange with etcd's gateway on 127.0.0.1:port, or on `socket` when given (1.0, so
+// the answer is never chunked and ends with the connection): the answer's body, or "" when nothing
+// answered.
 inline std::string etcd_http(std::uint16_t port, const std::string& method, const std::string& path,
-                             const std::string& body = {}) {
-  auto c = connect_to(port);
+                             const std::string& body = {}, const std::filesystem::path& socket = {}) {
+  fd c;
+  if (socket.empty()) {
+    c = connect_to(port);
+  } else {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    const auto text = socket.string();
+    if (text.size() >= sizeof a.sun_path) return {};
+    text.copy(a.sun_path, text.size());
+    c = fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    set_timeouts(c.get());
+    if (::connect(c.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return {};
+  }
   if (!c) return {};
   const auto request = method + " " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
                        "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
@@ -60,10 +114,13 @@ class etcd_node {
     std::uint16_t peer_port = 0;
     std::string initial_cluster;  // "name=http://127.0.0.1:PEER,..." of every member
     std::string cluster_token;    // distinct per cluster, so that no two tests' members ever join up
+    std::optional<etcd_tls> tls;  // https on the client port
   };
 
   // A single member on free ports, started and ready; throws (with etcd's log) when it is not.
-  etcd_node() : etcd_node(single()) {
+  etcd_node() : etcd_node(std::optional<etcd_tls>()) {}
+  // The same with https on the client port.
+  explicit etcd_node(std::optional<etcd_tls> tls) : etcd_node(single(std::move(tls))) {
     start();
     if (!wait_ready()) throw std::runtime_error("etcd did not become ready:\n" + log());
   }
@@ -83,16 +140,20 @@ class etcd_node {
     // A killed etcd leaves its socket file, and etcd 3.4 refuses to start on one ("address already in
     // use"); nothing else uses the member's directory.
     std::filesystem::remove(socket_path());
-    child_.emplace(setpriv_binary,
-                   std::vector<std::string>{
-                       "--pdeathsig", "KILL", "--", etcd_binary, "--name", member_.name, "--data-dir", (dir_.path / "data").string(),
-                       "--listen-client-urls", endpoint() + ",unix://localhost:2379",
-                       "--advertise-client-urls", endpoint(),
-                       "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                       "--initial-cluster", member_.initial_cluster, "--initial-cluster-state", "new",
-                       "--initial-cluster-token", member_.cluster_token,
-                       "--logger", "zap", "--log-outputs", "stderr", "--log-level", "error"},
-                   child_env{}, dir_.path.string());
+    std::vector<std::string> args{
+        "--pdeathsig", "KILL", "--", etcd_binary, "--name", member_.name, "--data-dir", (dir_.path / "data").string(),
+        "--listen-client-urls", endpoint() + ",unix://localhost:2379",
+        "--advertise-client-urls", endpoint(),
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", member_.initial_cluster, "--initial-cluster-state", "new",
+        "--initial-cluster-token", member_.cluster_token,
+        "--logger", "zap", "--log-outputs", "stderr", "--log-level", "error"};
+    if (member_.tls) {
+      args.insert(args.end(), {"--cert-file", member_.tls->cert.string(), "--key-file", member_.tls->key.string(),
+                               "--trusted-ca-file", member_.tls->ca.string()});
+      if (member_.tls->client_cert_auth) args.push_back("--client-cert-auth");
+    }
+    child_.emplace(setpriv_binary, std::move(args), child_env{}, dir_.path.string());
   }
 
   // Polls /health until it says true and the socket file exists (true), or until etcd exits or
@@ -101,7 +162,7 @@ class etcd_node {
     return eventually([&] {
       if (!running()) return true;
       return std::filesystem::exists(socket_path()) &&
-             etcd_http(member_.client_port, "GET", "/health").find(R"("health":"true")") != std::string::npos;
+             etcd_http(member_.client_port, "GET", "/health", {}, socket_path()).find(R"("health":"true")") != std::string::npos;
     }, limit) && running();
   }
 
@@ -125,16 +186,18 @@ class etcd_node {
   std::uint16_t client_port() const { return member_.client_port; }
   const std::filesystem::path& dir() const { return dir_.path; }
 
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(member_.client_port); }
+  std::string endpoint() const {
+    return (member_.tls ? "https" : "http") + std::string("://127.0.0.1:") + std::to_string(member_.client_port);
+  }
   std::filesystem::path socket_path() const { return dir_.path / "localhost:2379"; }
   std::string unix_endpoint() const { return "unix://" + socket_path().string(); }
 
  private:
-  static member single() {
+  static member single(std::optional<etcd_tls> tls) {
     const auto ports = free_ports(2);
     const auto peer = static_cast<std::uint16_t>(ports + 1);
     return {"node", ports, peer, "node=http://127.0.0.1:" + std::to_string(peer),
-            "portrelay-test-" + std::to_string(ports)};
+            "portrelay-test-" + std::to_string(ports), std::move(tls)};
   }
 
   member member_;
@@ -157,7 +220,7 @@ class etcd_cluster {
     for (std::size_t i = 0; i < size; ++i) {
       members_.push_back(std::make_unique<etcd_node>(etcd_node::member{
           name(i), static_cast<std::uint16_t>(first + 2 * i), static_cast<std::uint16_t>(first + 2 * i + 1), initial,
-          "portrelay-test-" + std::to_string(first)}));
+          "portrelay-test-" + std::to_string(first), std::nullopt}));
     }
     for (auto& m : members_) m->start();
     for (std::size_t i = 0; i < size; ++i) ensure_ready(i);

@@ -56,6 +56,14 @@ class watcher {
     return revisions_;
   }
   bool ended() const { return ended_; }
+  // Puts `value` at `key` (a key it watches) until the watch reports an event, which tells it is
+  // established (a watch from now misses a put made before etcd created it); bounded.
+  bool established(etcd::client& c, const std::string& key, const std::string& value) {
+    return eventually([&] {
+      c.put(key, value);
+      return !events().empty() || ended();
+    }, io_timeout);
+  }
   // The exception watch() ended with, rethrown; nothing when it returned normally.
   void rethrow() {
     std::lock_guard lock(mutex_);
@@ -329,11 +337,7 @@ TEST_CASE("etcd watch: etcd killed under a running watch ends it with an unreach
   etcd_node node;
   etcd::client c(options_for(node.endpoint()));
   watcher w(c, "/k", {}, 0);
-  // Established once a change made after it comes through.
-  REQUIRE(eventually([&] {
-    c.put("/k", "v");
-    return !w.events().empty() || w.ended();
-  }, io_timeout));
+  REQUIRE(w.established(c, "/k", "v"));
   REQUIRE_FALSE(w.ended());
   node.kill();
   REQUIRE(eventually([&] { return w.ended(); }, io_timeout));
@@ -358,10 +362,7 @@ TEST_CASE("etcd over its unix socket: requests and a watch", "[store]") {
   c.put("/u", "over the socket");
   CHECK(etcd::client(options_for(node.endpoint())).range("/u").kvs.at(0).value == "over the socket");
   watcher w(c, "/u", {}, 0);
-  REQUIRE(eventually([&] {
-    c.put("/u", "again");
-    return !w.events().empty() || w.ended();
-  }, io_timeout));
+  REQUIRE(w.established(c, "/u", "again"));
   CHECK(w.events().at(0).kv.value == "again");
   CHECK(c.current_endpoint() == node.unix_endpoint());
 }
@@ -441,10 +442,7 @@ TEST_CASE("etcd auth: the user's token is fetched and fetched again when etcd fo
   node.start();
   REQUIRE(node.wait_ready());
   watcher w(c, "/a", {}, 0);
-  REQUIRE(eventually([&] {
-    c.put("/a", "2");
-    return !w.events().empty() || w.ended();
-  }, io_timeout));
+  REQUIRE(w.established(c, "/a", "2"));
   CHECK_FALSE(w.ended());
 
   for (auto [user, password] : std::vector<std::pair<std::string, std::string>>{{"root", "wrong"}, {"nobody", "pw"}, {"", ""}}) {
@@ -453,6 +451,54 @@ TEST_CASE("etcd auth: the user's token is fetched and fetched again when etcd fo
     try {
       refused.range("/a");
       FAIL("read without the right credentials");
+    } catch (const etcd::error& e) {
+      CHECK_FALSE(e.unreachable());
+    }
+  }
+}
+
+TEST_CASE("etcd over https: the server's certificate checked against the CA file, a client certificate when asked for", "[store]") {
+  ::signal(SIGPIPE, SIG_IGN);  // as portrelay's main() does: see etcd::options' TLS files
+  const etcd_certificates certs;
+  etcd_node node(etcd_tls{certs.ca(), certs.cert(), certs.key(), true});
+  REQUIRE(node.endpoint().starts_with("https://"));
+
+  auto o = options_for(node.endpoint());
+  o.ca_file = certs.ca().string();
+  o.cert_file = certs.cert().string();
+  o.key_file = certs.key().string();
+  etcd::client c(o);
+  c.put("/tls", "1");
+  CHECK(c.range("/tls").kvs.at(0).value == "1");
+  watcher w(c, "/tls", {}, 0);
+  REQUIRE(w.established(c, "/tls", "2"));
+  CHECK(w.events().at(0).kv.value == "2");
+
+  // The system's CAs do not know this one: refused, and not an outage to wait out.
+  auto untrusted = o;
+  untrusted.ca_file.clear();
+  try {
+    etcd::client(untrusted).range("/tls");
+    FAIL("an untrusted certificate was accepted");
+  } catch (const etcd::error& e) {
+    CHECK_FALSE(e.unreachable());
+    CHECK(std::string(e.what()).find("certificate") != std::string::npos);
+  }
+
+  auto anonymous = o;
+  anonymous.cert_file.clear();
+  anonymous.key_file.clear();
+  CHECK_THROWS_AS(etcd::client(anonymous).range("/tls"), etcd::error);
+
+  // Files that cannot be read are a configuration error, not an outage.
+  auto no_ca = o;
+  no_ca.ca_file = (certs.dir.path / "missing.crt").string();
+  auto no_key = o;
+  no_key.key_file = (certs.dir.path / "missing.key").string();
+  for (const auto& broken : {no_ca, no_key}) {
+    try {
+      etcd::client(broken).put("/tls", "3");
+      FAIL("a request went out without its TLS files");
     } catch (const etcd::error& e) {
       CHECK_FALSE(e.unreachable());
     }
