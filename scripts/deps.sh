@@ -21,8 +21,9 @@ BUILD_PACKAGES=(build-essential cmake pkg-config libasio-dev libcli11-dev libcpp
 # systemd-analyze for the unit test; dpkg-dev: dpkg-shlibdeps for the .deb; lintian checks the .deb;
 # haproxy: a real consumer of the PROXY headers portrelay sends (its test runs its own instance);
 # etcd-server, etcd-client: the etcd (and etcdctl) that the fleet-mode tests run as their own
-# members (tests/etcd_process.hpp); iproute2: `ip` brings lo up in the fleet tests' network namespaces;
-# openssl: the CA and certificates of the etcd-over-https test, made at test time.
+# members (tests/etcd_process.hpp); iproute2: `ip` makes the veth pair of the link-local test
+# (tests/test_ip_zone.cpp; the fleet tests bring lo up without it); openssl: the CA and certificates
+# of the etcd-over-https test, made at test time.
 TEST_PACKAGES=(catch2 chromium python3-prometheus-client systemd dpkg-dev lintian haproxy etcd-server etcd-client
   iproute2 openssl)
 

@@ -2,17 +2,15 @@
 #include "relay/ip_zone.hpp"
 
 #include "api_fixture.hpp"
+#include "netns.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <net/if.h>
 #include <netdb.h>
-#include <sched.h>
 #include <spawn.h>
 #include <sys/wait.h>
 
-#include <cstring>
-#include <exception>
 #include <functional>
 #include <optional>
 
@@ -36,40 +34,31 @@ bool run(std::vector<std::string> argv) {
   return ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-// Runs `body` on a thread of its own in a network namespace made for it: lo up, and a veth pair
-// v0 <-> v1 with fe80::1 on each end, so one link-local address is on two links. What the body
-// starts (the engine's and the API's threads, their sockets) is in that namespace too. Nothing when
-// it ran; why not when this process may not make one (no CAP_SYS_ADMIN, no iproute2, no veth).
+// Runs `body` on a thread of its own in a network namespace made for it (tests/netns.hpp: lo up),
+// with a veth pair v0 <-> v1 and fe80::1 on each end, so one link-local address is on two links.
+// What the body starts (the engine's and the API's threads, their sockets) is in that namespace too.
+// Nothing when it ran; why not when this process may not make one (no CAP_SYS_ADMIN, no iproute2,
+// no veth).
 std::optional<std::string> in_own_network(const std::function<void()>& body) {
-  std::exception_ptr failure;
-  std::optional<std::string> skipped;
-  std::thread t([&] {
-    if (::unshare(CLONE_NEWNET) != 0) {
-      skipped = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
-      return;
-    }
+  std::optional<netns> ns;
+  try {
+    ns.emplace();
+  } catch (const std::system_error& e) {
+    return std::string(e.what());
+  }
+  return in_netns(*ns, [&]() -> std::optional<std::string> {
     const std::vector<std::vector<std::string>> setup{
-        {"ip", "link", "set", "lo", "up"},
         {"ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"},
         {"ip", "link", "set", "v0", "up"},
         {"ip", "link", "set", "v1", "up"},
         {"ip", "-6", "addr", "add", "fe80::1/64", "dev", "v0", "nodad"},
         {"ip", "-6", "addr", "add", "fe80::1/64", "dev", "v1", "nodad"}};
     for (const auto& command : setup) {
-      if (!run(command)) {
-        skipped = "failed: " + command[1] + " " + command[2] + " " + command[3] + " ...";
-        return;
-      }
+      if (!run(command)) return "failed: " + command[1] + " " + command[2] + " " + command[3] + " ...";
     }
-    try {
-      body();
-    } catch (...) {
-      failure = std::current_exception();
-    }
+    body();
+    return std::nullopt;
   });
-  t.join();
-  if (failure) std::rethrow_exception(failure);
-  return skipped;
 }
 
 // A socket connected to a literal with a zone ("fe80::1%v0"), which inet_pton cannot read; empty
