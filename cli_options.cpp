@@ -226,7 +226,7 @@ void declare(CLI::App& app, cli_options& o) {
   accepts(app.add_option("--etcd-endpoints", o.etcd_endpoints,
                          "with --store etcd: etcd's client URLs, comma-separated: http://HOST:PORT, "
                          "https://HOST:PORT or unix:///PATH"),
-          file_name())
+          CLI::Validator([](std::string& v) { return v.empty() ? std::string("empty") : std::string(); }, "a list of URLs"))
       ->option_text("URLS");
   accepts(app.add_option("--etcd-prefix", o.etcd_prefix, "the fleet's keys in etcd"), key_prefix())
       ->option_text("PREFIX")->capture_default_str();
