@@ -160,7 +160,7 @@ TEST_CASE("fleet: a resync touches only forwards whose document changed: a live 
   CHECK(f.store.get(1)->mod_revision == a.body["hosts"][0]["applied_revision"].get<std::int64_t>());
 }
 
-TEST_CASE("fleet: a port taken on this host only is a 201 in state error here; a clash with the shared set is a 409", "[api]") {
+TEST_CASE("fleet: a port taken on this host only is a 201 in state error here, a clash with the shared set is a 409", "[api]") {
   fleet_fixture f;
   std::uint16_t taken = 0;
   auto holder = listen_on(taken);
