@@ -29,4 +29,7 @@ trap restore EXIT
 sysctl -qw net.ipv4.tcp_tw_reuse=1
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"  # a container may cap it lower
 
-python3 bench/bench.py --binary build/release/portrelay "$@"
+# The floor relay (bench/floor_relay.c): the least a readiness relay can do, for --floor.
+cc -O2 -pthread -o build/release/floor_relay bench/floor_relay.c
+
+python3 bench/bench.py --binary build/release/portrelay --floor build/release/floor_relay "$@"
