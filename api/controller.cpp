@@ -14,10 +14,6 @@ std::string describe(const relay::forward_spec& s) {
          relay::targets_summary(s) + (s.enabled ? "" : " (disabled)");
 }
 
-reply not_found(std::int64_t id) {
-  return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
-}
-
 // Why a stored forward cannot be served as it is: the checks a request must pass, applied to the row.
 std::optional<std::string> stored_problem(const store::stored_forward& f) {
   if (!f.invalid.empty()) return "stored forward is invalid: " + f.invalid;
@@ -95,7 +91,7 @@ reply controller::list() {
 reply controller::get(std::int64_t id, bool per_port) {
   std::lock_guard lock(mutex_);
   auto f = store_.get(id);
-  if (!f) return not_found(id);
+  if (!f) return forward_not_found(id);
   auto out = render(*f);
   if (per_port) out["per_port"] = port_rows(engine_.port_status(id));
   return {200, std::move(out), {}, {}};
@@ -131,7 +127,7 @@ reply controller::patch(std::int64_t id, const json& body) {
   std::lock_guard lock(mutex_);
   if (fleet_) return fleet_patch(id, body);
   auto current = store_.get(id);
-  if (!current) return not_found(id);
+  if (!current) return forward_not_found(id);
   relay::forward_spec next;
   if (auto e = apply_patch(body, *current, next)) return error_reply(*e);
   if (auto e = foreign_source(next, &current->spec)) return error_reply(*e);
@@ -158,7 +154,7 @@ reply controller::patch(std::int64_t id, const json& body) {
   }
   if (!f) {
     engine_.abandon(next, std::move(p));
-    return not_found(id);
+    return forward_not_found(id);
   }
   if (bind_error) {
     engine_.fail(next, bind_error->message);
@@ -174,7 +170,7 @@ reply controller::remove(std::int64_t id) {
   std::lock_guard lock(mutex_);
   if (fleet_) return fleet_remove(id);
   try {
-    if (!store_.remove(id)) return not_found(id);
+    if (!store_.remove(id)) return forward_not_found(id);
   } catch (const std::exception& e) {
     return storage_failed(e);
   }
@@ -184,12 +180,12 @@ reply controller::remove(std::int64_t id) {
 }
 
 reply controller::connections(std::int64_t id, std::uint64_t after, std::size_t limit) {
-  if (!exists(id)) return not_found(id);
+  if (!exists(id)) return forward_not_found(id);
   return {200, connections_json(engine_.connections(id, after, limit)), {}, {}};
 }
 
 reply controller::close_connection(std::int64_t id, std::uint64_t connection) {
-  if (!exists(id)) return not_found(id);
+  if (!exists(id)) return forward_not_found(id);
   const auto closed = engine_.close_connection(id, connection);
   if (!closed) {
     return error_reply(404, "not_found",
@@ -201,7 +197,7 @@ reply controller::close_connection(std::int64_t id, std::uint64_t connection) {
 }
 
 reply controller::close_connections(std::int64_t id, const relay::ip_prefix& clients) {
-  if (!exists(id)) return not_found(id);
+  if (!exists(id)) return forward_not_found(id);
   // A /0 of either family is "everyone": 0.0.0.0/0 closes the IPv6 clients too, as an operator
   // cutting everyone off in an incident means (::/0 matches IPv4 clients as IPv4-mapped already).
   const auto everyone = relay::ip_prefix{asio::ip::address_v6::any(), 0};

@@ -217,7 +217,7 @@ reply controller::fleet_patch(std::int64_t id, const json& body) {
   std::optional<std::int64_t> seen;
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     auto current = store_.get(id);
-    if (!current) return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
+    if (!current) return forward_not_found(id);
     if (!seen) {
       seen = current->mod_revision;
     } else if (current->mod_revision != *seen) {
@@ -248,7 +248,7 @@ reply controller::fleet_patch(std::int64_t id, const json& body) {
 
 reply controller::fleet_remove(std::int64_t id) {
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
-    if (!store_.get(id)) return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
+    if (!store_.get(id)) return forward_not_found(id);
     const auto statuses = fleet_->status_prefix(id);
     auto w = commit_to_fleet({},
                              {etcd::operation{etcd::operation::kind::delete_range, fleet_->forward_key(id), {}, 0, {}},
