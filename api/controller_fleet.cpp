@@ -20,10 +20,6 @@ namespace etcd = store::etcd;
 // How often one change is tried again when other hosts' changes commit first.
 constexpr int max_attempts = 8;
 
-std::string document_of(const relay::forward_spec& spec) {
-  return relay::to_document(spec).dump(-1, ' ', false, relay::json::error_handler_t::replace);
-}
-
 etcd::operation put(std::string key, std::string value) {
   return etcd::operation{etcd::operation::kind::put, std::move(key), std::move(value), 0, {}};
 }
@@ -202,10 +198,10 @@ reply controller::fleet_create(relay::forward_spec spec) {
     if (auto e = refuse_target(next)) return error_reply(*e);
     const auto key = fleet_->forward_key(next.id);
     auto w = commit_to_fleet({etcd::compare{key, etcd::compare::target::create_revision, etcd::compare::result::equal, 0, {}, {}}},
-                             {put(key, document_of(next))}, next.id + 1);
+                             {put(key, relay::document_text(next))}, next.id + 1);
     if (w.failed) return *w.failed;
     if (!w.revision) continue;
-    converge_locked(fleet_changes{{{next.id, document_of(next), *w.revision, false}}, {}, *w.revision, false});
+    converge_locked(fleet_changes{{{next.id, relay::document_text(next), *w.revision, false}}, {}, *w.revision, false});
     auto f = store_.get(next.id);
     if (!f) return storage_failed(std::runtime_error("the forward was committed to etcd but not to the local copy"));
     return {201, render(*f), "/api/v1/forwards/" + std::to_string(next.id), {}};
@@ -235,10 +231,10 @@ reply controller::fleet_patch(std::int64_t id, const json& body) {
     if (next == current->spec) return {200, render(*current), {}, {}};
     const auto key = fleet_->forward_key(id);
     auto w = commit_to_fleet({etcd::compare{key, etcd::compare::target::mod_revision, etcd::compare::result::equal, *seen, {}, {}}},
-                             {put(key, document_of(next))}, guard_.next_id);
+                             {put(key, relay::document_text(next))}, guard_.next_id);
     if (w.failed) return *w.failed;
     if (!w.revision) continue;
-    converge_locked(fleet_changes{{{id, document_of(next), *w.revision, false}}, {}, *w.revision, false});
+    converge_locked(fleet_changes{{{id, relay::document_text(next), *w.revision, false}}, {}, *w.revision, false});
     auto f = store_.get(id);
     if (!f) return storage_failed(std::runtime_error("the change was committed to etcd but not to the local copy"));
     return {200, render(*f), {}, {}};
