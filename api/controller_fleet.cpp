@@ -189,6 +189,35 @@ std::optional<api_error> controller::resolve_port(relay::forward_spec& next) {
   return std::nullopt;
 }
 
+std::optional<reply> controller::commit_one(fleet_edit edit, std::int64_t id, const std::string& document,
+                                            std::int64_t seen_revision) {
+  const auto key = fleet_->forward_key(id);
+  std::vector<etcd::compare> compares;
+  std::vector<etcd::operation> ops;
+  if (edit == fleet_edit::remove) {
+    const auto statuses = fleet_->status_prefix(id);
+    ops = {etcd::operation{etcd::operation::kind::delete_range, key, {}, 0, {}},
+           etcd::operation{etcd::operation::kind::delete_range, statuses, {}, 0, etcd::prefix_end(statuses)}};
+  } else {
+    // A create's key must not exist yet (create_revision 0); a patch's must be as it was planned on.
+    const auto what = edit == fleet_edit::create ? etcd::compare::target::create_revision : etcd::compare::target::mod_revision;
+    compares = {etcd::compare{key, what, etcd::compare::result::equal, seen_revision, {}, {}}};
+    ops = {put(key, document)};
+  }
+  auto w = commit_to_fleet(std::move(compares), std::move(ops), edit == fleet_edit::create ? id + 1 : guard_.next_id);
+  if (w.failed) return w.failed;
+  if (!w.revision) return std::nullopt;
+  converge_locked(fleet_changes{{{id, document, *w.revision, edit == fleet_edit::remove}}, {}, *w.revision, false});
+  if (edit == fleet_edit::remove) return reply{204, nullptr, {}, {}};
+  auto f = store_.get(id);
+  if (!f) {
+    return storage_failed(std::runtime_error(std::string(edit == fleet_edit::create ? "the forward" : "the change") +
+                                             " was committed to etcd but not to the local copy"));
+  }
+  if (edit == fleet_edit::create) return reply{201, render(*f), "/api/v1/forwards/" + std::to_string(id), {}};
+  return reply{200, render(*f), {}, {}};
+}
+
 reply controller::fleet_create(relay::forward_spec spec) {
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     auto next = spec;
@@ -196,15 +225,7 @@ reply controller::fleet_create(relay::forward_spec spec) {
     if (auto e = resolve_port(next)) return error_reply(*e);
     if (auto e = shared_clash(next)) return error_reply(*e);
     if (auto e = refuse_target(next)) return error_reply(*e);
-    const auto key = fleet_->forward_key(next.id);
-    auto w = commit_to_fleet({etcd::compare{key, etcd::compare::target::create_revision, etcd::compare::result::equal, 0, {}, {}}},
-                             {put(key, relay::document_text(next))}, next.id + 1);
-    if (w.failed) return *w.failed;
-    if (!w.revision) continue;
-    converge_locked(fleet_changes{{{next.id, relay::document_text(next), *w.revision, false}}, {}, *w.revision, false});
-    auto f = store_.get(next.id);
-    if (!f) return storage_failed(std::runtime_error("the forward was committed to etcd but not to the local copy"));
-    return {201, render(*f), "/api/v1/forwards/" + std::to_string(next.id), {}};
+    if (auto r = commit_one(fleet_edit::create, next.id, relay::document_text(next))) return *r;
   }
   return contended();
 }
@@ -229,15 +250,7 @@ reply controller::fleet_patch(std::int64_t id, const json& body) {
     if (auto e = shared_clash(next)) return error_reply(*e);
     if (auto e = refuse_target(next)) return error_reply(*e);
     if (next == current->spec) return {200, render(*current), {}, {}};
-    const auto key = fleet_->forward_key(id);
-    auto w = commit_to_fleet({etcd::compare{key, etcd::compare::target::mod_revision, etcd::compare::result::equal, *seen, {}, {}}},
-                             {put(key, relay::document_text(next))}, guard_.next_id);
-    if (w.failed) return *w.failed;
-    if (!w.revision) continue;
-    converge_locked(fleet_changes{{{id, relay::document_text(next), *w.revision, false}}, {}, *w.revision, false});
-    auto f = store_.get(id);
-    if (!f) return storage_failed(std::runtime_error("the change was committed to etcd but not to the local copy"));
-    return {200, render(*f), {}, {}};
+    if (auto r = commit_one(fleet_edit::patch, id, relay::document_text(next), *seen)) return *r;
   }
   return contended();
 }
@@ -245,16 +258,7 @@ reply controller::fleet_patch(std::int64_t id, const json& body) {
 reply controller::fleet_remove(std::int64_t id) {
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     if (!store_.get(id)) return forward_not_found(id);
-    const auto statuses = fleet_->status_prefix(id);
-    auto w = commit_to_fleet({},
-                             {etcd::operation{etcd::operation::kind::delete_range, fleet_->forward_key(id), {}, 0, {}},
-                              etcd::operation{etcd::operation::kind::delete_range, statuses, {}, 0,
-                                              etcd::prefix_end(statuses)}},
-                             guard_.next_id);
-    if (w.failed) return *w.failed;
-    if (!w.revision) continue;
-    converge_locked(fleet_changes{{{id, {}, *w.revision, true}}, {}, *w.revision, false});
-    return {204, nullptr, {}, {}};
+    if (auto r = commit_one(fleet_edit::remove, id)) return *r;
   }
   return contended();
 }
