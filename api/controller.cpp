@@ -48,6 +48,16 @@ std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::e
   return std::nullopt;
 }
 
+std::optional<api_error> controller::serve(relay::forward_spec& spec) {
+  relay::engine::prepared p;
+  if (auto e = prepare(spec, p)) {
+    engine_.fail(spec, e->message);
+    return e;
+  }
+  engine_.apply(spec, std::move(p));
+  return std::nullopt;
+}
+
 // After prepare, so that a forward on port 0 is checked with the port it got.
 std::optional<api_error> controller::refuse_target(const relay::forward_spec& next) const {
   auto r = engine_.check_target(next);
@@ -69,14 +79,11 @@ void controller::restore() {
       // connection to a target fails with this error, as GET's stats show.
       spdlog::warn("forward {}: {}", spec.id, e->message);
     }
-    relay::engine::prepared p;
-    if (auto e = prepare(spec, p)) {
+    if (auto e = serve(spec)) {
       spdlog::warn("forward {} failed to bind: {}", spec.id, e->message);
-      engine_.fail(f.spec, e->message);
       continue;
     }
     if (spec.listen_port != f.spec.listen_port) store_.update(spec);
-    engine_.apply(spec, std::move(p));
     spdlog::info("forward {} restored: {}", spec.id, describe(spec));
   }
 }

@@ -119,12 +119,9 @@ void controller::converge_locked(const fleet_changes& changes) {
   engine_.release_for(leaving, changed);
   for (std::size_t k = 0; k < changed.size(); ++k) {
     auto spec = changed[k];
-    relay::engine::prepared p;
-    if (auto e = prepare(spec, p)) {
+    if (auto e = serve(spec)) {
       spdlog::warn("forward {} (fleet revision {}) cannot listen on this host: {}", spec.id, changed_revision[k], e->message);
-      engine_.fail(changed[k], e->message);
     } else {
-      engine_.apply(spec, std::move(p));
       spdlog::info("forward {} {} (fleet revision {}): {}", spec.id, local.contains(spec.id) ? "changed" : "created",
                    changed_revision[k], relay::listen_endpoint(spec) + " -> " + relay::targets_summary(spec));
     }
