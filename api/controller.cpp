@@ -14,10 +14,6 @@ std::string describe(const relay::forward_spec& s) {
          relay::targets_summary(s) + (s.enabled ? "" : " (disabled)");
 }
 
-reply not_found(std::int64_t id) {
-  return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
-}
-
 // Why a stored forward cannot be served as it is: the checks a request must pass, applied to the row.
 std::optional<std::string> stored_problem(const store::stored_forward& f) {
   if (!f.invalid.empty()) return "stored forward is invalid: " + f.invalid;
@@ -52,6 +48,16 @@ std::optional<api_error> controller::prepare(relay::forward_spec& next, relay::e
   return std::nullopt;
 }
 
+std::optional<api_error> controller::serve(relay::forward_spec& spec) {
+  relay::engine::prepared p;
+  if (auto e = prepare(spec, p)) {
+    engine_.fail(spec, e->message);
+    return e;
+  }
+  engine_.apply(spec, std::move(p));
+  return std::nullopt;
+}
+
 // After prepare, so that a forward on port 0 is checked with the port it got.
 std::optional<api_error> controller::refuse_target(const relay::forward_spec& next) const {
   auto r = engine_.check_target(next);
@@ -73,14 +79,11 @@ void controller::restore() {
       // connection to a target fails with this error, as GET's stats show.
       spdlog::warn("forward {}: {}", spec.id, e->message);
     }
-    relay::engine::prepared p;
-    if (auto e = prepare(spec, p)) {
+    if (auto e = serve(spec)) {
       spdlog::warn("forward {} failed to bind: {}", spec.id, e->message);
-      engine_.fail(f.spec, e->message);
       continue;
     }
     if (spec.listen_port != f.spec.listen_port) store_.update(spec);
-    engine_.apply(spec, std::move(p));
     spdlog::info("forward {} restored: {}", spec.id, describe(spec));
   }
 }
@@ -95,7 +98,7 @@ reply controller::list() {
 reply controller::get(std::int64_t id, bool per_port) {
   std::lock_guard lock(mutex_);
   auto f = store_.get(id);
-  if (!f) return not_found(id);
+  if (!f) return forward_not_found(id);
   auto out = render(*f);
   if (per_port) out["per_port"] = port_rows(engine_.port_status(id));
   return {200, std::move(out), {}, {}};
@@ -131,7 +134,7 @@ reply controller::patch(std::int64_t id, const json& body) {
   std::lock_guard lock(mutex_);
   if (fleet_) return fleet_patch(id, body);
   auto current = store_.get(id);
-  if (!current) return not_found(id);
+  if (!current) return forward_not_found(id);
   relay::forward_spec next;
   if (auto e = apply_patch(body, *current, next)) return error_reply(*e);
   if (auto e = foreign_source(next, &current->spec)) return error_reply(*e);
@@ -158,7 +161,7 @@ reply controller::patch(std::int64_t id, const json& body) {
   }
   if (!f) {
     engine_.abandon(next, std::move(p));
-    return not_found(id);
+    return forward_not_found(id);
   }
   if (bind_error) {
     engine_.fail(next, bind_error->message);
@@ -174,7 +177,7 @@ reply controller::remove(std::int64_t id) {
   std::lock_guard lock(mutex_);
   if (fleet_) return fleet_remove(id);
   try {
-    if (!store_.remove(id)) return not_found(id);
+    if (!store_.remove(id)) return forward_not_found(id);
   } catch (const std::exception& e) {
     return storage_failed(e);
   }
@@ -184,12 +187,12 @@ reply controller::remove(std::int64_t id) {
 }
 
 reply controller::connections(std::int64_t id, std::uint64_t after, std::size_t limit) {
-  if (!exists(id)) return not_found(id);
+  if (!exists(id)) return forward_not_found(id);
   return {200, connections_json(engine_.connections(id, after, limit)), {}, {}};
 }
 
 reply controller::close_connection(std::int64_t id, std::uint64_t connection) {
-  if (!exists(id)) return not_found(id);
+  if (!exists(id)) return forward_not_found(id);
   const auto closed = engine_.close_connection(id, connection);
   if (!closed) {
     return error_reply(404, "not_found",
@@ -201,7 +204,7 @@ reply controller::close_connection(std::int64_t id, std::uint64_t connection) {
 }
 
 reply controller::close_connections(std::int64_t id, const relay::ip_prefix& clients) {
-  if (!exists(id)) return not_found(id);
+  if (!exists(id)) return forward_not_found(id);
   // A /0 of either family is "everyone": 0.0.0.0/0 closes the IPv6 clients too, as an operator
   // cutting everyone off in an incident means (::/0 matches IPv4 clients as IPv4-mapped already).
   const auto everyone = relay::ip_prefix{asio::ip::address_v6::any(), 0};

@@ -78,6 +78,10 @@ class controller {
   // is taken or a range would not fit the descriptor limit, 503 when the host is out of descriptors
   // or memory, 400 otherwise.
   std::optional<api_error> prepare(relay::forward_spec& next, relay::engine::prepared& out);
+  // Binds `spec` here and serves it (a listen_port 0 becomes the port bound), or puts it in state
+  // error when it cannot bind: restore() and converge(), which serve what is already stored. The
+  // bind error.
+  std::optional<api_error> serve(relay::forward_spec& spec);
   // 400 when `next`'s target leads back into this daemon: its API, or a loop of forwards.
   std::optional<api_error> refuse_target(const relay::forward_spec& next) const;
   // put_config's binding, commit and apply, once the plan is known and checked (api/controller_config).
@@ -94,6 +98,14 @@ class controller {
   };                                       // neither: another host's write came first; the view is fresh
   fleet_write commit_to_fleet(std::vector<store::etcd::compare> compares, std::vector<store::etcd::operation> ops,
                               std::int64_t next_id);
+  // fleet_create, fleet_patch and fleet_remove's transaction: forward `id` written as `document` (a
+  // create guarded on the key's absence, a patch on `seen_revision`, the forward's revision it was
+  // planned on; 0 for a create) or deleted with its statuses, then applied here. The answer (201 or 200 with the
+  // forward, 204, or why etcd did not take it), or none when another host's change came first: the
+  // view is fresh then, and the caller plans the change again.
+  enum class fleet_edit { create, patch, remove };
+  std::optional<reply> commit_one(fleet_edit edit, std::int64_t id, const std::string& document = {},
+                                  std::int64_t seen_revision = 0);
   void converge_locked(const fleet_changes& changes);
   // 409 when `next` would listen where an enabled forward of the shared set does.
   std::optional<api_error> shared_clash(const relay::forward_spec& next);

@@ -202,7 +202,7 @@ reply controller::fleet_apply_config(const config_plan& plan, const std::vector<
   fleet_changes applied;
   for (std::size_t k = 0; k < w.specs.size(); ++k) {
     const auto key = fleet_->forward_key(w.specs[k].id);
-    const auto doc = relay::to_document(w.specs[k]).dump(-1, ' ', false, relay::json::error_handler_t::replace);
+    const auto doc = relay::document_text(w.specs[k]);
     if (k >= w.created) {
       compares.push_back({key, etcd::compare::target::mod_revision, etcd::compare::result::equal,
                           plan.update[k - w.created].current.mod_revision, {}, {}});

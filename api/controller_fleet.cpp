@@ -20,10 +20,6 @@ namespace etcd = store::etcd;
 // How often one change is tried again when other hosts' changes commit first.
 constexpr int max_attempts = 8;
 
-std::string document_of(const relay::forward_spec& spec) {
-  return relay::to_document(spec).dump(-1, ' ', false, relay::json::error_handler_t::replace);
-}
-
 etcd::operation put(std::string key, std::string value) {
   return etcd::operation{etcd::operation::kind::put, std::move(key), std::move(value), 0, {}};
 }
@@ -123,12 +119,9 @@ void controller::converge_locked(const fleet_changes& changes) {
   engine_.release_for(leaving, changed);
   for (std::size_t k = 0; k < changed.size(); ++k) {
     auto spec = changed[k];
-    relay::engine::prepared p;
-    if (auto e = prepare(spec, p)) {
+    if (auto e = serve(spec)) {
       spdlog::warn("forward {} (fleet revision {}) cannot listen on this host: {}", spec.id, changed_revision[k], e->message);
-      engine_.fail(changed[k], e->message);
     } else {
-      engine_.apply(spec, std::move(p));
       spdlog::info("forward {} {} (fleet revision {}): {}", spec.id, local.contains(spec.id) ? "changed" : "created",
                    changed_revision[k], relay::listen_endpoint(spec) + " -> " + relay::targets_summary(spec));
     }
@@ -193,6 +186,35 @@ std::optional<api_error> controller::resolve_port(relay::forward_spec& next) {
   return std::nullopt;
 }
 
+std::optional<reply> controller::commit_one(fleet_edit edit, std::int64_t id, const std::string& document,
+                                            std::int64_t seen_revision) {
+  const auto key = fleet_->forward_key(id);
+  std::vector<etcd::compare> compares;
+  std::vector<etcd::operation> ops;
+  if (edit == fleet_edit::remove) {
+    const auto statuses = fleet_->status_prefix(id);
+    ops = {etcd::operation{etcd::operation::kind::delete_range, key, {}, 0, {}},
+           etcd::operation{etcd::operation::kind::delete_range, statuses, {}, 0, etcd::prefix_end(statuses)}};
+  } else {
+    // A create's key must not exist yet (create_revision 0); a patch's must be as it was planned on.
+    const auto what = edit == fleet_edit::create ? etcd::compare::target::create_revision : etcd::compare::target::mod_revision;
+    compares = {etcd::compare{key, what, etcd::compare::result::equal, seen_revision, {}, {}}};
+    ops = {put(key, document)};
+  }
+  auto w = commit_to_fleet(std::move(compares), std::move(ops), edit == fleet_edit::create ? id + 1 : guard_.next_id);
+  if (w.failed) return w.failed;
+  if (!w.revision) return std::nullopt;
+  converge_locked(fleet_changes{{{id, document, *w.revision, edit == fleet_edit::remove}}, {}, *w.revision, false});
+  if (edit == fleet_edit::remove) return reply{204, nullptr, {}, {}};
+  auto f = store_.get(id);
+  if (!f) {
+    return storage_failed(std::runtime_error(std::string(edit == fleet_edit::create ? "the forward" : "the change") +
+                                             " was committed to etcd but not to the local copy"));
+  }
+  if (edit == fleet_edit::create) return reply{201, render(*f), "/api/v1/forwards/" + std::to_string(id), {}};
+  return reply{200, render(*f), {}, {}};
+}
+
 reply controller::fleet_create(relay::forward_spec spec) {
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     auto next = spec;
@@ -200,15 +222,7 @@ reply controller::fleet_create(relay::forward_spec spec) {
     if (auto e = resolve_port(next)) return error_reply(*e);
     if (auto e = shared_clash(next)) return error_reply(*e);
     if (auto e = refuse_target(next)) return error_reply(*e);
-    const auto key = fleet_->forward_key(next.id);
-    auto w = commit_to_fleet({etcd::compare{key, etcd::compare::target::create_revision, etcd::compare::result::equal, 0, {}, {}}},
-                             {put(key, document_of(next))}, next.id + 1);
-    if (w.failed) return *w.failed;
-    if (!w.revision) continue;
-    converge_locked(fleet_changes{{{next.id, document_of(next), *w.revision, false}}, {}, *w.revision, false});
-    auto f = store_.get(next.id);
-    if (!f) return storage_failed(std::runtime_error("the forward was committed to etcd but not to the local copy"));
-    return {201, render(*f), "/api/v1/forwards/" + std::to_string(next.id), {}};
+    if (auto r = commit_one(fleet_edit::create, next.id, relay::document_text(next))) return *r;
   }
   return contended();
 }
@@ -217,7 +231,7 @@ reply controller::fleet_patch(std::int64_t id, const json& body) {
   std::optional<std::int64_t> seen;
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     auto current = store_.get(id);
-    if (!current) return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
+    if (!current) return forward_not_found(id);
     if (!seen) {
       seen = current->mod_revision;
     } else if (current->mod_revision != *seen) {
@@ -233,32 +247,15 @@ reply controller::fleet_patch(std::int64_t id, const json& body) {
     if (auto e = shared_clash(next)) return error_reply(*e);
     if (auto e = refuse_target(next)) return error_reply(*e);
     if (next == current->spec) return {200, render(*current), {}, {}};
-    const auto key = fleet_->forward_key(id);
-    auto w = commit_to_fleet({etcd::compare{key, etcd::compare::target::mod_revision, etcd::compare::result::equal, *seen, {}, {}}},
-                             {put(key, document_of(next))}, guard_.next_id);
-    if (w.failed) return *w.failed;
-    if (!w.revision) continue;
-    converge_locked(fleet_changes{{{id, document_of(next), *w.revision, false}}, {}, *w.revision, false});
-    auto f = store_.get(id);
-    if (!f) return storage_failed(std::runtime_error("the change was committed to etcd but not to the local copy"));
-    return {200, render(*f), {}, {}};
+    if (auto r = commit_one(fleet_edit::patch, id, relay::document_text(next), *seen)) return *r;
   }
   return contended();
 }
 
 reply controller::fleet_remove(std::int64_t id) {
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
-    if (!store_.get(id)) return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
-    const auto statuses = fleet_->status_prefix(id);
-    auto w = commit_to_fleet({},
-                             {etcd::operation{etcd::operation::kind::delete_range, fleet_->forward_key(id), {}, 0, {}},
-                              etcd::operation{etcd::operation::kind::delete_range, statuses, {}, 0,
-                                              etcd::prefix_end(statuses)}},
-                             guard_.next_id);
-    if (w.failed) return *w.failed;
-    if (!w.revision) continue;
-    converge_locked(fleet_changes{{{id, {}, *w.revision, true}}, {}, *w.revision, false});
-    return {204, nullptr, {}, {}};
+    if (!store_.get(id)) return forward_not_found(id);
+    if (auto r = commit_one(fleet_edit::remove, id)) return *r;
   }
   return contended();
 }

@@ -1,4 +1,4 @@
-// forward_checks: bind errors and foreign source addresses as the API's answers.
+// forward_checks: bind errors, foreign source addresses, store failures and missing forwards as the API's answers.
 #include "api/forward_checks.hpp"
 
 #include "relay/engine.hpp"
@@ -69,6 +69,10 @@ api_error target_refusal(const relay::forward_spec& next, const relay::refusal& 
 reply storage_failed(const std::exception& e) {
   spdlog::error("store: {}", e.what());
   return error_reply(500, "storage_error", "the change could not be saved; nothing was changed");
+}
+
+reply forward_not_found(std::int64_t id) {
+  return error_reply(404, "not_found", "there is no forward with id " + std::to_string(id));
 }
 
 }  // namespace api

@@ -1,4 +1,5 @@
-// forward_checks: the controller's refusals that come from the kernel, not from a field's value.
+// forward_checks: the controller's refusals that come from the kernel, the store or a missing forward,
+// not from a field's value.
 #pragma once
 
 #include "api/errors.hpp"
@@ -6,6 +7,7 @@
 #include "relay/result.hpp"
 #include "relay/target_guard.hpp"
 
+#include <cstdint>
 #include <exception>
 #include <optional>
 
@@ -28,5 +30,8 @@ api_error target_refusal(const relay::forward_spec& next, const relay::refusal& 
 
 // A failed commit: logged, and answered 500 with nothing changed.
 reply storage_failed(const std::exception& e);
+
+// 404: there is no forward `id`.
+reply forward_not_found(std::int64_t id);
 
 }  // namespace api

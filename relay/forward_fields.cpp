@@ -601,6 +601,10 @@ json to_document(const forward_spec& spec) {
   return doc;
 }
 
+std::string document_text(const forward_spec& spec) {
+  return to_document(spec).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 std::optional<field_problem> from_document(const json& doc, forward_spec& spec) {
   if (!doc.is_object()) return field_problem{"spec", "spec is not a JSON object"};
   std::optional<field_problem> first;

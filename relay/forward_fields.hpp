@@ -64,6 +64,9 @@ struct field_problem {
 // The stored form of a spec: a JSON object of every writable field, including those that do not
 // apply to its protocol (a UDP option of a forward made TCP comes back when it is made UDP again).
 json to_document(const forward_spec& spec);
+// to_document as the stores keep it (SQLite's column, etcd's value): compact, and an invalid UTF-8
+// byte replaced rather than thrown on.
+std::string document_text(const forward_spec& spec);
 // Reads a stored document over forward_spec's defaults, through each field's read(): a field the
 // document lacks keeps its default, so a new field needs no migration (a document from before pools
 // has target_host and target_port, which read as a one-target pool). Keys it does not know are

@@ -89,24 +89,12 @@ json compare_json(const compare& c) {
   static const char* const results[] = {"EQUAL", "GREATER", "LESS", "NOT_EQUAL"};
   json r{{"key", base64(c.key)}, {"result", results[static_cast<int>(c.op)]}};
   if (!c.range_end.empty()) r["range_end"] = base64(c.range_end);
-  switch (c.what) {
-    case compare::target::version:
-      r["target"] = "VERSION";
-      r["version"] = std::to_string(c.number);
-      break;
-    case compare::target::create_revision:
-      r["target"] = "CREATE";
-      r["create_revision"] = std::to_string(c.number);
-      break;
-    case compare::target::mod_revision:
-      r["target"] = "MOD";
-      r["mod_revision"] = std::to_string(c.number);
-      break;
-    case compare::target::value:
-      r["target"] = "VALUE";
-      r["value"] = base64(c.value);
-      break;
-  }
+  // Each target's name and the field that holds what it is compared with (an int64 but for VALUE).
+  static const char* const targets[][2] = {
+      {"VERSION", "version"}, {"CREATE", "create_revision"}, {"MOD", "mod_revision"}, {"VALUE", "value"}};
+  const auto& [target, field] = targets[static_cast<int>(c.what)];
+  r["target"] = target;
+  r[field] = c.what == compare::target::value ? base64(c.value) : std::to_string(c.number);
   return r;
 }
 

@@ -113,7 +113,7 @@ void bind_spec(statement& s, const relay::forward_spec& spec) {
   s.bind(1, relay::to_string(spec.protocol))
       .bind(2, spec.listen_host)
       .bind(3, std::int64_t{spec.listen_port})
-      .bind(4, relay::to_document(spec).dump(-1, ' ', false, relay::json::error_handler_t::replace));
+      .bind(4, relay::document_text(spec));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <condition_variable>
+#include <functional>
 
 using namespace test;
 namespace etcd = store::etcd;
@@ -90,6 +91,18 @@ bool put_eventually(etcd::client& c, const std::string& key, const std::string& 
       return false;
     }
   }, io_timeout);
+}
+
+// Runs `request`, which etcd must refuse: an etcd::error that is not an outage to wait out, with a
+// message that says `says` when one is given. `taken` is the test's failure when it is taken.
+void check_refused(const std::function<void()>& request, const char* taken, const std::string& says = {}) {
+  try {
+    request();
+    FAIL(taken);
+  } catch (const etcd::error& e) {
+    CHECK_FALSE(e.unreachable());
+    if (!says.empty()) CHECK(std::string(e.what()).find(says) != std::string::npos);
+  }
 }
 
 }  // namespace
@@ -178,13 +191,7 @@ TEST_CASE("etcd keys: put, range of one key and of a prefix, at a past revision,
   CHECK(c.range("/q").kvs.size() == 1);
 
   // A revision etcd has not reached is etcd's error, not a compaction and not unreachability.
-  try {
-    c.range("/q", {}, 1000000);
-    FAIL("a future revision was read");
-  } catch (const etcd::error& e) {
-    CHECK_FALSE(e.unreachable());
-    CHECK(std::string(e.what()).find("future revision") != std::string::npos);
-  }
+  check_refused([&] { c.range("/q", {}, 1000000); }, "a future revision was read", "future revision");
 }
 
 TEST_CASE("etcd txn: compares on create_revision 0 (absent), mod_revision, value and a whole range, either branch runs", "[store]") {
@@ -250,13 +257,7 @@ TEST_CASE("etcd leases: keepalive renews, an unrenewed lease expires with its ke
   CHECK(c.range("/lease/long").kvs.empty());
   CHECK(c.lease_keepalive(long_lease) == 0);
   c.lease_revoke(long_lease);  // already gone: no error
-  try {
-    c.put("/lease/gone", "z", long_lease);
-    FAIL("a put under a revoked lease was taken");
-  } catch (const etcd::error& e) {
-    CHECK_FALSE(e.unreachable());
-    CHECK(std::string(e.what()).find("lease not found") != std::string::npos);
-  }
+  check_refused([&] { c.put("/lease/gone", "z", long_lease); }, "a put under a revoked lease was taken", "lease not found");
 }
 
 TEST_CASE("etcd watch: every change from a past revision on, in order, with its revision, stop_watch ends it promptly", "[store]") {
@@ -448,12 +449,7 @@ TEST_CASE("etcd auth: the user's token is fetched and fetched again when etcd fo
   for (auto [user, password] : std::vector<std::pair<std::string, std::string>>{{"root", "wrong"}, {"nobody", "pw"}, {"", ""}}) {
     INFO(user << ":" << password);
     etcd::client refused(options_for(node.endpoint(), user, password));
-    try {
-      refused.range("/a");
-      FAIL("read without the right credentials");
-    } catch (const etcd::error& e) {
-      CHECK_FALSE(e.unreachable());
-    }
+    check_refused([&] { refused.range("/a"); }, "read without the right credentials");
   }
 }
 
@@ -477,13 +473,7 @@ TEST_CASE("etcd over https: the server's certificate checked against the CA file
   // The system's CAs do not know this one: refused, and not an outage to wait out.
   auto untrusted = o;
   untrusted.ca_file.clear();
-  try {
-    etcd::client(untrusted).range("/tls");
-    FAIL("an untrusted certificate was accepted");
-  } catch (const etcd::error& e) {
-    CHECK_FALSE(e.unreachable());
-    CHECK(std::string(e.what()).find("certificate") != std::string::npos);
-  }
+  check_refused([&] { etcd::client(untrusted).range("/tls"); }, "an untrusted certificate was accepted", "certificate");
 
   auto anonymous = o;
   anonymous.cert_file.clear();
@@ -496,11 +486,6 @@ TEST_CASE("etcd over https: the server's certificate checked against the CA file
   auto no_key = o;
   no_key.key_file = (certs.dir.path / "missing.key").string();
   for (const auto& broken : {no_ca, no_key}) {
-    try {
-      etcd::client(broken).put("/tls", "3");
-      FAIL("a request went out without its TLS files");
-    } catch (const etcd::error& e) {
-      CHECK_FALSE(e.unreachable());
-    }
+    check_refused([&] { etcd::client(broken).put("/tls", "3"); }, "a request went out without its TLS files");
   }
 }
