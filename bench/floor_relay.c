@@ -121,9 +121,13 @@ static void* run(void* arg) {
       }
       struct conn* c = s->c;
       if (c->refs < 0) continue;  // done earlier in this batch
-      const int rdhup = (events[k].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
-      // Readable: its own direction; writable: the other direction may go on.
-      if (pump(c, s->i, rdhup) || pump(c, 1 - s->i, 0)) {
+      const unsigned e = events[k].events;
+      const int rdhup = (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+      // Readable: the direction that reads this socket; writable: the one that writes to it, if it
+      // holds bytes (no read is tried that cannot give anything).
+      const int o = 1 - s->i;
+      if (((e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && pump(c, s->i, rdhup)) ||
+          ((e & EPOLLOUT) && c->len[o] > c->off[o] && pump(c, o, 0))) {
         c->refs = -1;
         done[ndone++] = c;
       }
