@@ -248,12 +248,12 @@ def policy_lists(entries=1024):
 
 
 class Floor(Relay):
-    """bench/floor_relay.c: the least a readiness relay can do per connection (TCP only, no product)."""
+    """bench/floor_relay.c: the least a readiness relay can do per connection and datagram (no product)."""
     name = "floor"
-    udp = False
     groups = {"conn", "rtt"}  # what it exists to show; its memory and bulk transfer say nothing
     settings = ("bench/floor_relay.c, 2 threads: one epoll each, the listener in both with EPOLLEXCLUSIVE, "
-                "accept4, sockets registered once edge-triggered, no timers, no limits; the floor, not a peer")
+                "accept4, sockets registered once edge-triggered, no timers, no limits; UDP level-triggered, one datagram "
+                "per wake-up; the floor, not a peer")
 
     def __init__(self, work, binary):
         super().__init__(work)
@@ -693,7 +693,7 @@ def main():
                          "a pool of 4 targets (round robin) and an allow list of 1,000 entries, with a "
                          "'pool ÷ portrelay' column")
     ap.add_argument("--floor", metavar="BINARY",
-                    help="bench/floor_relay.c built: runs as the relay 'floor' (TCP), the least a readiness relay "
+                    help="bench/floor_relay.c built: runs as the relay 'floor', the least a readiness relay "
                          "can do per connection, with a 'portrelay ÷ floor' column")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()

@@ -1,13 +1,15 @@
-// floor_relay: the least a readiness relay can do per TCP connection, to measure the floor of
-// relay CPU per new connection on this machine (not a product: no timeouts, no limits, no resets
-// passed on, a 16 KiB buffer per direction, no error handling beyond closing).
+// floor_relay: the least a readiness relay can do per TCP connection and per UDP datagram, to
+// measure the floor of relay CPU per new connection and of the time added to a round trip on this
+// machine (not a product: no timeouts, no limits, no resets passed on, a 16 KiB buffer per
+// direction, at most 64 UDP clients, no error handling beyond closing).
 //
 // Each of N threads has its own epoll. The one listening socket is in every epoll with
 // EPOLLEXCLUSIVE (one thread woken per connection); accept4 gives a non-blocking socket; the
 // target's socket is created non-blocking; both are registered once, edge-triggered, for
 // everything, and never modified; a short read with no EPOLLRDHUP means drained (no read to see
 // EAGAIN); close removes them. Options: TCP_NODELAY on the target's socket (the client's inherits
-// it from the listener), nothing else.
+// it from the listener), nothing else. UDP, on the first thread: the listening socket and one
+// connected socket per client, level-triggered, one datagram per wake-up (no read to see EAGAIN).
 //
 //   cc -O2 -pthread -o floor_relay bench/floor_relay.c
 //   ./floor_relay LISTEN_PORT TARGET_PORT [THREADS]     (127.0.0.1 both)
@@ -17,6 +19,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +42,44 @@ struct side {  // epoll's data: which socket of which connection
   int i;
 };
 
-static int listener;
+static int listener, udp_listener;
 static struct sockaddr_in target;
+
+// UDP: epoll's data is (index << 1) | 1, index 0 the listening socket, k + 1 client k's socket
+// (TCP's are pointers, even).
+enum { UDP_CLIENTS = 64 };
+static struct {
+  struct sockaddr_in client;
+  int fd;
+} udp[UDP_CLIENTS];
+static int udp_count;
+
+static void udp_event(int ep, unsigned index) {
+  char buf[65536];
+  if (index == 0) {
+    struct sockaddr_in from;
+    socklen_t len = sizeof from;
+    ssize_t n = recvfrom(udp_listener, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr*)&from, &len);
+    if (n < 0) return;
+    int k = 0;
+    while (k < udp_count && memcmp(&udp[k].client, &from, sizeof from) != 0) ++k;
+    if (k == udp_count) {
+      if (udp_count == UDP_CLIENTS) return;
+      int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      connect(fd, (struct sockaddr*)&target, sizeof target);
+      udp[k].client = from;
+      udp[k].fd = fd;
+      ++udp_count;
+      struct epoll_event e = {.events = EPOLLIN, .data.u64 = ((uint64_t)(k + 1) << 1) | 1};
+      epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e);
+    }
+    send(udp[k].fd, buf, (size_t)n, MSG_DONTWAIT);
+    return;
+  }
+  const int k = (int)index - 1;
+  ssize_t n = recv(udp[k].fd, buf, sizeof buf, MSG_DONTWAIT);
+  if (n >= 0) sendto(udp_listener, buf, (size_t)n, MSG_DONTWAIT, (struct sockaddr*)&udp[k].client, sizeof udp[k].client);
+}
 
 static void finish(struct conn* c) {
   close(c->fd[0]);
@@ -83,16 +122,23 @@ static int pump(struct conn* c, int i, int rdhup) {
 }
 
 static void* run(void* arg) {
-  (void)arg;
   int ep = epoll_create1(EPOLL_CLOEXEC);
   struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = NULL};
   epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev);
+  if (arg == NULL) {  // the first thread
+    struct epoll_event u = {.events = EPOLLIN, .data.u64 = 1};
+    epoll_ctl(ep, EPOLL_CTL_ADD, udp_listener, &u);
+  }
   struct epoll_event events[64];
   for (;;) {
     int n = epoll_wait(ep, events, 64, -1);
     struct conn* done[64];
     int ndone = 0;
     for (int k = 0; k < n; ++k) {
+      if (events[k].data.u64 & 1) {
+        udp_event(ep, (unsigned)(events[k].data.u64 >> 1));
+        continue;
+      }
       struct side* s = events[k].data.ptr;
       if (!s) {
         for (;;) {
@@ -153,10 +199,15 @@ int main(int argc, char** argv) {
     perror("listen");
     return 1;
   }
+  udp_listener = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (bind(udp_listener, (struct sockaddr*)&at, sizeof at) != 0) {
+    perror("bind udp");
+    return 1;
+  }
   target = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[2]))};
   inet_pton(AF_INET, "127.0.0.1", &target.sin_addr);
   pthread_t t[64];
-  for (int i = 0; i < threads && i < 64; ++i) pthread_create(&t[i], NULL, run, NULL);
+  for (int i = 0; i < threads && i < 64; ++i) pthread_create(&t[i], NULL, run, (void*)(intptr_t)i);
   pthread_join(t[0], NULL);
   return 0;
 }
