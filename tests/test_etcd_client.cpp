@@ -242,11 +242,13 @@ TEST_CASE("etcd leases: keepalive renews, an unrenewed lease expires with its ke
   etcd_node node;
   etcd::client c(options_for(node.endpoint()));
 
-  const auto short_lease = c.lease_grant(2);
+  // 5 s: the put and the read between the grant and the keepalive take milliseconds, and have
+  // that long even on a loaded sanitizer build; the wait for the expiry allows 30 s.
+  const auto short_lease = c.lease_grant(5);
   CHECK(short_lease != 0);
   c.put("/lease/short", "x", short_lease);
   CHECK(c.range("/lease/short").kvs.at(0).lease == short_lease);
-  CHECK(c.lease_keepalive(short_lease) == 2);
+  CHECK(c.lease_keepalive(short_lease) == 5);
   CHECK(eventually([&] { return c.range("/lease/short").kvs.empty(); }, io_timeout));
   CHECK(c.lease_keepalive(short_lease) == 0);
 
