@@ -27,6 +27,18 @@ std::optional<std::int64_t> leading_id(std::string_view s, std::string_view* res
   return id;
 }
 
+// A field of a status or host document (written by other hosts, or by hand): `fallback` when it is
+// missing or of another type, never an exception that would stop this host converging.
+std::string text_field(const json& doc, const char* name, std::string fallback = {}) {
+  const auto it = doc.find(name);
+  return it != doc.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+std::int64_t number_field(const json& doc, const char* name) {
+  const auto it = doc.find(name);
+  return it != doc.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+}
+
 std::optional<write_guard> guard_of(const std::string& value, std::int64_t mod_revision) {
   std::int64_t next = 0;
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), next);
@@ -143,9 +155,8 @@ void fleet::absorb_status(const std::string& key, const std::string& value, bool
   }
   const auto doc = json::parse(value, nullptr, false);
   if (!doc.is_object()) return;
-  host_status s{host, doc.value("state", std::string("error")),
-                doc.contains("error") && doc["error"].is_string() ? doc["error"].get<std::string>() : std::string(),
-                doc.value("applied_revision", std::int64_t{0})};
+  host_status s{host, text_field(doc, "state", "error"), text_field(doc, "error"),
+                number_field(doc, "applied_revision")};
   statuses_[*id][host] = std::move(s);
 }
 
@@ -330,8 +341,8 @@ json fleet::describe() const {
   std::lock_guard lock(mutex_);
   json hosts = json::array();
   for (const auto& [name, doc] : hosts_) {
-    hosts.push_back(json{{"host", name}, {"started_at", doc.value("started_at", std::string())},
-                         {"version", doc.value("version", std::string())}});
+    hosts.push_back(
+        json{{"host", name}, {"started_at", text_field(doc, "started_at")}, {"version", text_field(doc, "version")}});
   }
   return json{{"store", "etcd"},
               {"host", options_.host},

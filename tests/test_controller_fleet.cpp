@@ -204,3 +204,26 @@ TEST_CASE("fleet: etcd unreachable: writes are a 503 store_unreachable and chang
   CHECK(list.body[0]["max_connections"] == 0);
   CHECK(f.controller.store_state().starts_with("local-copy; revision="));
 }
+
+TEST_CASE("fleet: status and host keys of the wrong types are ignored: the host still converges and answers", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  f.other.put(prefix + "/status/1/by-hand", R"({"state":5,"error":[1],"applied_revision":"x"})");
+  f.other.put(prefix + "/hosts/by-hand", R"({"started_at":5,"version":{"a":1}})");
+  auto theirs = f.document(1);
+  theirs["name"] = "renamed-elsewhere";
+  f.change_elsewhere(1, theirs);
+  REQUIRE_NOTHROW(f.controller.resync());
+  const auto r = f.controller.get(1);
+  REQUIRE(r.status == 200);
+  CHECK(r.body["name"] == "renamed-elsewhere");
+  const auto hosts = r.body["hosts"];
+  REQUIRE(hosts.size() == 2);
+  CHECK(hosts[0]["host"] == "by-hand");
+  CHECK(hosts[0]["state"] == "error");
+  CHECK(hosts[0]["applied_revision"] == 0);
+  const auto info = f.controller.fleet_info();
+  REQUIRE(info.status == 200);
+  REQUIRE(info.body["hosts"].size() == 1);  // no lease thread runs here: only the hand-made entry
+  CHECK(info.body["hosts"][0]["started_at"] == "");
+}
