@@ -7,9 +7,9 @@
 #include "store/forward_store.hpp"
 
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -115,9 +115,10 @@ class controller {
   mutable std::mutex mutex_;
   fleet* fleet_ = nullptr;
   write_guard guard_;  // fleet mode: P/next_id as this host last saw it
-  // Fleet mode: ids deleted from the shared set. Ids are never reused, so a late watch event that
-  // still carries one (a put older than the delete this host committed) is ignored.
-  std::set<std::int64_t> deleted_;
+  // Fleet mode: ids deleted from the shared set, each with the revision of its deletion. A late
+  // watch event that still carries one (a put older than the delete this host committed) is
+  // ignored; a put made after the delete (by hand, in etcd) is served, as on a host that never saw it.
+  std::map<std::int64_t, std::int64_t> deleted_;
   store::forward_store& store_;
   relay::engine& engine_;
 };

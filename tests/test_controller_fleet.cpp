@@ -227,3 +227,18 @@ TEST_CASE("fleet: status and host keys of the wrong types are ignored: the host 
   REQUIRE(info.body["hosts"].size() == 1);  // no lease thread runs here: only the hand-made entry
   CHECK(info.body["hosts"][0]["started_at"] == "");
 }
+
+TEST_CASE("fleet: a forward put by hand under an id deleted before is served, as on a host that never saw it", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  const auto doc = f.document(1);
+  const auto revision = f.store.get(1)->mod_revision;
+  REQUIRE(f.controller.remove(1).status == 204);
+  f.other.put(prefix + "/forwards/1", doc.dump());
+  f.controller.resync();
+  CHECK(f.controller.get(1).status == 200);
+  // An event older than the delete is still ignored once the forward is gone again.
+  REQUIRE(f.controller.remove(1).status == 204);
+  f.controller.converge(api::fleet_changes{{{1, doc.dump(), revision, false}}, {}, revision, false});
+  CHECK(f.controller.get(1).status == 404);
+}
