@@ -62,6 +62,7 @@ void controller::converge_locked(const fleet_changes& changes) {
   std::set<std::int64_t> seen;
   for (const auto& rf : changes.forwards) {
     seen.insert(rf.id);
+    highest_id_ = std::max(highest_id_, rf.id);
     const auto it = local.find(rf.id);
     if (const auto gone = deleted_.find(rf.id); gone != deleted_.end()) {
       if (rf.mod_revision <= gone->second) continue;  // a late event of a forward gone since
@@ -223,7 +224,7 @@ std::optional<reply> controller::commit_one(fleet_edit edit, std::int64_t id, co
 reply controller::fleet_create(relay::forward_spec spec) {
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     auto next = spec;
-    next.id = guard_.next_id;
+    next.id = next_fleet_id();
     if (auto e = resolve_port(next)) return error_reply(*e);
     if (auto e = shared_clash(next)) return error_reply(*e);
     if (auto e = refuse_target(next)) return error_reply(*e);

@@ -121,6 +121,12 @@ fleet_changes fleet::read_all() {
       }
     } else if (key == "next_id") {
       out.guard = guard_of(kv.value, kv.mod_revision);
+      if (!out.guard) {
+        // Written by hand: compared as it is, and rewritten by the next change, with an id past every
+        // id seen (controller::next_fleet_id).
+        spdlog::warn("etcd: {} holds no id; the next change made through the API rewrites it", guard_key());
+        out.guard = write_guard{1, kv.mod_revision};
+      }
     } else {
       absorb_status(std::string(key), kv.value, false);
     }

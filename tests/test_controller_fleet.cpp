@@ -242,3 +242,55 @@ TEST_CASE("fleet: a forward put by hand under an id deleted before is served, as
   f.controller.converge(api::fleet_changes{{{1, doc.dump(), revision, false}}, {}, revision, false});
   CHECK(f.controller.get(1).status == 404);
 }
+
+TEST_CASE("fleet: with next_id deleted, unreadable or behind a key made by hand, a POST takes an id never given", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9, "a")).status == 201);
+  REQUIRE(f.controller.create(tcp_forward(0, 9, "b")).status == 201);
+  REQUIRE(f.controller.remove(2).status == 204);
+
+  f.other.delete_range(prefix + "/next_id");
+  auto r = f.controller.create(tcp_forward(0, 9, "c"));
+  REQUIRE(r.status == 201);
+  CHECK(r.body["id"] == 3);
+  CHECK(f.next_id() == 4);
+
+  f.other.put(prefix + "/next_id", "not a number");
+  r = f.controller.create(tcp_forward(0, 9, "d"));
+  REQUIRE(r.status == 201);
+  CHECK(r.body["id"] == 4);
+  CHECK(f.next_id() == 5);
+
+  auto by_hand = f.document(4);
+  by_hand["name"] = "by-hand";
+  by_hand["enabled"] = false;  // on forward 4's port
+  f.other.put(prefix + "/forwards/5", by_hand.dump());
+  r = f.controller.create(tcp_forward(0, 9, "e"));
+  REQUIRE(r.status == 201);
+  CHECK(r.body["id"] == 6);
+  CHECK(f.next_id() == 7);
+  CHECK(f.document(5)["name"] == "by-hand");
+}
+
+TEST_CASE("fleet: a PUT of the configuration never writes over a key made by hand where it creates a forward", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  auto by_hand = f.document(1);
+  by_hand["name"] = "by-hand";
+  by_hand["enabled"] = false;
+  f.other.put(prefix + "/forwards/2", by_hand.dump());  // at next_id, unseen here: no watch runs
+
+  auto doc = f.controller.config().body;
+  doc["forwards"].push_back(tcp_forward(0, 9, "new"));
+  const auto refused = f.controller.put_config(doc, false, std::nullopt);
+  CHECK(refused.status == 409);
+  CHECK(refused.body["error"]["code"] == "conflict");
+  CHECK(f.document(2)["name"] == "by-hand");
+
+  doc = f.controller.config().body;  // read again: it has the forward made by hand now
+  REQUIRE(doc["forwards"].size() == 2);
+  doc["forwards"].push_back(tcp_forward(0, 9, "new"));
+  REQUIRE(f.controller.put_config(doc, false, std::nullopt).status == 200);
+  CHECK(f.document(2)["name"] == "by-hand");
+  CHECK(f.document(3)["name"] == "new");
+}
