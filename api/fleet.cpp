@@ -141,6 +141,10 @@ void fleet::absorb_status(const std::string& key, const std::string& value, bool
     const auto host = key.substr(6);
     if (deleted) {
       hosts_.erase(host);
+      if (host == options_.host && !stopping()) {
+        republish_ = true;
+        wake_.notify_all();
+      }
     } else {
       auto doc = json::parse(value, nullptr, false);
       hosts_[host] = doc.is_object() ? doc : json::object();
@@ -249,13 +253,22 @@ void fleet::lease_loop() {
   auto renewed = std::chrono::steady_clock::now();
   while (!stopping()) {
     try {
-      if (lease_ == 0) {
+      bool republish = false;
+      {
+        std::lock_guard lock(mutex_);
+        republish = republish_;
+      }
+      if (lease_ == 0 || republish) {
+        // A new lease for keys deleted by hand too: the old one may be gone with them, and it
+        // expires on its own once no longer renewed.
+        if (republish) spdlog::warn("etcd: this host's key was deleted; publishing its status again");
         const auto id = etcd_.lease_grant(options_.lease_ttl_s);
         etcd_.put(root_ + "hosts/" + options_.host,
                   json{{"started_at", started_at_}, {"version", PORTRELAY_VERSION}}.dump(), id);
         {
           std::lock_guard lock(mutex_);
           lease_ = id;
+          republish_ = false;
           for (const auto& [fid, s] : own_) dirty_[fid] = true;  // a new lease: every status again
         }
         renewed = std::chrono::steady_clock::now();
@@ -299,7 +312,7 @@ void fleet::lease_loop() {
       set_reachable(true, {});
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, renew_every - (std::chrono::steady_clock::now() - renewed),
-                     [this] { return stopping() || !dirty_.empty(); });
+                     [this] { return stopping() || !dirty_.empty() || republish_; });
     } catch (const etcd::error& e) {
       if (e.unreachable()) set_reachable(false, e.what());
       else spdlog::warn("etcd refused this host's lease or status: {}", e.what());

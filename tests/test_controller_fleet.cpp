@@ -294,3 +294,17 @@ TEST_CASE("fleet: a PUT of the configuration never writes over a key made by han
   CHECK(f.document(2)["name"] == "by-hand");
   CHECK(f.document(3)["name"] == "new");
 }
+
+TEST_CASE("fleet: this host's keys deleted by hand (etcdctl del --prefix) are written again", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  f.fleet.start(f.controller, f.store.mirrored_revision());
+  const auto host_key = prefix + "/hosts/host-a";
+  const auto status_key = prefix + "/status/1/host-a";
+  const auto present = [&] { return !f.other.range(host_key).kvs.empty() && !f.other.range(status_key).kvs.empty(); };
+  REQUIRE(eventually(present, io_timeout));
+  f.other.delete_range(prefix + "/status/", etcd::prefix_end(prefix + "/status/"));
+  f.other.delete_range(prefix + "/hosts/", etcd::prefix_end(prefix + "/hosts/"));
+  CHECK(eventually(present, io_timeout));
+  CHECK(eventually([&] { return f.controller.fleet_info().body["hosts"].size() == 1; }, io_timeout));
+}
