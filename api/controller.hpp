@@ -6,10 +6,12 @@
 #include "relay/engine.hpp"
 #include "store/forward_store.hpp"
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -107,6 +109,12 @@ class controller {
   std::optional<reply> commit_one(fleet_edit edit, std::int64_t id, const std::string& document = {},
                                   std::int64_t seen_revision = 0);
   void converge_locked(const fleet_changes& changes);
+  // The id a forward created now takes: P/next_id's, or past every id seen when that is higher (a
+  // key made by hand may name the largest id there is: no overflow then).
+  std::int64_t next_fleet_id() const {
+    const auto past = highest_id_ == std::numeric_limits<std::int64_t>::max() ? highest_id_ : highest_id_ + 1;
+    return std::max(guard_.next_id, past);
+  }
   // 409 when `next` would listen where an enabled forward of the shared set does.
   std::optional<api_error> shared_clash(const relay::forward_spec& next);
   // Resolves listen_port 0 of an enabled forward by binding (and closing) a port here.
@@ -115,9 +123,13 @@ class controller {
   mutable std::mutex mutex_;
   fleet* fleet_ = nullptr;
   write_guard guard_;  // fleet mode: P/next_id as this host last saw it
-  // Fleet mode: ids deleted from the shared set. Ids are never reused, so a late watch event that
-  // still carries one (a put older than the delete this host committed) is ignored.
-  std::set<std::int64_t> deleted_;
+  // Fleet mode: ids deleted from the shared set, each with the revision of its deletion. A late
+  // watch event that still carries one (a put older than the delete this host committed) is
+  // ignored; a put made after the delete (by hand, in etcd) is served, as on a host that never saw it.
+  std::map<std::int64_t, std::int64_t> deleted_;
+  // Fleet mode: the highest id this host saw in the shared set (served, invalid or deleted). A new
+  // forward's id is past it even when P/next_id is missing, unreadable or behind a key made by hand.
+  std::int64_t highest_id_ = 0;
   store::forward_store& store_;
   relay::engine& engine_;
 };

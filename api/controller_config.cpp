@@ -176,7 +176,7 @@ reply controller::apply_config(const config_plan& plan, const std::vector<config
 reply controller::fleet_apply_config(const config_plan& plan, const std::vector<config_entry>& entries) {
   namespace etcd = store::etcd;
   auto w = wanted_by(plan, entries);
-  const auto first_id = guard_.next_id;
+  const auto first_id = next_fleet_id();
   for (std::size_t k = 0; k < w.created; ++k) w.specs[k].id = first_id + static_cast<std::int64_t>(k);
   for (std::size_t k = 0; k < w.specs.size(); ++k) {
     if (auto e = resolve_port(w.specs[k])) return error_reply(about(w.names[k], std::move(*e)));
@@ -203,10 +203,12 @@ reply controller::fleet_apply_config(const config_plan& plan, const std::vector<
   for (std::size_t k = 0; k < w.specs.size(); ++k) {
     const auto key = fleet_->forward_key(w.specs[k].id);
     const auto doc = relay::document_text(w.specs[k]);
-    if (k >= w.created) {
-      compares.push_back({key, etcd::compare::target::mod_revision, etcd::compare::result::equal,
-                          plan.update[k - w.created].current.mod_revision, {}, {}});
-    }
+    // A created key must not exist yet (one made by hand that this host has not seen), a changed one
+    // must be as it was planned on.
+    const bool created = k < w.created;
+    compares.push_back({key, created ? etcd::compare::target::create_revision : etcd::compare::target::mod_revision,
+                        etcd::compare::result::equal, created ? 0 : plan.update[k - w.created].current.mod_revision,
+                        {}, {}});
     ops.push_back({etcd::operation::kind::put, key, doc, 0, {}});
     applied.forwards.push_back({w.specs[k].id, doc, 0, false});
   }

@@ -62,10 +62,15 @@ void controller::converge_locked(const fleet_changes& changes) {
   std::set<std::int64_t> seen;
   for (const auto& rf : changes.forwards) {
     seen.insert(rf.id);
+    highest_id_ = std::max(highest_id_, rf.id);
     const auto it = local.find(rf.id);
-    if (deleted_.contains(rf.id)) continue;  // a late event of a forward gone since
+    if (const auto gone = deleted_.find(rf.id); gone != deleted_.end()) {
+      if (rf.mod_revision <= gone->second) continue;  // a late event of a forward gone since
+      if (!rf.deleted) deleted_.erase(gone);          // put again after its delete: served again
+    }
     if (rf.deleted) {
       if (it != local.end()) removed.push_back(rf.id);
+      deleted_[rf.id] = rf.mod_revision;
       continue;
     }
     if (!changes.whole_set && it != local.end() && it->second.mod_revision >= rf.mod_revision) continue;  // applied
@@ -98,11 +103,12 @@ void controller::converge_locked(const fleet_changes& changes) {
   }
   if (changes.whole_set) {
     for (const auto& [id, f] : local) {
-      if (!seen.contains(id)) removed.push_back(id);
+      if (seen.contains(id)) continue;
+      removed.push_back(id);
+      deleted_[id] = changes.revision;
     }
   }
   for (const auto id : removed) {
-    deleted_.insert(id);
     engine_.remove(id);
     fleet_->forget(id);
     spdlog::info("forward {} deleted (fleet revision {})", id, changes.revision);
@@ -218,7 +224,7 @@ std::optional<reply> controller::commit_one(fleet_edit edit, std::int64_t id, co
 reply controller::fleet_create(relay::forward_spec spec) {
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     auto next = spec;
-    next.id = guard_.next_id;
+    next.id = next_fleet_id();
     if (auto e = resolve_port(next)) return error_reply(*e);
     if (auto e = shared_clash(next)) return error_reply(*e);
     if (auto e = refuse_target(next)) return error_reply(*e);

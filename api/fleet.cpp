@@ -27,6 +27,18 @@ std::optional<std::int64_t> leading_id(std::string_view s, std::string_view* res
   return id;
 }
 
+// A field of a status or host document (written by other hosts, or by hand): `fallback` when it is
+// missing or of another type, never an exception that would stop this host converging.
+std::string text_field(const json& doc, const char* name, std::string fallback = {}) {
+  const auto it = doc.find(name);
+  return it != doc.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+std::int64_t number_field(const json& doc, const char* name) {
+  const auto it = doc.find(name);
+  return it != doc.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+}
+
 std::optional<write_guard> guard_of(const std::string& value, std::int64_t mod_revision) {
   std::int64_t next = 0;
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), next);
@@ -109,6 +121,12 @@ fleet_changes fleet::read_all() {
       }
     } else if (key == "next_id") {
       out.guard = guard_of(kv.value, kv.mod_revision);
+      if (!out.guard) {
+        // Written by hand: compared as it is, and rewritten by the next change, with an id past every
+        // id seen (controller::next_fleet_id).
+        spdlog::warn("etcd: {} holds no id; the next change made through the API rewrites it", guard_key());
+        out.guard = write_guard{1, kv.mod_revision};
+      }
     } else {
       absorb_status(std::string(key), kv.value, false);
     }
@@ -123,6 +141,10 @@ void fleet::absorb_status(const std::string& key, const std::string& value, bool
     const auto host = key.substr(6);
     if (deleted) {
       hosts_.erase(host);
+      if (host == options_.host && !stopping()) {
+        republish_ = true;
+        wake_.notify_all();
+      }
     } else {
       auto doc = json::parse(value, nullptr, false);
       hosts_[host] = doc.is_object() ? doc : json::object();
@@ -143,9 +165,8 @@ void fleet::absorb_status(const std::string& key, const std::string& value, bool
   }
   const auto doc = json::parse(value, nullptr, false);
   if (!doc.is_object()) return;
-  host_status s{host, doc.value("state", std::string("error")),
-                doc.contains("error") && doc["error"].is_string() ? doc["error"].get<std::string>() : std::string(),
-                doc.value("applied_revision", std::int64_t{0})};
+  host_status s{host, text_field(doc, "state", "error"), text_field(doc, "error"),
+                number_field(doc, "applied_revision")};
   statuses_[*id][host] = std::move(s);
 }
 
@@ -232,13 +253,22 @@ void fleet::lease_loop() {
   auto renewed = std::chrono::steady_clock::now();
   while (!stopping()) {
     try {
-      if (lease_ == 0) {
+      bool republish = false;
+      {
+        std::lock_guard lock(mutex_);
+        republish = republish_;
+      }
+      if (lease_ == 0 || republish) {
+        // A new lease for keys deleted by hand too: the old one may be gone with them, and it
+        // expires on its own once no longer renewed.
+        if (republish) spdlog::warn("etcd: this host's key was deleted; publishing its status again");
         const auto id = etcd_.lease_grant(options_.lease_ttl_s);
         etcd_.put(root_ + "hosts/" + options_.host,
                   json{{"started_at", started_at_}, {"version", PORTRELAY_VERSION}}.dump(), id);
         {
           std::lock_guard lock(mutex_);
           lease_ = id;
+          republish_ = false;
           for (const auto& [fid, s] : own_) dirty_[fid] = true;  // a new lease: every status again
         }
         renewed = std::chrono::steady_clock::now();
@@ -282,7 +312,7 @@ void fleet::lease_loop() {
       set_reachable(true, {});
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, renew_every - (std::chrono::steady_clock::now() - renewed),
-                     [this] { return stopping() || !dirty_.empty(); });
+                     [this] { return stopping() || !dirty_.empty() || republish_; });
     } catch (const etcd::error& e) {
       if (e.unreachable()) set_reachable(false, e.what());
       else spdlog::warn("etcd refused this host's lease or status: {}", e.what());
@@ -330,8 +360,8 @@ json fleet::describe() const {
   std::lock_guard lock(mutex_);
   json hosts = json::array();
   for (const auto& [name, doc] : hosts_) {
-    hosts.push_back(json{{"host", name}, {"started_at", doc.value("started_at", std::string())},
-                         {"version", doc.value("version", std::string())}});
+    hosts.push_back(
+        json{{"host", name}, {"started_at", text_field(doc, "started_at")}, {"version", text_field(doc, "version")}});
   }
   return json{{"store", "etcd"},
               {"host", options_.host},

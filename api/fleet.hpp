@@ -141,6 +141,9 @@ class fleet {
   std::map<std::int64_t, host_status> own_;
   std::map<std::int64_t, bool> dirty_;  // id -> written (true) or deleted (false)
   std::int64_t lease_ = 0;
+  // P/hosts/<host> was deleted while this host lives (by hand, e.g. the whole prefix): the lease
+  // thread takes a new lease and writes this host's keys again.
+  bool republish_ = false;
   std::string started_at_;
 
   std::thread watch_thread_;

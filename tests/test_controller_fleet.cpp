@@ -204,3 +204,107 @@ TEST_CASE("fleet: etcd unreachable: writes are a 503 store_unreachable and chang
   CHECK(list.body[0]["max_connections"] == 0);
   CHECK(f.controller.store_state().starts_with("local-copy; revision="));
 }
+
+TEST_CASE("fleet: status and host keys of the wrong types are ignored: the host still converges and answers", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  f.other.put(prefix + "/status/1/by-hand", R"({"state":5,"error":[1],"applied_revision":"x"})");
+  f.other.put(prefix + "/hosts/by-hand", R"({"started_at":5,"version":{"a":1}})");
+  auto theirs = f.document(1);
+  theirs["name"] = "renamed-elsewhere";
+  f.change_elsewhere(1, theirs);
+  REQUIRE_NOTHROW(f.controller.resync());
+  const auto r = f.controller.get(1);
+  REQUIRE(r.status == 200);
+  CHECK(r.body["name"] == "renamed-elsewhere");
+  const auto hosts = r.body["hosts"];
+  REQUIRE(hosts.size() == 2);
+  CHECK(hosts[0]["host"] == "by-hand");
+  CHECK(hosts[0]["state"] == "error");
+  CHECK(hosts[0]["applied_revision"] == 0);
+  const auto info = f.controller.fleet_info();
+  REQUIRE(info.status == 200);
+  REQUIRE(info.body["hosts"].size() == 1);  // no lease thread runs here: only the hand-made entry
+  CHECK(info.body["hosts"][0]["started_at"] == "");
+}
+
+TEST_CASE("fleet: a forward put by hand under an id deleted before is served, as on a host that never saw it", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  const auto doc = f.document(1);
+  const auto revision = f.store.get(1)->mod_revision;
+  REQUIRE(f.controller.remove(1).status == 204);
+  f.other.put(prefix + "/forwards/1", doc.dump());
+  f.controller.resync();
+  CHECK(f.controller.get(1).status == 200);
+  // An event older than the delete is still ignored once the forward is gone again.
+  REQUIRE(f.controller.remove(1).status == 204);
+  f.controller.converge(api::fleet_changes{{{1, doc.dump(), revision, false}}, {}, revision, false});
+  CHECK(f.controller.get(1).status == 404);
+}
+
+TEST_CASE("fleet: with next_id deleted, unreadable or behind a key made by hand, a POST takes an id never given", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9, "a")).status == 201);
+  REQUIRE(f.controller.create(tcp_forward(0, 9, "b")).status == 201);
+  REQUIRE(f.controller.remove(2).status == 204);
+
+  f.other.delete_range(prefix + "/next_id");
+  auto r = f.controller.create(tcp_forward(0, 9, "c"));
+  REQUIRE(r.status == 201);
+  CHECK(r.body["id"] == 3);
+  CHECK(f.next_id() == 4);
+
+  f.other.put(prefix + "/next_id", "not a number");
+  r = f.controller.create(tcp_forward(0, 9, "d"));
+  REQUIRE(r.status == 201);
+  CHECK(r.body["id"] == 4);
+  CHECK(f.next_id() == 5);
+
+  auto by_hand = f.document(4);
+  by_hand["name"] = "by-hand";
+  by_hand["enabled"] = false;  // on forward 4's port
+  f.other.put(prefix + "/forwards/5", by_hand.dump());
+  r = f.controller.create(tcp_forward(0, 9, "e"));
+  REQUIRE(r.status == 201);
+  CHECK(r.body["id"] == 6);
+  CHECK(f.next_id() == 7);
+  CHECK(f.document(5)["name"] == "by-hand");
+}
+
+TEST_CASE("fleet: a PUT of the configuration never writes over a key made by hand where it creates a forward", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  auto by_hand = f.document(1);
+  by_hand["name"] = "by-hand";
+  by_hand["enabled"] = false;
+  f.other.put(prefix + "/forwards/2", by_hand.dump());  // at next_id, unseen here: no watch runs
+
+  auto doc = f.controller.config().body;
+  doc["forwards"].push_back(tcp_forward(0, 9, "new"));
+  const auto refused = f.controller.put_config(doc, false, std::nullopt);
+  CHECK(refused.status == 409);
+  CHECK(refused.body["error"]["code"] == "conflict");
+  CHECK(f.document(2)["name"] == "by-hand");
+
+  doc = f.controller.config().body;  // read again: it has the forward made by hand now
+  REQUIRE(doc["forwards"].size() == 2);
+  doc["forwards"].push_back(tcp_forward(0, 9, "new"));
+  REQUIRE(f.controller.put_config(doc, false, std::nullopt).status == 200);
+  CHECK(f.document(2)["name"] == "by-hand");
+  CHECK(f.document(3)["name"] == "new");
+}
+
+TEST_CASE("fleet: this host's keys deleted by hand (etcdctl del --prefix) are written again", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  f.fleet.start(f.controller, f.store.mirrored_revision());
+  const auto host_key = prefix + "/hosts/host-a";
+  const auto status_key = prefix + "/status/1/host-a";
+  const auto present = [&] { return !f.other.range(host_key).kvs.empty() && !f.other.range(status_key).kvs.empty(); };
+  REQUIRE(eventually(present, io_timeout));
+  f.other.delete_range(prefix + "/status/", etcd::prefix_end(prefix + "/status/"));
+  f.other.delete_range(prefix + "/hosts/", etcd::prefix_end(prefix + "/hosts/"));
+  CHECK(eventually(present, io_timeout));
+  CHECK(eventually([&] { return f.controller.fleet_info().body["hosts"].size() == 1; }, io_timeout));
+}
