@@ -115,6 +115,9 @@ class controller {
     const auto past = highest_id_ == std::numeric_limits<std::int64_t>::max() ? highest_id_ : highest_id_ + 1;
     return std::max(guard_.next_id, past);
   }
+  // 507 ids_exhausted when `count` forwards created from id `first` on would pass the largest id
+  // there is (P/next_id written by hand near it): the id after them could not be stored.
+  static std::optional<api_error> ids_left(std::int64_t first, std::size_t count);
   // 409 when `next` would listen where an enabled forward of the shared set does.
   std::optional<api_error> shared_clash(const relay::forward_spec& next);
   // Resolves listen_port 0 of an enabled forward by binding (and closing) a port here.

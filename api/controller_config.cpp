@@ -177,6 +177,7 @@ reply controller::fleet_apply_config(const config_plan& plan, const std::vector<
   namespace etcd = store::etcd;
   auto w = wanted_by(plan, entries);
   const auto first_id = next_fleet_id();
+  if (auto e = ids_left(first_id, w.created)) return error_reply(*e);
   for (std::size_t k = 0; k < w.created; ++k) w.specs[k].id = first_id + static_cast<std::int64_t>(k);
   for (std::size_t k = 0; k < w.specs.size(); ++k) {
     if (auto e = resolve_port(w.specs[k])) return error_reply(about(w.names[k], std::move(*e)));

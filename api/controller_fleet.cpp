@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <limits>
 #include <map>
 #include <set>
 
@@ -221,10 +222,21 @@ std::optional<reply> controller::commit_one(fleet_edit edit, std::int64_t id, co
   return reply{200, render(*f), {}, {}};
 }
 
+std::optional<api_error> controller::ids_left(std::int64_t first, std::size_t count) {
+  constexpr auto largest = std::numeric_limits<std::int64_t>::max();
+  if (count < static_cast<std::uint64_t>(largest) && first <= largest - static_cast<std::int64_t>(count)) {
+    return std::nullopt;
+  }
+  return api_error{507, "ids_exhausted",
+                   "forward ids are used up: the next is " + std::to_string(first) + ", and " + std::to_string(count) +
+                       " more would pass the largest id there is (was P/next_id written by hand?)"};
+}
+
 reply controller::fleet_create(relay::forward_spec spec) {
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     auto next = spec;
     next.id = next_fleet_id();
+    if (auto e = ids_left(next.id, 1)) return error_reply(*e);
     if (auto e = resolve_port(next)) return error_reply(*e);
     if (auto e = shared_clash(next)) return error_reply(*e);
     if (auto e = refuse_target(next)) return error_reply(*e);

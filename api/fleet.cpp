@@ -29,9 +29,13 @@ std::optional<std::int64_t> leading_id(std::string_view s, std::string_view* res
 
 // A field of a status or host document (written by other hosts, or by hand): `fallback` when it is
 // missing or of another type, never an exception that would stop this host converging.
+// A text is kept to its first max_status_text bytes: a key written by hand could hold a megabyte,
+// repeated in every GET of its forward.
 std::string text_field(const json& doc, const char* name, std::string fallback = {}) {
   const auto it = doc.find(name);
-  return it != doc.end() && it->is_string() ? it->get<std::string>() : fallback;
+  if (it == doc.end() || !it->is_string()) return fallback;
+  const auto& text = it->get_ref<const std::string&>();
+  return text.substr(0, max_status_text);
 }
 
 std::int64_t number_field(const json& doc, const char* name) {
@@ -160,6 +164,12 @@ void fleet::absorb_status(const std::string& key, const std::string& value, bool
     if (auto it = statuses_.find(*id); it != statuses_.end()) {
       it->second.erase(host);
       if (it->second.empty()) statuses_.erase(it);
+    }
+    // This host's status of a forward it still serves, deleted by hand: written again. (Deleting a
+    // forward forgets it here before its statuses go, so those are not.)
+    if (host == options_.host && own_.contains(*id) && !stopping()) {
+      dirty_[*id] = true;
+      wake_.notify_all();
     }
     return;
   }

@@ -52,6 +52,10 @@ struct fleet_changes {
   bool whole_set = false;            // forwards is the whole set: any other forward is gone
 };
 
+// Bytes of a text field (state, error, a host's started_at and version) read from another host's
+// status or host key; the rest is cut (a key written by hand may hold a megabyte).
+constexpr std::size_t max_status_text = 1024;
+
 // How forward `id` runs on one host, as that host published it.
 struct host_status {
   std::string host;

@@ -9,6 +9,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 using namespace test;
 using api::json;
 namespace etcd = store::etcd;
@@ -272,6 +274,27 @@ TEST_CASE("fleet: with next_id deleted, unreadable or behind a key made by hand,
   CHECK(f.document(5)["name"] == "by-hand");
 }
 
+TEST_CASE("fleet: ids near the largest one (next_id written by hand) are given to the last, then a 507, never an overflow", "[api]") {
+  fleet_fixture f;
+  constexpr auto largest = std::numeric_limits<std::int64_t>::max();
+  f.other.put(prefix + "/next_id", std::to_string(largest - 1));
+  auto r = f.controller.create(tcp_forward(0, 9, "last"));
+  REQUIRE(r.status == 201);
+  CHECK(r.body["id"] == largest - 1);
+  CHECK(f.next_id() == largest);
+
+  r = f.controller.create(tcp_forward(0, 9, "one-too-many"));
+  CHECK(r.status == 507);
+  CHECK(r.body["error"]["code"] == "ids_exhausted");
+  auto doc = f.controller.config().body;
+  doc["forwards"].push_back(tcp_forward(0, 9, "new"));
+  r = f.controller.put_config(doc, false, std::nullopt);
+  CHECK(r.status == 507);
+  CHECK(r.body["error"]["code"] == "ids_exhausted");
+  CHECK(f.next_id() == largest);  // nothing written
+  CHECK(f.controller.list().body.size() == 1);
+}
+
 TEST_CASE("fleet: a PUT of the configuration never writes over a key made by hand where it creates a forward", "[api]") {
   fleet_fixture f;
   REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
@@ -307,4 +330,24 @@ TEST_CASE("fleet: this host's keys deleted by hand (etcdctl del --prefix) are wr
   f.other.delete_range(prefix + "/hosts/", etcd::prefix_end(prefix + "/hosts/"));
   CHECK(eventually(present, io_timeout));
   CHECK(eventually([&] { return f.controller.fleet_info().body["hosts"].size() == 1; }, io_timeout));
+
+  f.other.delete_range(status_key);  // only the status of a forward it still serves
+  CHECK(eventually([&] { return !f.other.range(status_key).kvs.empty(); }, io_timeout));
+}
+
+TEST_CASE("fleet: a text in another host's status is cut at 1 KiB, not repeated whole in every GET", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  f.fleet.start(f.controller, f.store.mirrored_revision());
+  const std::string huge(1 << 20, 'x');
+  f.other.put(prefix + "/status/1/host-b", json{{"state", "error"}, {"error", huge}}.dump());
+  const auto error_of_b = [&] {
+    const auto body = f.controller.get(1).body;
+    for (const auto& h : body["hosts"]) {
+      if (h["host"] == "host-b") return h["error"].get<std::string>();
+    }
+    return std::string();
+  };
+  REQUIRE(eventually([&] { return !error_of_b().empty(); }, io_timeout));
+  CHECK(error_of_b() == huge.substr(0, api::max_status_text));
 }
