@@ -58,6 +58,7 @@ void controller::converge_locked(const fleet_changes& changes) {
   for (auto& f : store_.list()) local.emplace(f.spec.id, std::move(f));
   std::vector<store::forward_store::mirrored> put;
   std::vector<std::int64_t> removed;
+  std::vector<std::int64_t> unserved;  // an invalid document replaced them: not served, not deleted
   std::vector<relay::forward_spec> changed;
   std::vector<std::int64_t> changed_revision;
   std::set<std::int64_t> seen;
@@ -90,6 +91,8 @@ void controller::converge_locked(const fleet_changes& changes) {
     if (problem) {
       spdlog::warn("forward {} in etcd (revision {}) is not served: its document is invalid: {}", rf.id,
                    rf.mod_revision, *problem);
+      // Nor is the version before it: every host, restarted or not, serves the same set.
+      if (it != local.end()) unserved.push_back(rf.id);
       continue;
     }
     if (it != local.end() && it->second.spec == spec && it->second.invalid.empty()) {
@@ -114,6 +117,11 @@ void controller::converge_locked(const fleet_changes& changes) {
     fleet_->forget(id);
     spdlog::info("forward {} deleted (fleet revision {})", id, changes.revision);
   }
+  for (const auto id : unserved) {
+    engine_.remove(id);
+    fleet_->forget(id);
+  }
+  removed.insert(removed.end(), unserved.begin(), unserved.end());  // from the local copy too
   // Listeners that move or close make room first, so two forwards may swap ports in one change.
   std::vector<std::int64_t> leaving;
   for (const auto& next : changed) {

@@ -295,6 +295,25 @@ TEST_CASE("fleet: ids near the largest one (next_id written by hand) are given t
   CHECK(f.controller.list().body.size() == 1);
 }
 
+TEST_CASE("fleet: an invalid document put by hand over a live forward stops it here too, and a valid one serves it again", "[api]") {
+  fleet_fixture f;
+  REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
+  const auto valid = f.document(1);
+  REQUIRE(f.engine.status(1).state == relay::forward_state::active);
+
+  f.other.put(prefix + "/forwards/1", json{{"garbage", true}}.dump());
+  f.controller.resync();
+  CHECK(f.controller.get(1).status == 404);  // as on a host started now, which never served it
+  CHECK(f.controller.list().body.empty());
+  CHECK(f.engine.status(1).error == "not loaded");  // its port is closed
+  CHECK(f.document(1) == json{{"garbage", true}});  // not this host's to delete
+
+  f.other.put(prefix + "/forwards/1", valid.dump());
+  f.controller.resync();
+  REQUIRE(f.controller.get(1).status == 200);
+  CHECK(f.engine.status(1).state == relay::forward_state::active);
+}
+
 TEST_CASE("fleet: a PUT of the configuration never writes over a key made by hand where it creates a forward", "[api]") {
   fleet_fixture f;
   REQUIRE(f.controller.create(tcp_forward(0, 9)).status == 201);
