@@ -112,16 +112,12 @@ void controller::converge_locked(const fleet_changes& changes) {
       deleted_[id] = changes.revision;
     }
   }
+  for (const auto id : removed) spdlog::info("forward {} deleted (fleet revision {})", id, changes.revision);
+  removed.insert(removed.end(), unserved.begin(), unserved.end());  // gone here and from the local copy alike
   for (const auto id : removed) {
     engine_.remove(id);
     fleet_->forget(id);
-    spdlog::info("forward {} deleted (fleet revision {})", id, changes.revision);
   }
-  for (const auto id : unserved) {
-    engine_.remove(id);
-    fleet_->forget(id);
-  }
-  removed.insert(removed.end(), unserved.begin(), unserved.end());  // from the local copy too
   // Listeners that move or close make room first, so two forwards may swap ports in one change.
   std::vector<std::int64_t> leaving;
   for (const auto& next : changed) {
@@ -216,7 +212,8 @@ std::optional<reply> controller::commit_one(fleet_edit edit, std::int64_t id, co
     compares = {etcd::compare{key, what, etcd::compare::result::equal, seen_revision, {}, {}}};
     ops = {put(key, document)};
   }
-  auto w = commit_to_fleet(std::move(compares), std::move(ops), edit == fleet_edit::create ? id + 1 : guard_.next_id);
+  // P/next_id is rewritten with every change: past every id seen, even where it held no id.
+  auto w = commit_to_fleet(std::move(compares), std::move(ops), edit == fleet_edit::create ? id + 1 : next_fleet_id());
   if (w.failed) return w.failed;
   if (!w.revision) return std::nullopt;
   converge_locked(fleet_changes{{{id, document, *w.revision, edit == fleet_edit::remove}}, {}, *w.revision, false});

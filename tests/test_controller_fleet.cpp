@@ -272,6 +272,10 @@ TEST_CASE("fleet: with next_id deleted, unreadable or behind a key made by hand,
   CHECK(r.body["id"] == 6);
   CHECK(f.next_id() == 7);
   CHECK(f.document(5)["name"] == "by-hand");
+
+  f.other.put(prefix + "/next_id", "not a number");  // a PATCH rewrites it too, with the next id
+  REQUIRE(f.controller.patch(1, json{{"name", "a2"}}).status == 200);
+  CHECK(f.next_id() == 7);
 }
 
 TEST_CASE("fleet: ids near the largest one (next_id written by hand) are given to the last, then a 507, never an overflow", "[api]") {
