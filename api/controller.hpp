@@ -81,8 +81,8 @@ class controller {
   // or memory, 400 otherwise.
   std::optional<api_error> prepare(relay::forward_spec& next, relay::engine::prepared& out);
   // Binds `spec` here and serves it (a listen_port 0 becomes the port bound), or puts it in state
-  // error when it cannot bind: restore() and converge(), which serve what is already stored. The
-  // bind error.
+  // error when it cannot bind: restore() and converge(), which serve what is already stored.
+  // Returns the bind error, if any.
   std::optional<api_error> serve(relay::forward_spec& spec);
   // 400 when `next`'s target leads back into this daemon: its API, or a loop of forwards.
   std::optional<api_error> refuse_target(const relay::forward_spec& next) const;

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <utility>
 #include <charconv>
 #include <random>
 
@@ -35,7 +36,9 @@ std::string text_field(const json& doc, const char* name, std::string fallback =
   const auto it = doc.find(name);
   if (it == doc.end() || !it->is_string()) return fallback;
   const auto& text = it->get_ref<const std::string&>();
-  return text.substr(0, max_status_text);
+  auto n = std::min(text.size(), max_status_text);
+  while (n < text.size() && n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;  // whole UTF-8 characters
+  return text.substr(0, n);
 }
 
 std::int64_t number_field(const json& doc, const char* name) {
@@ -165,8 +168,8 @@ void fleet::absorb_status(const std::string& key, const std::string& value, bool
       it->second.erase(host);
       if (it->second.empty()) statuses_.erase(it);
     }
-    // This host's status of a forward it still serves, deleted by hand: written again. (Deleting a
-    // forward forgets it here before its statuses go, so those are not.)
+    // This host's status of a forward it still serves, deleted by hand: written again. (A deleted
+    // forward is forgotten here before its statuses' deletions are absorbed, so those are not.)
     if (host == options_.host && own_.contains(*id) && !stopping()) {
       dirty_[*id] = true;
       wake_.notify_all();
@@ -224,6 +227,9 @@ void fleet::watch_loop() {
                      [this](const std::vector<etcd::watch_event>& events, std::int64_t revision) {
                        fleet_changes batch;
                        batch.revision = revision;
+                       // Statuses and hosts after the forwards: a forward deleted in this batch is
+                       // forgotten first, so its own status's deletion is not taken for one by hand.
+                       std::vector<const etcd::watch_event*> statuses;
                        for (const auto& e : events) {
                          const std::string key = e.kv.key.substr(root_.size());
                          const bool deleted = e.type == etcd::watch_event::kind::delete_;
@@ -234,10 +240,14 @@ void fleet::watch_loop() {
                          } else if (key == "next_id") {
                            batch.guard = deleted ? write_guard{} : guard_of(e.kv.value, e.kv.mod_revision);
                          } else {
-                           absorb_status(key, e.kv.value, deleted);
+                           statuses.push_back(&e);
                          }
                        }
                        if (!batch.forwards.empty() || batch.guard) ctl_->converge(batch);
+                       for (const auto* e : statuses) {
+                         absorb_status(e->kv.key.substr(root_.size()), e->kv.value,
+                                       e->type == etcd::watch_event::kind::delete_);
+                       }
                        revision_ = std::max(revision_.load(), revision);
                        set_reachable(true, {});
                      });
@@ -262,23 +272,23 @@ void fleet::lease_loop() {
   const auto renew_every = std::chrono::milliseconds(options_.lease_ttl_s * 1000 / 3);
   auto renewed = std::chrono::steady_clock::now();
   while (!stopping()) {
+    bool republish = false;
     try {
-      bool republish = false;
       {
         std::lock_guard lock(mutex_);
-        republish = republish_;
+        republish = std::exchange(republish_, false);  // a deletion seen from now on asks again
       }
       if (lease_ == 0 || republish) {
-        // A new lease for keys deleted by hand too: the old one may be gone with them, and it
-        // expires on its own once no longer renewed.
+        // Keys deleted by hand leave their lease alive: it is kept, and a new one taken only when
+        // it expired too.
         if (republish) spdlog::warn("etcd: this host's key was deleted; publishing its status again");
-        const auto id = etcd_.lease_grant(options_.lease_ttl_s);
+        auto id = lease_;
+        if (id == 0 || etcd_.lease_keepalive(id) == 0) id = etcd_.lease_grant(options_.lease_ttl_s);
         etcd_.put(root_ + "hosts/" + options_.host,
                   json{{"started_at", started_at_}, {"version", PORTRELAY_VERSION}}.dump(), id);
         {
           std::lock_guard lock(mutex_);
           lease_ = id;
-          republish_ = false;
           for (const auto& [fid, s] : own_) dirty_[fid] = true;  // a new lease: every status again
         }
         renewed = std::chrono::steady_clock::now();
@@ -324,6 +334,10 @@ void fleet::lease_loop() {
       wake_.wait_for(lock, renew_every - (std::chrono::steady_clock::now() - renewed),
                      [this] { return stopping() || !dirty_.empty() || republish_; });
     } catch (const etcd::error& e) {
+      if (republish) {
+        std::lock_guard lock(mutex_);
+        republish_ = true;  // not done: again after the back-off
+      }
       if (e.unreachable()) set_reachable(false, e.what());
       else spdlog::warn("etcd refused this host's lease or status: {}", e.what());
       if (!back_off(failures)) break;

@@ -35,6 +35,7 @@ struct conn {
   char buf[2][BUF];     // buf[i]: read from fd[i], to be sent to fd[1 - i]
   size_t len[2], off[2];
   int eof[2], ended[2];  // eof[i]: fd[i] sent FIN; ended[i]: direction i done (FIN passed on)
+  int rdhup[2];          // fd[i]'s peer shut down (an edge seen once, kept until read to the end)
   int refs;
 };
 struct side {  // epoll's data: which socket of which connection
@@ -89,6 +90,7 @@ static void finish(struct conn* c) {
 
 // Moves what it can in direction i (fd[i] -> fd[1 - i]); returns 1 when the connection is done.
 static int pump(struct conn* c, int i, int rdhup) {
+  c->rdhup[i] |= rdhup;
   for (;;) {
     while (c->len[i] > c->off[i]) {
       ssize_t n = send(c->fd[1 - i], c->buf[i] + c->off[i], c->len[i] - c->off[i], MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -109,7 +111,7 @@ static int pump(struct conn* c, int i, int rdhup) {
       continue;
     }
     c->len[i] = (size_t)n;
-    if ((size_t)n < BUF && !rdhup) {  // drained: send, then wait for the next edge
+    if ((size_t)n < BUF && !c->rdhup[i]) {  // drained: send, then wait for the next edge
       while (c->off[i] < c->len[i]) {
         ssize_t s = send(c->fd[1 - i], c->buf[i] + c->off[i], c->len[i] - c->off[i], MSG_NOSIGNAL | MSG_DONTWAIT);
         if (s < 0) return errno == EAGAIN ? 0 : 1;
@@ -153,6 +155,7 @@ static void* run(void* arg) {
           memset(c->off, 0, sizeof c->off);
           memset(c->eof, 0, sizeof c->eof);
           memset(c->ended, 0, sizeof c->ended);
+          memset(c->rdhup, 0, sizeof c->rdhup);
           c->refs = 0;
           c->fd[0] = fd;
           c->fd[1] = up;
